@@ -1,0 +1,77 @@
+package etcdapi
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// Backend is what the services need from the node.
+type Backend interface {
+	// Header returns a response header with the cluster ID, this member's
+	// ID and the current Raft term; the caller sets the revision.
+	Header() *pb.ResponseHeader
+	// Propose replicates a write command and returns its response.
+	Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error)
+	// Range serves a read, linearizable unless req.Serializable.
+	Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error)
+	// WaitCompaction waits until versions below rev are physically removed.
+	WaitCompaction(ctx context.Context, rev int64) error
+	// Members lists the cluster members; linearizable reads go through Raft.
+	Members(ctx context.Context, linearizable bool) ([]cluster.Member, error)
+	// Status describes this member.
+	Status(ctx context.Context) (*pb.StatusResponse, error)
+}
+
+// Limits bounds requests.
+type Limits struct {
+	MaxRequestBytes int
+	MaxTxnOps       int
+}
+
+// ErrTooLarge is returned by a Backend for a command over the size limit.
+var ErrTooLarge = errors.New("request is too large")
+
+// toGRPC turns a node error into the error an etcd client expects. Errors
+// that already carry a gRPC status (the rpctypes errors returned by package
+// kv) pass through.
+func toGRPC(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return rpctypes.ErrGRPCRequestTooLarge
+	case errors.Is(err, replica.ErrNoLeader):
+		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, replica.ErrDropped):
+		return rpctypes.ErrGRPCRequestTooManyRequests
+	case errors.Is(err, replica.ErrStopped):
+		return rpctypes.ErrGRPCStopped
+	case errors.Is(err, replica.ErrAbandoned):
+		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, context.Canceled):
+		if ctx.Err() != nil {
+			return rpctypes.ErrGRPCCanceled
+		}
+		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, context.DeadlineExceeded):
+		if ctx.Err() != nil {
+			return rpctypes.ErrGRPCDeadlineExceeded
+		}
+		return rpctypes.ErrGRPCTimeout
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,25 @@
+// Package keys defines the layout of every key Synod writes to a node's Pebble
+// instance. Keeping the whole keyspace in one file makes it possible to reason
+// about which keys are replicated (part of a range's state machine, shipped in
+// snapshots) and which are local to a node (Raft log, HardState, node identity).
+//
+// The layout, by first byte:
+//
+//	0x01 node-local, unreplicated
+//	     0x01 "ident"                              node identity (cluster ID, member ID, name)
+//	     0x01 "r" <rangeID:8> "hs"                 Raft HardState of a range
+//	     0x01 "r" <rangeID:8> "rt"                 Raft truncated state (index, term)
+//	     0x01 "r" <rangeID:8> "rl" <index:8>       Raft log entry
+//	0x02 range-local, replicated
+//	     0x02 "r" <rangeID:8> "as"                 applied state of a range
+//	0x03 system keyspace, replicated (members; later the meta range)
+//	     0x03 "member" <memberID:8>                cluster member
+//	0x10 MVCC user data
+//	     0x10 <escaped user key> 0x00 0x01 <^revision:8>
+//
+// Integers are big-endian so that they sort numerically. User keys are escaped
+// (0x00 becomes 0x00 0xff) and terminated by 0x00 0x01, so that all versions of
+// one user key are contiguous and user keys keep their byte order. The revision
+// is stored inverted (^rev), so the newest version of a key sorts first and a
+// read at revision R is a single SeekGE to (key, ^R).
+package keys

@@ -1,0 +1,242 @@
+package keys
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// RangeID names one range: a contiguous span of the user keyspace replicated by
+// its own Raft group. Range 1 is created at bootstrap and covers everything.
+type RangeID uint64
+
+// FirstRangeID is the range created when a cluster bootstraps.
+const FirstRangeID RangeID = 1
+
+const (
+	localPrefix      byte = 0x01
+	replicatedPrefix byte = 0x02
+	systemPrefix     byte = 0x03
+	mvccPrefix       byte = 0x10
+)
+
+var (
+	identSuffix     = []byte("ident")
+	hardStateSuffix = []byte("hs")
+	truncatedSuffix = []byte("rt")
+	raftLogSuffix   = []byte("rl")
+	appliedSuffix   = []byte("as")
+	memberInfix     = []byte("member")
+)
+
+// NodeIdentKey holds the identity of this node: the cluster it belongs to and
+// its member ID. It is written once, when the node first starts.
+func NodeIdentKey() []byte {
+	return append([]byte{localPrefix}, identSuffix...)
+}
+
+func rangeLocalKey(prefix byte, id RangeID, suffix []byte, extra int) []byte {
+	k := make([]byte, 0, 2+8+len(suffix)+extra)
+	k = append(k, prefix, 'r')
+	k = binary.BigEndian.AppendUint64(k, uint64(id))
+	return append(k, suffix...)
+}
+
+// RaftHardStateKey holds the Raft HardState (term, vote, commit) of a range.
+func RaftHardStateKey(id RangeID) []byte {
+	return rangeLocalKey(localPrefix, id, hardStateSuffix, 0)
+}
+
+// RaftTruncatedStateKey holds the index and term of the last entry removed
+// from the Raft log of a range.
+func RaftTruncatedStateKey(id RangeID) []byte {
+	return rangeLocalKey(localPrefix, id, truncatedSuffix, 0)
+}
+
+// RaftLogPrefix is the prefix of every Raft log entry of a range.
+func RaftLogPrefix(id RangeID) []byte {
+	return rangeLocalKey(localPrefix, id, raftLogSuffix, 0)
+}
+
+// RaftLogKey holds the Raft log entry at index.
+func RaftLogKey(id RangeID, index uint64) []byte {
+	k := rangeLocalKey(localPrefix, id, raftLogSuffix, 8)
+	return binary.BigEndian.AppendUint64(k, index)
+}
+
+// RaftLogIndex decodes the index from a key made by RaftLogKey.
+func RaftLogIndex(key []byte) (uint64, error) {
+	if len(key) < 8 {
+		return 0, fmt.Errorf("raft log key %q too short", key)
+	}
+	return binary.BigEndian.Uint64(key[len(key)-8:]), nil
+}
+
+// RangeLocalUnreplicatedSpan covers every unreplicated key of a range (its Raft
+// log, HardState and truncated state).
+func RangeLocalUnreplicatedSpan(id RangeID) Span {
+	start := rangeLocalKey(localPrefix, id, nil, 0)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// RangeAppliedStateKey holds the replicated applied state of a range: applied
+// index and term, configuration and the KV revision counters.
+func RangeAppliedStateKey(id RangeID) []byte {
+	return rangeLocalKey(replicatedPrefix, id, appliedSuffix, 0)
+}
+
+// RangeLocalReplicatedSpan covers the replicated range-local keys of a range.
+func RangeLocalReplicatedSpan(id RangeID) Span {
+	start := rangeLocalKey(replicatedPrefix, id, nil, 0)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// MemberKey holds the description of one cluster member.
+func MemberKey(id uint64) []byte {
+	k := make([]byte, 0, 1+len(memberInfix)+8)
+	k = append(k, systemPrefix)
+	k = append(k, memberInfix...)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// MemberSpan covers every MemberKey.
+func MemberSpan() Span {
+	start := append([]byte{systemPrefix}, memberInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// SystemSpan covers the whole replicated system keyspace.
+func SystemSpan() Span {
+	return Span{Start: []byte{systemPrefix}, End: []byte{systemPrefix + 1}}
+}
+
+// MVCCSpan covers all MVCC user data.
+func MVCCSpan() Span {
+	return Span{Start: []byte{mvccPrefix}, End: []byte{mvccPrefix + 1}}
+}
+
+// Span is the half-open interval [Start, End) of Pebble keys.
+type Span struct {
+	Start, End []byte
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix p.
+// It returns nil (no upper bound) when p is empty or all 0xff.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// ReplicatedSpans returns the Pebble spans that make up the replicated state of
+// a range, in key order: what a snapshot of the range contains. In phase 1 the
+// only range is FirstRangeID and it covers the system keyspace and all user data.
+func ReplicatedSpans(id RangeID) []Span {
+	spans := []Span{RangeLocalReplicatedSpan(id)}
+	if id == FirstRangeID {
+		spans = append(spans, SystemSpan(), MVCCSpan())
+	}
+	return spans
+}
+
+const revisionLen = 8
+
+// MVCCKey encodes the Pebble key of the version of userKey written at rev.
+func MVCCKey(userKey []byte, rev int64) []byte {
+	k := AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+4+revisionLen), userKey)
+	return binary.BigEndian.AppendUint64(k, ^uint64(rev))
+}
+
+// AppendMVCCKeyPrefix appends the encoding of userKey shared by all of its
+// versions: the MVCC prefix byte, the escaped key and the terminator.
+func AppendMVCCKeyPrefix(dst, userKey []byte) []byte {
+	dst = append(dst, mvccPrefix)
+	for _, c := range userKey {
+		if c == 0x00 {
+			dst = append(dst, 0x00, 0xff)
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, 0x00, 0x01)
+}
+
+// MVCCKeyUpperBound returns the first Pebble key after every version of
+// userKey: a SeekGE to it skips to the next user key.
+func MVCCKeyUpperBound(userKey []byte) []byte {
+	k := AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+4), userKey)
+	k[len(k)-1] = 0x02
+	return k
+}
+
+// MVCCBound returns the Pebble key at which the versions of userKey begin,
+// which is also the lower bound of a scan starting at userKey. A nil userKey
+// means the start of the user keyspace.
+func MVCCBound(userKey []byte) []byte {
+	if userKey == nil {
+		return []byte{mvccPrefix}
+	}
+	return AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+3), userKey)
+}
+
+// MVCCEnd returns the exclusive upper bound of a scan over user keys below
+// end. A nil end means the end of the user keyspace.
+func MVCCEnd(end []byte) []byte {
+	if end == nil {
+		return []byte{mvccPrefix + 1}
+	}
+	return MVCCBound(end)
+}
+
+var errBadMVCCKey = errors.New("malformed mvcc key")
+
+// DecodeMVCCKey splits a Pebble key made by MVCCKey into the user key and the
+// revision. The user key is appended to dst, which may be nil.
+func DecodeMVCCKey(dst, k []byte) (userKey []byte, rev int64, err error) {
+	if len(k) < 1+2+revisionLen || k[0] != mvccPrefix {
+		return nil, 0, errBadMVCCKey
+	}
+	body := k[1 : len(k)-revisionLen]
+	userKey = dst[:0]
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c != 0x00 {
+			userKey = append(userKey, c)
+			continue
+		}
+		if i+1 >= len(body) {
+			return nil, 0, errBadMVCCKey
+		}
+		switch body[i+1] {
+		case 0xff:
+			userKey = append(userKey, 0x00)
+			i++
+		case 0x01:
+			if i+2 != len(body) {
+				return nil, 0, errBadMVCCKey
+			}
+			i++
+		default:
+			return nil, 0, errBadMVCCKey
+		}
+	}
+	if len(body) < 2 || body[len(body)-2] != 0x00 || body[len(body)-1] != 0x01 {
+		return nil, 0, errBadMVCCKey
+	}
+	rev = int64(^binary.BigEndian.Uint64(k[len(k)-revisionLen:]))
+	return userKey, rev, nil
+}
+
+// MVCCKeyPrefixLen returns the length of the part of an MVCC key shared by all
+// versions of its user key (everything but the revision).
+func MVCCKeyPrefixLen(k []byte) int {
+	if len(k) < revisionLen {
+		return 0
+	}
+	return len(k) - revisionLen
+}

@@ -1,0 +1,101 @@
+package keys
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+)
+
+func randKey(r *rand.Rand) []byte {
+	alphabet := []byte{0x00, 0x01, 0x02, 'a', 'b', 0xfe, 0xff}
+	k := make([]byte, 1+r.IntN(4))
+	for i := range k {
+		k[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return k
+}
+
+func TestMVCCKeyOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 20000; i++ {
+		a, b := randKey(r), randKey(r)
+		ra, rb := r.Int64N(1<<40)+1, r.Int64N(1<<40)+1
+		ka, kb := MVCCKey(a, ra), MVCCKey(b, rb)
+		got := bytes.Compare(ka, kb)
+		want := bytes.Compare(a, b)
+		if want == 0 {
+			// Same user key: newer revisions sort first.
+			switch {
+			case ra > rb:
+				want = -1
+			case ra < rb:
+				want = 1
+			}
+		}
+		if got != want {
+			t.Fatalf("compare(%q@%d, %q@%d): got %d, want %d", a, ra, b, rb, got, want)
+		}
+		// Bounds: every version of a lies in [MVCCBound(a), MVCCKeyUpperBound(a)).
+		if bytes.Compare(ka, MVCCBound(a)) < 0 || bytes.Compare(ka, MVCCKeyUpperBound(a)) >= 0 {
+			t.Fatalf("%q@%d outside its own bounds", a, ra)
+		}
+		// A version of b lies below MVCCBound(a) exactly when b < a.
+		if (bytes.Compare(kb, MVCCBound(a)) < 0) != (bytes.Compare(b, a) < 0) {
+			t.Fatalf("%q@%d vs bound of %q: wrong side", b, rb, a)
+		}
+		// Upper bound of a lies below every version of a larger key.
+		if bytes.Compare(b, a) > 0 && bytes.Compare(kb, MVCCKeyUpperBound(a)) < 0 {
+			t.Fatalf("%q@%d sorts below upper bound of %q", b, rb, a)
+		}
+	}
+}
+
+func TestDecodeMVCCKey(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 5000; i++ {
+		k := randKey(r)
+		rev := r.Int64N(1 << 62)
+		gotKey, gotRev, err := DecodeMVCCKey(nil, MVCCKey(k, rev))
+		if err != nil {
+			t.Fatalf("decode %q@%d: %v", k, rev, err)
+		}
+		if !bytes.Equal(gotKey, k) || gotRev != rev {
+			t.Fatalf("decode: got %q@%d, want %q@%d", gotKey, gotRev, k, rev)
+		}
+	}
+	for _, bad := range [][]byte{nil, {mvccPrefix}, MVCCBound([]byte("a")), append([]byte{0x02}, MVCCKey([]byte("a"), 1)[1:]...)} {
+		if _, _, err := DecodeMVCCKey(nil, bad); err == nil {
+			t.Errorf("decode %q: got no error, want one", bad)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tc := range []struct{ in, want []byte }{
+		{[]byte("a"), []byte("b")},
+		{[]byte("a\xff"), []byte("b")},
+		{[]byte{0xff, 0xff}, nil},
+		{nil, nil},
+	} {
+		if got := PrefixEnd(tc.in); !bytes.Equal(got, tc.want) {
+			t.Errorf("PrefixEnd(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSpansDisjoint(t *testing.T) {
+	spans := append(ReplicatedSpans(FirstRangeID), RangeLocalUnreplicatedSpan(FirstRangeID))
+	for i, a := range spans {
+		for j, b := range spans {
+			if i != j && bytes.Compare(a.Start, b.End) < 0 && bytes.Compare(b.Start, a.End) < 0 {
+				t.Fatalf("spans %d and %d overlap: %q-%q and %q-%q", i, j, a.Start, a.End, b.Start, b.End)
+			}
+		}
+	}
+	for _, k := range [][]byte{RaftHardStateKey(1), RaftTruncatedStateKey(1), RaftLogKey(1, 7)} {
+		s := RangeLocalUnreplicatedSpan(1)
+		if bytes.Compare(k, s.Start) < 0 || bytes.Compare(k, s.End) >= 0 {
+			t.Fatalf("%q outside the unreplicated span", k)
+		}
+	}
+}

@@ -1,0 +1,202 @@
+package kv
+
+import (
+	"fmt"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/synod-io/synod/internal/mvcc"
+)
+
+// writeRevision chooses the revision of the writes of the next command. It is
+// the only place that does: a later phase replaces it with a timestamp
+// oracle.
+func (a *Applier) writeRevision() int64 {
+	return a.Meta.Revision + 1
+}
+
+// command tracks the writes of one command while it is applied.
+type command struct {
+	a       *Applier
+	baseRev int64 // Meta.Revision before the command
+	rev     int64 // revision of the command's writes
+	sub     int32 // sub-revision of the next write
+	written bool  // whether anything has been written
+}
+
+func (a *Applier) begin() *command {
+	return &command{a: a, baseRev: a.Meta.Revision, rev: a.writeRevision()}
+}
+
+// addWrites records n writes.
+func (c *command) addWrites(n int) {
+	if n > 0 {
+		c.sub += int32(n)
+		c.written = true
+	}
+}
+
+// currentRev is the store's revision as seen from inside the command: the
+// command's own revision once it has written something.
+func (c *command) currentRev() int64 {
+	if c.written {
+		return c.rev
+	}
+	return c.baseRev
+}
+
+// finish advances Meta.Revision, once, if the command wrote anything.
+func (c *command) finish() {
+	if c.written {
+		c.a.Meta.Revision = c.rev
+	}
+}
+
+// Put applies a put request.
+func (a *Applier) Put(r *pb.PutRequest) (*pb.PutResponse, error) {
+	if len(r.GetKey()) == 0 {
+		return nil, rpctypes.ErrGRPCEmptyKey
+	}
+	// etcd checks the lease before the key a put ignoring value or lease
+	// needs.
+	if err := a.checkLease(r.GetLease()); err != nil {
+		return nil, err
+	}
+	if err := a.checkPutTarget(r, nil); err != nil {
+		return nil, err
+	}
+	c := a.begin()
+	resp, err := c.put(r)
+	if err != nil {
+		return nil, err
+	}
+	c.finish()
+	return resp, nil
+}
+
+// DeleteRange applies a delete request.
+func (a *Applier) DeleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if len(r.GetKey()) == 0 {
+		return nil, rpctypes.ErrGRPCEmptyKey
+	}
+	c := a.begin()
+	resp, err := c.deleteRange(r)
+	if err != nil {
+		return nil, err
+	}
+	c.finish()
+	return resp, nil
+}
+
+// Compact records a compaction at the requested revision. The versions it
+// makes unreachable are removed later by mvcc.Compact.
+func (a *Applier) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	rev := r.GetRevision()
+	if rev > a.Meta.Revision {
+		return nil, rpctypes.ErrGRPCFutureRev
+	}
+	if rev <= a.Meta.CompactRevision {
+		return nil, rpctypes.ErrGRPCCompacted
+	}
+	a.Meta.CompactRevision = rev
+	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: a.Meta.Revision}}, nil
+}
+
+// checkLease fails unless lease is 0 (none) or exists.
+func (a *Applier) checkLease(lease int64) error {
+	if lease != 0 && (a.Leases == nil || !a.Leases.Exists(lease)) {
+		return rpctypes.ErrGRPCLeaseNotFound
+	}
+	return nil
+}
+
+// checkPutTarget fails when a put ignoring its value or lease targets a key
+// that does not exist. pending describes the writes the put follows within
+// its command (nil outside a txn).
+func (a *Applier) checkPutTarget(r *pb.PutRequest, pending *pendingWrites) error {
+	if !r.GetIgnoreValue() && !r.GetIgnoreLease() {
+		return nil
+	}
+	exists, err := pending.exists(r.GetKey(), func(key []byte) (bool, error) {
+		kv, err := mvcc.Get(a.Batch, key, a.Meta.Revision)
+		return kv != nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("read %q: %w", r.GetKey(), err)
+	}
+	if !exists {
+		return rpctypes.ErrGRPCKeyNotFound
+	}
+	return nil
+}
+
+// put writes a put request whose checks passed.
+func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
+	key, value, lease := r.GetKey(), r.GetValue(), r.GetLease()
+	if r.GetIgnoreValue() || r.GetIgnoreLease() {
+		cur, err := mvcc.Get(c.a.Batch, key, c.rev)
+		if err != nil {
+			return nil, fmt.Errorf("read %q: %w", key, err)
+		}
+		if cur == nil {
+			// Prevented by the checks; reaching it means they are wrong.
+			return nil, fmt.Errorf("put %q: key vanished after its existence was checked", key)
+		}
+		if r.GetIgnoreValue() {
+			value = cur.Value
+		}
+		if r.GetIgnoreLease() {
+			lease = cur.Lease
+		}
+	}
+	prev, kv, err := mvcc.Put(c.a.Batch, key, value, lease, c.rev, c.sub)
+	if err != nil {
+		return nil, err
+	}
+	c.addWrites(1)
+	c.moveLease(key, prev.GetLease(), lease)
+	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
+	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: c.rev}}
+	if r.GetPrevKv() {
+		resp.PrevKv = prev
+	}
+	return resp, nil
+}
+
+// moveLease moves key's attachment from lease from to lease to (0: none).
+func (c *command) moveLease(key []byte, from, to int64) {
+	if from == to || c.a.Leases == nil {
+		return
+	}
+	if from != 0 {
+		c.a.Leases.Detach(from, key)
+	}
+	if to != 0 {
+		c.a.Leases.Attach(to, key)
+	}
+}
+
+// deleteRange deletes the keys a delete request selects.
+func (c *command) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	start, end := rangeBounds(r.GetKey(), r.GetRangeEnd())
+	prevs, err := mvcc.DeleteRange(c.a.Batch, start, end, c.rev, c.sub)
+	if err != nil {
+		return nil, err
+	}
+	c.addWrites(len(prevs))
+	for _, prev := range prevs {
+		c.moveLease(prev.Key, prev.Lease, 0)
+		tombstone := &mvccpb.KeyValue{Key: prev.Key, ModRevision: c.rev}
+		c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_DELETE, KV: tombstone, PrevKV: prev})
+	}
+	resp := &pb.DeleteRangeResponse{
+		Header:  &pb.ResponseHeader{Revision: c.currentRev()},
+		Deleted: int64(len(prevs)),
+	}
+	if r.GetPrevKv() {
+		resp.PrevKvs = prevs
+	}
+	return resp, nil
+}

@@ -1,0 +1,61 @@
+package kv
+
+import (
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Meta is the KV part of a range's replicated applied state. The replica
+// persists it atomically with the applied index after every apply batch.
+type Meta struct {
+	// Revision is the revision of the last write applied (0 before any write).
+	Revision int64
+	// CompactRevision is the revision of the last compaction: reads below it
+	// fail with ErrGRPCCompacted.
+	CompactRevision int64
+}
+
+// DefaultMaxTxnOps is etcd's default limit on the operations of a txn.
+const DefaultMaxTxnOps = 128
+
+// Limits bounds what a single request may contain.
+type Limits struct {
+	// MaxTxnOps is the maximum number of compares, and of operations in each
+	// branch, of one txn (etcd default 128). Zero or less means
+	// DefaultMaxTxnOps.
+	MaxTxnOps int
+}
+
+// Event is one change produced by applying a command: the new KV (for a
+// delete, a KV with only Key and ModRevision set) and the previous live KV,
+// if there was one. Watch (a later issue) delivers these. The KVs may be
+// shared with the command's response: treat them as read-only.
+type Event struct {
+	Type   mvccpb.Event_EventType
+	KV     *mvccpb.KeyValue
+	PrevKV *mvccpb.KeyValue
+}
+
+// Leases tells apply which leases exist and records key attachment. A nil
+// Leases means no lease exists: a put naming a lease fails with
+// rpctypes.ErrGRPCLeaseNotFound.
+type Leases interface {
+	Exists(id int64) bool
+	Attach(id int64, key []byte)
+	Detach(id int64, key []byte)
+}
+
+// Applier executes committed write commands deterministically in one
+// indexed Pebble batch. Reads made by the commands (txn compares, prev_kv,
+// ranges inside a txn) see the batch's earlier writes.
+//
+// A command failing with an rpctypes.ErrGRPC* error has written nothing to
+// the batch, recorded no event and left Meta unchanged. Any other error is a
+// storage failure (a Pebble error or corrupt data) after which the batch and
+// Events may hold part of the command: the caller must discard them.
+type Applier struct {
+	Batch  *pebble.Batch
+	Meta   *Meta
+	Leases Leases
+	Events []Event
+}

@@ -1,0 +1,216 @@
+package kv
+
+import (
+	"bytes"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// Txn applies a txn request in three steps, as etcd does:
+//
+//  1. Evaluate the compares of the txn and of every nested txn on the
+//     chosen path, all against the state before the txn, to fix the path.
+//  2. Check everything on the path that can fail, so that a failing txn
+//     writes nothing.
+//  3. Execute the operations of the path in order, all writes sharing one
+//     revision; ranges read the txn's own earlier writes.
+func (a *Applier) Txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	p, err := a.planTxn(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkTxn(p, &pendingWrites{}); err != nil {
+		return nil, err
+	}
+	c := a.begin()
+	resp, err := c.txn(p)
+	if err != nil {
+		return nil, err
+	}
+	c.finish()
+	resp.Header.Revision = c.currentRev()
+	return resp, nil
+}
+
+// txnPlan is the path through a txn: the branch chosen by its compares and,
+// for each operation of that branch that is a txn, its own plan.
+type txnPlan struct {
+	succeeded bool
+	ops       []*pb.RequestOp
+	nested    []*txnPlan // nested[i] is set when ops[i] is a txn
+}
+
+func (a *Applier) planTxn(r *pb.TxnRequest) (*txnPlan, error) {
+	ok, err := a.compareAll(r.GetCompare())
+	if err != nil {
+		return nil, err
+	}
+	ops := r.GetSuccess()
+	if !ok {
+		ops = r.GetFailure()
+	}
+	p := &txnPlan{succeeded: ok, ops: ops, nested: make([]*txnPlan, len(ops))}
+	for i, op := range ops {
+		if t, isTxn := op.GetRequest().(*pb.RequestOp_RequestTxn); isTxn {
+			if p.nested[i], err = a.planTxn(t.RequestTxn); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// checkTxn checks, in execution order, every operation of a planned txn that
+// could fail. pending accumulates the writes of the operations checked so
+// far, so that a put ignoring its value sees the txn's earlier deletes.
+func (a *Applier) checkTxn(p *txnPlan, pending *pendingWrites) error {
+	for i, op := range p.ops {
+		var err error
+		switch req := op.GetRequest().(type) {
+		case *pb.RequestOp_RequestRange:
+			err = a.checkTxnRange(req.RequestRange)
+		case *pb.RequestOp_RequestPut:
+			err = a.checkTxnPut(req.RequestPut, pending)
+		case *pb.RequestOp_RequestDeleteRange:
+			err = checkTxnDelete(req.RequestDeleteRange, pending)
+		case *pb.RequestOp_RequestTxn:
+			err = a.checkTxn(p.nested[i], pending)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTxnRange checks the revision a range inside a txn asks for against
+// the state before the txn.
+func (a *Applier) checkTxnRange(r *pb.RangeRequest) error {
+	if err := checkSortOptions(r); err != nil {
+		return err
+	}
+	rev := r.GetRevision()
+	switch {
+	case rev <= 0:
+		return nil
+	case rev > a.Meta.Revision:
+		return rpctypes.ErrGRPCFutureRev
+	case rev < a.Meta.CompactRevision:
+		return rpctypes.ErrGRPCCompacted
+	}
+	return nil
+}
+
+func (a *Applier) checkTxnPut(r *pb.PutRequest, pending *pendingWrites) error {
+	if len(r.GetKey()) == 0 {
+		return rpctypes.ErrGRPCEmptyKey
+	}
+	if err := a.checkPutTarget(r, pending); err != nil {
+		return err
+	}
+	if err := a.checkLease(r.GetLease()); err != nil {
+		return err
+	}
+	pending.add(pendingWrite{start: r.GetKey(), put: true})
+	return nil
+}
+
+func checkTxnDelete(r *pb.DeleteRangeRequest, pending *pendingWrites) error {
+	if len(r.GetKey()) == 0 {
+		return rpctypes.ErrGRPCEmptyKey
+	}
+	start, end := rangeBounds(r.GetKey(), r.GetRangeEnd())
+	pending.add(pendingWrite{start: start, end: end})
+	return nil
+}
+
+// pendingWrites lists the writes a txn makes before the operation being
+// checked. A nil *pendingWrites is an empty list.
+type pendingWrites struct {
+	writes []pendingWrite
+}
+
+// pendingWrite is a put of the key start, or a delete of [start, end) (end
+// nil: every key >= start).
+type pendingWrite struct {
+	start, end []byte
+	put        bool
+}
+
+func (p *pendingWrites) add(w pendingWrite) {
+	p.writes = append(p.writes, w)
+}
+
+// exists reports whether key exists after the pending writes; stored tells
+// whether it exists before them.
+func (p *pendingWrites) exists(key []byte, stored func([]byte) (bool, error)) (bool, error) {
+	if p != nil {
+		for i := len(p.writes) - 1; i >= 0; i-- {
+			w := p.writes[i]
+			if w.put {
+				if bytes.Equal(w.start, key) {
+					return true, nil
+				}
+				continue
+			}
+			if bytes.Compare(key, w.start) >= 0 && (w.end == nil || bytes.Compare(key, w.end) < 0) {
+				return false, nil
+			}
+		}
+	}
+	return stored(key)
+}
+
+// txn executes a checked plan.
+func (c *command) txn(p *txnPlan) (*pb.TxnResponse, error) {
+	// Like etcd, only the outermost txn response gets a header revision.
+	resp := &pb.TxnResponse{
+		Header:    &pb.ResponseHeader{},
+		Succeeded: p.succeeded,
+		Responses: make([]*pb.ResponseOp, len(p.ops)),
+	}
+	for i, op := range p.ops {
+		out, err := c.op(op, p.nested[i])
+		if err != nil {
+			return nil, err
+		}
+		resp.Responses[i] = out
+	}
+	return resp, nil
+}
+
+func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) {
+	switch req := op.GetRequest().(type) {
+	case *pb.RequestOp_RequestRange:
+		rev := req.RequestRange.GetRevision()
+		if rev <= 0 {
+			rev = c.currentRev()
+		}
+		resp, err := executeRange(c.a.Batch, req.RequestRange, rev, c.currentRev())
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: resp}}, nil
+	case *pb.RequestOp_RequestPut:
+		resp, err := c.put(req.RequestPut)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: resp}}, nil
+	case *pb.RequestOp_RequestDeleteRange:
+		resp, err := c.deleteRange(req.RequestDeleteRange)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: resp}}, nil
+	case *pb.RequestOp_RequestTxn:
+		resp, err := c.txn(nested)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: resp}}, nil
+	default:
+		return &pb.ResponseOp{}, nil
+	}
+}

@@ -1,0 +1,125 @@
+package mvcc
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/synod-io/synod/internal/keys"
+)
+
+// RangeOptions shapes the result of Range.
+type RangeOptions struct {
+	// Limit caps the number of KVs returned; 0 or less means no limit. It
+	// never affects Count.
+	Limit int64
+	// Reverse returns keys in descending order; Limit keeps the largest keys.
+	Reverse bool
+	// KeysOnly leaves Value empty in the returned KVs.
+	KeysOnly bool
+	// CountOnly returns no KVs, only Count.
+	CountOnly bool
+}
+
+// RangeResult is the answer of Range.
+type RangeResult struct {
+	// KVs are the live versions, in key order (descending with Reverse).
+	KVs []*mvccpb.KeyValue
+	// Count is the number of keys live in the whole range at the revision.
+	Count int64
+}
+
+// Range returns the keys live in [key, end) at revision rev. A nil end means
+// no upper bound (every key >= key); an end <= key is an empty range.
+func Range(r pebble.Reader, key, end []byte, rev int64, opts RangeOptions) (res RangeResult, err error) {
+	if rev <= 0 || (end != nil && bytes.Compare(end, key) <= 0) {
+		return RangeResult{}, nil
+	}
+	c, err := openCursor(r, keys.MVCCBound(key), keys.MVCCEnd(end))
+	if err != nil {
+		return RangeResult{}, err
+	}
+	defer c.close(&err)
+	s := &rangeScan{rev: rev, opts: opts}
+	if opts.Reverse {
+		err = s.backward(c)
+	} else {
+		err = s.forward(c)
+	}
+	if err != nil {
+		return RangeResult{}, err
+	}
+	return s.res, nil
+}
+
+// rangeScan accumulates the result of one Range call.
+type rangeScan struct {
+	rev  int64
+	opts RangeOptions
+	res  RangeResult
+}
+
+func (s *rangeScan) forward(c *cursor) error {
+	for valid := c.it.First(); valid; {
+		if err := c.load(); err != nil {
+			return err
+		}
+		found, ok, err := c.seekVisible(s.rev)
+		if err != nil {
+			return err
+		}
+		if !found {
+			// Nothing visible: the iterator already reached the next key.
+			valid = ok
+			continue
+		}
+		if err := s.add(c); err != nil {
+			return err
+		}
+		valid = c.nextKey()
+	}
+	return c.done()
+}
+
+func (s *rangeScan) backward(c *cursor) error {
+	// Each step lands on the oldest version of a user key.
+	for valid := c.it.Last(); valid; valid = c.prevKey() {
+		if err := c.load(); err != nil {
+			return err
+		}
+		if c.rev > s.rev {
+			continue // even the oldest version is too new
+		}
+		if !c.it.SeekGE(keys.MVCCKey(c.userKey, s.rev)) || !c.sameKey() {
+			if err := c.done(); err != nil {
+				return err
+			}
+			return fmt.Errorf("version of %q at revision %d vanished from the iterator", c.userKey, c.rev)
+		}
+		rev, err := c.currentRev()
+		if err != nil {
+			return err
+		}
+		c.rev = rev
+		if err := s.add(c); err != nil {
+			return err
+		}
+	}
+	return c.done()
+}
+
+// add accounts for the version visible at the cursor.
+func (s *rangeScan) add(c *cursor) error {
+	rec, err := c.record()
+	if err != nil || rec.tombstone {
+		return err
+	}
+	s.res.Count++
+	if s.opts.CountOnly || (s.opts.Limit > 0 && int64(len(s.res.KVs)) >= s.opts.Limit) {
+		return nil
+	}
+	s.res.KVs = append(s.res.KVs, rec.keyValue(c.userKey, c.rev, s.opts.KeysOnly))
+	return nil
+}

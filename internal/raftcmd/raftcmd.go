@@ -1,0 +1,120 @@
+package raftcmd
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/synod-io/synod/internal/keys"
+)
+
+// Kind says what a command's payload is.
+type Kind uint32
+
+// Command kinds. Values are persisted in Raft logs: never reuse or renumber.
+const (
+	KindPut           Kind = 1 // etcdserverpb.PutRequest
+	KindDeleteRange   Kind = 2 // etcdserverpb.DeleteRangeRequest
+	KindTxn           Kind = 3 // etcdserverpb.TxnRequest
+	KindCompact       Kind = 4 // etcdserverpb.CompactionRequest
+	KindMemberPublish Kind = 5 // cluster.Member: a member publishes its name and client URLs
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindPut:
+		return "put"
+	case KindDeleteRange:
+		return "delete-range"
+	case KindTxn:
+		return "txn"
+	case KindCompact:
+		return "compact"
+	case KindMemberPublish:
+		return "member-publish"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// Command is the content of one normal Raft entry.
+type Command struct {
+	RangeID   keys.RangeID
+	Proposer  uint64 // member ID of the proposing node
+	RequestID uint64 // unique among the proposer's in-flight requests
+	Kind      Kind
+	Payload   []byte // protobuf encoding of the request named by Kind
+}
+
+const (
+	fieldRangeID   protowire.Number = 1
+	fieldProposer  protowire.Number = 2
+	fieldRequestID protowire.Number = 3
+	fieldKind      protowire.Number = 4
+	fieldPayload   protowire.Number = 5
+)
+
+// Encode appends the encoding of c to dst.
+func (c *Command) Encode(dst []byte) []byte {
+	dst = protowire.AppendTag(dst, fieldRangeID, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, uint64(c.RangeID))
+	dst = protowire.AppendTag(dst, fieldProposer, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, c.Proposer)
+	dst = protowire.AppendTag(dst, fieldRequestID, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, c.RequestID)
+	dst = protowire.AppendTag(dst, fieldKind, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, uint64(c.Kind))
+	dst = protowire.AppendTag(dst, fieldPayload, protowire.BytesType)
+	return protowire.AppendBytes(dst, c.Payload)
+}
+
+var errTruncated = errors.New("truncated command")
+
+// Decode parses a command. The payload aliases data.
+func Decode(data []byte) (Command, error) {
+	var c Command
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return c, fmt.Errorf("decode command tag: %w", protowire.ParseError(n))
+		}
+		data = data[n:]
+		switch {
+		case typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return c, fmt.Errorf("decode command field %d: %w", num, protowire.ParseError(n))
+			}
+			data = data[n:]
+			switch num {
+			case fieldRangeID:
+				c.RangeID = keys.RangeID(v)
+			case fieldProposer:
+				c.Proposer = v
+			case fieldRequestID:
+				c.RequestID = v
+			case fieldKind:
+				c.Kind = Kind(v)
+			}
+		case typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return c, fmt.Errorf("decode command field %d: %w", num, protowire.ParseError(n))
+			}
+			data = data[n:]
+			if num == fieldPayload {
+				c.Payload = v
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, data)
+			if n < 0 {
+				return c, fmt.Errorf("decode command field %d: %w", num, protowire.ParseError(n))
+			}
+			data = data[n:]
+		}
+	}
+	if c.RangeID == 0 || c.Kind == 0 {
+		return c, errTruncated
+	}
+	return c, nil
+}

@@ -1,0 +1,253 @@
+package replica
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftcmd"
+)
+
+type appliedResult struct {
+	requestID uint64
+	res       Result
+}
+
+// apply applies committed entries in one indexed batch, with the new applied
+// state and, when due, the truncation of the log. Results are handed to
+// waiting proposals only after the batch is committed, so a client that sees
+// its write acknowledged can read it back.
+func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	b := r.db.NewIndexedBatch()
+	defer b.Close()
+	st := r.state
+	var results []appliedResult
+	for _, e := range ents {
+		if e.GetIndex() <= st.Index {
+			continue // already applied (replayed after a restart)
+		}
+		if e.GetIndex() != st.Index+1 {
+			return fmt.Errorf("range %d: applying entry %d after %d leaves a gap", r.cfg.RangeID, e.GetIndex(), st.Index)
+		}
+		switch e.GetType() {
+		case pb.EntryNormal:
+			if len(e.GetData()) == 0 {
+				break // the empty entry a new leader appends
+			}
+			cmd, err := raftcmd.Decode(e.GetData())
+			if err != nil {
+				// Every replica reaches the same verdict on the same bytes.
+				r.logger.Error("skipping undecodable command", "index", e.GetIndex(), "err", err)
+				break
+			}
+			res, err := r.applyCommand(b, &st, cmd, out)
+			if err != nil {
+				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
+			}
+			res.Index = e.GetIndex()
+			if cmd.Proposer == r.id {
+				results = append(results, appliedResult{cmd.RequestID, res})
+			}
+		case pb.EntryConfChange, pb.EntryConfChangeV2:
+			res, err := r.applyConfChange(b, &st, e)
+			if err != nil {
+				return err
+			}
+			if res.requestID != 0 {
+				res.res.Index = e.GetIndex()
+				results = append(results, res)
+			}
+		}
+		st.Index, st.Term = e.GetIndex(), e.GetTerm()
+	}
+	if err := writeAppliedState(b, r.cfg.RangeID, &st); err != nil {
+		return fmt.Errorf("write applied state of range %d: %w", r.cfg.RangeID, err)
+	}
+	if err := r.maybeTruncateLog(b, st.Index); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("commit applied batch of range %d: %w", r.cfg.RangeID, err)
+	}
+	r.state = st
+	r.log.SetConfState(st.ConfState)
+	r.publish()
+	for _, ar := range results {
+		if p, ok := r.proposals[ar.requestID]; ok {
+			delete(r.proposals, ar.requestID)
+			p.complete(ar.res)
+		}
+	}
+	return nil
+}
+
+// applyCommand applies one command. Errors in the result are the command's
+// own and deterministic (an undecodable payload, or one of etcd's gRPC
+// errors); the command then left no write in b. The returned error is a
+// storage failure that may have left part of the command in b: the batch
+// must be discarded and the replica stopped.
+func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Command, out *ApplyOutput) (Result, error) {
+	if cmd.RangeID != r.cfg.RangeID {
+		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
+	}
+	req, err := decodeRequest(cmd)
+	if err != nil {
+		return Result{Err: err}, nil
+	}
+	before := st.KV
+	a := kv.Applier{Batch: b, Meta: &st.KV, Leases: r.cfg.Leases}
+	var resp any
+	switch req := req.(type) {
+	case *etcdpb.PutRequest:
+		resp, err = a.Put(req)
+	case *etcdpb.DeleteRangeRequest:
+		resp, err = a.DeleteRange(req)
+	case *etcdpb.TxnRequest:
+		resp, err = a.Txn(req)
+	case *etcdpb.CompactionRequest:
+		if resp, err = a.Compact(req); err == nil {
+			out.Compactions = append(out.Compactions, req.Revision)
+		}
+	case *cluster.Member:
+		err = applyMemberPublish(b, req)
+	}
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			return Result{}, err
+		}
+		st.KV = before
+		return Result{Err: err}, nil
+	}
+	out.Events = append(out.Events, a.Events...)
+	return Result{Resp: resp}, nil
+}
+
+// decodeRequest decodes the payload of a command into the request its kind
+// names.
+func decodeRequest(cmd raftcmd.Command) (any, error) {
+	var msg proto.Message
+	switch cmd.Kind {
+	case raftcmd.KindPut:
+		msg = &etcdpb.PutRequest{}
+	case raftcmd.KindDeleteRange:
+		msg = &etcdpb.DeleteRangeRequest{}
+	case raftcmd.KindTxn:
+		msg = &etcdpb.TxnRequest{}
+	case raftcmd.KindCompact:
+		msg = &etcdpb.CompactionRequest{}
+	case raftcmd.KindMemberPublish:
+		m, err := cluster.DecodeMember(cmd.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return &m, nil
+	default:
+		return nil, fmt.Errorf("unknown command kind %s", cmd.Kind)
+	}
+	if err := proto.Unmarshal(cmd.Payload, msg); err != nil {
+		return nil, fmt.Errorf("decode %s command: %w", cmd.Kind, err)
+	}
+	return msg, nil
+}
+
+// applyMemberPublish records the name and client URLs a member announces
+// when it starts. Unknown members are ignored: they may have been removed.
+func applyMemberPublish(b *pebble.Batch, m *cluster.Member) error {
+	cur, ok, err := cluster.GetMember(b, m.ID)
+	if err != nil || !ok {
+		return err
+	}
+	cur.Name = m.Name
+	cur.ClientURLs = m.ClientURLs
+	return cluster.PutMember(b, cur)
+}
+
+func (r *Replica) applyConfChange(b *pebble.Batch, st *AppliedState, e *pb.Entry) (appliedResult, error) {
+	var cc pb.ConfChangeI
+	if e.GetType() == pb.EntryConfChange {
+		var c pb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			return appliedResult{}, fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+		}
+		cc = &c
+	} else {
+		var c pb.ConfChangeV2
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			return appliedResult{}, fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+		}
+		cc = &c
+	}
+	st.ConfState = r.rn.ApplyConfChange(cc)
+	// A conf change proposed by a Synod node carries a command in its context:
+	// the member record to add (membership is part of the replicated state),
+	// and the request ID that lets the proposer learn the outcome.
+	v2 := cc.AsV2()
+	if len(v2.GetContext()) == 0 {
+		return appliedResult{}, nil
+	}
+	cmd, err := raftcmd.Decode(v2.GetContext())
+	if err != nil {
+		r.logger.Error("conf change with undecodable context", "index", e.GetIndex(), "err", err)
+		return appliedResult{}, nil
+	}
+	if err := applyMemberChanges(b, v2, cmd); err != nil {
+		return appliedResult{}, err
+	}
+	if cmd.Proposer != r.id {
+		return appliedResult{}, nil
+	}
+	return appliedResult{requestID: cmd.RequestID, res: Result{Resp: st.ConfState}}, nil
+}
+
+// applyMemberChanges keeps the member records in step with the Raft
+// configuration: added nodes get the record carried by the command, removed
+// nodes lose theirs.
+func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
+	var m cluster.Member
+	if cmd.Kind == raftcmd.KindMemberPublish {
+		var err error
+		if m, err = cluster.DecodeMember(cmd.Payload); err != nil {
+			m = cluster.Member{}
+		}
+	}
+	for _, c := range cc.GetChanges() {
+		switch c.GetType() {
+		case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode:
+			if m.ID != c.GetNodeId() {
+				continue
+			}
+			rec := m
+			rec.IsLearner = c.GetType() == pb.ConfChangeAddLearnerNode
+			if err := cluster.PutMember(b, rec); err != nil {
+				return err
+			}
+		case pb.ConfChangeRemoveNode:
+			if err := cluster.DeleteMember(b, c.GetNodeId()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// maybeTruncateLog stages the removal of old applied entries once the log
+// holds more than LogTruncateThreshold of them, keeping LogKeepEntries.
+func (r *Replica) maybeTruncateLog(b *pebble.Batch, applied uint64) error {
+	trunc := r.log.Truncated().Index
+	if applied-trunc <= r.cfg.LogTruncateThreshold {
+		return nil
+	}
+	if err := r.log.Truncate(b, applied-r.cfg.LogKeepEntries); err != nil {
+		return fmt.Errorf("truncate log of range %d: %w", r.cfg.RangeID, err)
+	}
+	return nil
+}

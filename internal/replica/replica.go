@@ -1,0 +1,541 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftlog"
+)
+
+// Errors a proposal or a read can end with besides the command's own result.
+var (
+	// ErrNoLeader means the range has no known leader: nothing can commit.
+	ErrNoLeader = errors.New("no leader")
+	// ErrDropped means Raft refused the proposal although a leader is known
+	// (too much uncommitted data, or leadership being transferred).
+	ErrDropped = errors.New("proposal dropped")
+	// ErrAbandoned means the proposal was not applied within its deadline and
+	// is no longer tracked: it may still commit later.
+	ErrAbandoned = errors.New("proposal abandoned")
+	// ErrStopped means the replica stopped before the request completed.
+	ErrStopped = errors.New("replica stopped")
+)
+
+// Config configures a replica.
+type Config struct {
+	RangeID keys.RangeID
+	// ID is this node's member ID, also its Raft ID in every range.
+	ID uint64
+	DB *pebble.DB
+
+	ElectionTicks  int // default 10
+	HeartbeatTicks int // default 1
+	// ProposalTicks is how long a proposal or read is tracked before it is
+	// abandoned (default 100 ticks). Callers normally give up earlier.
+	ProposalTicks int
+
+	// LogTruncateThreshold is the number of applied entries the log may hold
+	// before it is truncated (default 10,000); LogKeepEntries of them are kept
+	// (default 5,000) so that a briefly absent follower catches up from the
+	// log rather than by snapshot.
+	LogTruncateThreshold uint64
+	LogKeepEntries       uint64
+
+	// InstallMu, if set, is held exclusively while a snapshot replaces the
+	// range's data, so that background writers of that data (physical
+	// compaction, which holds it shared) never mix old and new.
+	InstallMu *sync.RWMutex
+
+	// Leases is handed to the KV applier; nil means no leases exist.
+	Leases kv.Leases
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.ProposalTicks == 0 {
+		c.ProposalTicks = 100
+	}
+	if c.LogTruncateThreshold == 0 {
+		c.LogTruncateThreshold = 10000
+	}
+	if c.LogKeepEntries == 0 || c.LogKeepEntries > c.LogTruncateThreshold {
+		c.LogKeepEntries = c.LogTruncateThreshold / 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Sender delivers outgoing Raft traffic. Both methods must not block.
+type Sender interface {
+	// Send queues messages for their recipients; a lost message is fine.
+	Send(rangeID keys.RangeID, msgs []*pb.Message)
+	// SendSnapshot streams a snapshot to m.To and must eventually report the
+	// outcome to the replica (ReportSnapshot), closing snap when done.
+	SendSnapshot(m *pb.Message, snap *OutgoingSnapshot)
+}
+
+// Published is the part of a replica's state other goroutines may read. A new
+// value is published after each applied batch and each role change.
+type Published struct {
+	RangeID  keys.RangeID
+	ID       uint64
+	Applied  uint64
+	Term     uint64
+	Lead     uint64
+	State    raft.StateType
+	KV       kv.Meta
+	Learners []uint64
+	Voters   []uint64
+}
+
+// ApplyOutput tells the caller what HandleReady applied, for the work that
+// happens outside the replica (physical compaction, watch notification).
+type ApplyOutput struct {
+	// Compactions lists the compaction revisions applied, in order.
+	Compactions []int64
+	// Events are the KV changes applied, in revision order.
+	Events []kv.Event
+	// SnapshotInstalled is set when the range's state was replaced by a
+	// snapshot from the leader: derived state must be rebuilt.
+	SnapshotInstalled bool
+}
+
+// Replica is the replica of one range on this node. It is not safe for
+// concurrent use, except Published, which any goroutine may call.
+type Replica struct {
+	cfg    Config
+	id     uint64
+	db     *pebble.DB
+	rn     *raft.RawNode
+	log    *raftlog.Storage
+	logger *slog.Logger
+
+	state     AppliedState
+	tick      uint64
+	lead      uint64
+	stopped   bool
+	published atomic.Pointer[Published]
+
+	proposals map[uint64]*Proposal
+
+	nextReadCtx  uint64
+	pendingReads []*Read
+	inflight     map[uint64]*readBatch
+	waitingReads []*Read
+
+	nextSnapID uint64
+	outgoing   map[uint64]*OutgoingSnapshot
+	incoming   *incomingSnapshot
+}
+
+// Bootstrap stages in b the initial state of a new range whose Raft group has
+// the given voters and no entries. Every voter stages the same state.
+func Bootstrap(b *pebble.Batch, id keys.RangeID, voters []uint64) error {
+	if err := raftlog.Bootstrap(b, id); err != nil {
+		return err
+	}
+	st := AppliedState{ConfState: &pb.ConfState{Voters: voters}}
+	return writeAppliedState(b, id, &st)
+}
+
+// New loads a replica from the node's Pebble instance. The range must have
+// been bootstrapped (Bootstrap) or received by snapshot earlier.
+func New(cfg Config) (*Replica, error) {
+	cfg.setDefaults()
+	st, err := LoadAppliedState(cfg.DB, cfg.RangeID)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{
+		cfg:       cfg,
+		id:        cfg.ID,
+		db:        cfg.DB,
+		logger:    cfg.Logger.With("range", uint64(cfg.RangeID)),
+		state:     st,
+		proposals: map[uint64]*Proposal{},
+		inflight:  map[uint64]*readBatch{},
+		outgoing:  map[uint64]*OutgoingSnapshot{},
+	}
+	r.log, err = raftlog.Load(cfg.DB, cfg.RangeID, st.ConfState, r.snapshot)
+	if err != nil {
+		return nil, err
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   r.log,
+		Applied:                   st.Index,
+		MaxSizePerMsg:             1 << 20,
+		MaxCommittedSizePerReady:  32 << 20,
+		MaxUncommittedEntriesSize: 256 << 20,
+		MaxInflightMsgs:           256,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    raftLogger{r.logger.With("component", "raft")},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start raft for range %d: %w", cfg.RangeID, err)
+	}
+	r.rn = rn
+	r.publish()
+	return r, nil
+}
+
+// RangeID returns the range this replica belongs to.
+func (r *Replica) RangeID() keys.RangeID { return r.cfg.RangeID }
+
+// Published returns the last published state. Safe for concurrent use.
+func (r *Replica) Published() *Published { return r.published.Load() }
+
+func (r *Replica) publish() {
+	bs := r.rn.BasicStatus()
+	cs := r.state.ConfState
+	r.published.Store(&Published{
+		RangeID:  r.cfg.RangeID,
+		ID:       r.id,
+		Applied:  r.state.Index,
+		Term:     bs.GetTerm(),
+		Lead:     bs.Lead,
+		State:    bs.RaftState,
+		KV:       r.state.KV,
+		Voters:   append([]uint64(nil), cs.GetVoters()...),
+		Learners: append([]uint64(nil), cs.GetLearners()...),
+	})
+}
+
+// Status returns Raft's full status (progress of followers when leader).
+func (r *Replica) Status() raft.Status { return r.rn.Status() }
+
+// AppliedState returns a copy of the applied state.
+func (r *Replica) AppliedState() AppliedState {
+	s := r.state
+	s.ConfState = proto.Clone(s.ConfState).(*pb.ConfState)
+	return s
+}
+
+// LogBounds returns the first and last index of the Raft log.
+func (r *Replica) LogBounds() (first, last uint64) {
+	first, _ = r.log.FirstIndex()
+	last, _ = r.log.LastIndex()
+	return first, last
+}
+
+// Tick advances the replica's logical clock by one tick.
+func (r *Replica) Tick() {
+	r.tick++
+	r.rn.Tick()
+	r.expire()
+}
+
+// Campaign makes this replica start an election now.
+func (r *Replica) Campaign() error { return r.rn.Campaign() }
+
+// TransferLeader asks the leader to hand leadership to the given member.
+func (r *Replica) TransferLeader(to uint64) { r.rn.TransferLeader(to) }
+
+// Step hands an incoming Raft message to the replica. Messages from a
+// partition or an older incarnation are normal; Raft ignores what it must.
+func (r *Replica) Step(m *pb.Message) error {
+	if m.GetType() == pb.MsgSnap {
+		return fmt.Errorf("snapshot message from %x without data: use StepSnapshot", m.GetFrom())
+	}
+	if err := r.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+		return err
+	}
+	return nil
+}
+
+// ReportUnreachable tells Raft that a message to peer could not be sent.
+func (r *Replica) ReportUnreachable(peer uint64) { r.rn.ReportUnreachable(peer) }
+
+// ReportSnapshot tells Raft whether a snapshot reached peer.
+func (r *Replica) ReportSnapshot(peer uint64, ok bool) {
+	status := raft.SnapshotFinish
+	if !ok {
+		status = raft.SnapshotFailure
+	}
+	r.rn.ReportSnapshot(peer, status)
+}
+
+// Propose submits a command. The proposal completes when the command has
+// been applied on this node, or fails fast when Raft cannot take it.
+func (r *Replica) Propose(p *Proposal) {
+	if r.stopped {
+		p.complete(Result{Err: ErrStopped})
+		return
+	}
+	if _, dup := r.proposals[p.RequestID]; dup {
+		p.complete(Result{Err: fmt.Errorf("duplicate request id %d", p.RequestID)})
+		return
+	}
+	if err := r.rn.Propose(p.Data); err != nil {
+		if r.rn.BasicStatus().Lead == raft.None {
+			err = ErrNoLeader
+		} else if errors.Is(err, raft.ErrProposalDropped) {
+			err = ErrDropped
+		}
+		p.complete(Result{Err: err})
+		return
+	}
+	p.proposedTick = r.tick
+	r.proposals[p.RequestID] = p
+}
+
+// ProposeConfChange submits a Raft configuration change; it completes like a
+// proposal once applied.
+func (r *Replica) ProposeConfChange(p *Proposal, cc pb.ConfChangeI) {
+	if r.stopped {
+		p.complete(Result{Err: ErrStopped})
+		return
+	}
+	if err := r.rn.ProposeConfChange(cc); err != nil {
+		p.complete(Result{Err: err})
+		return
+	}
+	p.proposedTick = r.tick
+	r.proposals[p.RequestID] = p
+}
+
+// expire abandons proposals, reads and unsent snapshots that have waited for
+// too long, and retries read index requests Raft may have dropped.
+func (r *Replica) expire() {
+	limit := uint64(r.cfg.ProposalTicks)
+	for id, p := range r.proposals {
+		if r.tick-p.proposedTick > limit {
+			delete(r.proposals, id)
+			p.complete(Result{Err: ErrAbandoned})
+		}
+	}
+	retry := uint64(r.cfg.ElectionTicks)
+	for ctx, b := range r.inflight {
+		if r.tick-b.issuedTick > retry {
+			// Raft drops read index requests silently (no leader, leader
+			// change): ask again.
+			delete(r.inflight, ctx)
+			r.pendingReads = append(r.pendingReads, b.reads...)
+		}
+	}
+	kept := r.waitingReads[:0]
+	for _, rd := range r.waitingReads {
+		if r.tick-rd.issuedTick > limit {
+			rd.complete(ErrAbandoned)
+			continue
+		}
+		kept = append(kept, rd)
+	}
+	r.waitingReads = kept
+	for id, s := range r.outgoing {
+		if r.tick-s.createdTick > limit {
+			delete(r.outgoing, id)
+			s.Close()
+		}
+	}
+}
+
+// Stop fails every tracked request with ErrStopped and releases snapshots.
+// The replica must not be used afterwards.
+func (r *Replica) Stop() {
+	r.stopped = true
+	for id, p := range r.proposals {
+		delete(r.proposals, id)
+		p.complete(Result{Err: ErrStopped})
+	}
+	for _, rd := range r.pendingReads {
+		rd.complete(ErrStopped)
+	}
+	r.pendingReads = nil
+	for ctx, b := range r.inflight {
+		delete(r.inflight, ctx)
+		for _, rd := range b.reads {
+			rd.complete(ErrStopped)
+		}
+	}
+	for _, rd := range r.waitingReads {
+		rd.complete(ErrStopped)
+	}
+	r.waitingReads = nil
+	for id, s := range r.outgoing {
+		delete(r.outgoing, id)
+		s.Close()
+	}
+	if r.incoming != nil {
+		r.incoming.close()
+		r.incoming = nil
+	}
+}
+
+// mustSendAfterPersist reports whether Raft predicates m on the state of the
+// Ready being durable: acknowledgements of appends and votes.
+func mustSendAfterPersist(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgAppResp, pb.MsgVoteResp, pb.MsgPreVoteResp:
+		return true
+	}
+	return false
+}
+
+// HasReady reports whether HandleReady has work to do.
+func (r *Replica) HasReady() bool {
+	return len(r.pendingReads) > 0 || r.rn.HasReady()
+}
+
+// HandleReady processes everything Raft has ready; see the package comment
+// for the order of steps. An error means the node's storage failed: the
+// replica must be stopped.
+func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
+	var out ApplyOutput
+	r.flushReads()
+	if !r.rn.HasReady() {
+		return out, nil
+	}
+	rd := r.rn.Ready()
+	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {
+		r.lead = rd.SoftState.Lead
+		r.retryReadsOnLeaderChange()
+	}
+
+	var early, late []*pb.Message
+	for _, m := range rd.Messages {
+		if mustSendAfterPersist(m) {
+			late = append(late, m)
+		} else {
+			early = append(early, m)
+		}
+	}
+	r.send(s, early)
+
+	if err := r.persist(rd); err != nil {
+		return out, err
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		out.SnapshotInstalled = true
+	}
+	r.send(s, late)
+
+	if err := r.apply(rd.CommittedEntries, &out); err != nil {
+		return out, err
+	}
+	r.handleReadStates(rd.ReadStates)
+	r.rn.Advance(rd)
+	r.publish()
+	r.completeReads()
+	if r.incoming != nil && r.incoming.index <= r.state.Index {
+		// Raft did not need this snapshot (or has installed it).
+		r.incoming.close()
+		r.incoming = nil
+	}
+	return out, nil
+}
+
+func (r *Replica) send(s Sender, msgs []*pb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	var plain []*pb.Message
+	for _, m := range msgs {
+		if m.GetType() != pb.MsgSnap {
+			plain = append(plain, m)
+			continue
+		}
+		snap := r.takeOutgoing(m)
+		if snap == nil {
+			r.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			continue
+		}
+		s.SendSnapshot(m, snap)
+	}
+	if len(plain) > 0 {
+		s.Send(r.cfg.RangeID, plain)
+	}
+}
+
+// persist writes what Raft needs durable before acknowledging: an incoming
+// snapshot, new entries and the HardState, in one batch.
+func (r *Replica) persist(rd raft.Ready) error {
+	if raft.IsEmptySnap(rd.Snapshot) && len(rd.Entries) == 0 && raft.IsEmptyHardState(rd.HardState) {
+		return nil
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	installing := !raft.IsEmptySnap(rd.Snapshot)
+	if installing {
+		if err := r.stageSnapshotInstall(b, rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if err := r.log.Append(b, rd.Entries); err != nil {
+		return fmt.Errorf("append entries of range %d: %w", r.cfg.RangeID, err)
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		if err := r.log.SetHardState(b, rd.HardState); err != nil {
+			return fmt.Errorf("save hard state of range %d: %w", r.cfg.RangeID, err)
+		}
+	}
+	opts := pebble.NoSync
+	if rd.MustSync || installing {
+		opts = pebble.Sync
+	}
+	if installing && r.cfg.InstallMu != nil {
+		r.cfg.InstallMu.Lock()
+		defer r.cfg.InstallMu.Unlock()
+	}
+	if err := b.Commit(opts); err != nil {
+		return fmt.Errorf("commit raft state of range %d: %w", r.cfg.RangeID, err)
+	}
+	if installing {
+		return r.finishSnapshotInstall(rd.Snapshot)
+	}
+	return nil
+}
+
+// raftLogger adapts slog to the raft library's logger.
+type raftLogger struct{ l *slog.Logger }
+
+func (l raftLogger) Debug(v ...any)                 { l.l.Debug(fmt.Sprint(v...)) }
+func (l raftLogger) Debugf(format string, v ...any) { l.l.Debug(fmt.Sprintf(format, v...)) }
+func (l raftLogger) Info(v ...any)                  { l.l.Info(fmt.Sprint(v...)) }
+func (l raftLogger) Infof(format string, v ...any)  { l.l.Info(fmt.Sprintf(format, v...)) }
+func (l raftLogger) Warning(v ...any)               { l.l.Warn(fmt.Sprint(v...)) }
+func (l raftLogger) Warningf(format string, v ...any) {
+	l.l.Warn(fmt.Sprintf(format, v...))
+}
+func (l raftLogger) Error(v ...any)                 { l.l.Error(fmt.Sprint(v...)) }
+func (l raftLogger) Errorf(format string, v ...any) { l.l.Error(fmt.Sprintf(format, v...)) }
+
+// Fatal and Panic are called by raft on broken invariants (for example a
+// storage that lost acknowledged entries). Continuing could corrupt data.
+func (l raftLogger) Fatal(v ...any) { l.Panic(v...) }
+func (l raftLogger) Fatalf(format string, v ...any) {
+	l.Panicf(format, v...)
+}
+func (l raftLogger) Panic(v ...any) {
+	msg := fmt.Sprint(v...)
+	l.l.Error(msg)
+	panic(msg)
+}
+func (l raftLogger) Panicf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.l.Error(msg)
+	panic(msg)
+}

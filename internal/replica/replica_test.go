@@ -1,0 +1,331 @@
+package replica
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/raftlog"
+)
+
+func TestReplicateAndApply(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	p := nw.put(1, "a", "1")
+	nw.stabilize()
+	res := result(t, p)
+	if res.Err != nil {
+		t.Fatalf("put: %v", res.Err)
+	}
+	resp := res.Resp.(*etcdpb.PutResponse)
+	if got := resp.GetHeader().GetRevision(); got != 1 {
+		t.Fatalf("revision of first put: got %d, want 1", got)
+	}
+	for _, id := range nw.ids {
+		nw.mustGet(id, "a", "1")
+		if got := nw.replicas[id].Published().KV.Revision; got != 1 {
+			t.Fatalf("replica %d revision: got %d, want 1", id, got)
+		}
+	}
+}
+
+func TestProposeOnFollowerCompletesThere(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	p := nw.put(3, "a", "from-3")
+	nw.stabilize()
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("put on follower: %v", res.Err)
+	}
+	nw.mustGet(1, "a", "from-3")
+}
+
+func TestProposeWithoutLeaderFailsFast(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	p := nw.put(2, "a", "1")
+	if res := result(t, p); !errors.Is(res.Err, ErrNoLeader) {
+		t.Fatalf("put without leader: got %v, want ErrNoLeader", res.Err)
+	}
+	rd := NewRead()
+	nw.replicas[2].ReadIndex(rd)
+	nw.ready()
+	select {
+	case err := <-rd.Done():
+		if !errors.Is(err, ErrNoLeader) {
+			t.Fatalf("read without leader: got %v, want ErrNoLeader", err)
+		}
+	default:
+		t.Fatalf("read without leader did not complete")
+	}
+}
+
+func TestReadIndexWaitsForApply(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "a", "1")
+	nw.stabilize()
+	// A follower that has not heard about the latest commit must not serve
+	// the read before applying it.
+	nw.isolate(3, true)
+	nw.put(1, "a", "2")
+	nw.stabilize()
+	nw.isolate(3, false)
+	rd := NewRead()
+	nw.replicas[3].ReadIndex(rd)
+	nw.ready()
+	select {
+	case err := <-rd.Done():
+		t.Fatalf("read completed before the quorum answered: %v", err)
+	default:
+	}
+	nw.stabilize()
+	select {
+	case err := <-rd.Done():
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	default:
+		nw.tick(2) // heartbeats may be needed to learn the commit index
+		if err := <-rd.Done(); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	nw.mustGet(3, "a", "2")
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	for i := 0; i < 20; i++ {
+		nw.put(1, key(i), "v")
+	}
+	nw.stabilize()
+	before := nw.replicas[2].AppliedState()
+	for _, id := range nw.ids {
+		nw.stop(id)
+		nw.restart(id)
+	}
+	after := nw.replicas[2].AppliedState()
+	if after.Index != before.Index || after.KV != before.KV {
+		t.Fatalf("applied state after restart: got %+v, want %+v", after, before)
+	}
+	nw.elect(2)
+	p := nw.put(2, "next", "v")
+	nw.stabilize()
+	res := result(t, p)
+	if res.Err != nil {
+		t.Fatalf("put after restart: %v", res.Err)
+	}
+	if got, want := res.Resp.(*etcdpb.PutResponse).GetHeader().GetRevision(), before.KV.Revision+1; got != want {
+		t.Fatalf("revision after restart: got %d, want %d", got, want)
+	}
+	for i := 0; i < 20; i++ {
+		nw.mustGet(3, key(i), "v")
+	}
+}
+
+// TestAcknowledgedWritesSurviveCrashOfAll crashes every replica (losing all
+// unsynced writes) after writes were acknowledged, and checks they are all
+// there after restart.
+func TestAcknowledgedWritesSurviveCrashOfAll(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	var acked []int
+	for i := 0; i < 30; i++ {
+		p := nw.put(1+uint64(i%3), key(i), "v")
+		nw.stabilize()
+		if res := result(t, p); res.Err == nil {
+			acked = append(acked, i)
+		}
+	}
+	if len(acked) != 30 {
+		t.Fatalf("acknowledged writes: got %d, want 30", len(acked))
+	}
+	for _, id := range nw.ids {
+		nw.crash(id)
+	}
+	for _, id := range nw.ids {
+		nw.restart(id)
+	}
+	nw.elect(3)
+	// The new leader's first entry commits everything it has.
+	nw.tick(3)
+	for _, id := range nw.ids {
+		for _, i := range acked {
+			nw.mustGet(id, key(i), "v")
+		}
+	}
+}
+
+// durableCheckSender verifies, at the moment a replica acknowledges an
+// append, that a crash at that instant would keep the acknowledged entries.
+type durableCheckSender struct {
+	sender
+	t      *testing.T
+	checks *int
+}
+
+func (s durableCheckSender) Send(id keys.RangeID, msgs []*pb.Message) {
+	for _, m := range msgs {
+		if m.GetType() != pb.MsgAppResp || m.GetReject() {
+			continue
+		}
+		clone := s.nw.fs[s.from].CrashClone(vfs.CrashCloneCfg{})
+		db, err := pebble.Open("/data", &pebble.Options{FS: clone})
+		if err != nil {
+			s.t.Fatalf("open crash clone: %v", err)
+		}
+		log, err := raftlog.Load(db, testRange, &pb.ConfState{}, nil)
+		if err != nil {
+			s.t.Fatalf("load log of crash clone: %v", err)
+		}
+		if last, _ := log.LastIndex(); last < m.GetIndex() {
+			s.t.Fatalf("replica %d acknowledged index %d but a crash keeps only %d", s.from, m.GetIndex(), last)
+		}
+		db.Close()
+		*s.checks++
+	}
+	s.sender.Send(id, msgs)
+}
+
+func TestAcknowledgementsFollowSync(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	checks := 0
+	for i := 0; i < 10; i++ {
+		nw.put(1, key(i), "v")
+		for progress := true; progress; {
+			progress = false
+			for _, id := range nw.ids {
+				r := nw.replicas[id]
+				for r.HasReady() {
+					if _, err := r.HandleReady(durableCheckSender{sender{nw, id}, t, &checks}); err != nil {
+						t.Fatal(err)
+					}
+					progress = true
+				}
+			}
+			if nw.deliver() {
+				progress = true
+			}
+		}
+	}
+	if checks < 20 {
+		t.Fatalf("append acknowledgements checked: got %d, want at least 20", checks)
+	}
+}
+
+func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
+	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 10, LogKeepEntries: 2})
+	nw.elect(1)
+	nw.put(1, "before", "x")
+	nw.stabilize()
+	nw.isolate(3, true)
+	for i := 0; i < 50; i++ {
+		nw.put(1, key(i), "v")
+		nw.stabilize()
+	}
+	nw.put(1, "gone", "x")
+	nw.stabilize()
+	nw.propose(1, raftcmd.KindDeleteRange, &etcdpb.DeleteRangeRequest{Key: []byte("gone")})
+	nw.stabilize()
+	first, _ := nw.replicas[1].LogBounds()
+	if applied3 := nw.replicas[3].AppliedState().Index; first <= applied3+1 {
+		t.Fatalf("leader log starts at %d, follower applied %d: log was not truncated past the follower", first, applied3)
+	}
+	nw.isolate(3, false)
+	nw.tick(5)
+	installed := false
+	for _, out := range nw.applied[3] {
+		installed = installed || out.SnapshotInstalled
+	}
+	if !installed {
+		t.Fatalf("follower caught up without a snapshot")
+	}
+	for i := 0; i < 50; i++ {
+		nw.mustGet(3, key(i), "v")
+	}
+	if _, ok := nw.get(3, "gone"); ok {
+		t.Fatalf("deleted key present on the follower after the snapshot")
+	}
+	want, got := nw.replicas[1].AppliedState(), nw.replicas[3].AppliedState()
+	if got.Index != want.Index || got.KV != want.KV {
+		t.Fatalf("follower applied state: got %+v, want %+v", got, want)
+	}
+	assertSameData(t, nw.dbs[1], nw.dbs[3])
+	// The follower keeps working after the snapshot, and survives a restart.
+	nw.put(3, "after", "y")
+	nw.stabilize()
+	nw.stop(3)
+	nw.restart(3)
+	nw.tick(3)
+	nw.mustGet(3, "after", "y")
+}
+
+func assertSameData(t *testing.T, a, b *pebble.DB) {
+	t.Helper()
+	span := keys.MVCCSpan()
+	ia, _ := a.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	ib, _ := b.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	defer ia.Close()
+	defer ib.Close()
+	va, vb := ia.First(), ib.First()
+	n := 0
+	for ; va && vb; va, vb = ia.Next(), ib.Next() {
+		if !bytes.Equal(ia.Key(), ib.Key()) || !bytes.Equal(ia.Value(), ib.Value()) {
+			t.Fatalf("data differs at entry %d: %q vs %q", n, ia.Key(), ib.Key())
+		}
+		n++
+	}
+	if va != vb {
+		t.Fatalf("data differs in length after %d entries", n)
+	}
+}
+
+func TestNewLeaderAfterIsolation(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "a", "1")
+	nw.stabilize()
+	nw.isolate(1, true)
+	// A proposal to the isolated leader cannot commit.
+	stuck := nw.put(1, "lost", "x")
+	nw.tick(30)
+	lead := nw.leader()
+	if lead == 0 || lead == 1 {
+		// Replica 1 still believes it leads (CheckQuorum makes it step down);
+		// look at the majority side.
+		lead = nw.replicas[2].Published().Lead
+	}
+	if lead != 2 && lead != 3 {
+		t.Fatalf("majority side leader: got %d, want 2 or 3", lead)
+	}
+	if got := nw.replicas[1].Published().State.String(); got == "StateLeader" {
+		t.Fatalf("isolated replica is still leader with CheckQuorum on")
+	}
+	p := nw.put(lead, "a", "2")
+	nw.stabilize()
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("put on new leader: %v", res.Err)
+	}
+	nw.isolate(1, false)
+	nw.tick(5)
+	nw.mustGet(1, "a", "2")
+	if _, ok := nw.get(2, "lost"); ok {
+		t.Fatalf("a write proposed to a leader without quorum was applied")
+	}
+	select {
+	case res := <-stuck.Done():
+		if res.Err == nil {
+			t.Fatalf("write proposed to a leader without quorum reported success")
+		}
+	default:
+	}
+}

@@ -1,0 +1,147 @@
+package replica
+
+import (
+	"encoding/binary"
+	"sort"
+
+	"go.etcd.io/raft/v3"
+)
+
+// Result is the outcome of an applied command.
+type Result struct {
+	// Index is the log index the command was applied at.
+	Index uint64
+	// Resp is the command's response (for example *etcdserverpb.PutResponse).
+	Resp any
+	// Err is the command's own error (deterministic, the same on every
+	// replica) or why it did not apply.
+	Err error
+}
+
+// Proposal is a command submitted on this node, waiting for its application.
+type Proposal struct {
+	RequestID uint64
+	Data      []byte // an encoded raftcmd.Command
+
+	done         chan Result
+	proposedTick uint64
+}
+
+// NewProposal returns a proposal for an encoded command whose RequestID is id.
+func NewProposal(id uint64, data []byte) *Proposal {
+	return &Proposal{RequestID: id, Data: data, done: make(chan Result, 1)}
+}
+
+// Done receives the result exactly once.
+func (p *Proposal) Done() <-chan Result { return p.done }
+
+func (p *Proposal) complete(res Result) {
+	select {
+	case p.done <- res:
+	default:
+	}
+}
+
+// Read is a linearizable read waiting for the read index to be confirmed by a
+// quorum and applied locally. Once Done yields nil, reading the local state
+// machine returns a result that reflects every write acknowledged before the
+// read was submitted.
+type Read struct {
+	done       chan error
+	index      uint64
+	issuedTick uint64
+}
+
+// NewRead returns a read request.
+func NewRead() *Read { return &Read{done: make(chan error, 1)} }
+
+// Done receives nil when the read may be served, or an error.
+func (rd *Read) Done() <-chan error { return rd.done }
+
+func (rd *Read) complete(err error) {
+	select {
+	case rd.done <- err:
+	default:
+	}
+}
+
+// ReadIndex queues a linearizable read. Reads queued between two
+// HandleReady calls share one Raft read index round.
+func (r *Replica) ReadIndex(rd *Read) {
+	if r.stopped {
+		rd.complete(ErrStopped)
+		return
+	}
+	rd.issuedTick = r.tick
+	r.pendingReads = append(r.pendingReads, rd)
+}
+
+type readBatch struct {
+	reads      []*Read
+	issuedTick uint64
+}
+
+// flushReads asks Raft for one read index covering every pending read.
+func (r *Replica) flushReads() {
+	if len(r.pendingReads) == 0 {
+		return
+	}
+	if r.rn.BasicStatus().Lead == raft.None {
+		for _, rd := range r.pendingReads {
+			rd.complete(ErrNoLeader)
+		}
+		r.pendingReads = nil
+		return
+	}
+	r.nextReadCtx++
+	ctx := binary.BigEndian.AppendUint64(nil, r.nextReadCtx)
+	r.inflight[r.nextReadCtx] = &readBatch{reads: r.pendingReads, issuedTick: r.tick}
+	r.pendingReads = nil
+	r.rn.ReadIndex(ctx)
+}
+
+func (r *Replica) handleReadStates(states []raft.ReadState) {
+	for _, rs := range states {
+		if len(rs.RequestCtx) != 8 {
+			continue
+		}
+		ctx := binary.BigEndian.Uint64(rs.RequestCtx)
+		b, ok := r.inflight[ctx]
+		if !ok {
+			continue
+		}
+		delete(r.inflight, ctx)
+		for _, rd := range b.reads {
+			rd.index = rs.Index
+			r.waitingReads = append(r.waitingReads, rd)
+		}
+	}
+	sort.SliceStable(r.waitingReads, func(i, j int) bool { return r.waitingReads[i].index < r.waitingReads[j].index })
+}
+
+// completeReads releases the reads whose read index has been applied.
+func (r *Replica) completeReads() {
+	n := 0
+	for n < len(r.waitingReads) && r.waitingReads[n].index <= r.state.Index {
+		r.waitingReads[n].complete(nil)
+		n++
+	}
+	if n > 0 {
+		r.waitingReads = append(r.waitingReads[:0], r.waitingReads[n:]...)
+	}
+}
+
+// retryReadsOnLeaderChange re-issues read index requests a former leader may
+// have dropped, instead of waiting for them to time out.
+func (r *Replica) retryReadsOnLeaderChange() {
+	for ctx, b := range r.inflight {
+		delete(r.inflight, ctx)
+		r.pendingReads = append(r.pendingReads, b.reads...)
+	}
+}
+
+// Fail completes a proposal that never reached a replica.
+func Fail(p *Proposal, err error) { p.complete(Result{Err: err}) }
+
+// FailRead completes a read that never reached a replica.
+func FailRead(rd *Read, err error) { rd.complete(err) }

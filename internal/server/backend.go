@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/etcdapi"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// The server is the backend of the etcd services.
+var _ etcdapi.Backend = (*Server)(nil)
+
+// APIVersion is the etcd API version Synod serves, reported by Status so that
+// etcd clients which check versions accept it.
+const APIVersion = "3.6.0"
+
+// Header implements etcdapi.Backend.
+func (s *Server) Header() *pb.ResponseHeader {
+	return &pb.ResponseHeader{
+		ClusterId: s.id.ClusterID,
+		MemberId:  s.id.MemberID,
+		RaftTerm:  s.Published().Term,
+	}
+}
+
+// Propose implements etcdapi.Backend.
+func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error) {
+	payload, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s request: %w", kind, err)
+	}
+	return s.proposeRaw(ctx, kind, payload)
+}
+
+// proposeRaw replicates one command of the first range and waits for its
+// result on this node.
+func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []byte) (any, error) {
+	if len(payload) > s.cfg.MaxRequestBytes {
+		return nil, etcdapi.ErrTooLarge
+	}
+	id := s.reqIDs.Add(1)
+	cmd := raftcmd.Command{
+		RangeID:   keys.FirstRangeID,
+		Proposer:  s.id.MemberID,
+		RequestID: id,
+		Kind:      kind,
+		Payload:   payload,
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)))
+	if err != nil {
+		return nil, err
+	}
+	return res.Resp, res.Err
+}
+
+// linearize waits until this node has applied everything committed before
+// the call.
+func (s *Server) linearize(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	return s.store.ReadIndex(ctx, keys.FirstRangeID)
+}
+
+// view returns a consistent point-in-time view of the first range and the KV
+// counters that belong to exactly that view. Reading the counters from the
+// view itself (not from memory) matters: physical compaction removes versions
+// only after the compaction revision is applied, so a view that lacks them
+// also says reads below that revision are compacted.
+func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
+	snap := s.db.NewSnapshot()
+	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
+	if err != nil {
+		snap.Close()
+		return nil, kv.Meta{}, err
+	}
+	return snap, st.KV, nil
+}
+
+// Range implements etcdapi.Backend.
+func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if !req.Serializable {
+		if err := s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	snap, meta, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	return kv.Range(snap, meta, req)
+}
+
+// WaitCompaction implements etcdapi.Backend.
+func (s *Server) WaitCompaction(ctx context.Context, rev int64) error {
+	return s.compactor.wait(ctx, rev)
+}
+
+// Members implements etcdapi.Backend.
+func (s *Server) Members(ctx context.Context, linearizable bool) ([]cluster.Member, error) {
+	if linearizable {
+		if err := s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return cluster.ListMembers(s.db)
+}
+
+// Status implements etcdapi.Backend.
+func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	var last uint64
+	var learner bool
+	err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) {
+		_, last = r.LogBounds()
+		st := r.Status()
+		_, learner = st.Config.Learners[s.id.MemberID]
+	})
+	if err != nil {
+		return nil, err
+	}
+	pub := s.Published()
+	m := s.db.Metrics()
+	resp := &pb.StatusResponse{
+		Header:           s.Header(),
+		Version:          APIVersion,
+		DbSize:           int64(m.DiskSpaceUsage()),
+		DbSizeInUse:      int64(m.DiskSpaceUsage()),
+		Leader:           pub.Lead,
+		RaftIndex:        last,
+		RaftTerm:         pub.Term,
+		RaftAppliedIndex: pub.Applied,
+		IsLearner:        learner,
+	}
+	resp.Header.Revision = pub.KV.Revision
+	if pub.Lead == raft.None {
+		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	return resp, nil
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// ident is who this node is, written once when its data dir is created.
+type ident struct {
+	ClusterID uint64
+	MemberID  uint64
+	Name      string
+}
+
+func (id ident) encode() []byte {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, id.ClusterID)
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, id.MemberID)
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	return protowire.AppendString(b, id.Name)
+}
+
+func decodeIdent(data []byte) (ident, error) {
+	var id ident
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return id, protowire.ParseError(n)
+		}
+		data = data[n:]
+		switch {
+		case typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return id, protowire.ParseError(n)
+			}
+			data = data[n:]
+			switch num {
+			case 1:
+				id.ClusterID = v
+			case 2:
+				id.MemberID = v
+			}
+		case typ == protowire.BytesType:
+			v, n := protowire.ConsumeString(data)
+			if n < 0 {
+				return id, protowire.ParseError(n)
+			}
+			data = data[n:]
+			if num == 3 {
+				id.Name = v
+			}
+		default:
+			return id, errors.New("unexpected field type")
+		}
+	}
+	if id.ClusterID == 0 || id.MemberID == 0 {
+		return id, errors.New("identity lacks cluster or member id")
+	}
+	return id, nil
+}
+
+func loadIdent(db *pebble.DB) (ident, bool, error) {
+	v, closer, err := db.Get(keys.NodeIdentKey())
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ident{}, false, nil
+	}
+	if err != nil {
+		return ident{}, false, fmt.Errorf("read node identity: %w", err)
+	}
+	defer closer.Close()
+	id, err := decodeIdent(v)
+	if err != nil {
+		return ident{}, false, fmt.Errorf("decode node identity: %w", err)
+	}
+	return id, true, nil
+}
+
+// bootstrap creates the state of a new node of a new cluster. Every initial
+// member writes the same first range (same voters, same member records), so
+// they agree without exchanging anything.
+func bootstrap(db *pebble.DB, cfg *Config, peerURL string) (ident, error) {
+	spec := cfg.InitialCluster
+	if spec == "" {
+		spec = cfg.Name + "=" + peerURL
+	}
+	members, err := cluster.ParseInitialCluster(spec)
+	if err != nil {
+		return ident{}, err
+	}
+	cluster.AssignIDs(members, cfg.ClusterToken)
+	i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.Name == cfg.Name })
+	if i < 0 {
+		return ident{}, fmt.Errorf("name %q is not in the initial cluster %q", cfg.Name, spec)
+	}
+	id := ident{ClusterID: cluster.ClusterID(members, cfg.ClusterToken), MemberID: members[i].ID, Name: cfg.Name}
+	voters := make([]uint64, len(members))
+	for j, m := range members {
+		voters[j] = m.ID
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	if err := replica.Bootstrap(b, keys.FirstRangeID, voters); err != nil {
+		return ident{}, fmt.Errorf("bootstrap first range: %w", err)
+	}
+	for _, m := range members {
+		if err := cluster.PutMember(b, m); err != nil {
+			return ident{}, err
+		}
+	}
+	if err := b.Set(keys.NodeIdentKey(), id.encode(), nil); err != nil {
+		return ident{}, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return ident{}, fmt.Errorf("commit bootstrap: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,382 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	raftpb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/etcdapi"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/storage"
+	"github.com/synod-io/synod/internal/store"
+	"github.com/synod-io/synod/internal/transport"
+)
+
+// Server is a running Synod node.
+type Server struct {
+	cfg       Config
+	logger    *slog.Logger
+	db        *pebble.DB
+	id        ident
+	clientURL string
+
+	store     *store.Store
+	transport *transport.Transport
+	compactor *compactor
+
+	peerLis   net.Listener
+	clientLis net.Listener
+	peerSrv   *grpc.Server
+	clientSrv *grpc.Server
+
+	reqIDs atomic.Uint64
+	// installMu keeps physical compaction and snapshot installs apart.
+	installMu sync.RWMutex
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	fatal     chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node: it bootstraps the data dir on first start, or loads it.
+func Open(cfg Config) (_ *Server, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, fatal: make(chan error, 1)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if s.peerLis, err = listen(cfg.PeerListener, cfg.PeerAddr); err != nil {
+		return nil, fmt.Errorf("listen for peers: %w", err)
+	}
+	if s.clientLis, err = listen(cfg.ClientListener, cfg.ClientAddr); err != nil {
+		return nil, fmt.Errorf("listen for clients: %w", err)
+	}
+	s.clientURL = cfg.AdvertiseClientURL
+	if s.clientURL == "" {
+		s.clientURL = "http://" + s.clientLis.Addr().String()
+	}
+	peerURL := "http://" + s.peerLis.Addr().String()
+
+	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	id, ok, err := loadIdent(s.db)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if cfg.InitialCluster != "" {
+			cfg.Logger.Info("data dir already initialized; ignoring --initial-cluster", "data-dir", cfg.DataDir)
+		}
+	} else {
+		if id, err = bootstrap(s.db, &s.cfg, peerURL); err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		cfg.Logger.Info("bootstrapped new member", "data-dir", cfg.DataDir)
+	}
+	s.id = id
+	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", id.MemberID), "name", id.Name)
+	if err := s.checkPeerAddress(); err != nil {
+		return nil, err
+	}
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("seed request ids: %w", err)
+	}
+	// Request IDs start at a random point so that entries proposed by an
+	// earlier incarnation of this node never match a new request.
+	s.reqIDs.Store(binary.BigEndian.Uint64(seed[:]) >> 1)
+
+	s.transport = transport.New(transport.Config{
+		ClusterID:   id.ClusterID,
+		NodeID:      id.MemberID,
+		Handler:     handlerRef{s},
+		DialOptions: cfg.PeerDialOptions,
+		Logger:      s.logger,
+	})
+	if err := s.refreshPeers(); err != nil {
+		return nil, err
+	}
+	s.compactor = newCompactor(s.db, &s.installMu, s.logger)
+	s.store = store.Open(store.Config{
+		NodeID:       id.MemberID,
+		DB:           s.db,
+		Transport:    s.transport,
+		TickInterval: cfg.TickInterval,
+		Replica: replica.Config{
+			ElectionTicks:        cfg.ElectionTicks,
+			HeartbeatTicks:       cfg.HeartbeatTicks,
+			ProposalTicks:        int(cfg.RequestTimeout/cfg.TickInterval) + cfg.ElectionTicks,
+			LogTruncateThreshold: cfg.LogTruncateThreshold,
+			LogKeepEntries:       cfg.LogKeepEntries,
+			InstallMu:            &s.installMu,
+		},
+		OnApply: s.onApply,
+		OnFatal: s.onFatal,
+		Logger:  s.logger,
+	})
+	if err := s.store.AddReplica(keys.FirstRangeID); err != nil {
+		return nil, err
+	}
+	if pub, err := s.store.Published(keys.FirstRangeID); err == nil && pub.KV.CompactRevision > 0 {
+		// A compaction may have been cut short by a crash: finish it.
+		s.compactor.schedule(pub.KV.CompactRevision)
+	}
+	s.goBackground(s.compactor.run)
+
+	s.peerSrv = grpc.NewServer(transport.ServerOptions()...)
+	s.transport.Register(s.peerSrv)
+	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
+
+	s.clientSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+512*1024),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	limits := etcdapi.Limits{MaxRequestBytes: cfg.MaxRequestBytes, MaxTxnOps: cfg.MaxTxnOps}
+	pb.RegisterKVServer(s.clientSrv, etcdapi.NewKV(s, limits))
+	pb.RegisterMaintenanceServer(s.clientSrv, etcdapi.NewMaintenance(s))
+	pb.RegisterClusterServer(s.clientSrv, etcdapi.NewCluster(s))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s.clientSrv, hs)
+	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
+	s.goBackground(s.publishLoop)
+
+	s.logger.Info("synod member started",
+		"cluster", fmt.Sprintf("%x", id.ClusterID),
+		"client-url", s.clientURL, "peer-url", peerURL, "data-dir", cfg.DataDir)
+	return s, nil
+}
+
+func listen(l net.Listener, addr string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
+// checkPeerAddress refuses to start when the stored peer URL of this member
+// does not match the address it listens on: peers would never reach it.
+func (s *Server) checkPeerAddress() error {
+	m, ok, err := cluster.GetMember(s.db, s.id.MemberID)
+	if err != nil || !ok {
+		return err
+	}
+	listenHost, listenPort, _ := net.SplitHostPort(s.peerLis.Addr().String())
+	for _, u := range m.PeerURLs {
+		host, port, err := net.SplitHostPort(cluster.HostPort(u))
+		if err != nil {
+			continue
+		}
+		ip := net.ParseIP(listenHost)
+		if port == listenPort && (host == listenHost || (ip != nil && ip.IsUnspecified()) || hostResolvesTo(host, listenHost)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("member %s has peer URLs %v but listens on %s", m.Name, m.PeerURLs, s.peerLis.Addr())
+}
+
+func hostResolvesTo(host, ip string) bool {
+	addrs, err := net.LookupHost(host)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshPeers points the transport at the peer URLs of the current members.
+func (s *Server) refreshPeers() error {
+	members, err := cluster.ListMembers(s.db)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.ID == s.id.MemberID || len(m.PeerURLs) == 0 {
+			continue
+		}
+		s.transport.SetPeer(m.ID, cluster.HostPort(m.PeerURLs[0]))
+	}
+	return nil
+}
+
+func (s *Server) goBackground(fn func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(s.ctx)
+	}()
+}
+
+func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
+	for _, rev := range out.Compactions {
+		s.compactor.schedule(rev)
+	}
+	if out.SnapshotInstalled {
+		if pub, err := s.store.Published(id); err == nil && pub.KV.CompactRevision > 0 {
+			s.compactor.schedule(pub.KV.CompactRevision)
+		}
+		if err := s.refreshPeers(); err != nil {
+			s.logger.Error("refresh peers after snapshot", "err", err)
+		}
+	}
+}
+
+func (s *Server) onFatal(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
+}
+
+// Fatal yields an error if the node hit a failure it cannot recover from
+// (its storage failed); the process should exit.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// ClientAddr is the address the client API listens on.
+func (s *Server) ClientAddr() string { return s.clientLis.Addr().String() }
+
+// PeerAddr is the address the peer service listens on.
+func (s *Server) PeerAddr() string { return s.peerLis.Addr().String() }
+
+// MemberID is this node's member ID.
+func (s *Server) MemberID() uint64 { return s.id.MemberID }
+
+// ClusterID is the ID of the cluster this node belongs to.
+func (s *Server) ClusterID() uint64 { return s.id.ClusterID }
+
+// Published returns the published state of the first range's replica.
+func (s *Server) Published() *replica.Published {
+	pub, err := s.store.Published(keys.FirstRangeID)
+	if err != nil {
+		return &replica.Published{}
+	}
+	return pub
+}
+
+// Campaign makes this node start an election for the first range (tests and
+// leadership transfer use it).
+func (s *Server) Campaign(ctx context.Context) error {
+	var err error
+	if doErr := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { err = r.Campaign() }); doErr != nil {
+		return doErr
+	}
+	return err
+}
+
+// Close stops the node and waits for all of its goroutines. It is safe to
+// call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.clientSrv != nil {
+			stopGRPC(s.clientSrv)
+		}
+		s.cancel()
+		if s.store != nil {
+			s.store.Close()
+		}
+		if s.transport != nil {
+			s.transport.Close()
+		}
+		if s.peerSrv != nil {
+			s.peerSrv.Stop()
+		}
+		for _, l := range []net.Listener{s.peerLis, s.clientLis} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+		s.wg.Wait()
+		if s.db != nil {
+			if err := s.db.Close(); err != nil {
+				s.closeErr = fmt.Errorf("close pebble: %w", err)
+			}
+		}
+	})
+	return s.closeErr
+}
+
+// stopGRPC stops a server gracefully, cutting long streams after a grace
+// period.
+func stopGRPC(srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		srv.Stop()
+		<-done
+	}
+}
+
+// handlerRef lets the transport reach the store, which is created after it.
+type handlerRef struct{ s *Server }
+
+var errNotReady = errors.New("node is starting")
+
+func (h handlerRef) st() *store.Store { return h.s.store }
+
+func (h handlerRef) HandleRaft(id keys.RangeID, msgs []*raftpb.Message) {
+	if st := h.st(); st != nil {
+		st.HandleRaft(id, msgs)
+	}
+}
+
+func (h handlerRef) NewIncomingSnapshot(id keys.RangeID) (*replica.IncomingSnapshot, error) {
+	if st := h.st(); st != nil {
+		return st.NewIncomingSnapshot(id)
+	}
+	return nil, errNotReady
+}
+
+func (h handlerRef) HandleSnapshot(id keys.RangeID, m *raftpb.Message, data *replica.IncomingSnapshot) error {
+	if st := h.st(); st != nil {
+		return st.HandleSnapshot(id, m, data)
+	}
+	data.Close()
+	return errNotReady
+}
+
+func (h handlerRef) ReportUnreachable(id keys.RangeID, peer uint64) {
+	if st := h.st(); st != nil {
+		st.ReportUnreachable(id, peer)
+	}
+}

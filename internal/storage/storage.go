@@ -1,0 +1,76 @@
+package storage
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Options configures Open.
+type Options struct {
+	// Dir is the directory of the Pebble instance. It is created if missing.
+	Dir string
+	// FS is the filesystem to use; nil means the operating system's. Tests
+	// pass vfs.NewStrictMem() to simulate crashes that lose unsynced writes.
+	FS vfs.FS
+	// CacheBytes is the size of the block cache (default 64 MiB).
+	CacheBytes int64
+	// Logger receives Pebble's messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// Open opens (or creates) the Pebble instance of a node.
+func Open(o Options) (*pebble.DB, error) {
+	fs := o.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	cacheBytes := o.CacheBytes
+	if cacheBytes <= 0 {
+		cacheBytes = 64 << 20
+	}
+	if err := fs.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", o.Dir, err)
+	}
+	cache := pebble.NewCache(cacheBytes)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		FS:                 fs,
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       32 << 20,
+		Logger:             pebbleLogger{o.Logger},
+	}
+	db, err := pebble.Open(o.Dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble at %s: %w", o.Dir, err)
+	}
+	return db, nil
+}
+
+// pebbleLogger adapts slog to Pebble's printf-style logger.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	if p.l != nil {
+		p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	if p.l != nil {
+		p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+// Fatalf is called by Pebble on unrecoverable corruption. Continuing would risk
+// serving or replicating bad data, so the process stops, as Pebble expects.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if p.l != nil {
+		p.l.Error(msg, "component", "pebble")
+	}
+	panic("pebble: " + msg)
+}

@@ -1,0 +1,241 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// Transport is what the store needs from the node-to-node transport.
+type Transport interface {
+	Send(rangeID keys.RangeID, msgs []*pb.Message)
+	SendSnapshot(rangeID keys.RangeID, m *pb.Message, snap *replica.OutgoingSnapshot, done func(ok bool))
+}
+
+// ErrRangeNotFound means this node hosts no replica of the range.
+var ErrRangeNotFound = errors.New("range not found on this node")
+
+// Config configures a store.
+type Config struct {
+	NodeID    uint64
+	DB        *pebble.DB
+	Transport Transport
+	// TickInterval is the duration of one Raft tick (default 100ms).
+	TickInterval time.Duration
+	// Replica is the template configuration of every replica; RangeID, ID
+	// and DB are filled in by the store.
+	Replica replica.Config
+	// OnApply, if set, is called on the replica's goroutine after each
+	// HandleReady that applied something. It must not block for long.
+	OnApply func(rangeID keys.RangeID, out replica.ApplyOutput)
+	// OnFatal is called once if a replica hits a storage error it cannot
+	// recover from; the replica stops.
+	OnFatal func(err error)
+	Logger  *slog.Logger
+}
+
+// Store hosts replicas. Open starts its goroutines; Close stops them.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.RWMutex
+		replicas map[keys.RangeID]*handle
+	}
+}
+
+// Open starts a store with no replicas.
+func Open(cfg Config) *Store {
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, logger: cfg.Logger}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.mu.replicas = map[keys.RangeID]*handle{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.tickLoop()
+	}()
+	return s
+}
+
+// AddReplica loads the replica of a bootstrapped range and starts driving it.
+func (s *Store) AddReplica(id keys.RangeID) error {
+	rc := s.cfg.Replica
+	rc.RangeID, rc.ID, rc.DB = id, s.cfg.NodeID, s.cfg.DB
+	if rc.Logger == nil {
+		rc.Logger = s.logger
+	}
+	r, err := replica.New(rc)
+	if err != nil {
+		return fmt.Errorf("load replica of range %d: %w", id, err)
+	}
+	h := &handle{s: s, r: r, pub: r.Published, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return errors.New("store closed")
+	}
+	if _, ok := s.mu.replicas[id]; ok {
+		return fmt.Errorf("range %d already hosted", id)
+	}
+	s.mu.replicas[id] = h
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		h.run(s.ctx)
+	}()
+	return nil
+}
+
+func (s *Store) handle(id keys.RangeID) (*handle, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h, ok := s.mu.replicas[id]
+	if !ok {
+		return nil, ErrRangeNotFound
+	}
+	return h, nil
+}
+
+// Close stops every replica (failing their pending requests) and waits.
+func (s *Store) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Store) tickLoop() {
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		for _, h := range s.mu.replicas {
+			h.post(func(m *mailbox) { m.ticks++ })
+		}
+		s.mu.RUnlock()
+	}
+}
+
+// Published returns the published state of a range's replica.
+func (s *Store) Published(id keys.RangeID) (*replica.Published, error) {
+	h, err := s.handle(id)
+	if err != nil {
+		return nil, err
+	}
+	return h.pub(), nil
+}
+
+// Propose submits a proposal to a range and waits for its result or ctx.
+func (s *Store) Propose(ctx context.Context, id keys.RangeID, p *replica.Proposal) (replica.Result, error) {
+	h, err := s.handle(id)
+	if err != nil {
+		return replica.Result{}, err
+	}
+	h.post(func(m *mailbox) { m.proposals = append(m.proposals, p) })
+	select {
+	case res := <-p.Done():
+		return res, nil
+	case <-ctx.Done():
+		return replica.Result{}, ctx.Err()
+	}
+}
+
+// ReadIndex waits until the range's replica has applied everything committed
+// before the call, as confirmed by a quorum: a linearizable read may then be
+// served from local state.
+func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID) error {
+	h, err := s.handle(id)
+	if err != nil {
+		return err
+	}
+	rd := replica.NewRead()
+	h.post(func(m *mailbox) { m.reads = append(m.reads, rd) })
+	select {
+	case err := <-rd.Done():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Do runs fn on the replica's goroutine and waits for it. fn must be quick.
+func (s *Store) Do(ctx context.Context, id keys.RangeID, fn func(r *replica.Replica)) error {
+	h, err := s.handle(id)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	h.post(func(m *mailbox) {
+		m.fns = append(m.fns, func(r *replica.Replica) {
+			fn(r)
+			close(done)
+		})
+	})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.stopped():
+		return replica.ErrStopped
+	}
+}
+
+// HandleRaft implements transport.Handler.
+func (s *Store) HandleRaft(id keys.RangeID, msgs []*pb.Message) {
+	h, err := s.handle(id)
+	if err != nil {
+		return
+	}
+	h.post(func(m *mailbox) { m.msgs = append(m.msgs, msgs...) })
+}
+
+// NewIncomingSnapshot implements transport.Handler.
+func (s *Store) NewIncomingSnapshot(id keys.RangeID) (*replica.IncomingSnapshot, error) {
+	if _, err := s.handle(id); err != nil {
+		return nil, err
+	}
+	return replica.NewIncomingSnapshot(s.cfg.DB, id), nil
+}
+
+// HandleSnapshot implements transport.Handler.
+func (s *Store) HandleSnapshot(id keys.RangeID, msg *pb.Message, data *replica.IncomingSnapshot) error {
+	h, err := s.handle(id)
+	if err != nil {
+		data.Close()
+		return err
+	}
+	h.post(func(m *mailbox) { m.snapshots = append(m.snapshots, incomingSnap{msg, data}) })
+	return nil
+}
+
+// ReportUnreachable implements transport.Handler.
+func (s *Store) ReportUnreachable(id keys.RangeID, peer uint64) {
+	h, err := s.handle(id)
+	if err != nil {
+		return
+	}
+	h.post(func(m *mailbox) { m.unreachable = append(m.unreachable, peer) })
+}

@@ -1,0 +1,319 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/synod-io/synod/internal/server"
+)
+
+// Options configures a cluster. Zero values take test-friendly defaults.
+type Options struct {
+	// Nodes is the cluster size (default 3).
+	Nodes int
+	// TickInterval is the Raft tick (default 10ms: elections in ~100ms).
+	TickInterval time.Duration
+	// OnDisk keeps data in t.TempDir() instead of crashable memory.
+	OnDisk bool
+	// LogTruncateThreshold and LogKeepEntries override the log truncation
+	// policy (small values force snapshots).
+	LogTruncateThreshold uint64
+	LogKeepEntries       uint64
+	// Configure, if set, adjusts each node's configuration before Open.
+	Configure func(i int, cfg *server.Config)
+}
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	spec  string
+	nodes []*Node
+}
+
+// Node is one member of a test cluster.
+type Node struct {
+	c          *Cluster
+	Index      int
+	Name       string
+	PeerAddr   string
+	ClientAddr string
+	dir        string
+
+	mu  sync.Mutex
+	fs  *vfs.MemFS // nil when on disk
+	sw  *netSwitch
+	srv *server.Server
+}
+
+// New starts a cluster and registers its shutdown with t.Cleanup.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.TickInterval == 0 {
+		opts.TickInterval = 10 * time.Millisecond
+	}
+	c := &Cluster{t: t, opts: opts}
+	var spec []string
+	var peerLis, clientLis []net.Listener
+	for i := 0; i < opts.Nodes; i++ {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		cl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		n := &Node{
+			c: c, Index: i, Name: fmt.Sprintf("n%d", i+1),
+			PeerAddr: pl.Addr().String(), ClientAddr: cl.Addr().String(),
+			sw: newNetSwitch(),
+		}
+		if opts.OnDisk {
+			n.dir = filepath.Join(t.TempDir(), n.Name)
+		} else {
+			n.dir = "/" + n.Name
+			n.fs = vfs.NewCrashableMem()
+		}
+		c.nodes = append(c.nodes, n)
+		peerLis, clientLis = append(peerLis, pl), append(clientLis, cl)
+		spec = append(spec, n.Name+"="+n.PeerAddr)
+	}
+	c.spec = strings.Join(spec, ",")
+	t.Cleanup(c.Close)
+	for i, n := range c.nodes {
+		if err := n.open(peerLis[i], clientLis[i]); err != nil {
+			t.Fatalf("start %s: %v", n.Name, err)
+		}
+	}
+	return c
+}
+
+func testLogger(name string) *slog.Logger {
+	var level slog.Level
+	switch os.Getenv("SYNOD_TEST_LOG") {
+	case "debug":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "warn":
+		level = slog.LevelWarn
+	default:
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", name)
+}
+
+func (n *Node) open(pl, cl net.Listener) error {
+	n.sw.restore()
+	cfg := server.Config{
+		Name:                 n.Name,
+		DataDir:              n.dir,
+		PeerListener:         &switchedListener{Listener: pl, s: n.sw},
+		ClientListener:       &switchedListener{Listener: cl, s: n.sw},
+		PeerDialOptions:      []grpc.DialOption{grpc.WithContextDialer(n.sw.dial)},
+		InitialCluster:       n.c.spec,
+		TickInterval:         n.c.opts.TickInterval,
+		LogTruncateThreshold: n.c.opts.LogTruncateThreshold,
+		LogKeepEntries:       n.c.opts.LogKeepEntries,
+		Logger:               testLogger(n.Name),
+	}
+	if n.fs != nil {
+		cfg.FS = n.fs
+	}
+	if n.c.opts.Configure != nil {
+		n.c.opts.Configure(n.Index, &cfg)
+	}
+	srv, err := server.Open(cfg)
+	if err != nil {
+		pl.Close()
+		cl.Close()
+		return err
+	}
+	n.mu.Lock()
+	n.srv = srv
+	n.mu.Unlock()
+	return nil
+}
+
+// Server returns the node's running server, or nil if it is down.
+func (n *Node) Server() *server.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
+}
+
+// Running reports whether the node is up.
+func (n *Node) Running() bool { return n.Server() != nil }
+
+// Stop shuts the node down cleanly.
+func (n *Node) Stop() {
+	n.mu.Lock()
+	srv := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if err := srv.Close(); err != nil {
+		n.c.t.Errorf("close %s: %v", n.Name, err)
+	}
+}
+
+// Crash stops the node as a power failure would: it is cut off the network
+// at once and restarts later with only the data it had synced.
+func (n *Node) Crash() {
+	n.mu.Lock()
+	srv := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	n.sw.cut()
+	if n.fs != nil {
+		crashed := n.fs.CrashClone(vfs.CrashCloneCfg{})
+		_ = srv.Close() // writes after the clone do not reach crashed
+		n.mu.Lock()
+		n.fs = crashed
+		n.mu.Unlock()
+		return
+	}
+	_ = srv.Close()
+}
+
+// Restart starts a stopped or crashed node again from its data.
+func (n *Node) Restart() {
+	n.c.t.Helper()
+	if n.Running() {
+		n.c.t.Fatalf("restart %s: still running", n.Name)
+	}
+	var pl, cl net.Listener
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pl, err = net.Listen("tcp", n.PeerAddr)
+		if err == nil {
+			cl, err = net.Listen("tcp", n.ClientAddr)
+			if err != nil {
+				pl.Close()
+			}
+		}
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the port is being released by the old server
+	}
+	if err != nil {
+		n.c.t.Fatalf("restart %s: listen: %v", n.Name, err)
+	}
+	if err := n.open(pl, cl); err != nil {
+		n.c.t.Fatalf("restart %s: %v", n.Name, err)
+	}
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+}
+
+// Nodes returns the nodes.
+func (c *Cluster) Nodes() []*Node { return c.nodes }
+
+// Node returns node i.
+func (c *Cluster) Node(i int) *Node { return c.nodes[i] }
+
+// WaitLeader waits until every running node agrees on a leader that is
+// itself running, and returns the leader's node.
+func (c *Cluster) WaitLeader() *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := c.agreedLeader(); n != nil {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("no leader agreed on within 15s")
+	return nil
+}
+
+func (c *Cluster) agreedLeader() *Node {
+	var lead uint64
+	for _, n := range c.nodes {
+		srv := n.Server()
+		if srv == nil {
+			continue
+		}
+		l := srv.Published().Lead
+		if l == 0 || (lead != 0 && l != lead) {
+			return nil
+		}
+		lead = l
+	}
+	for _, n := range c.nodes {
+		if srv := n.Server(); srv != nil && srv.MemberID() == lead {
+			return n
+		}
+	}
+	return nil
+}
+
+// Followers returns the running nodes other than the leader.
+func (c *Cluster) Followers(leader *Node) []*Node {
+	var out []*Node
+	for _, n := range c.nodes {
+		if n != leader && n.Running() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Client returns an etcd client connected to the given nodes (all nodes if
+// none are given), closed at the end of the test.
+func (c *Cluster) Client(nodes ...*Node) *clientv3.Client {
+	c.t.Helper()
+	if len(nodes) == 0 {
+		nodes = c.nodes
+	}
+	var eps []string
+	for _, n := range nodes {
+		eps = append(eps, n.ClientAddr)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		c.t.Fatalf("client: %v", err)
+	}
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Context returns a context that ends with the test or after d.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,599 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// Handler receives what peers send. The store implements it.
+type Handler interface {
+	// HandleRaft delivers Raft messages for a range. It must not block.
+	HandleRaft(rangeID keys.RangeID, msgs []*pb.Message)
+	// NewIncomingSnapshot starts collecting snapshot data for a range; it
+	// fails if this node does not host (and cannot create) the range.
+	NewIncomingSnapshot(rangeID keys.RangeID) (*replica.IncomingSnapshot, error)
+	// HandleSnapshot hands a fully received snapshot to the range's replica.
+	HandleSnapshot(rangeID keys.RangeID, m *pb.Message, data *replica.IncomingSnapshot) error
+	// ReportUnreachable says a message of the range to peer was dropped.
+	ReportUnreachable(rangeID keys.RangeID, peer uint64)
+}
+
+// Config configures a Transport.
+type Config struct {
+	ClusterID uint64
+	NodeID    uint64
+	Handler   Handler
+	// DialOptions are added to every peer connection (TLS comes here).
+	DialOptions []grpc.DialOption
+	// QueueLen bounds the messages queued for one peer (default 4096).
+	QueueLen int
+	// SnapshotChunkBytes is the size of one snapshot frame (default 1 MiB).
+	SnapshotChunkBytes int
+	Logger             *slog.Logger
+}
+
+// Transport sends Raft traffic to peers and serves theirs.
+type Transport struct {
+	cfg    Config
+	logger *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		addrs  map[uint64]string
+		peers  map[uint64]*peer
+		closed bool
+	}
+}
+
+// New returns a transport; Close stops its goroutines.
+func New(cfg Config) *Transport {
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = 4096
+	}
+	if cfg.SnapshotChunkBytes == 0 {
+		cfg.SnapshotChunkBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Transport{cfg: cfg, logger: cfg.Logger.With("component", "transport")}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.mu.addrs = map[uint64]string{}
+	t.mu.peers = map[uint64]*peer{}
+	return t
+}
+
+// SetPeer sets (or changes) the address of a peer node.
+func (t *Transport) SetPeer(id uint64, addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.mu.addrs[id]; ok && old == addr {
+		return
+	}
+	t.mu.addrs[id] = addr
+	if p, ok := t.mu.peers[id]; ok {
+		p.stop()
+		delete(t.mu.peers, id)
+	}
+}
+
+// RemovePeer forgets a peer and closes its connection.
+func (t *Transport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.mu.addrs, id)
+	if p, ok := t.mu.peers[id]; ok {
+		p.stop()
+		delete(t.mu.peers, id)
+	}
+}
+
+// peerLocked returns the sender for a peer, starting it if needed.
+func (t *Transport) peerLocked(id uint64) (*peer, bool) {
+	if t.mu.closed {
+		return nil, false
+	}
+	if p, ok := t.mu.peers[id]; ok {
+		return p, true
+	}
+	addr, ok := t.mu.addrs[id]
+	if !ok {
+		return nil, false
+	}
+	p := newPeer(t, id, addr)
+	t.mu.peers[id] = p
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		p.run()
+	}()
+	return p, true
+}
+
+// Send queues Raft messages of one range; it never blocks.
+func (t *Transport) Send(rangeID keys.RangeID, msgs []*pb.Message) {
+	var unreachable []uint64
+	t.mu.Lock()
+	for _, m := range msgs {
+		p, ok := t.peerLocked(m.GetTo())
+		if !ok || !p.enqueue(outMsg{rangeID: rangeID, msg: m}) {
+			unreachable = append(unreachable, m.GetTo())
+		}
+	}
+	t.mu.Unlock()
+	for _, to := range unreachable {
+		t.cfg.Handler.ReportUnreachable(rangeID, to)
+	}
+}
+
+// SendSnapshot streams a snapshot to m.To in the background. done is called
+// with the outcome; snap is closed in every case.
+func (t *Transport) SendSnapshot(rangeID keys.RangeID, m *pb.Message, snap *replica.OutgoingSnapshot, done func(ok bool)) {
+	t.mu.Lock()
+	p, ok := t.peerLocked(m.GetTo())
+	t.mu.Unlock()
+	if !ok {
+		snap.Close()
+		done(false)
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer snap.Close()
+		err := p.sendSnapshot(t.ctx, rangeID, m, snap)
+		if err != nil {
+			t.logger.Warn("snapshot send failed", "range", uint64(rangeID), "to", fmt.Sprintf("%x", m.GetTo()), "err", err)
+		} else {
+			t.logger.Info("snapshot sent", "range", uint64(rangeID), "to", fmt.Sprintf("%x", m.GetTo()),
+				"index", m.GetSnapshot().GetMetadata().GetIndex())
+		}
+		done(err == nil)
+	}()
+}
+
+// Close stops every sender and waits for them.
+func (t *Transport) Close() {
+	t.mu.Lock()
+	t.mu.closed = true
+	for id, p := range t.mu.peers {
+		p.stop()
+		delete(t.mu.peers, id)
+	}
+	t.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+}
+
+type outMsg struct {
+	rangeID keys.RangeID
+	msg     *pb.Message
+}
+
+// peer sends to one node over one stream, batching whatever is queued.
+type peer struct {
+	t    *Transport
+	id   uint64
+	addr string
+	done chan struct{}
+
+	mu struct {
+		sync.Mutex
+		queue   []outMsg
+		stopped bool
+	}
+	wake chan struct{}
+
+	connMu sync.Mutex
+	conn   *grpc.ClientConn
+}
+
+func newPeer(t *Transport, id uint64, addr string) *peer {
+	return &peer{t: t, id: id, addr: addr, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (p *peer) enqueue(m outMsg) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.stopped || len(p.mu.queue) >= p.t.cfg.QueueLen {
+		return false
+	}
+	p.mu.queue = append(p.mu.queue, m)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (p *peer) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.mu.stopped {
+		p.mu.stopped = true
+		close(p.done)
+	}
+}
+
+func (p *peer) take() []outMsg {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.mu.queue
+	p.mu.queue = nil
+	return q
+}
+
+func (p *peer) client() (*grpc.ClientConn, error) {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if p.conn != nil {
+		return p.conn, nil
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	}, p.t.cfg.DialOptions...)
+	conn, err := grpc.NewClient(p.addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial peer %x at %s: %w", p.id, p.addr, err)
+	}
+	p.conn = conn
+	return conn, nil
+}
+
+func (p *peer) closeConn() {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+}
+
+// run owns the Raft stream to the peer until the peer is stopped.
+func (p *peer) run() {
+	defer p.closeConn()
+	ctx, cancel := context.WithCancel(p.t.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var stream grpc.ClientStream
+	var broken <-chan error
+	// inFlight holds a message of each range sent on the current stream:
+	// if the stream breaks, they may have been lost.
+	var inFlight []outMsg
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			if stream != nil {
+				_ = stream.CloseSend()
+			}
+			return
+		case err := <-broken:
+			// The receiver ended the stream (it restarted, or refused us):
+			// what was in flight may be lost; the next batch opens a new one.
+			p.t.logger.Debug("peer ended stream", "peer", fmt.Sprintf("%x", p.id), "err", err)
+			p.dropped(inFlight)
+			stream, broken, inFlight = nil, nil, nil
+			continue
+		case <-p.wake:
+		}
+		batch := p.take()
+		if len(batch) == 0 {
+			continue
+		}
+		if stream == nil {
+			s, b, err := p.openRaftStream(ctx)
+			if err != nil {
+				p.dropped(batch)
+				p.t.logger.Debug("peer unreachable", "peer", fmt.Sprintf("%x", p.id), "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, time.Second)
+				continue
+			}
+			stream, broken, backoff = s, b, 50*time.Millisecond
+		}
+		if err := p.sendBatch(stream, batch); err != nil {
+			p.dropped(batch)
+			p.t.logger.Debug("peer stream broke", "peer", fmt.Sprintf("%x", p.id), "err", err)
+			stream, broken, inFlight = nil, nil, nil
+			continue
+		}
+		inFlight = appendNewRanges(inFlight, batch)
+	}
+}
+
+func appendNewRanges(dst, batch []outMsg) []outMsg {
+	for _, m := range batch {
+		seen := false
+		for _, d := range dst {
+			if d.rangeID == m.rangeID {
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			dst = append(dst, m)
+		}
+	}
+	return dst
+}
+
+// openRaftStream opens the stream of Raft frames to the peer. The returned
+// channel yields why the stream ended when the peer ends it; the goroutine
+// watching for that ends with the stream.
+func (p *peer) openRaftStream(ctx context.Context) (grpc.ClientStream, <-chan error, error) {
+	conn, err := p.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	stream, err := conn.NewStream(ctx, &serviceDesc.Streams[0], raftMethod)
+	if err != nil {
+		return nil, nil, err
+	}
+	broken := make(chan error, 1)
+	p.t.wg.Add(1)
+	go func() {
+		defer p.t.wg.Done()
+		var a ack
+		err := stream.RecvMsg(&a) // returns only when the stream ends
+		if err == nil {
+			err = io.EOF
+		}
+		broken <- err
+	}()
+	return stream, broken, nil
+}
+
+// maxFrameBytes bounds one frame of Raft messages.
+const maxFrameBytes = 8 << 20
+
+func (p *peer) sendBatch(stream grpc.ClientStream, batch []outMsg) error {
+	f := raftFrame{clusterID: p.t.cfg.ClusterID, from: p.t.cfg.NodeID}
+	size := 0
+	for i, m := range batch {
+		b, err := proto.Marshal(m.msg)
+		if err != nil {
+			return fmt.Errorf("encode raft message: %w", err)
+		}
+		if size > 0 && size+len(b) > maxFrameBytes {
+			if err := stream.SendMsg(&f); err != nil {
+				p.dropped(batch[i:])
+				return err
+			}
+			f.items, size = f.items[:0], 0
+		}
+		f.items = append(f.items, raftItem{rangeID: uint64(m.rangeID), msg: b})
+		size += len(b)
+	}
+	return stream.SendMsg(&f)
+}
+
+func (p *peer) dropped(batch []outMsg) {
+	seen := map[keys.RangeID]bool{}
+	for _, m := range batch {
+		if !seen[m.rangeID] {
+			seen[m.rangeID] = true
+			p.t.cfg.Handler.ReportUnreachable(m.rangeID, p.id)
+		}
+	}
+}
+
+func (p *peer) sendSnapshot(ctx context.Context, rangeID keys.RangeID, m *pb.Message, snap *replica.OutgoingSnapshot) error {
+	conn, err := p.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	stream, err := conn.NewStream(ctx, &serviceDesc.Streams[1], snapshotMethod)
+	if err != nil {
+		return err
+	}
+	msg, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode snapshot message: %w", err)
+	}
+	base := snapshotFrame{clusterID: p.t.cfg.ClusterID, from: p.t.cfg.NodeID, rangeID: uint64(rangeID)}
+	head := base
+	head.msg = msg
+	if err := stream.SendMsg(&head); err != nil {
+		return err
+	}
+	err = snap.Iterate(p.t.cfg.SnapshotChunkBytes, func(kvs []replica.KeyValue) error {
+		f := base
+		for _, kv := range kvs {
+			f.keys = append(f.keys, kv.Key)
+			f.values = append(f.values, kv.Value)
+		}
+		return stream.SendMsg(&f)
+	})
+	if err != nil {
+		return err
+	}
+	last := base
+	last.final = true
+	if err := stream.SendMsg(&last); err != nil {
+		return err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	var a ack
+	if err := stream.RecvMsg(&a); err != nil {
+		return err
+	}
+	if a.err != "" {
+		return errors.New(a.err)
+	}
+	return nil
+}
+
+// Server methods.
+
+const (
+	serviceName    = "synod.transport.v1.Peer"
+	raftMethod     = "/" + serviceName + "/Raft"
+	snapshotMethod = "/" + serviceName + "/Snapshot"
+)
+
+// ServerOptions returns the gRPC server options the peer server needs.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodec(codec{}),
+		grpc.MaxRecvMsgSize(64 << 20),
+		grpc.MaxSendMsgSize(64 << 20),
+	}
+}
+
+// Register adds the peer service to a gRPC server created with ServerOptions.
+func (t *Transport) Register(s *grpc.Server) {
+	s.RegisterService(&serviceDesc, t)
+}
+
+type peerServer interface{}
+
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: serviceName,
+	HandlerType: (*peerServer)(nil),
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Raft", Handler: handleRaftStream, ClientStreams: true},
+		{StreamName: "Snapshot", Handler: handleSnapshotStream, ClientStreams: true},
+	},
+	Metadata: "synod/transport.proto",
+}
+
+var errWrongCluster = errors.New("frame from another cluster")
+
+func handleRaftStream(srv any, stream grpc.ServerStream) error {
+	t := srv.(*Transport)
+	for {
+		var f raftFrame
+		if err := stream.RecvMsg(&f); err != nil {
+			if errors.Is(err, io.EOF) {
+				return stream.SendMsg(&ack{})
+			}
+			return err
+		}
+		if f.clusterID != t.cfg.ClusterID {
+			t.logger.Warn("refusing raft traffic from another cluster", "cluster", fmt.Sprintf("%x", f.clusterID), "from", fmt.Sprintf("%x", f.from))
+			return errWrongCluster
+		}
+		t.deliver(&f)
+	}
+}
+
+// deliver groups a frame's messages by range and hands them to the handler.
+func (t *Transport) deliver(f *raftFrame) {
+	var cur keys.RangeID
+	var msgs []*pb.Message
+	flush := func() {
+		if len(msgs) > 0 {
+			t.cfg.Handler.HandleRaft(cur, msgs)
+			msgs = nil
+		}
+	}
+	for _, it := range f.items {
+		m := &pb.Message{}
+		if err := proto.Unmarshal(it.msg, m); err != nil {
+			t.logger.Warn("dropping undecodable raft message", "from", fmt.Sprintf("%x", f.from), "err", err)
+			continue
+		}
+		if m.GetTo() != t.cfg.NodeID || m.GetType() == pb.MsgSnap {
+			continue
+		}
+		if keys.RangeID(it.rangeID) != cur {
+			flush()
+			cur = keys.RangeID(it.rangeID)
+		}
+		msgs = append(msgs, m)
+	}
+	flush()
+}
+
+func handleSnapshotStream(srv any, stream grpc.ServerStream) error {
+	t := srv.(*Transport)
+	err := t.receiveSnapshot(stream)
+	a := ack{}
+	if err != nil {
+		t.logger.Warn("snapshot receive failed", "err", err)
+		a.err = err.Error()
+	}
+	return stream.SendMsg(&a)
+}
+
+func (t *Transport) receiveSnapshot(stream grpc.ServerStream) error {
+	var head snapshotFrame
+	if err := stream.RecvMsg(&head); err != nil {
+		return fmt.Errorf("receive snapshot header: %w", err)
+	}
+	if head.clusterID != t.cfg.ClusterID {
+		return errWrongCluster
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(head.msg, m); err != nil || m.GetType() != pb.MsgSnap || m.GetTo() != t.cfg.NodeID {
+		return fmt.Errorf("snapshot header carries no snapshot message for this node")
+	}
+	rangeID := keys.RangeID(head.rangeID)
+	data, err := t.cfg.Handler.NewIncomingSnapshot(rangeID)
+	if err != nil {
+		return err
+	}
+	handed := false
+	defer func() {
+		if !handed {
+			data.Close()
+		}
+	}()
+	for {
+		var f snapshotFrame
+		if err := stream.RecvMsg(&f); err != nil {
+			return fmt.Errorf("receive snapshot data: %w", err)
+		}
+		if f.rangeID != head.rangeID || f.clusterID != head.clusterID {
+			return errors.New("snapshot frame of another stream")
+		}
+		for i := range f.keys {
+			if err := data.Add(f.keys[i], f.values[i]); err != nil {
+				return err
+			}
+		}
+		if f.final {
+			break
+		}
+	}
+	handed = true
+	return t.cfg.Handler.HandleSnapshot(rangeID, m, data)
+}
