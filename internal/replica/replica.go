@@ -146,13 +146,17 @@ type Replica struct {
 	incoming   *incomingSnapshot
 }
 
+// InitialRevision is the revision of an empty store, as in etcd: the first
+// write gets revision 2, and no response ever carries revision 0.
+const InitialRevision = 1
+
 // Bootstrap stages in b the initial state of a new range whose Raft group has
 // the given voters and no entries. Every voter stages the same state.
 func Bootstrap(b *pebble.Batch, id keys.RangeID, voters []uint64) error {
 	if err := raftlog.Bootstrap(b, id); err != nil {
 		return err
 	}
-	st := AppliedState{ConfState: &pb.ConfState{Voters: voters}}
+	st := AppliedState{ConfState: &pb.ConfState{Voters: voters}, KV: kv.Meta{Revision: InitialRevision}}
 	return writeAppliedState(b, id, &st)
 }
 

@@ -25,13 +25,13 @@ func TestReplicateAndApply(t *testing.T) {
 		t.Fatalf("put: %v", res.Err)
 	}
 	resp := res.Resp.(*etcdpb.PutResponse)
-	if got := resp.GetHeader().GetRevision(); got != 1 {
-		t.Fatalf("revision of first put: got %d, want 1", got)
+	if got := resp.GetHeader().GetRevision(); got != InitialRevision+1 {
+		t.Fatalf("revision of first put: got %d, want %d", got, InitialRevision+1)
 	}
 	for _, id := range nw.ids {
 		nw.mustGet(id, "a", "1")
-		if got := nw.replicas[id].Published().KV.Revision; got != 1 {
-			t.Fatalf("replica %d revision: got %d, want 1", id, got)
+		if got := nw.replicas[id].Published().KV.Revision; got != InitialRevision+1 {
+			t.Fatalf("replica %d revision: got %d, want %d", id, got, InitialRevision+1)
 		}
 	}
 }

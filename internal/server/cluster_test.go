@@ -50,7 +50,13 @@ func TestKVThroughEtcdClient(t *testing.T) {
 	c.WaitLeader()
 	cli := c.Client()
 
+	if g := get(t, cli, "anything"); g.Header.Revision != 1 {
+		t.Fatalf("revision of an empty store: got %d, want 1 (as etcd)", g.Header.Revision)
+	}
 	r1 := put(t, cli, "fruit/apple", "red")
+	if r1.Header.Revision != 2 {
+		t.Fatalf("revision of the first write: got %d, want 2 (as etcd)", r1.Header.Revision)
+	}
 	put(t, cli, "fruit/banana", "yellow")
 	put(t, cli, "fruit/cherry", "dark-red")
 	put(t, cli, "veg/leek", "green")

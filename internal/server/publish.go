@@ -22,16 +22,19 @@ func (s *Server) publishLoop(ctx context.Context) {
 		if !ok || (m.Name == s.id.Name && slices.Equal(m.ClientURLs, []string{s.clientURL})) {
 			return
 		}
-		rec := cluster.Member{ID: s.id.MemberID, Name: s.id.Name, ClientURLs: []string{s.clientURL}}
-		if _, err := s.proposeRaw(ctx, raftcmd.KindMemberPublish, rec.Encode()); err == nil {
-			s.logger.Info("published member attributes", "client-url", s.clientURL)
-			return
+		wait := s.cfg.TickInterval // until a leader is known, look every tick
+		if s.Published().Lead != 0 {
+			rec := cluster.Member{ID: s.id.MemberID, Name: s.id.Name, ClientURLs: []string{s.clientURL}}
+			if _, err := s.proposeRaw(ctx, raftcmd.KindMemberPublish, rec.Encode()); err == nil {
+				s.logger.Info("published member attributes", "client-url", s.clientURL)
+				return
+			}
+			wait, backoff = backoff, min(2*backoff, 2*time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
@@ -247,6 +249,12 @@ func (p *peer) client() (*grpc.ClientConn, error) {
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// gRPC's default reconnect backoff grows to two minutes; a peer that
+		// restarts must be reached within about an election timeout.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
 	}, p.t.cfg.DialOptions...)
 	conn, err := grpc.NewClient(p.addr, opts...)
@@ -255,6 +263,15 @@ func (p *peer) client() (*grpc.ClientConn, error) {
 	}
 	p.conn = conn
 	return conn, nil
+}
+
+// resetBackoff makes a connection waiting to retry try again now.
+func (p *peer) resetBackoff() {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if p.conn != nil && p.conn.GetState() == connectivity.TransientFailure {
+		p.conn.ResetConnectBackoff()
+	}
 }
 
 func (p *peer) closeConn() {
@@ -499,6 +516,7 @@ var errWrongCluster = errors.New("frame from another cluster")
 
 func handleRaftStream(srv any, stream grpc.ServerStream) error {
 	t := srv.(*Transport)
+	first := true
 	for {
 		var f raftFrame
 		if err := stream.RecvMsg(&f); err != nil {
@@ -511,7 +529,22 @@ func handleRaftStream(srv any, stream grpc.ServerStream) error {
 			t.logger.Warn("refusing raft traffic from another cluster", "cluster", fmt.Sprintf("%x", f.clusterID), "from", fmt.Sprintf("%x", f.from))
 			return errWrongCluster
 		}
+		if first {
+			// The peer is up: if our connection to it is waiting out a
+			// backoff, retry now.
+			t.peerIsUp(f.from)
+			first = false
+		}
 		t.deliver(&f)
+	}
+}
+
+func (t *Transport) peerIsUp(id uint64) {
+	t.mu.Lock()
+	p, ok := t.mu.peers[id]
+	t.mu.Unlock()
+	if ok {
+		p.resetBackoff()
 	}
 }
 

@@ -1,0 +1,503 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/synod-io/synod/internal/server"
+)
+
+// testCluster is a three-node cluster in this process.
+type testCluster struct {
+	srvs      []*server.Server
+	endpoints []string
+}
+
+// startCluster starts three nodes on 127.0.0.1:0 listeners with a short
+// tick, and waits until they agree on a leader and every member has
+// published its client URL.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	var peers, clients []net.Listener
+	var spec []string
+	for i := range 3 {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers, clients = append(peers, pl), append(clients, cl)
+		spec = append(spec, fmt.Sprintf("n%d=%s", i+1, pl.Addr()))
+	}
+	c := &testCluster{}
+	var nodes []*demoNode
+	for i := range 3 {
+		name := fmt.Sprintf("n%d", i+1)
+		s, err := server.Open(server.Config{
+			Name: name, DataDir: t.TempDir(),
+			PeerListener: peers[i], ClientListener: clients[i],
+			InitialCluster: strings.Join(spec, ","), TickInterval: 10 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		c.srvs = append(c.srvs, s)
+		c.endpoints = append(c.endpoints, s.ClientAddr())
+		nodes = append(nodes, &demoNode{name: name, srv: s})
+	}
+	if _, err := waitDemoReady(t.Context(), nodes, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// run runs synod with args against the cluster.
+func (c *testCluster) run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	args = append([]string{"--endpoints=" + strings.Join(c.endpoints, ",")}, args...)
+	return execute(t.Context(), stdin, args...)
+}
+
+// want runs synod with args and checks that it succeeds with stdout want.
+func (c *testCluster) want(t *testing.T, stdin, want string, args ...string) {
+	t.Helper()
+	code, stdout, stderr := c.run(t, stdin, args...)
+	if code != 0 {
+		t.Fatalf("synod %s: exit %d, stderr %q", strings.Join(args, " "), code, stderr)
+	}
+	if stdout != want {
+		t.Errorf("synod %s: got\n%q\nwant\n%q", strings.Join(args, " "), stdout, want)
+	}
+}
+
+// wantError runs synod with args and checks that it fails with exit code 1
+// and the error message want.
+func (c *testCluster) wantError(t *testing.T, stdin, want string, args ...string) {
+	t.Helper()
+	code, stdout, stderr := c.run(t, stdin, args...)
+	if code != exitError || stderr != "Error: "+want+"\n" {
+		t.Errorf("synod %s: exit %d, stderr %q; want exit %d, stderr %q (stdout %q)",
+			strings.Join(args, " "), code, stderr, exitError, "Error: "+want+"\n", stdout)
+	}
+}
+
+// revision runs a command with -w json and returns the header revision.
+func (c *testCluster) revision(t *testing.T, args ...string) int64 {
+	t.Helper()
+	code, stdout, stderr := c.run(t, "", append(args, "-w", "json")...)
+	if code != 0 {
+		t.Fatalf("synod %s: exit %d, stderr %q", strings.Join(args, " "), code, stderr)
+	}
+	var resp struct {
+		Header struct {
+			Revision string `json:"revision"`
+		} `json:"header"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &resp); err != nil {
+		t.Fatalf("synod %s: bad json %q: %v", strings.Join(args, " "), stdout, err)
+	}
+	rev, err := strconv.ParseInt(resp.Header.Revision, 10, 64)
+	if err != nil {
+		t.Fatalf("synod %s: bad revision in %q", strings.Join(args, " "), stdout)
+	}
+	return rev
+}
+
+// eventually retries check until it holds or the deadline passes.
+func eventually(t *testing.T, what string, check func() (ok bool, got string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, got := check()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s after 10s", what, got)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronization
+	}
+}
+
+func TestClientCommands(t *testing.T) {
+	c := startCluster(t)
+	s := func(v int64) string { return strconv.FormatInt(v, 10) }
+
+	// put
+	c.want(t, "", "OK\n", "put", "foo", "bar")
+	c.want(t, "", "OK\nfoo\nbar\n", "put", "foo", "baz", "--prev-kv")
+	c.want(t, "", "foo\nbaz\n", "get", "foo")
+	c.want(t, "", "OK\n", "put", "--", "dash", "-v")
+	c.want(t, "", "dash\n-v\n", "get", "dash")
+	c.want(t, "", "OK\n", "put", "sp ace", "a b  c")
+	c.want(t, "", "sp ace\na b  c\n", "get", "sp ace")
+	c.want(t, "", "OK\n", "put", "empty", "")
+	c.want(t, "", "empty\n\n", "get", "empty")
+	c.want(t, "", "OK\n", "put", "empty", "--ignore-value")
+	c.want(t, "", "", "get", "missing")
+	c.wantError(t, "", "etcdserver: key is not provided", "put", "", "v")
+	c.wantError(t, "", "etcdserver: requested lease not found", "put", "k", "v", "--lease", "1234abcd")
+
+	// get: revisions
+	r1 := c.revision(t, "put", "k", "v1")
+	r2 := c.revision(t, "put", "k", "v2")
+	if r2 != r1+1 {
+		t.Errorf("revision after second put = %d, want %d", r2, r1+1)
+	}
+	c.want(t, "", "k\nv1\n", "get", "k", "--rev", s(r1))
+	c.want(t, "", "k\nv2\n", "get", "k", "--rev", s(r2))
+	c.want(t, "", "k\nv2\n", "get", "k")
+	c.wantError(t, "", "etcdserver: mvcc: required revision is a future revision", "get", "k", "--rev", s(r2+1000))
+
+	// get: ranges, prefixes, limits, sorting
+	ra1 := c.revision(t, "put", "a1", "3")
+	ra2 := c.revision(t, "put", "a2", "1")
+	c.revision(t, "put", "a3", "2")
+	c.want(t, "", "OK\n", "put", "b1", "x")
+	c.want(t, "", "a1\n3\na2\n1\na3\n2\n", "get", "a", "--prefix")
+	c.want(t, "", "a1\n3\na2\n1\n", "get", "a1", "a3")
+	c.want(t, "", "a1\n3\na2\n1\n", "get", "a", "--prefix", "--limit", "2")
+	c.want(t, "", "a2\n1\na3\n2\na1\n3\n", "get", "a", "--prefix", "--sort-by", "VALUE")
+	c.want(t, "", "a1\n3\na3\n2\na2\n1\n", "get", "a", "--prefix", "--sort-by", "value", "--order", "DESCEND")
+	c.want(t, "", "a3\n2\na2\n1\na1\n3\n", "get", "a", "--prefix", "--order", "DESCEND")
+	c.want(t, "", "a3\n2\n", "get", "a", "--prefix", "--sort-by", "MODIFY", "--order", "DESCEND", "--limit", "1")
+	c.want(t, "", "a1\n3\n", "get", "a", "--prefix", "--sort-by", "CREATE", "--limit", "1")
+	c.want(t, "", "a1\n\na2\n\na3\n\n", "get", "a", "--prefix", "--keys-only")
+	c.want(t, "", "3\n", "get", "a", "--prefix", "--count-only")
+	c.want(t, "", "3\n1\n2\n", "get", "a", "--prefix", "--print-value-only")
+	c.want(t, "", "a2\n1\na3\n2\n", "get", "a", "--prefix", "--min-mod-rev", s(ra2))
+	c.want(t, "", "a1\n3\n", "get", "a", "--prefix", "--max-create-rev", s(ra1))
+	c.want(t, "", "a2\n1\n", "get", "a", "--prefix", "--min-create-rev", s(ra2), "--max-mod-rev", s(ra2))
+	c.want(t, "", "b1\nx\ndash\n-v\n", "get", "b", "--from-key", "--limit", "2")
+	eventually(t, "serializable get", func() (bool, string) {
+		_, out, _ := c.run(t, "", "get", "a1", "--consistency", "s")
+		return out == "a1\n3\n", fmt.Sprintf("%q", out)
+	})
+
+	// get: JSON
+	code, stdout, stderr := c.run(t, "", "get", "a1", "-w", "json")
+	var rr pb.RangeResponse
+	if code != 0 {
+		t.Fatalf("get -w json: exit %d, stderr %q", code, stderr)
+	}
+	if err := protojson.Unmarshal([]byte(stdout), &rr); err != nil {
+		t.Fatalf("get -w json: %q: %v", stdout, err)
+	}
+	if len(rr.Kvs) != 1 || string(rr.Kvs[0].Key) != "a1" || string(rr.Kvs[0].Value) != "3" || rr.Kvs[0].ModRevision != ra1 || rr.Count != 1 {
+		t.Errorf("get -w json = %v, want a1=3 at revision %d", &rr, ra1)
+	}
+
+	// txn
+	c.want(t, "value(\"foo\") = \"baz\"\n\nput t yes\nget foo\n\nput t no\n",
+		"SUCCESS\n\nOK\n\nfoo\nbaz\n", "txn")
+	c.want(t, "", "t\nyes\n", "get", "t")
+	c.want(t, "value(\"foo\") = \"nope\"\n\nput t yes\n\nput t no\nget t\ndel a --prefix --prev-kv\n",
+		"FAILURE\n\nOK\n\nt\nno\n\n3\na1\n3\na2\n1\na3\n2\n", "txn")
+	c.want(t, "create(\"missing\") = \"0\"\nversion(\"foo\") = \"2\"\nmod(\"k\") = \""+s(r2)+"\"\nlease(\"k\") = \"0\"\n\nget k --count-only\nget k --print-value-only\n\n",
+		"SUCCESS\n\n1\n\nv2\n", "txn")
+	c.want(t, "mod(\"k\") > \""+s(r2)+"\"\n\n\nput 'quoted key' \"tab\\there\"\n\n",
+		"FAILURE\n\nOK\n", "txn")
+	c.want(t, "", "quoted key\ntab\there\n", "get", "quoted key")
+	c.want(t, "\n\n\n", "SUCCESS\n", "txn")
+	c.want(t, "value(\"foo\") = \"baz\"\n\nput t yes\n\nput t no\n\nignored\n",
+		"compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\nSUCCESS\n\nOK\n", "txn", "-i")
+	c.wantError(t, "\nput \"\" v\n", "etcdserver: key is not provided", "txn")
+	code, stdout, _ = c.run(t, "value(\"foo\") = \"baz\"\n\nget foo\n", "txn", "-w", "json")
+	var tr pb.TxnResponse
+	if err := protojson.Unmarshal([]byte(stdout), &tr); code != 0 || err != nil || !tr.Succeeded || len(tr.Responses) != 1 {
+		t.Errorf("txn -w json: exit %d, %q", code, stdout)
+	}
+
+	// del
+	c.want(t, "", "OK\n", "put", "d1", "1")
+	c.want(t, "", "OK\n", "put", "d2", "2")
+	c.want(t, "", "OK\n", "put", "d3", "3")
+	c.want(t, "", "1\n", "del", "d1")
+	c.want(t, "", "0\n", "del", "d1")
+	c.want(t, "", "1\nd2\n2\n", "del", "d2", "d3", "--prev-kv")
+	c.want(t, "", "2\n", "del", "d", "--prefix") // d3 and dash
+	c.want(t, "", "0\n", "get", "d", "--prefix", "--count-only")
+
+	// compact
+	c.want(t, "", "compacted revision "+s(r2)+"\n", "compact", s(r2))
+	c.wantError(t, "", "etcdserver: mvcc: required revision has been compacted", "get", "k", "--rev", s(r1))
+	c.want(t, "", "k\nv2\n", "get", "k", "--rev", s(r2))
+	c.wantError(t, "", "etcdserver: mvcc: required revision has been compacted", "compact", s(r1))
+	rNow := c.revision(t, "put", "k", "v3")
+	c.want(t, "", "compacted revision "+s(rNow)+"\n", "compact", s(rNow), "--physical")
+	c.want(t, "", "k\nv3\n", "get", "k", "--rev", s(rNow))
+	c.wantError(t, "", "etcdserver: mvcc: required revision is a future revision", "compact", s(rNow+100))
+
+	// del --from-key removes everything from "t" on.
+	c.want(t, "", "1\n", "del", "t", "--from-key")
+}
+
+// memberRow matches a row of `synod members`.
+var memberRow = regexp.MustCompile(`^([0-9a-f]+)\s+(n\d)\s+(http://\S+)\s+(http://\S+)\s+(true|false)$`)
+
+func TestMembersAndStatus(t *testing.T) {
+	c := startCluster(t)
+
+	code, stdout, stderr := c.run(t, "", "members")
+	if code != 0 {
+		t.Fatalf("members: exit %d, stderr %q", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if len(lines) != 4 || !regexp.MustCompile(`^ID\s+NAME\s+PEER URLS\s+CLIENT URLS\s+IS LEARNER$`).MatchString(lines[0]) {
+		t.Fatalf("members: got\n%s\nwant a header and 3 rows", stdout)
+	}
+	for _, line := range lines[1:] {
+		m := memberRow.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("members row %q does not match %v", line, memberRow)
+			continue
+		}
+		i, _ := strconv.Atoi(strings.TrimPrefix(m[2], "n"))
+		i--
+		srv := c.srvs[i]
+		want := []string{fmt.Sprintf("%x", srv.MemberID()), fmt.Sprintf("n%d", i+1), "http://" + srv.PeerAddr(), "http://" + srv.ClientAddr(), "false"}
+		if got := m[1:]; strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("members row %d = %q, want %q", i, got, want)
+		}
+	}
+
+	code, stdout, _ = c.run(t, "", "members", "-w", "json")
+	var ml pb.MemberListResponse
+	if err := protojson.Unmarshal([]byte(stdout), &ml); code != 0 || err != nil || len(ml.Members) != 3 {
+		t.Errorf("members -w json: exit %d, %q (%v)", code, stdout, err)
+	}
+
+	// status over the given endpoints, then over the member list.
+	for _, args := range [][]string{{"status"}, {"status", "--cluster"}} {
+		code, stdout, stderr = c.run(t, "", args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d, stderr %q", args, code, stderr)
+		}
+		lines = strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+		if len(lines) != 4 || !strings.HasPrefix(lines[0], "ENDPOINT") || !strings.HasSuffix(lines[0], "ERRORS") {
+			t.Fatalf("%s: got\n%s\nwant a header and 3 rows", args, stdout)
+		}
+		leaders := 0
+		seen := map[int]bool{}
+		for _, line := range lines[1:] {
+			f := strings.Fields(line)
+			// endpoint, id, version, size, unit, leader, learner, term, index, applied, errors
+			if len(f) != 11 {
+				t.Errorf("%s row %q: want 11 fields", args, line)
+				continue
+			}
+			i := slices.Index(c.endpoints, strings.TrimPrefix(f[0], "http://"))
+			if i < 0 || seen[i] || (len(args) == 2) != strings.HasPrefix(f[0], "http://") {
+				t.Errorf("%s row %q: unexpected endpoint", args, line)
+				continue
+			}
+			seen[i] = true
+			if f[1] != fmt.Sprintf("%x", c.srvs[i].MemberID()) || f[2] != server.APIVersion || f[6] != "false" || f[10] != "-" {
+				t.Errorf("%s row %d = %q", args, i, line)
+			}
+			if f[5] == "true" {
+				leaders++
+			}
+		}
+		if leaders != 1 {
+			t.Errorf("%s: %d leaders, want 1:\n%s", args, leaders, stdout)
+		}
+	}
+
+	code, stdout, _ = c.run(t, "", "status", "-w", "json")
+	var rows []struct {
+		Endpoint string          `json:"endpoint"`
+		Status   json.RawMessage `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 3 {
+		t.Fatalf("status -w json: exit %d, %q (%v)", code, stdout, err)
+	}
+	var st pb.StatusResponse
+	if err := protojson.Unmarshal(rows[0].Status, &st); err != nil || st.Version != server.APIVersion || st.Leader == 0 {
+		t.Errorf("status -w json row 0 = %s (%v)", rows[0].Status, err)
+	}
+
+	// An endpoint that does not answer gets a row with its error and fails
+	// the command.
+	code, stdout, stderr = execute(t.Context(), "", "status", "--endpoints", c.endpoints[0]+",127.0.0.1:1", "--command-timeout", "1s")
+	if code != exitError || stderr != "Error: 1 of 2 endpoints did not answer\n" {
+		t.Errorf("status with a dead endpoint: exit %d, stderr %q", code, stderr)
+	}
+	if lines = strings.Split(strings.TrimSuffix(stdout, "\n"), "\n"); len(lines) != 3 ||
+		!strings.HasPrefix(lines[2], "127.0.0.1:1 ") || !strings.Contains(lines[2], "deadline exceeded") {
+		t.Errorf("status with a dead endpoint: got\n%s", stdout)
+	}
+}
+
+// syncBuffer is a buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"demo", "--client-ports", "0,0,0", "--peer-ports", "0,0,0", "--tick-interval", "10ms"},
+			strings.NewReader(""), &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stdout.String(), "Press Ctrl-C to stop.") {
+		select {
+		case code := <-done:
+			t.Fatalf("demo exited with %d: stdout %q, stderr %q", code, stdout.String(), stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo not ready after 20s: stdout %q, stderr %q", stdout.String(), stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	out := stdout.String()
+	dataDir := regexp.MustCompile(`data in (\S+) \(removed on exit\)`).FindStringSubmatch(out)
+	eps := regexp.MustCompile(`synod put hello world --endpoints (\S+)\n`).FindStringSubmatch(out)
+	if dataDir == nil || eps == nil || !regexp.MustCompile(`(?m)^ready: n\d is the leader`).MatchString(out) {
+		t.Fatalf("demo output lacks the data dir, ready line or example:\n%s", out)
+	}
+	table := 0
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if regexp.MustCompile(`^n\d\s+http://127\.0\.0\.1:\d+\s+http://127\.0\.0\.1:\d+\s+` + regexp.QuoteMeta(dataDir[1]) + `/n\d$`).MatchString(sc.Text()) {
+			table++
+		}
+	}
+	if table != 3 {
+		t.Errorf("demo table has %d node rows, want 3:\n%s", table, out)
+	}
+	if code, got, errOut := execute(t.Context(), "", "put", "hello", "world", "--endpoints", eps[1]); code != 0 || got != "OK\n" {
+		t.Errorf("put against the demo: exit %d, stdout %q, stderr %q", code, got, errOut)
+	}
+	if code, got, _ := execute(t.Context(), "", "get", "hello", "--endpoints", eps[1]); code != 0 || got != "hello\nworld\n" {
+		t.Errorf("get against the demo: exit %d, stdout %q", code, got)
+	}
+
+	cancel() // as Ctrl-C does
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("demo exited with %d after cancel, want 0; stderr %q", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("demo did not stop within 20s")
+	}
+	if _, err := os.Stat(dataDir[1]); !os.IsNotExist(err) {
+		t.Errorf("demo data dir %s still exists (%v)", dataDir[1], err)
+	}
+	if !strings.HasSuffix(stdout.String(), "stopped\n") {
+		t.Errorf("demo output does not end with stopped:\n%s", stdout.String())
+	}
+}
+
+func TestDemoPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	code, stdout, stderr := execute(t.Context(), "", "demo", "--client-ports", "0,"+strconv.Itoa(port)+",0", "--peer-ports", "0,0,0")
+	want := fmt.Sprintf("Error: cannot use client port %d for n2 (is another synod or etcd running? choose other ports with --client-ports)", port)
+	if code != exitError || !strings.HasPrefix(stderr, want) {
+		t.Errorf("demo with port %d taken: exit %d, stderr %q; want exit 1 and %q", port, code, stderr, want)
+	}
+	if stdout != "" {
+		t.Errorf("demo with a port taken printed %q", stdout)
+	}
+}
+
+func TestStartInProcess(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	dir := filepath.Join(t.TempDir(), "solo")
+	go func() {
+		done <- run(ctx, []string{"start", "--name", "solo", "--data-dir", dir,
+			"--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0",
+			"--tick-interval", "10ms", "--log-format", "json"},
+			strings.NewReader(""), &stdout, &stderr)
+	}()
+	// The JSON log says where the client API listens.
+	var clientURL string
+	deadline := time.Now().Add(20 * time.Second)
+	for clientURL == "" {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "synod member started" {
+				clientURL, _ = rec["client-url"].(string)
+			}
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("start exited with %d: %s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no start log after 20s: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	ep := "--endpoints=" + clientURL
+	eventually(t, "put to a single-node cluster", func() (bool, string) {
+		code, out, errOut := execute(t.Context(), "", "put", "k", "v", ep)
+		return code == 0 && out == "OK\n", out + errOut
+	})
+	if code, out, _ := execute(t.Context(), "", "get", "k", ep); code != 0 || out != "k\nv\n" {
+		t.Errorf("get from a single-node cluster: exit %d, stdout %q", code, out)
+	}
+
+	cancel() // as SIGINT does
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("start exited with %d after cancel, want 0: %s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("start did not stop within 20s")
+	}
+	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
+		t.Errorf("start did not log that it stopped:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("data dir: %v", err)
+	}
+}

@@ -1,0 +1,16 @@
+// Command synod runs Synod nodes and talks to them.
+//
+// Synod is a Raft-replicated key-value store that serves the etcd v3 gRPC
+// API. `synod start` runs one node, `synod demo` a local three-node cluster,
+// and the client commands (put, get, del, txn, compact, members, status)
+// speak the etcd API to any Synod (or etcd) cluster.
+package main
+
+import (
+	"context"
+	"os"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

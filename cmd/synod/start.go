@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/server"
+)
+
+// startOptions are the flags of `synod start`.
+type startOptions struct {
+	name                 string
+	dataDir              string
+	clientAddr           string
+	peerAddr             string
+	advertiseClientURL   string
+	initialCluster       string
+	clusterToken         string
+	tickInterval         time.Duration
+	electionTicks        int
+	heartbeatTicks       int
+	maxRequestBytes      int
+	maxTxnOps            int
+	requestTimeout       time.Duration
+	logTruncateThreshold uint64
+	logKeepEntries       uint64
+	log                  logOptions
+}
+
+func (o *startOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.name, "name", "default", "name of this member, as in --initial-cluster")
+	fs.StringVar(&o.dataDir, "data-dir", "", `directory of the node's data (default "<name>.synod")`)
+	fs.StringVar(&o.clientAddr, "client-addr", "127.0.0.1:2379", "host:port to serve the etcd client API on")
+	fs.StringVar(&o.peerAddr, "peer-addr", "127.0.0.1:2380", "host:port to serve the other members on")
+	fs.StringVar(&o.advertiseClientURL, "advertise-client-url", "", "client URL published to the cluster (default http://<client-addr>)")
+	fs.StringVar(&o.initialCluster, "initial-cluster", "", `members of a new cluster, "n1=host:port,n2=host:port,..." with peer addresses (empty: a single-node cluster); ignored once the data dir exists`)
+	fs.StringVar(&o.clusterToken, "cluster-token", "synod-cluster", "token that keeps the IDs of distinct clusters apart")
+	fs.DurationVar(&o.tickInterval, "tick-interval", 100*time.Millisecond, "duration of one Raft tick")
+	fs.IntVar(&o.electionTicks, "election-ticks", 10, "election timeout, in ticks")
+	fs.IntVar(&o.heartbeatTicks, "heartbeat-ticks", 1, "heartbeat interval, in ticks (less than --election-ticks)")
+	fs.IntVar(&o.maxRequestBytes, "max-request-bytes", 1536*1024, "largest client request accepted, in bytes")
+	fs.IntVar(&o.maxTxnOps, "max-txn-ops", 128, "most compares, and most operations per branch, of a txn")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", 0, "how long a write or linearizable read may wait (default 5s plus two election timeouts)")
+	fs.Uint64Var(&o.logTruncateThreshold, "log-truncate-threshold", 10000, "applied Raft entries kept before the log is truncated")
+	fs.Uint64Var(&o.logKeepEntries, "log-keep-entries", 5000, "Raft entries kept when the log is truncated")
+	o.log.addFlags(fs, "info")
+}
+
+// config checks the flags and returns the node's configuration (without its
+// logger).
+func (o *startOptions) config() (server.Config, error) {
+	if o.name == "" || strings.ContainsAny(o.name, "=, \t") {
+		return server.Config{}, usageErrorf("--name must be non-empty without '=', ',' or spaces, got %q", o.name)
+	}
+	dataDir := o.dataDir
+	if dataDir == "" {
+		dataDir = o.name + ".synod"
+	}
+	if err := checkHostPort("client-addr", o.clientAddr); err != nil {
+		return server.Config{}, err
+	}
+	if err := checkHostPort("peer-addr", o.peerAddr); err != nil {
+		return server.Config{}, err
+	}
+	advertise := o.advertiseClientURL
+	if advertise != "" {
+		u, err := cluster.NormalizeURL(advertise)
+		if err != nil {
+			return server.Config{}, usageErrorf("--advertise-client-url: %v", err)
+		}
+		advertise = u
+	}
+	if o.initialCluster != "" {
+		if err := checkInitialCluster(o.initialCluster, o.name, o.peerAddr); err != nil {
+			return server.Config{}, err
+		}
+	}
+	if o.clusterToken == "" {
+		return server.Config{}, usageErrorf("--cluster-token must not be empty")
+	}
+	for _, err := range []error{
+		positive("tick-interval", o.tickInterval),
+		positive("election-ticks", o.electionTicks),
+		positive("heartbeat-ticks", o.heartbeatTicks),
+		positive("max-request-bytes", o.maxRequestBytes),
+		positive("max-txn-ops", o.maxTxnOps),
+		positive("log-truncate-threshold", o.logTruncateThreshold),
+		positive("log-keep-entries", o.logKeepEntries),
+	} {
+		if err != nil {
+			return server.Config{}, err
+		}
+	}
+	if o.heartbeatTicks >= o.electionTicks {
+		return server.Config{}, usageErrorf("--heartbeat-ticks (%d) must be less than --election-ticks (%d)", o.heartbeatTicks, o.electionTicks)
+	}
+	if o.requestTimeout < 0 {
+		return server.Config{}, usageErrorf("--request-timeout must not be negative, got %s", o.requestTimeout)
+	}
+	if o.logKeepEntries > o.logTruncateThreshold {
+		return server.Config{}, usageErrorf("--log-keep-entries (%d) must not exceed --log-truncate-threshold (%d)", o.logKeepEntries, o.logTruncateThreshold)
+	}
+	return server.Config{
+		Name:                 o.name,
+		DataDir:              dataDir,
+		ClientAddr:           o.clientAddr,
+		PeerAddr:             o.peerAddr,
+		AdvertiseClientURL:   advertise,
+		InitialCluster:       o.initialCluster,
+		ClusterToken:         o.clusterToken,
+		TickInterval:         o.tickInterval,
+		ElectionTicks:        o.electionTicks,
+		HeartbeatTicks:       o.heartbeatTicks,
+		MaxRequestBytes:      o.maxRequestBytes,
+		MaxTxnOps:            o.maxTxnOps,
+		RequestTimeout:       o.requestTimeout,
+		LogTruncateThreshold: o.logTruncateThreshold,
+		LogKeepEntries:       o.logKeepEntries,
+	}, nil
+}
+
+// checkHostPort checks that a flag holds host:port with a valid port.
+func checkHostPort(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageErrorf("--%s must be host:port, got %q", flag, addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return usageErrorf("--%s: bad port %q", flag, port)
+	}
+	return nil
+}
+
+// checkInitialCluster checks that spec parses, names this member and gives
+// it the port it listens on for peers: a data dir bootstrapped from a wrong
+// spec could never join its cluster.
+func checkInitialCluster(spec, name, peerAddr string) error {
+	members, err := cluster.ParseInitialCluster(spec)
+	if err != nil {
+		return usageErrorf("--initial-cluster: %v", err)
+	}
+	for _, m := range members {
+		if m.Name != name {
+			continue
+		}
+		hostPort := cluster.HostPort(m.PeerURLs[0])
+		_, port, _ := net.SplitHostPort(hostPort)
+		_, listenPort, _ := net.SplitHostPort(peerAddr)
+		if port != listenPort {
+			return usageErrorf("--initial-cluster gives %s the peer address %s, but --peer-addr is %s", name, hostPort, peerAddr)
+		}
+		return nil
+	}
+	return usageErrorf("--initial-cluster has no member named %q (--name)", name)
+}
+
+func (a *app) startCmd() *cobra.Command {
+	var o startOptions
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run a node",
+		Long: `Run one Synod node until SIGINT or SIGTERM.
+
+A new cluster of several nodes starts with the same --initial-cluster on
+every node, e.g. for the first of three:
+
+  synod start --name n1 --client-addr 127.0.0.1:2379 --peer-addr 127.0.0.1:2380 \
+    --initial-cluster n1=127.0.0.1:2380,n2=127.0.0.1:22380,n3=127.0.0.1:32380
+
+A node restarted with an existing data dir keeps its identity and membership
+and ignores --initial-cluster.`,
+		Args: argsBetween(0, 0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.config()
+			if err != nil {
+				return err
+			}
+			if cfg.Logger, err = o.log.logger(cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := server.Open(cfg)
+			if err != nil {
+				return fmt.Errorf("start node %s: %w", cfg.Name, err)
+			}
+			select {
+			case <-ctx.Done():
+				stop() // a second signal ends the process at once
+				cfg.Logger.Info("shutting down")
+				if err := srv.Close(); err != nil {
+					return fmt.Errorf("stop node: %w", err)
+				}
+				cfg.Logger.Info("stopped")
+				return nil
+			case err := <-srv.Fatal():
+				cfg.Logger.Error("node failed", "err", err)
+				_ = srv.Close()
+				return fmt.Errorf("node failed: %w", err)
+			}
+		},
+	}
+	o.addFlags(cmd.Flags())
+	return cmd
+}

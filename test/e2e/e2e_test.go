@@ -1,0 +1,491 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// synodBin is the synod binary built by TestMain.
+var synodBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "synod-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	synodBin = filepath.Join(dir, "synod")
+	build := exec.Command("go", "build", "-o", synodBin, "github.com/synod-io/synod/cmd/synod")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build synod:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// etcdctlPath returns the path of etcdctl; the e2e tests need it and fail
+// without it.
+func etcdctlPath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("etcdctl")
+	if err != nil {
+		t.Fatalf("etcdctl not found: run `apt-get install -y etcd-client` (CI does this in .ci/run)")
+	}
+	return p
+}
+
+// freePorts returns n distinct ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a child process that runs in the background.
+type proc struct {
+	name           string
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	done           chan struct{}
+	err            error // set when done is closed
+}
+
+// startProc starts synod with args; it is killed when the test ends.
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(synodBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s\n%s stderr:\n%s", name, p.stdout.String(), name, lastLines(p.stderr.String(), 40))
+		}
+	})
+	return p
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %s", p.name, timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v", p.name, p.err)
+	}
+	return 0
+}
+
+// result is the outcome of a command run to completion.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCmd(t *testing.T, stdin string, env []string, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run %s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// synod runs the synod binary to completion.
+func synod(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runCmd(t, stdin, nil, synodBin, args...)
+}
+
+// etcdctl runs Debian's etcdctl (API v3) to completion.
+func etcdctl(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runCmd(t, stdin, []string{"ETCDCTL_API=3"}, etcdctlPath(t), args...)
+}
+
+// want checks that a command succeeded with stdout want.
+func want(t *testing.T, what string, r result, wantOut string) {
+	t.Helper()
+	if r.code != 0 {
+		t.Errorf("%s: exit %d, stderr %q", what, r.code, r.stderr)
+		return
+	}
+	if r.stdout != wantOut {
+		t.Errorf("%s: got\n%q\nwant\n%q", what, r.stdout, wantOut)
+	}
+}
+
+// poll retries f until it returns true, or fails the test at the deadline.
+func poll(t *testing.T, timeout time.Duration, what string, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := f()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not done after %s: %s", what, timeout, state)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronization
+	}
+}
+
+// etcdctlRevision runs an etcdctl write with -w json and returns its
+// revision.
+func etcdctlRevision(t *testing.T, args ...string) int64 {
+	t.Helper()
+	r := etcdctl(t, "", append(args, "-w", "json")...)
+	var resp struct {
+		Header struct {
+			Revision int64 `json:"revision"`
+		} `json:"header"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &resp) != nil || resp.Header.Revision == 0 {
+		t.Fatalf("etcdctl %s -w json: exit %d, stdout %q, stderr %q", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return resp.Header.Revision
+}
+
+func TestDemoWithEtcdctl(t *testing.T) {
+	etcdctlPath(t) // fail at once without etcdctl
+	ports := freePorts(t, 6)
+	var clientPorts, peerPorts, eps []string
+	for i := range 3 {
+		clientPorts = append(clientPorts, strconv.Itoa(ports[i]))
+		peerPorts = append(peerPorts, strconv.Itoa(ports[3+i]))
+		eps = append(eps, "127.0.0.1:"+strconv.Itoa(ports[i]))
+	}
+	endpoints := strings.Join(eps, ",")
+	demo := startProc(t, "demo", "demo",
+		"--client-ports", strings.Join(clientPorts, ","), "--peer-ports", strings.Join(peerPorts, ","))
+	poll(t, 30*time.Second, "demo ready", func() (bool, string) {
+		if demo.exited() {
+			t.Fatalf("demo exited early: stdout %q, stderr %q", demo.stdout.String(), demo.stderr.String())
+		}
+		return strings.Contains(demo.stdout.String(), "\nready: "), demo.stdout.String()
+	})
+	out := demo.stdout.String()
+	m := regexp.MustCompile(`data in (\S+) \(removed on exit\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("demo output names no data dir:\n%s", out)
+	}
+	dataDir := m[1]
+	t.Cleanup(func() { os.RemoveAll(dataDir) }) // in case the demo is killed
+	for i := range 3 {
+		row := fmt.Sprintf("n%d   http://%s   http://127.0.0.1:%s", i+1, eps[i], peerPorts[i])
+		if !regexp.MustCompile(`(?m)^` + strings.ReplaceAll(regexp.QuoteMeta(row), "   ", `\s+`) + `\s+` + regexp.QuoteMeta(filepath.Join(dataDir, fmt.Sprintf("n%d", i+1))) + `$`).MatchString(out) {
+			t.Errorf("demo table lacks a row for n%d (%s):\n%s", i+1, row, out)
+		}
+	}
+	if !strings.Contains(out, "synod put hello world --endpoints "+endpoints+"\n") ||
+		!strings.Contains(out, "ETCDCTL_API=3 etcdctl --endpoints "+endpoints+" put hello world\n") {
+		t.Errorf("demo output lacks the example commands:\n%s", out)
+	}
+	ep := "--endpoints=" + endpoints
+
+	// put and get
+	want(t, "etcdctl put", etcdctl(t, "", ep, "put", "foo", "bar"), "OK\n")
+	want(t, "etcdctl get", etcdctl(t, "", ep, "get", "foo"), "foo\nbar\n")
+	want(t, "etcdctl get missing", etcdctl(t, "", ep, "get", "missing"), "")
+	r1 := etcdctlRevision(t, ep, "put", "k", "v1")
+	r2 := etcdctlRevision(t, ep, "put", "k", "v2")
+	want(t, "etcdctl get --rev", etcdctl(t, "", ep, "get", "k", "--rev="+strconv.FormatInt(r1, 10)), "k\nv1\n")
+	want(t, "etcdctl get latest", etcdctl(t, "", ep, "get", "k"), "k\nv2\n")
+	want(t, "etcdctl put --prev-kv", etcdctl(t, "", ep, "put", "k", "v3", "--prev-kv"), "OK\nk\nv2\n")
+	for _, kv := range [][2]string{{"a1", "3"}, {"a2", "1"}, {"a3", "2"}, {"b1", "x"}} {
+		want(t, "etcdctl put "+kv[0], etcdctl(t, "", ep, "put", kv[0], kv[1]), "OK\n")
+	}
+	want(t, "etcdctl get --prefix", etcdctl(t, "", ep, "get", "a", "--prefix"), "a1\n3\na2\n1\na3\n2\n")
+	want(t, "etcdctl get range", etcdctl(t, "", ep, "get", "a1", "a3"), "a1\n3\na2\n1\n")
+	want(t, "etcdctl get --limit", etcdctl(t, "", ep, "get", "a", "--prefix", "--limit=2"), "a1\n3\na2\n1\n")
+	want(t, "etcdctl get --sort-by=VALUE", etcdctl(t, "", ep, "get", "a", "--prefix", "--sort-by=VALUE"), "a2\n1\na3\n2\na1\n3\n")
+	want(t, "etcdctl get --sort-by=MODIFY --order=DESCEND", etcdctl(t, "", ep, "get", "a", "--prefix", "--sort-by=MODIFY", "--order=DESCEND", "--limit=2"), "a3\n2\na2\n1\n")
+	want(t, "etcdctl get --order=DESCEND", etcdctl(t, "", ep, "get", "a", "--prefix", "--order=DESCEND"), "a3\n2\na2\n1\na1\n3\n")
+	want(t, "etcdctl get --keys-only", etcdctl(t, "", ep, "get", "a", "--prefix", "--keys-only"), "a1\n\na2\n\na3\n\n")
+	want(t, "etcdctl get --print-value-only", etcdctl(t, "", ep, "get", "a", "--prefix", "--print-value-only"), "3\n1\n2\n")
+	want(t, "etcdctl get --from-key", etcdctl(t, "", ep, "get", "b", "--from-key", "--limit=2"), "b1\nx\nfoo\nbar\n")
+
+	// del
+	want(t, "etcdctl del", etcdctl(t, "", ep, "del", "a1"), "1\n")
+	want(t, "etcdctl del missing", etcdctl(t, "", ep, "del", "a1"), "0\n")
+	want(t, "etcdctl del --prefix --prev-kv", etcdctl(t, "", ep, "del", "a", "--prefix", "--prev-kv"), "2\na2\n1\na3\n2\n")
+	want(t, "etcdctl get deleted", etcdctl(t, "", ep, "get", "a", "--prefix"), "")
+
+	// txn, both branches
+	want(t, "etcdctl txn success",
+		etcdctl(t, "value(\"foo\") = \"bar\"\nmod(\"k\") > \"0\"\n\nput t yes\nget foo\n\nput t no\n\n", ep, "txn"),
+		"SUCCESS\n\nOK\n\nfoo\nbar\n")
+	want(t, "etcdctl get after txn success", etcdctl(t, "", ep, "get", "t"), "t\nyes\n")
+	want(t, "etcdctl txn failure",
+		etcdctl(t, "value(\"foo\") = \"nope\"\n\nput t yes\n\nput t no\ndel b1\nget t\n\n", ep, "txn"),
+		"FAILURE\n\nOK\n\n1\n\nt\nno\n")
+	want(t, "etcdctl txn create = 0",
+		etcdctl(t, "create(\"fresh\") = \"0\"\nversion(\"k\") = \"3\"\n\nput fresh 1\n\n\n", ep, "txn"),
+		"SUCCESS\n\nOK\n")
+	want(t, "etcdctl txn create = 0 again",
+		etcdctl(t, "create(\"fresh\") = \"0\"\n\nput fresh 2\n\nget fresh\n\n", ep, "txn"),
+		"FAILURE\n\nfresh\n1\n")
+
+	// compaction, as seen by etcdctl
+	want(t, "etcdctl compact", etcdctl(t, "", ep, "compact", strconv.FormatInt(r2, 10)), fmt.Sprintf("compacted revision %d\n", r2))
+	if r := etcdctl(t, "", ep, "get", "k", "--rev="+strconv.FormatInt(r1, 10)); r.code == 0 || !strings.Contains(r.stderr, "required revision has been compacted") {
+		t.Errorf("etcdctl get below the compaction: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// endpoint status --cluster: one line per member, one leader.
+	r := etcdctl(t, "", ep, "endpoint", "status", "--cluster")
+	if r.code != 0 {
+		t.Fatalf("etcdctl endpoint status --cluster: exit %d, stderr %q", r.code, r.stderr)
+	}
+	statusLine := regexp.MustCompile(`^http://127\.0\.0\.1:(\d+), ([0-9a-f]+), 3\.6\.0, [0-9.]+ [kMG]?B, (true|false), false, (\d+), (\d+), (\d+), $`)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	leaders := 0
+	ids := map[string]string{} // client port -> member ID
+	for _, line := range lines {
+		m := statusLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("etcdctl endpoint status line %q does not match %v", line, statusLine)
+			continue
+		}
+		ids[m[1]] = m[2]
+		if m[3] == "true" {
+			leaders++
+		}
+	}
+	if len(lines) != 3 || len(ids) != 3 || leaders != 1 {
+		t.Errorf("etcdctl endpoint status --cluster: want 3 members and 1 leader, got\n%s", r.stdout)
+	}
+
+	// member list: id, started, name, peer URL, client URL, learner.
+	r = etcdctl(t, "", ep, "member", "list")
+	if r.code != 0 {
+		t.Fatalf("etcdctl member list: exit %d, stderr %q", r.code, r.stderr)
+	}
+	lines = strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if len(lines) != 3 {
+		t.Errorf("etcdctl member list: want 3 lines, got\n%s", r.stdout)
+	}
+	for i := range 3 {
+		wantLine := fmt.Sprintf("%s, started, n%d, http://127.0.0.1:%s, http://127.0.0.1:%s, false",
+			ids[clientPorts[i]], i+1, peerPorts[i], clientPorts[i])
+		if !strings.Contains(r.stdout, wantLine+"\n") {
+			t.Errorf("etcdctl member list lacks %q:\n%s", wantLine, r.stdout)
+		}
+	}
+
+	// The synod client commands against the same cluster, and across.
+	want(t, "synod put", synod(t, "", "put", "hello", "world", ep), "OK\n")
+	want(t, "synod get", synod(t, "", "get", "hello", ep), "hello\nworld\n")
+	want(t, "etcdctl get of a synod put", etcdctl(t, "", ep, "get", "hello"), "hello\nworld\n")
+	want(t, "synod get of an etcdctl put", synod(t, "", "get", "foo", ep), "foo\nbar\n")
+	want(t, "synod get --prefix", synod(t, "", "get", "f", "--prefix", ep), "foo\nbar\nfresh\n1\n")
+	want(t, "synod txn", synod(t, "value(\"hello\") = \"world\"\n\nget hello --print-value-only\n", "txn", ep), "SUCCESS\n\nworld\n")
+	r = synod(t, "", "members", ep)
+	if r.code != 0 || strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, ids[clientPorts[0]]) {
+		t.Errorf("synod members: exit %d, stdout\n%s", r.code, r.stdout)
+	}
+
+	// Ctrl-C stops the demo cleanly and removes its data.
+	if err := demo.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := demo.wait(t, 20*time.Second); code != 0 {
+		t.Errorf("demo exited with %d after SIGINT, want 0; stderr %q", code, demo.stderr.String())
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("demo data dir %s still exists after exit (%v)", dataDir, err)
+	}
+}
+
+func TestStartBadFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--heartbeat-ticks", "10", "--election-ticks", "10"}, "Error: --heartbeat-ticks (10) must be less than --election-ticks (10)"},
+		{[]string{"--max-request-bytes", "-1"}, "Error: --max-request-bytes must be positive, got -1"},
+		{[]string{"--initial-cluster", "n1:2380"}, `Error: --initial-cluster: initial cluster entry "n1:2380": want name=host:port`},
+		{[]string{"--name", "n9", "--initial-cluster", "n1=127.0.0.1:2380"}, `Error: --initial-cluster has no member named "n9" (--name)`},
+		{[]string{"--tick-interval", "soon"}, `Error: invalid argument "soon" for "--tick-interval" flag`},
+		{[]string{"--no-such-flag"}, "Error: unknown flag: --no-such-flag"},
+		{[]string{"extra-arg"}, `Error: synod start takes no arguments, got "extra-arg"`},
+	}
+	for _, tt := range tests {
+		r := synod(t, "", append([]string{"start", "--data-dir", dir}, tt.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("synod start %s: exit %d, stderr %q; want non-zero and %q", strings.Join(tt.args, " "), r.code, r.stderr, tt.want)
+		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("synod start with bad flags created its data dir (%v)", err)
+	}
+}
+
+func TestStartClusterKillRestart(t *testing.T) {
+	ports := freePorts(t, 6)
+	dir := t.TempDir()
+	var spec, eps []string
+	for i := range 3 {
+		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
+		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	args := func(i int) []string {
+		return []string{"start", "--name", fmt.Sprintf("n%d", i+1),
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"--initial-cluster", strings.Join(spec, ","),
+			"--tick-interval", "20ms", "--log-level", "debug"}
+	}
+	nodes := make([]*proc, 3)
+	for i := range 3 {
+		nodes[i] = startProc(t, fmt.Sprintf("n%d", i+1), args(i)...)
+	}
+	at := func(i int) string { return "--endpoints=" + eps[i] }
+	// getUntil polls a get through one node until it shows want.
+	getUntil := func(i int, want string, extra ...string) {
+		t.Helper()
+		poll(t, 20*time.Second, fmt.Sprintf("get through n%d", i+1), func() (bool, string) {
+			r := synod(t, "", append([]string{"get", "durable", at(i), "--command-timeout", "2s"}, extra...)...)
+			return r.code == 0 && r.stdout == want, fmt.Sprintf("%+v", r)
+		})
+	}
+
+	// Write through n1 once the cluster has a leader.
+	poll(t, 20*time.Second, "first write", func() (bool, string) {
+		r := synod(t, "", "put", "durable", "yes", at(0), "--command-timeout", "2s")
+		return r.code == 0 && r.stdout == "OK\n", fmt.Sprintf("%+v", r)
+	})
+	getUntil(1, "durable\nyes\n")
+
+	// SIGKILL n1: the other two still serve the key and take writes.
+	if err := nodes[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].wait(t, 10*time.Second)
+	getUntil(1, "durable\nyes\n")
+	poll(t, 20*time.Second, "write without n1", func() (bool, string) {
+		r := synod(t, "", "put", "durable", "still", at(2), "--command-timeout", "2s")
+		return r.code == 0, fmt.Sprintf("%+v", r)
+	})
+
+	// Restart n1 from its data dir: it catches up and serves the key.
+	nodes[0] = startProc(t, "n1 (restarted)", args(0)...)
+	getUntil(0, "durable\nstill\n")
+	getUntil(0, "durable\nstill\n", "--consistency", "s")
+	// Every member shows up in status --cluster once it has published its
+	// client URL again.
+	poll(t, 20*time.Second, "status --cluster after restart", func() (bool, string) {
+		r := synod(t, "", "status", "--cluster", at(0))
+		return r.code == 0 && strings.Count(r.stdout, "\n") == 4, fmt.Sprintf("%+v", r)
+	})
+
+	// SIGTERM stops a node cleanly.
+	for i, n := range nodes {
+		if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := n.wait(t, 20*time.Second); code != 0 {
+			t.Errorf("n%d exited with %d after SIGTERM, want 0", i+1, code)
+		}
+	}
+}
