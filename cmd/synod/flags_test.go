@@ -56,6 +56,10 @@ func TestBadFlags(t *testing.T) {
 		{start("--initial-cluster", "n1=127.0.0.1:2380"), `--initial-cluster has no member named "default" (--name)`},
 		{start("--name", "n1", "--initial-cluster", "n1=127.0.0.1:12380"), "--initial-cluster gives n1 the peer address 127.0.0.1:12380, but --peer-addr is 127.0.0.1:2380"},
 		{start("--cluster-token", ""), "--cluster-token must not be empty"},
+		{start("--advertise-peer-url", "127.0.0.1"), `--advertise-peer-url: url "http://127.0.0.1": want host:port`},
+		{start("--peer-source-ip", "localhost"), `--peer-source-ip must be an IP address, got "localhost"`},
+		{start("--name", "n1", "--advertise-peer-url", "127.0.0.1:9000", "--initial-cluster", "n1=127.0.0.1:2380"),
+			"--initial-cluster gives n1 the peer URL http://127.0.0.1:2380, but --advertise-peer-url is http://127.0.0.1:9000"},
 		{start("--log-level", "loud"), `--log-level must be debug, info, warn or error, got "loud"`},
 		{start("--log-format", "xml"), `--log-format must be text or json, got "xml"`},
 
@@ -176,6 +180,27 @@ func TestStartConfig(t *testing.T) {
 		cfg.MaxRequestBytes != 1572864 || cfg.MaxTxnOps != 128 || cfg.RequestTimeout != 3*time.Second ||
 		cfg.ClusterToken != "synod-cluster" || cfg.LogTruncateThreshold != 10000 || cfg.LogKeepEntries != 5000 {
 		t.Errorf("config = %+v", cfg)
+	}
+}
+
+func TestStartConfigAdvertisedPeer(t *testing.T) {
+	var o startOptions
+	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
+	o.addFlags(fs)
+	// The member listens on 127.0.0.2:7000 but is reached through a proxy
+	// at 127.0.0.1:9002: --initial-cluster names the proxy.
+	if err := fs.Parse([]string{"--name", "n2", "--peer-addr", "127.0.0.2:7000",
+		"--advertise-peer-url", "127.0.0.1:9002", "--peer-source-ip", "127.0.0.2",
+		"--initial-cluster", "n1=127.0.0.1:9001,n2=127.0.0.1:9002"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PeerAddr != "127.0.0.2:7000" || cfg.AdvertisePeerURL != "http://127.0.0.1:9002" || cfg.PeerSourceIP != "127.0.0.2" {
+		t.Errorf("peer addresses: got listen %s, advertise %s, source %s; want 127.0.0.2:7000, http://127.0.0.1:9002, 127.0.0.2",
+			cfg.PeerAddr, cfg.AdvertisePeerURL, cfg.PeerSourceIP)
 	}
 }
 

@@ -24,6 +24,8 @@ type startOptions struct {
 	clientAddr           string
 	peerAddr             string
 	advertiseClientURL   string
+	advertisePeerURL     string
+	peerSourceIP         string
 	initialCluster       string
 	clusterToken         string
 	tickInterval         time.Duration
@@ -43,6 +45,8 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.clientAddr, "client-addr", "127.0.0.1:2379", "host:port to serve the etcd client API on")
 	fs.StringVar(&o.peerAddr, "peer-addr", "127.0.0.1:2380", "host:port to serve the other members on")
 	fs.StringVar(&o.advertiseClientURL, "advertise-client-url", "", "client URL published to the cluster (default http://<client-addr>)")
+	fs.StringVar(&o.advertisePeerURL, "advertise-peer-url", "", "peer URL the other members reach this node at, when not --peer-addr (a proxy, NAT); this member's URL in --initial-cluster (default http://<peer-addr>)")
+	fs.StringVar(&o.peerSourceIP, "peer-source-ip", "", "local IP address to connect to the other members from (default: chosen by the OS)")
 	fs.StringVar(&o.initialCluster, "initial-cluster", "", `members of a new cluster, "n1=host:port,n2=host:port,..." with peer addresses (empty: a single-node cluster); ignored once the data dir exists`)
 	fs.StringVar(&o.clusterToken, "cluster-token", "synod-cluster", "token that keeps the IDs of distinct clusters apart")
 	fs.DurationVar(&o.tickInterval, "tick-interval", 100*time.Millisecond, "duration of one Raft tick")
@@ -80,8 +84,19 @@ func (o *startOptions) config() (server.Config, error) {
 		}
 		advertise = u
 	}
+	advertisePeer := o.advertisePeerURL
+	if advertisePeer != "" {
+		u, err := cluster.NormalizeURL(advertisePeer)
+		if err != nil {
+			return server.Config{}, usageErrorf("--advertise-peer-url: %v", err)
+		}
+		advertisePeer = u
+	}
+	if o.peerSourceIP != "" && net.ParseIP(o.peerSourceIP) == nil {
+		return server.Config{}, usageErrorf("--peer-source-ip must be an IP address, got %q", o.peerSourceIP)
+	}
 	if o.initialCluster != "" {
-		if err := checkInitialCluster(o.initialCluster, o.name, o.peerAddr); err != nil {
+		if err := checkInitialCluster(o.initialCluster, o.name, o.peerAddr, advertisePeer); err != nil {
 			return server.Config{}, err
 		}
 	}
@@ -116,6 +131,8 @@ func (o *startOptions) config() (server.Config, error) {
 		ClientAddr:           o.clientAddr,
 		PeerAddr:             o.peerAddr,
 		AdvertiseClientURL:   advertise,
+		AdvertisePeerURL:     advertisePeer,
+		PeerSourceIP:         o.peerSourceIP,
 		InitialCluster:       o.initialCluster,
 		ClusterToken:         o.clusterToken,
 		TickInterval:         o.tickInterval,
@@ -142,9 +159,10 @@ func checkHostPort(flag, addr string) error {
 }
 
 // checkInitialCluster checks that spec parses, names this member and gives
-// it the port it listens on for peers: a data dir bootstrapped from a wrong
-// spec could never join its cluster.
-func checkInitialCluster(spec, name, peerAddr string) error {
+// it the URL it advertises or, without --advertise-peer-url, the port it
+// listens on for peers: a data dir bootstrapped from a wrong spec could never
+// join its cluster.
+func checkInitialCluster(spec, name, peerAddr, advertisePeerURL string) error {
 	members, err := cluster.ParseInitialCluster(spec)
 	if err != nil {
 		return usageErrorf("--initial-cluster: %v", err)
@@ -152,6 +170,12 @@ func checkInitialCluster(spec, name, peerAddr string) error {
 	for _, m := range members {
 		if m.Name != name {
 			continue
+		}
+		if advertisePeerURL != "" {
+			if m.PeerURLs[0] != advertisePeerURL {
+				return usageErrorf("--initial-cluster gives %s the peer URL %s, but --advertise-peer-url is %s", name, m.PeerURLs[0], advertisePeerURL)
+			}
+			return nil
 		}
 		hostPort := cluster.HostPort(m.PeerURLs[0])
 		_, port, _ := net.SplitHostPort(hostPort)

@@ -249,3 +249,21 @@ func ListMembers(r pebble.Reader) ([]Member, error) {
 func DeleteMember(w pebble.Writer, id uint64) error {
 	return w.Delete(keys.MemberKey(id), nil)
 }
+
+// MarkRemoved records that a member was removed from the cluster.
+func MarkRemoved(w pebble.Writer, id uint64) error {
+	return w.Set(keys.RemovedMemberKey(id), nil, nil)
+}
+
+// IsRemoved reports whether a member was removed from the cluster.
+func IsRemoved(r pebble.Reader, id uint64) (bool, error) {
+	_, closer, err := r.Get(keys.RemovedMemberKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read removed mark of %x: %w", id, err)
+	}
+	closer.Close()
+	return true, nil
+}

@@ -3,6 +3,7 @@ package etcdapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -13,6 +14,7 @@ import (
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/watch"
 )
 
 // Backend is what the services need from the node.
@@ -30,6 +32,20 @@ type Backend interface {
 	Members(ctx context.Context, linearizable bool) ([]cluster.Member, error)
 	// Status describes this member.
 	Status(ctx context.Context) (*pb.StatusResponse, error)
+	// Hub is the watch hub of the first range.
+	Hub() *watch.Hub
+	// HasLeader reports whether this node knows a leader.
+	HasLeader() bool
+	// ElectionTimeout is the Raft election timeout.
+	ElectionTimeout() time.Duration
+
+	// LeaseGrant, LeaseRevoke, LeaseRenew, LeaseTimeToLive and LeaseLeases
+	// implement the lease operations (the leader's lessor decides expiry).
+	LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error)
+	LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error)
+	LeaseRenew(ctx context.Context, id int64) (ttl int64, err error)
+	LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error)
+	LeaseLeases(ctx context.Context) (*pb.LeaseLeasesResponse, error)
 }
 
 // Limits bounds requests.
@@ -58,6 +74,8 @@ func toGRPC(ctx context.Context, err error) error {
 		return rpctypes.ErrGRPCNoLeader
 	case errors.Is(err, replica.ErrDropped):
 		return rpctypes.ErrGRPCRequestTooManyRequests
+	case errors.Is(err, replica.ErrStaleLeader):
+		return rpctypes.ErrGRPCNotLeader
 	case errors.Is(err, replica.ErrStopped):
 		return rpctypes.ErrGRPCStopped
 	case errors.Is(err, replica.ErrAbandoned):

@@ -27,6 +27,9 @@ var (
 	raftLogSuffix   = []byte("rl")
 	appliedSuffix   = []byte("as")
 	memberInfix     = []byte("member")
+	removedInfix    = []byte("removed")
+	leaseInfix      = []byte("lease:")
+	leaseKeyInfix   = []byte("lkey:")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
@@ -99,10 +102,56 @@ func MemberKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, id)
 }
 
+// RemovedMemberKey marks a member that was removed from the cluster: its
+// traffic is refused, and it learns why.
+func RemovedMemberKey(id uint64) []byte {
+	k := make([]byte, 0, 1+len(removedInfix)+8)
+	k = append(k, systemPrefix)
+	k = append(k, removedInfix...)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
 // MemberSpan covers every MemberKey.
 func MemberSpan() Span {
 	start := append([]byte{systemPrefix}, memberInfix...)
 	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// LeaseKey holds the record of one lease.
+func LeaseKey(id int64) []byte {
+	k := make([]byte, 0, 1+len(leaseInfix)+8)
+	k = append(k, systemPrefix)
+	k = append(k, leaseInfix...)
+	return binary.BigEndian.AppendUint64(k, uint64(id))
+}
+
+// LeaseSpan covers every LeaseKey.
+func LeaseSpan() Span {
+	start := append([]byte{systemPrefix}, leaseInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// LeaseIDFromKey decodes the lease ID of a key made by LeaseKey.
+func LeaseIDFromKey(k []byte) (int64, error) {
+	if len(k) != 1+len(leaseInfix)+8 {
+		return 0, fmt.Errorf("lease key %q has the wrong length", k)
+	}
+	return int64(binary.BigEndian.Uint64(k[len(k)-8:])), nil
+}
+
+// LeaseAttachmentKey records that userKey is attached to lease id, so that
+// revoking the lease finds its keys without scanning the data.
+func LeaseAttachmentKey(id int64, userKey []byte) []byte {
+	k := LeaseAttachmentPrefix(id)
+	return append(k, userKey...)
+}
+
+// LeaseAttachmentPrefix is the prefix of every attachment of lease id.
+func LeaseAttachmentPrefix(id int64) []byte {
+	k := make([]byte, 0, 1+len(leaseKeyInfix)+8+32)
+	k = append(k, systemPrefix)
+	k = append(k, leaseKeyInfix...)
+	return binary.BigEndian.AppendUint64(k, uint64(id))
 }
 
 // SystemSpan covers the whole replicated system keyspace.

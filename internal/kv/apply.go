@@ -106,7 +106,17 @@ func (a *Applier) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, erro
 
 // checkLease fails unless lease is 0 (none) or exists.
 func (a *Applier) checkLease(lease int64) error {
-	if lease != 0 && (a.Leases == nil || !a.Leases.Exists(lease)) {
+	if lease == 0 {
+		return nil
+	}
+	if a.Leases == nil {
+		return rpctypes.ErrGRPCLeaseNotFound
+	}
+	ok, err := a.Leases.Exists(lease)
+	if err != nil {
+		return fmt.Errorf("look up lease %x: %w", lease, err)
+	}
+	if !ok {
 		return rpctypes.ErrGRPCLeaseNotFound
 	}
 	return nil
@@ -156,7 +166,9 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 		return nil, err
 	}
 	c.addWrites(1)
-	c.moveLease(key, prev.GetLease(), lease)
+	if err := c.moveLease(key, prev.GetLease(), lease); err != nil {
+		return nil, err
+	}
 	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: c.rev}}
 	if r.GetPrevKv() {
@@ -166,16 +178,21 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 }
 
 // moveLease moves key's attachment from lease from to lease to (0: none).
-func (c *command) moveLease(key []byte, from, to int64) {
+func (c *command) moveLease(key []byte, from, to int64) error {
 	if from == to || c.a.Leases == nil {
-		return
+		return nil
 	}
 	if from != 0 {
-		c.a.Leases.Detach(from, key)
+		if err := c.a.Leases.Detach(from, key); err != nil {
+			return fmt.Errorf("detach %q from lease %x: %w", key, from, err)
+		}
 	}
 	if to != 0 {
-		c.a.Leases.Attach(to, key)
+		if err := c.a.Leases.Attach(to, key); err != nil {
+			return fmt.Errorf("attach %q to lease %x: %w", key, to, err)
+		}
 	}
+	return nil
 }
 
 // deleteRange deletes the keys a delete request selects.
@@ -187,7 +204,9 @@ func (c *command) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse
 	}
 	c.addWrites(len(prevs))
 	for _, prev := range prevs {
-		c.moveLease(prev.Key, prev.Lease, 0)
+		if err := c.moveLease(prev.Key, prev.Lease, 0); err != nil {
+			return nil, err
+		}
 		tombstone := &mvccpb.KeyValue{Key: prev.Key, ModRevision: c.rev}
 		c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_DELETE, KV: tombstone, PrevKV: prev})
 	}

@@ -52,19 +52,21 @@ func newFakeLeases(ids ...int64) *fakeLeases {
 	return l
 }
 
-func (l *fakeLeases) Exists(id int64) bool { return l.existing[id] }
+func (l *fakeLeases) Exists(id int64) (bool, error) { return l.existing[id], nil }
 
-func (l *fakeLeases) Attach(id int64, key []byte) {
+func (l *fakeLeases) Attach(id int64, key []byte) error {
 	l.calls = append(l.calls, fmt.Sprintf("attach %d %q", id, key))
 	if l.attached[id] == nil {
 		l.attached[id] = map[string]bool{}
 	}
 	l.attached[id][string(key)] = true
+	return nil
 }
 
-func (l *fakeLeases) Detach(id int64, key []byte) {
+func (l *fakeLeases) Detach(id int64, key []byte) error {
 	l.calls = append(l.calls, fmt.Sprintf("detach %d %q", id, key))
 	delete(l.attached[id], string(key))
+	return nil
 }
 
 // attachments lists "lease key" pairs in sorted order.

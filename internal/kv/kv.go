@@ -39,10 +39,12 @@ type Event struct {
 // Leases tells apply which leases exist and records key attachment. A nil
 // Leases means no lease exists: a put naming a lease fails with
 // rpctypes.ErrGRPCLeaseNotFound.
+//
+// The methods' errors are storage failures, not command errors: apply stops.
 type Leases interface {
-	Exists(id int64) bool
-	Attach(id int64, key []byte)
-	Detach(id int64, key []byte)
+	Exists(id int64) (bool, error)
+	Attach(id int64, key []byte) error
+	Detach(id int64, key []byte) error
 }
 
 // Applier executes committed write commands deterministically in one

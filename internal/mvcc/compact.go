@@ -24,7 +24,7 @@ const DefaultCompactBatchKeys = 1000
 // computed on the old data is never applied to the new.
 //
 // For each user key it keeps the newest version with revision <= rev (unless
-// it is a tombstone) and everything newer. Batches are committed without
+// it is a tombstone older than rev) and everything newer. Batches are committed without
 // sync: losing them in a crash is harmless as long as compaction is re-run.
 func Compact(ctx context.Context, db *pebble.DB, rev int64, batchKeys int, mu sync.Locker) error {
 	if batchKeys <= 0 {
@@ -79,7 +79,7 @@ func compactBatch(db *pebble.DB, start []byte, rev int64, limit int) (resume []b
 			valid = ok
 			continue
 		}
-		if valid, err = g.collectKey(c); err != nil {
+		if valid, err = g.collectKey(c, rev); err != nil {
 			return nil, err
 		}
 		if g.full() {
@@ -115,17 +115,19 @@ func (g *garbage) delete(k []byte) error {
 }
 
 // collectKey deletes the versions of the loaded user key older than the one at
-// the cursor (the newest version <= the compaction revision), then that one
-// too if it is a tombstone. The tombstone goes last so that no prefix of the
-// deletions ever uncovers an older live version. It stops early when the
-// batch is full and returns whether the iterator is still valid.
-func (g *garbage) collectKey(c *cursor) (bool, error) {
+// the cursor (the newest version <= the compaction revision rev), then that
+// one too if it is a tombstone older than rev. A tombstone at rev itself is
+// kept: a watch may start at the compaction revision and must see that
+// delete. The tombstone goes last so that no prefix of the deletions ever
+// uncovers an older live version. It stops early when the batch is full and
+// returns whether the iterator is still valid.
+func (g *garbage) collectKey(c *cursor, rev int64) (bool, error) {
 	rec, err := c.record()
 	if err != nil {
 		return false, err
 	}
 	var tombstoneKey []byte
-	if rec.tombstone {
+	if rec.tombstone && c.rev < rev {
 		tombstoneKey = append([]byte(nil), c.it.Key()...)
 	}
 	valid := c.it.Next()

@@ -14,11 +14,20 @@ type Kind uint32
 
 // Command kinds. Values are persisted in Raft logs: never reuse or renumber.
 const (
-	KindPut           Kind = 1 // etcdserverpb.PutRequest
-	KindDeleteRange   Kind = 2 // etcdserverpb.DeleteRangeRequest
-	KindTxn           Kind = 3 // etcdserverpb.TxnRequest
-	KindCompact       Kind = 4 // etcdserverpb.CompactionRequest
-	KindMemberPublish Kind = 5 // cluster.Member: a member publishes its name and client URLs
+	KindPut             Kind = 1 // etcdserverpb.PutRequest
+	KindDeleteRange     Kind = 2 // etcdserverpb.DeleteRangeRequest
+	KindTxn             Kind = 3 // etcdserverpb.TxnRequest
+	KindCompact         Kind = 4 // etcdserverpb.CompactionRequest
+	KindMemberPublish   Kind = 5 // cluster.Member: a member publishes its name and client URLs
+	KindLeaseGrant      Kind = 6 // etcdserverpb.LeaseGrantRequest, with the ID chosen by the proposer
+	KindLeaseRevoke     Kind = 7 // etcdserverpb.LeaseRevokeRequest
+	KindLeaseCheckpoint Kind = 8 // etcdserverpb.LeaseCheckpointRequest
+	// KindMemberChange is the context of a Raft configuration change: the
+	// record of the member added or promoted (cluster.Member), or just its
+	// ID for a removal.
+	KindMemberChange Kind = 9
+	// KindMemberUpdate changes a member's peer URLs (cluster.Member).
+	KindMemberUpdate Kind = 10
 )
 
 func (k Kind) String() string {
@@ -33,6 +42,16 @@ func (k Kind) String() string {
 		return "compact"
 	case KindMemberPublish:
 		return "member-publish"
+	case KindLeaseGrant:
+		return "lease-grant"
+	case KindLeaseRevoke:
+		return "lease-revoke"
+	case KindLeaseCheckpoint:
+		return "lease-checkpoint"
+	case KindMemberChange:
+		return "member-change"
+	case KindMemberUpdate:
+		return "member-update"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -44,6 +63,11 @@ type Command struct {
 	RequestID uint64 // unique among the proposer's in-flight requests
 	Kind      Kind
 	Payload   []byte // protobuf encoding of the request named by Kind
+	// Term, if not zero, fences the command to its proposer's leadership: it
+	// applies only if its log entry has this term. Only the leader of a term
+	// appends entries of that term, so a decision taken by a deposed leader
+	// (a lease expiry judged by its stale clock) can never take effect.
+	Term uint64
 }
 
 const (
@@ -52,6 +76,7 @@ const (
 	fieldRequestID protowire.Number = 3
 	fieldKind      protowire.Number = 4
 	fieldPayload   protowire.Number = 5
+	fieldTerm      protowire.Number = 6
 )
 
 // Encode appends the encoding of c to dst.
@@ -65,7 +90,12 @@ func (c *Command) Encode(dst []byte) []byte {
 	dst = protowire.AppendTag(dst, fieldKind, protowire.VarintType)
 	dst = protowire.AppendVarint(dst, uint64(c.Kind))
 	dst = protowire.AppendTag(dst, fieldPayload, protowire.BytesType)
-	return protowire.AppendBytes(dst, c.Payload)
+	dst = protowire.AppendBytes(dst, c.Payload)
+	if c.Term != 0 {
+		dst = protowire.AppendTag(dst, fieldTerm, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, c.Term)
+	}
+	return dst
 }
 
 var errTruncated = errors.New("truncated command")
@@ -95,6 +125,8 @@ func Decode(data []byte) (Command, error) {
 				c.RequestID = v
 			case fieldKind:
 				c.Kind = Kind(v)
+			case fieldTerm:
+				c.Term = v
 			}
 		case typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(data)

@@ -6,13 +6,13 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	in := Command{RangeID: 7, Proposer: 1 << 60, RequestID: 42, Kind: KindTxn, Payload: []byte("\x00payload\xff")}
+	in := Command{RangeID: 7, Proposer: 1 << 60, RequestID: 42, Kind: KindTxn, Payload: []byte("\x00payload\xff"), Term: 9}
 	out, err := Decode(in.Encode(nil))
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
 	if out.RangeID != in.RangeID || out.Proposer != in.Proposer || out.RequestID != in.RequestID ||
-		out.Kind != in.Kind || !bytes.Equal(out.Payload, in.Payload) {
+		out.Kind != in.Kind || !bytes.Equal(out.Payload, in.Payload) || out.Term != in.Term {
 		t.Fatalf("round trip: got %+v, want %+v", out, in)
 	}
 }

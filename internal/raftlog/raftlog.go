@@ -330,8 +330,18 @@ func (s *Storage) Truncate(b *pebble.Batch, index uint64) error {
 	return nil
 }
 
-// Bootstrap stages the initial Raft state of a new range in b: an empty log
-// and no HardState. The configuration is part of the applied state.
-func Bootstrap(b *pebble.Batch, id keys.RangeID) error {
-	return b.Set(keys.RaftTruncatedStateKey(id), encodeTruncatedState(TruncatedState{}), nil)
+// Bootstrap stages the initial Raft state of a new range in b: a log that
+// is empty but truncated at (index, term), with that entry committed. The
+// configuration is part of the applied state, not of the log, so a log that
+// starts after index 1 makes Raft catch any new member up by snapshot, which
+// carries the configuration.
+func Bootstrap(b *pebble.Batch, id keys.RangeID, index, term uint64) error {
+	if err := b.Set(keys.RaftTruncatedStateKey(id), encodeTruncatedState(TruncatedState{Index: index, Term: term}), nil); err != nil {
+		return err
+	}
+	hs, err := proto.Marshal(&pb.HardState{Term: proto.Uint64(term), Commit: proto.Uint64(index)})
+	if err != nil {
+		return err
+	}
+	return b.Set(keys.RaftHardStateKey(id), hs, nil)
 }

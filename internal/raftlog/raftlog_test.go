@@ -69,7 +69,7 @@ func checkEntries(t *testing.T, s *Storage, lo, hi uint64, wantTerm func(i uint6
 
 func TestAppendConflictTruncateReload(t *testing.T) {
 	db := openDB(t)
-	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1) })
+	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1, 0, 0) })
 	s := load(t, db)
 	if first, _ := s.FirstIndex(); first != 1 {
 		t.Fatalf("first index of empty log: got %d, want 1", first)
@@ -117,7 +117,7 @@ func TestAppendConflictTruncateReload(t *testing.T) {
 
 func TestEntriesRespectsMaxSize(t *testing.T) {
 	db := openDB(t)
-	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1) })
+	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1, 0, 0) })
 	s := load(t, db)
 	commit(t, db, func(b *pebble.Batch) error { return s.Append(b, ents(1, 1, 100)) })
 	one := uint64(proto.Size(ents(1, 1, 1)[0]))
@@ -165,7 +165,7 @@ func TestCacheEviction(t *testing.T) {
 
 func TestInstallSnapshotResetsLog(t *testing.T) {
 	db := openDB(t)
-	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1) })
+	commit(t, db, func(b *pebble.Batch) error { return Bootstrap(b, 1, 0, 0) })
 	s := load(t, db)
 	commit(t, db, func(b *pebble.Batch) error { return s.Append(b, ents(1, 1, 5)) })
 	meta := &pb.SnapshotMetadata{Index: proto.Uint64(50), Term: proto.Uint64(3), ConfState: &pb.ConfState{Voters: []uint64{1, 2}}}

@@ -5,12 +5,14 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 )
 
@@ -49,7 +51,7 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 				r.logger.Error("skipping undecodable command", "index", e.GetIndex(), "err", err)
 				break
 			}
-			res, err := r.applyCommand(b, &st, cmd, out)
+			res, err := r.applyCommand(b, &st, cmd, e.GetTerm(), out)
 			if err != nil {
 				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
 			}
@@ -69,6 +71,7 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 		}
 		st.Index, st.Term = e.GetIndex(), e.GetTerm()
 	}
+	out.KV = st.KV
 	if err := writeAppliedState(b, r.cfg.RangeID, &st); err != nil {
 		return fmt.Errorf("write applied state of range %d: %w", r.cfg.RangeID, err)
 	}
@@ -95,17 +98,21 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 // errors); the command then left no write in b. The returned error is a
 // storage failure that may have left part of the command in b: the batch
 // must be discarded and the replica stopped.
-func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Command, out *ApplyOutput) (Result, error) {
+func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
 	if cmd.RangeID != r.cfg.RangeID {
 		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
+	}
+	if cmd.Term != 0 && cmd.Term != term {
+		return Result{Err: ErrStaleLeader}, nil
 	}
 	req, err := decodeRequest(cmd)
 	if err != nil {
 		return Result{Err: err}, nil
 	}
 	before := st.KV
-	a := kv.Applier{Batch: b, Meta: &st.KV, Leases: r.cfg.Leases}
+	a := kv.Applier{Batch: b, Meta: &st.KV, Leases: lease.Table{RW: b}}
 	var resp any
+	var change *LeaseChange
 	switch req := req.(type) {
 	case *etcdpb.PutRequest:
 		resp, err = a.Put(req)
@@ -119,6 +126,14 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 		}
 	case *cluster.Member:
 		err = applyMemberPublish(b, req)
+	case *memberUpdate:
+		err = applyMemberUpdate(b, req)
+	case *etcdpb.LeaseGrantRequest:
+		resp, change, err = applyLeaseGrant(b, &st.KV, req)
+	case *etcdpb.LeaseRevokeRequest:
+		resp, change, err = applyLeaseRevoke(&a, req)
+	case *etcdpb.LeaseCheckpointRequest:
+		err = applyLeaseCheckpoints(b, req, out)
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
@@ -128,6 +143,9 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 		return Result{Err: err}, nil
 	}
 	out.Events = append(out.Events, a.Events...)
+	if change != nil {
+		out.Leases = append(out.Leases, *change)
+	}
 	return Result{Resp: resp}, nil
 }
 
@@ -144,12 +162,24 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.TxnRequest{}
 	case raftcmd.KindCompact:
 		msg = &etcdpb.CompactionRequest{}
+	case raftcmd.KindLeaseGrant:
+		msg = &etcdpb.LeaseGrantRequest{}
+	case raftcmd.KindLeaseRevoke:
+		msg = &etcdpb.LeaseRevokeRequest{}
+	case raftcmd.KindLeaseCheckpoint:
+		msg = &etcdpb.LeaseCheckpointRequest{}
 	case raftcmd.KindMemberPublish:
 		m, err := cluster.DecodeMember(cmd.Payload)
 		if err != nil {
 			return nil, err
 		}
 		return &m, nil
+	case raftcmd.KindMemberUpdate:
+		m, err := cluster.DecodeMember(cmd.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return (*memberUpdate)(&m), nil
 	default:
 		return nil, fmt.Errorf("unknown command kind %s", cmd.Kind)
 	}
@@ -168,6 +198,23 @@ func applyMemberPublish(b *pebble.Batch, m *cluster.Member) error {
 	}
 	cur.Name = m.Name
 	cur.ClientURLs = m.ClientURLs
+	return cluster.PutMember(b, cur)
+}
+
+// memberUpdate is a change of a member's peer URLs.
+type memberUpdate cluster.Member
+
+// applyMemberUpdate sets the peer URLs of an existing member; the result
+// tells the proposer whether the member exists.
+func applyMemberUpdate(b *pebble.Batch, m *memberUpdate) error {
+	cur, ok, err := cluster.GetMember(b, m.ID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return rpctypes.ErrGRPCMemberNotFound
+	}
+	cur.PeerURLs = m.PeerURLs
 	return cluster.PutMember(b, cur)
 }
 
@@ -191,47 +238,56 @@ func (r *Replica) applyConfChange(b *pebble.Batch, st *AppliedState, e *pb.Entry
 	// the member record to add (membership is part of the replicated state),
 	// and the request ID that lets the proposer learn the outcome.
 	v2 := cc.AsV2()
-	if len(v2.GetContext()) == 0 {
-		return appliedResult{}, nil
-	}
-	cmd, err := raftcmd.Decode(v2.GetContext())
-	if err != nil {
-		r.logger.Error("conf change with undecodable context", "index", e.GetIndex(), "err", err)
-		return appliedResult{}, nil
+	var cmd raftcmd.Command
+	if len(v2.GetContext()) > 0 {
+		var err error
+		if cmd, err = raftcmd.Decode(v2.GetContext()); err != nil {
+			r.logger.Error("conf change with undecodable context", "index", e.GetIndex(), "err", err)
+		}
 	}
 	if err := applyMemberChanges(b, v2, cmd); err != nil {
 		return appliedResult{}, err
 	}
-	if cmd.Proposer != r.id {
+	if cmd.Proposer != r.id || cmd.RequestID == 0 {
 		return appliedResult{}, nil
 	}
 	return appliedResult{requestID: cmd.RequestID, res: Result{Resp: st.ConfState}}, nil
 }
 
 // applyMemberChanges keeps the member records in step with the Raft
-// configuration: added nodes get the record carried by the command, removed
-// nodes lose theirs.
+// configuration: an added member gets the record its command carries (or a
+// bare one), a promoted learner becomes a voter, a removed member loses its
+// record and is marked removed.
 func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
-	var m cluster.Member
-	if cmd.Kind == raftcmd.KindMemberPublish {
-		var err error
-		if m, err = cluster.DecodeMember(cmd.Payload); err != nil {
-			m = cluster.Member{}
+	var rec *cluster.Member
+	if cmd.Kind == raftcmd.KindMemberChange {
+		if m, err := cluster.DecodeMember(cmd.Payload); err == nil {
+			rec = &m
 		}
 	}
 	for _, c := range cc.GetChanges() {
+		id := c.GetNodeId()
 		switch c.GetType() {
 		case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode:
-			if m.ID != c.GetNodeId() {
-				continue
+			cur, ok, err := cluster.GetMember(b, id)
+			if err != nil {
+				return err
 			}
-			rec := m
-			rec.IsLearner = c.GetType() == pb.ConfChangeAddLearnerNode
-			if err := cluster.PutMember(b, rec); err != nil {
+			if !ok {
+				cur = cluster.Member{ID: id}
+				if rec != nil && rec.ID == id {
+					cur = *rec
+				}
+			}
+			cur.IsLearner = c.GetType() == pb.ConfChangeAddLearnerNode
+			if err := cluster.PutMember(b, cur); err != nil {
 				return err
 			}
 		case pb.ConfChangeRemoveNode:
-			if err := cluster.DeleteMember(b, c.GetNodeId()); err != nil {
+			if err := cluster.DeleteMember(b, id); err != nil {
+				return err
+			}
+			if err := cluster.MarkRemoved(b, id); err != nil {
 				return err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -330,3 +331,33 @@ func (nw *network) mustGet(id uint64, key, want string) {
 }
 
 func key(i int) string { return fmt.Sprintf("k%04d", i) }
+
+// addUninitialized starts a replica with no state, as on a joining node.
+func (nw *network) addUninitialized(id uint64) {
+	nw.ids = append(nw.ids, id)
+	nw.fs[id] = vfs.NewCrashableMem()
+	cfg := nw.cfg
+	cfg.Uninitialized = true
+	cfg.RangeID, cfg.ID, cfg.DB = testRange, id, nw.openDB(id)
+	r, err := New(cfg)
+	if err != nil {
+		nw.t.Fatalf("start uninitialized replica %d: %v", id, err)
+	}
+	nw.dbs[id], nw.replicas[id] = cfg.DB, r
+}
+
+// confChange proposes a single configuration change on replica via, with a
+// member record in its context, and returns the proposal.
+func (nw *network) confChange(via uint64, typ pb.ConfChangeType, id uint64) *Proposal {
+	nw.t.Helper()
+	nw.nextReq++
+	rec := cluster.Member{ID: id, Name: fmt.Sprintf("r%d", id)}
+	cmd := raftcmd.Command{RangeID: testRange, Proposer: via, RequestID: nw.nextReq, Kind: raftcmd.KindMemberChange, Payload: rec.Encode()}
+	cc := &pb.ConfChangeV2{
+		Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}},
+		Context: cmd.Encode(nil),
+	}
+	p := NewProposal(nw.nextReq, nil)
+	nw.replicas[via].ProposeConfChange(p, cc)
+	return p
+}

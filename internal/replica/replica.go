@@ -29,6 +29,9 @@ var (
 	ErrAbandoned = errors.New("proposal abandoned")
 	// ErrStopped means the replica stopped before the request completed.
 	ErrStopped = errors.New("replica stopped")
+	// ErrStaleLeader means a command fenced to its proposer's term was
+	// appended in another term: the proposer was no longer the leader.
+	ErrStaleLeader = errors.New("proposed by a former leader")
 )
 
 // Config configures a replica.
@@ -51,13 +54,15 @@ type Config struct {
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
 
+	// Uninitialized lets the replica start with no state at all, on a node
+	// that joins an existing cluster: it waits, empty, for the snapshot the
+	// leader sends. Without it, a range without state is an error.
+	Uninitialized bool
+
 	// InstallMu, if set, is held exclusively while a snapshot replaces the
 	// range's data, so that background writers of that data (physical
 	// compaction, which holds it shared) never mix old and new.
 	InstallMu *sync.RWMutex
-
-	// Leases is handed to the KV applier; nil means no leases exist.
-	Leases kv.Leases
 
 	Logger *slog.Logger
 }
@@ -104,11 +109,38 @@ type Published struct {
 	KV       kv.Meta
 	Learners []uint64
 	Voters   []uint64
+	// Initialized is false on a joining node until its first snapshot.
+	Initialized bool
+}
+
+// LeaseChangeKind says what happened to a lease.
+type LeaseChangeKind int
+
+// Lease changes reported by ApplyOutput.
+const (
+	LeaseGranted LeaseChangeKind = iota + 1
+	LeaseRevoked
+	LeaseCheckpointed
+)
+
+// LeaseChange is one applied change to the lease table, for the lessor.
+type LeaseChange struct {
+	Kind LeaseChangeKind
+	ID   int64
+	// TTL is the granted TTL in seconds (LeaseGranted).
+	TTL int64
+	// RemainingMs is the checkpointed remaining TTL (LeaseCheckpointed).
+	RemainingMs int64
 }
 
 // ApplyOutput tells the caller what HandleReady applied, for the work that
-// happens outside the replica (physical compaction, watch notification).
+// happens outside the replica (physical compaction, watch notification,
+// lease expiry).
 type ApplyOutput struct {
+	// KV is the range's KV counters after the batch.
+	KV kv.Meta
+	// Leases are the applied lease changes, in order.
+	Leases []LeaseChange
 	// Compactions lists the compaction revisions applied, in order.
 	Compactions []int64
 	// Events are the KV changes applied, in revision order.
@@ -150,13 +182,28 @@ type Replica struct {
 // write gets revision 2, and no response ever carries revision 0.
 const InitialRevision = 1
 
+// The Raft position a bootstrapped range starts at. Starting above zero
+// means a member added later can never be sent the log from index 1 (where
+// the initial configuration is not), only a snapshot.
+const (
+	InitialIndex uint64 = 10
+	InitialTerm  uint64 = 5
+)
+
 // Bootstrap stages in b the initial state of a new range whose Raft group has
-// the given voters and no entries. Every voter stages the same state.
+// the given voters. Every voter stages the same state, so they agree without
+// exchanging anything.
 func Bootstrap(b *pebble.Batch, id keys.RangeID, voters []uint64) error {
-	if err := raftlog.Bootstrap(b, id); err != nil {
+	return BootstrapWith(b, id, voters, kv.Meta{Revision: InitialRevision})
+}
+
+// BootstrapWith is Bootstrap with given KV counters, for a range whose data
+// is restored from a backup.
+func BootstrapWith(b *pebble.Batch, id keys.RangeID, voters []uint64, m kv.Meta) error {
+	if err := raftlog.Bootstrap(b, id, InitialIndex, InitialTerm); err != nil {
 		return err
 	}
-	st := AppliedState{ConfState: &pb.ConfState{Voters: voters}, KV: kv.Meta{Revision: InitialRevision}}
+	st := AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: &pb.ConfState{Voters: voters}, KV: m}
 	return writeAppliedState(b, id, &st)
 }
 
@@ -165,7 +212,9 @@ func Bootstrap(b *pebble.Batch, id keys.RangeID, voters []uint64) error {
 func New(cfg Config) (*Replica, error) {
 	cfg.setDefaults()
 	st, err := LoadAppliedState(cfg.DB, cfg.RangeID)
-	if err != nil {
+	if errors.Is(err, errNoAppliedState) && cfg.Uninitialized {
+		st = AppliedState{ConfState: &pb.ConfState{}}
+	} else if err != nil {
 		return nil, err
 	}
 	r := &Replica{
@@ -216,15 +265,16 @@ func (r *Replica) publish() {
 	bs := r.rn.BasicStatus()
 	cs := r.state.ConfState
 	r.published.Store(&Published{
-		RangeID:  r.cfg.RangeID,
-		ID:       r.id,
-		Applied:  r.state.Index,
-		Term:     bs.GetTerm(),
-		Lead:     bs.Lead,
-		State:    bs.RaftState,
-		KV:       r.state.KV,
-		Voters:   append([]uint64(nil), cs.GetVoters()...),
-		Learners: append([]uint64(nil), cs.GetLearners()...),
+		RangeID:     r.cfg.RangeID,
+		ID:          r.id,
+		Applied:     r.state.Index,
+		Term:        bs.GetTerm(),
+		Lead:        bs.Lead,
+		State:       bs.RaftState,
+		KV:          r.state.KV,
+		Voters:      append([]uint64(nil), cs.GetVoters()...),
+		Learners:    append([]uint64(nil), cs.GetLearners()...),
+		Initialized: r.state.Index > 0,
 	})
 }
 
@@ -440,6 +490,7 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	if err := r.apply(rd.CommittedEntries, &out); err != nil {
 		return out, err
 	}
+	out.KV = r.state.KV
 	r.handleReadStates(rd.ReadStates)
 	r.rn.Advance(rd)
 	r.publish()

@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -327,5 +328,48 @@ func TestNewLeaderAfterIsolation(t *testing.T) {
 			t.Fatalf("write proposed to a leader without quorum reported success")
 		}
 	default:
+	}
+}
+
+// TestFencedCommandOnlyAppliesInItsTerm: a decision taken by the leader of
+// one term must not take effect when appended in another (a deposed leader
+// whose proposal is forwarded to its successor).
+func TestFencedCommandOnlyAppliesInItsTerm(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	oldTerm := nw.replicas[1].Published().Term
+	nw.replicas[1].TransferLeader(2)
+	nw.stabilize()
+	if got := nw.leader(); got != 2 {
+		t.Fatalf("leader after transfer: got %d, want 2", got)
+	}
+	newTerm := nw.replicas[2].Published().Term
+	if newTerm <= oldTerm {
+		t.Fatalf("term did not advance: %d then %d", oldTerm, newTerm)
+	}
+	fenced := func(via uint64, k string, term uint64) *Proposal {
+		payload, _ := proto.Marshal(&etcdpb.PutRequest{Key: []byte(k), Value: []byte("v")})
+		nw.nextReq++
+		cmd := raftcmd.Command{RangeID: testRange, Proposer: via, RequestID: nw.nextReq, Kind: raftcmd.KindPut, Payload: payload, Term: term}
+		p := NewProposal(nw.nextReq, cmd.Encode(nil))
+		nw.replicas[via].Propose(p)
+		return p
+	}
+	// Proposed on replica 1 (now a follower), fenced to its old leadership,
+	// forwarded to replica 2: refused.
+	stale := fenced(1, "stale", oldTerm)
+	current := fenced(2, "current", newTerm)
+	nw.stabilize()
+	if res := result(t, stale); !errors.Is(res.Err, ErrStaleLeader) {
+		t.Fatalf("command fenced to term %d appended in %d: got %v, want ErrStaleLeader", oldTerm, newTerm, res.Err)
+	}
+	if res := result(t, current); res.Err != nil {
+		t.Fatalf("command fenced to the current term: %v", res.Err)
+	}
+	for _, id := range nw.ids {
+		if _, ok := nw.get(id, "stale"); ok {
+			t.Fatalf("replica %d applied a stale fenced command", id)
+		}
+		nw.mustGet(id, "current", "v")
 	}
 }

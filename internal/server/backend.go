@@ -42,9 +42,23 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	return s.proposeRaw(ctx, kind, payload)
 }
 
+// proposeFenced is Propose for a decision this node takes as the leader of
+// term: the command applies only if it is appended in that term.
+func (s *Server) proposeFenced(ctx context.Context, kind raftcmd.Kind, req proto.Message, term uint64) (any, error) {
+	payload, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s request: %w", kind, err)
+	}
+	return s.propose(ctx, kind, payload, term)
+}
+
 // proposeRaw replicates one command of the first range and waits for its
 // result on this node.
 func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []byte) (any, error) {
+	return s.propose(ctx, kind, payload, 0)
+}
+
+func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte, term uint64) (any, error) {
 	if len(payload) > s.cfg.MaxRequestBytes {
 		return nil, etcdapi.ErrTooLarge
 	}
@@ -55,6 +69,7 @@ func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []by
 		RequestID: id,
 		Kind:      kind,
 		Payload:   payload,
+		Term:      term,
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()

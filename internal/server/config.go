@@ -9,6 +9,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/transport"
 )
 
 // Config configures a node. Zero values take the defaults documented per field.
@@ -28,11 +31,24 @@ type Config struct {
 	ClientListener net.Listener
 	PeerListener   net.Listener
 	// PeerDialOptions are added to every connection to a peer (tests use a
-	// custom dialer to cut a node off the network).
+	// custom dialer to cut a node off the network). They come after the
+	// dialer PeerSourceIP sets up, so a dialer here replaces it.
 	PeerDialOptions []grpc.DialOption
+	// PeerInterceptor, if set, sees every outgoing Raft message and snapshot
+	// first (tests inject network faults with it; see transport.Interceptor).
+	PeerInterceptor transport.Interceptor
 	// AdvertiseClientURL is the client URL published to other members
 	// (default http://<client listener address>).
 	AdvertiseClientURL string
+	// AdvertisePeerURL is the URL other members reach this node's peer
+	// service at, when it differs from where it listens (a proxy, NAT; as
+	// etcd's --initial-advertise-peer-urls). Default http://<peer listener
+	// address>. It is this member's URL in InitialCluster.
+	AdvertisePeerURL string
+	// PeerSourceIP, if set, is the local IP address connections to peers are
+	// made from (default: chosen by the OS). Tests give each node its own
+	// loopback address so that a proxy can tell the nodes' traffic apart.
+	PeerSourceIP string
 
 	// InitialCluster lists the members of a new cluster,
 	// "n1=127.0.0.1:2380,n2=...". Empty means a single-node cluster of this
@@ -62,6 +78,14 @@ type Config struct {
 	// (defaults 10,000 and 5,000 entries).
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
+
+	// LeaseCheckpointInterval is how often the leader checkpoints the
+	// remaining TTL of leases nobody renews (default 1s): after a failover,
+	// such a lease lives at most this much longer than it should.
+	LeaseCheckpointInterval time.Duration
+	// WatchProgressNotifyInterval is how often watchers that asked for
+	// progress notifications get one (default 10 minutes, as etcd).
+	WatchProgressNotifyInterval time.Duration
 
 	Logger *slog.Logger
 }
@@ -97,6 +121,12 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
 	}
+	if c.LeaseCheckpointInterval == 0 {
+		c.LeaseCheckpointInterval = time.Second
+	}
+	if c.WatchProgressNotifyInterval == 0 {
+		c.WatchProgressNotifyInterval = 10 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,6 +141,16 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRequestBytes < 0 || c.MaxTxnOps < 0 {
 		return errors.New("limits must not be negative")
+	}
+	if c.AdvertisePeerURL != "" {
+		u, err := cluster.NormalizeURL(c.AdvertisePeerURL)
+		if err != nil {
+			return fmt.Errorf("advertise peer url: %w", err)
+		}
+		c.AdvertisePeerURL = u
+	}
+	if c.PeerSourceIP != "" && net.ParseIP(c.PeerSourceIP) == nil {
+		return fmt.Errorf("peer source ip: %q is not an IP address", c.PeerSourceIP)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +25,13 @@ import (
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
 	"github.com/synod-io/synod/internal/transport"
+	"github.com/synod-io/synod/internal/watch"
 )
 
 // Server is a running Synod node.
@@ -41,6 +45,10 @@ type Server struct {
 	store     *store.Store
 	transport *transport.Transport
 	compactor *compactor
+	hub       *watch.Hub
+	lessor    *lease.Lessor
+	promoteMu sync.Mutex  // serializes lessor promotions
+	revokeQ   chan expiry // expired leases waiting for a revoke worker
 
 	peerLis   net.Listener
 	clientLis net.Listener
@@ -85,6 +93,9 @@ func Open(cfg Config) (_ *Server, err error) {
 		s.clientURL = "http://" + s.clientLis.Addr().String()
 	}
 	peerURL := "http://" + s.peerLis.Addr().String()
+	if cfg.AdvertisePeerURL != "" {
+		peerURL = cfg.AdvertisePeerURL
+	}
 
 	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger})
 	if err != nil {
@@ -106,7 +117,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	}
 	s.id = id
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", id.MemberID), "name", id.Name)
-	if err := s.checkPeerAddress(); err != nil {
+	if err := s.checkPeerAddress(peerURL); err != nil {
 		return nil, err
 	}
 	var seed [8]byte
@@ -121,13 +132,25 @@ func Open(cfg Config) (_ *Server, err error) {
 		ClusterID:   id.ClusterID,
 		NodeID:      id.MemberID,
 		Handler:     handlerRef{s},
-		DialOptions: cfg.PeerDialOptions,
+		DialOptions: peerDialOptions(cfg),
+		Interceptor: cfg.PeerInterceptor,
 		Logger:      s.logger,
 	})
 	if err := s.refreshPeers(); err != nil {
 		return nil, err
 	}
 	s.compactor = newCompactor(s.db, &s.installMu, s.logger)
+	s.lessor = lease.NewLessor(lease.Config{CheckpointInterval: cfg.LeaseCheckpointInterval})
+	s.revokeQ = make(chan expiry, 1024)
+	applied, err := replica.LoadAppliedState(s.db, keys.FirstRangeID)
+	if err != nil {
+		return nil, err
+	}
+	s.hub = watch.NewHub(watch.Config{
+		View:             s.watchView,
+		ProgressInterval: cfg.WatchProgressNotifyInterval,
+		Logger:           s.logger,
+	}, applied.KV)
 	s.store = store.Open(store.Config{
 		NodeID:       id.MemberID,
 		DB:           s.db,
@@ -153,9 +176,15 @@ func Open(cfg Config) (_ *Server, err error) {
 		s.compactor.schedule(pub.KV.CompactRevision)
 	}
 	s.goBackground(s.compactor.run)
+	s.goBackground(s.hub.Run)
+	s.goBackground(s.leaseLoop)
+	for i := 0; i < leaseRevokeWorkers; i++ {
+		s.goBackground(s.revokeWorker)
+	}
 
 	s.peerSrv = grpc.NewServer(transport.ServerOptions()...)
 	s.transport.Register(s.peerSrv)
+	s.registerLeaseForwarding(s.peerSrv)
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
 	s.clientSrv = grpc.NewServer(
@@ -168,6 +197,8 @@ func Open(cfg Config) (_ *Server, err error) {
 	pb.RegisterKVServer(s.clientSrv, etcdapi.NewKV(s, limits))
 	pb.RegisterMaintenanceServer(s.clientSrv, etcdapi.NewMaintenance(s))
 	pb.RegisterClusterServer(s.clientSrv, etcdapi.NewCluster(s))
+	pb.RegisterWatchServer(s.clientSrv, etcdapi.NewWatch(s, limits))
+	pb.RegisterLeaseServer(s.clientSrv, etcdapi.NewLease(s))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s.clientSrv, hs)
 	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
@@ -186,12 +217,32 @@ func listen(l net.Listener, addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
+// peerDialOptions returns the options of connections to peers: the
+// configured ones, and a dialer bound to PeerSourceIP if set.
+func peerDialOptions(cfg Config) []grpc.DialOption {
+	if cfg.PeerSourceIP == "" {
+		return cfg.PeerDialOptions
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(cfg.PeerSourceIP)}}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	return append([]grpc.DialOption{grpc.WithContextDialer(dial)}, cfg.PeerDialOptions...)
+}
+
 // checkPeerAddress refuses to start when the stored peer URL of this member
-// does not match the address it listens on: peers would never reach it.
-func (s *Server) checkPeerAddress() error {
+// does not match the address it listens on (or, when one is configured, the
+// URL it advertises): peers would never reach it.
+func (s *Server) checkPeerAddress(peerURL string) error {
 	m, ok, err := cluster.GetMember(s.db, s.id.MemberID)
 	if err != nil || !ok {
 		return err
+	}
+	if s.cfg.AdvertisePeerURL != "" {
+		if slices.Contains(m.PeerURLs, peerURL) {
+			return nil
+		}
+		return fmt.Errorf("member %s has peer URLs %v but advertises %s", m.Name, m.PeerURLs, peerURL)
 	}
 	listenHost, listenPort, _ := net.SplitHostPort(s.peerLis.Addr().String())
 	for _, u := range m.PeerURLs {
@@ -244,6 +295,11 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 }
 
 func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
+	if out.SnapshotInstalled {
+		s.hub.Reset(out.KV)
+	}
+	s.hub.Publish(out.Events, out.KV)
+	s.onLeaseChanges(out.Leases)
 	for _, rev := range out.Compactions {
 		s.compactor.schedule(rev)
 	}
@@ -262,6 +318,18 @@ func (s *Server) onFatal(err error) {
 	case s.fatal <- err:
 	default:
 	}
+}
+
+// Hub implements etcdapi.Backend.
+func (s *Server) Hub() *watch.Hub { return s.hub }
+
+// watchView gives the watch hub a consistent view for history reads.
+func (s *Server) watchView() (pebble.Reader, kv.Meta, func(), error) {
+	snap, m, err := s.view()
+	if err != nil {
+		return nil, kv.Meta{}, nil, err
+	}
+	return snap, m, func() { snap.Close() }, nil
 }
 
 // Fatal yields an error if the node hit a failure it cannot recover from

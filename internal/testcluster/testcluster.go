@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,6 +35,9 @@ type Options struct {
 	LogKeepEntries       uint64
 	// Configure, if set, adjusts each node's configuration before Open.
 	Configure func(i int, cfg *server.Config)
+	// Rand drives the random choices of link faults (SetLinkFaults); a test
+	// seeds it to replay a run (default: seeded with 1).
+	Rand *rand.Rand
 }
 
 // Cluster is a set of in-process nodes.
@@ -42,6 +46,7 @@ type Cluster struct {
 	opts  Options
 	spec  string
 	nodes []*Node
+	net   *network
 }
 
 // Node is one member of a test cluster.
@@ -68,7 +73,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.TickInterval == 0 {
 		opts.TickInterval = 10 * time.Millisecond
 	}
-	c := &Cluster{t: t, opts: opts}
+	if opts.Rand == nil {
+		opts.Rand = rand.New(rand.NewPCG(1, 1))
+	}
+	c := &Cluster{t: t, opts: opts, net: newNetwork(opts.Rand)}
 	var spec []string
 	var peerLis, clientLis []net.Listener
 	for i := 0; i < opts.Nodes; i++ {
@@ -92,6 +100,7 @@ func New(t testing.TB, opts Options) *Cluster {
 			n.fs = vfs.NewCrashableMem()
 		}
 		c.nodes = append(c.nodes, n)
+		c.net.setAddr(n.PeerAddr, i)
 		peerLis, clientLis = append(peerLis, pl), append(clientLis, cl)
 		spec = append(spec, n.Name+"="+n.PeerAddr)
 	}
@@ -127,7 +136,8 @@ func (n *Node) open(pl, cl net.Listener) error {
 		DataDir:              n.dir,
 		PeerListener:         &switchedListener{Listener: pl, s: n.sw},
 		ClientListener:       &switchedListener{Listener: cl, s: n.sw},
-		PeerDialOptions:      []grpc.DialOption{grpc.WithContextDialer(n.sw.dial)},
+		PeerDialOptions:      []grpc.DialOption{grpc.WithContextDialer(n.sw.dial), grpc.WithChainUnaryInterceptor(n.c.net.unaryInterceptor(n.Index))},
+		PeerInterceptor:      interceptor{n: n.c.net, from: n.Index},
 		InitialCluster:       n.c.spec,
 		TickInterval:         n.c.opts.TickInterval,
 		LogTruncateThreshold: n.c.opts.LogTruncateThreshold,
@@ -146,6 +156,7 @@ func (n *Node) open(pl, cl net.Listener) error {
 		cl.Close()
 		return err
 	}
+	n.c.net.setID(srv.MemberID(), n.Index)
 	n.mu.Lock()
 	n.srv = srv
 	n.mu.Unlock()
@@ -198,11 +209,20 @@ func (n *Node) Crash() {
 	_ = srv.Close()
 }
 
-// Restart starts a stopped or crashed node again from its data.
+// Restart starts a stopped or crashed node again from its data, failing the
+// test if it cannot. Call it from the test's goroutine; other goroutines use
+// Start.
 func (n *Node) Restart() {
 	n.c.t.Helper()
+	if err := n.Start(); err != nil {
+		n.c.t.Fatal(err)
+	}
+}
+
+// Start starts a stopped or crashed node again from its data.
+func (n *Node) Start() error {
 	if n.Running() {
-		n.c.t.Fatalf("restart %s: still running", n.Name)
+		return fmt.Errorf("restart %s: still running", n.Name)
 	}
 	var pl, cl net.Listener
 	var err error
@@ -221,18 +241,20 @@ func (n *Node) Restart() {
 		time.Sleep(20 * time.Millisecond) // the port is being released by the old server
 	}
 	if err != nil {
-		n.c.t.Fatalf("restart %s: listen: %v", n.Name, err)
+		return fmt.Errorf("restart %s: listen: %w", n.Name, err)
 	}
 	if err := n.open(pl, cl); err != nil {
-		n.c.t.Fatalf("restart %s: %v", n.Name, err)
+		return fmt.Errorf("restart %s: %w", n.Name, err)
 	}
+	return nil
 }
 
-// Close stops every node.
+// Close stops every node and the delayed deliveries of faulty links.
 func (c *Cluster) Close() {
 	for _, n := range c.nodes {
 		n.Stop()
 	}
+	c.net.close()
 }
 
 // Nodes returns the nodes.
@@ -254,6 +276,29 @@ func (c *Cluster) WaitLeader() *Node {
 	}
 	c.t.Fatalf("no leader agreed on within 15s")
 	return nil
+}
+
+// Leader returns the node the running nodes agree is the leader, or nil
+// when they do not agree (yet). Unlike WaitLeader it never fails the test.
+func (c *Cluster) Leader() *Node { return c.agreedLeader() }
+
+// SomeLeader returns a running node that believes it is the leader, or nil.
+// During a partition an old leader may still believe so; the node of the
+// highest term is returned.
+func (c *Cluster) SomeLeader() *Node {
+	var best *Node
+	var term uint64
+	for _, n := range c.nodes {
+		srv := n.Server()
+		if srv == nil {
+			continue
+		}
+		pub := srv.Published()
+		if pub.Lead == srv.MemberID() && pub.Term >= term {
+			best, term = n, pub.Term
+		}
+	}
+	return best
 }
 
 func (c *Cluster) agreedLeader() *Node {

@@ -15,4 +15,8 @@
 // The service is described by hand (grpc.ServiceDesc) with a small codec over
 // protobuf wire format, since its messages are internal to Synod. Every frame
 // carries the cluster ID; frames from another cluster are refused.
+//
+// An optional Interceptor (Config.Interceptor) sees every outgoing message
+// and snapshot first; tests use it to partition, drop, delay, duplicate and
+// reorder traffic. It is nil in production.
 package transport

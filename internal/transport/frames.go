@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // frame is implemented by every message of the peer service.
@@ -19,22 +20,28 @@ type codec struct{}
 
 func (codec) Name() string { return "synod-peer" }
 
+// Marshal encodes a frame, or a protobuf message for the other services
+// that share the peer server (lease forwarding).
 func (codec) Marshal(v any) ([]byte, error) {
-	f, ok := v.(frame)
-	if !ok {
-		return nil, fmt.Errorf("peer codec cannot marshal %T", v)
+	switch f := v.(type) {
+	case frame:
+		return f.marshal(), nil
+	case proto.Message:
+		return proto.Marshal(f)
 	}
-	return f.marshal(), nil
+	return nil, fmt.Errorf("peer codec cannot marshal %T", v)
 }
 
 // Unmarshal decodes a frame. gRPC reuses data once Unmarshal returns, and
 // frames alias the bytes they decode, so they decode from a private copy.
 func (codec) Unmarshal(data []byte, v any) error {
-	f, ok := v.(frame)
-	if !ok {
-		return fmt.Errorf("peer codec cannot unmarshal %T", v)
+	switch f := v.(type) {
+	case frame:
+		return f.unmarshal(bytes.Clone(data))
+	case proto.Message:
+		return proto.Unmarshal(data, f) // copies what it keeps
 	}
-	return f.unmarshal(bytes.Clone(data))
+	return fmt.Errorf("peer codec cannot unmarshal %T", v)
 }
 
 // raftItem is one Raft message of one range.

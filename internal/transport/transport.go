@@ -44,7 +44,10 @@ type Config struct {
 	QueueLen int
 	// SnapshotChunkBytes is the size of one snapshot frame (default 1 MiB).
 	SnapshotChunkBytes int
-	Logger             *slog.Logger
+	// Interceptor, if set, decides the fate of every outgoing message and
+	// snapshot (tests use it to inject network faults; see Interceptor).
+	Interceptor Interceptor
+	Logger      *slog.Logger
 }
 
 // Transport sends Raft traffic to peers and serves theirs.
@@ -130,6 +133,10 @@ func (t *Transport) peerLocked(id uint64) (*peer, bool) {
 
 // Send queues Raft messages of one range; it never blocks.
 func (t *Transport) Send(rangeID keys.RangeID, msgs []*pb.Message) {
+	if t.cfg.Interceptor != nil {
+		t.intercept(rangeID, msgs)
+		return
+	}
 	var unreachable []uint64
 	t.mu.Lock()
 	for _, m := range msgs {
@@ -147,6 +154,11 @@ func (t *Transport) Send(rangeID keys.RangeID, msgs []*pb.Message) {
 // SendSnapshot streams a snapshot to m.To in the background. done is called
 // with the outcome; snap is closed in every case.
 func (t *Transport) SendSnapshot(rangeID keys.RangeID, m *pb.Message, snap *replica.OutgoingSnapshot, done func(ok bool)) {
+	if t.cfg.Interceptor != nil && !t.cfg.Interceptor.Snapshot(rangeID, m.GetTo()) {
+		snap.Close()
+		done(false)
+		return
+	}
 	t.mu.Lock()
 	p, ok := t.peerLocked(m.GetTo())
 	t.mu.Unlock()
@@ -629,4 +641,17 @@ func (t *Transport) receiveSnapshot(stream grpc.ServerStream) error {
 	}
 	handed = true
 	return t.cfg.Handler.HandleSnapshot(rangeID, m, data)
+}
+
+// Conn returns the connection to a peer node, for other peer services (the
+// lease forwarding of the server) to share with Raft traffic. Its calls use
+// the peer codec, which also carries protobuf messages.
+func (t *Transport) Conn(id uint64) (*grpc.ClientConn, error) {
+	t.mu.Lock()
+	p, ok := t.peerLocked(id)
+	t.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no address for peer %x", id)
+	}
+	return p.client()
 }

@@ -384,6 +384,8 @@ func TestDemoWithEtcdctl(t *testing.T) {
 		t.Errorf("synod members: exit %d, stdout\n%s", r.code, r.stdout)
 	}
 
+	checkWatchAndLease(t, ep)
+
 	// Ctrl-C stops the demo cleanly and removes its data.
 	if err := demo.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -488,4 +490,74 @@ func TestStartClusterKillRestart(t *testing.T) {
 			t.Errorf("n%d exited with %d after SIGTERM, want 0", i+1, code)
 		}
 	}
+}
+
+// checkWatchAndLease drives etcdctl's watch and lease commands, and synod's,
+// against the demo: a watcher sees puts, the deletion of a revoked lease's
+// key, and the deletion of an expired lease's keys.
+func checkWatchAndLease(t *testing.T, ep string) {
+	t.Helper()
+	var out syncBuffer
+	watcher := exec.Command(etcdctlPath(t), ep, "watch", "wl/", "--prefix")
+	watcher.Env = append(os.Environ(), "ETCDCTL_API=3")
+	watcher.Stdout = &out
+	if err := watcher.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = watcher.Process.Kill()
+		_ = watcher.Wait()
+	}()
+	// The watch is in place once it reports a put made after it started.
+	poll(t, 10*time.Second, "etcdctl watch running", func() (bool, string) {
+		etcdctl(t, "", ep, "put", "wl/probe", "p")
+		return strings.Contains(out.String(), "wl/probe"), out.String()
+	})
+
+	grant := etcdctl(t, "", ep, "lease", "grant", "2")
+	m := regexp.MustCompile(`^lease ([0-9a-f]+) granted with TTL\(2s\)\n$`).FindStringSubmatch(grant.stdout)
+	if grant.code != 0 || m == nil {
+		t.Fatalf("etcdctl lease grant: exit %d, stdout %q, stderr %q", grant.code, grant.stdout, grant.stderr)
+	}
+	short := m[1]
+	want(t, "etcdctl put --lease", etcdctl(t, "", ep, "put", "wl/session", "up", "--lease="+short), "OK\n")
+	r := etcdctl(t, "", ep, "lease", "timetolive", short, "--keys")
+	if r.code != 0 || !strings.Contains(r.stdout, "granted with TTL(2s)") || !strings.Contains(r.stdout, "attached keys([wl/session])") {
+		t.Errorf("etcdctl lease timetolive --keys: exit %d, stdout %q", r.code, r.stdout)
+	}
+	want(t, "etcdctl lease keep-alive --once", etcdctl(t, "", ep, "lease", "keep-alive", "--once", short),
+		"lease "+short+" keepalived with TTL(2)\n")
+
+	sg := synod(t, "", "lease", "grant", "60", ep)
+	lm := regexp.MustCompile(`^lease ([0-9a-f]{16}) granted with TTL\(60s\)\n$`).FindStringSubmatch(sg.stdout)
+	if sg.code != 0 || lm == nil {
+		t.Fatalf("synod lease grant: exit %d, stdout %q, stderr %q", sg.code, sg.stdout, sg.stderr)
+	}
+	long := lm[1]
+	want(t, "synod put --lease", synod(t, "", "put", "wl/owned", "x", "--lease", long, ep), "OK\n")
+	want(t, "etcdctl lease revoke", etcdctl(t, "", ep, "lease", "revoke", long), "lease "+long+" revoked\n")
+	r = etcdctl(t, "", ep, "put", "wl/owned", "again", "--lease="+long)
+	if r.code == 0 || !strings.Contains(r.stderr, "requested lease not found") {
+		t.Errorf("put with a revoked lease: exit %d, stderr %q, want lease not found", r.code, r.stderr)
+	}
+
+	// The short lease expires: its key goes, and the watcher sees it go.
+	poll(t, 20*time.Second, "expired lease's key deleted", func() (bool, string) {
+		return etcdctl(t, "", ep, "get", "wl/session").stdout == "", "wl/session still there"
+	})
+	want(t, "etcdctl lease timetolive after expiry", etcdctl(t, "", ep, "lease", "timetolive", short),
+		"lease "+short+" already expired\n")
+	poll(t, 10*time.Second, "watcher saw the deletions", func() (bool, string) {
+		s := out.String()
+		return strings.Contains(s, "DELETE\nwl/owned\n") && strings.Contains(s, "DELETE\nwl/session\n"), s
+	})
+	s := out.String()
+	if i, j := strings.Index(s, "PUT\nwl/session\nup\n"), strings.Index(s, "DELETE\nwl/session\n"); i < 0 || j < i {
+		t.Errorf("watch output has the put and delete of wl/session out of order:\n%s", s)
+	}
+
+	// synod watch replays history from a revision.
+	rev := etcdctlRevision(t, ep, "put", "wl/replay", "1")
+	want(t, "synod watch --rev", synod(t, "", "watch", "wl/replay", "--rev", strconv.FormatInt(rev, 10), "--max-events", "1", ep),
+		"PUT\nwl/replay\n1\n")
 }

@@ -1,0 +1,378 @@
+package etcdapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/watch"
+)
+
+// Watch implements etcdserverpb.WatchServer on the node's watch hub.
+type Watch struct {
+	pb.UnimplementedWatchServer
+	b      Backend
+	limits Limits
+}
+
+// NewWatch returns the Watch service.
+func NewWatch(b Backend, l Limits) *Watch { return &Watch{b: b, limits: l} }
+
+// errDuplicateWatchID is etcd's reason for refusing a client-chosen ID.
+const errDuplicateWatchID = "mvcc: duplicate watch ID provided on the WatchStream"
+
+// requiresLeader reports whether the client asked, as clientv3's
+// WithRequireLeader does, that the stream fail when the node has no leader.
+func requiresLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	vs := md.Get(rpctypes.MetadataRequireLeaderKey)
+	return len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader
+}
+
+// Watch implements WatchServer: one goroutine reads requests, this one sends
+// responses, in the order the stream's queue holds them.
+func (s *Watch) Watch(stream pb.Watch_WatchServer) error {
+	ctx := stream.Context()
+	needLeader := requiresLeader(ctx)
+	if needLeader && !s.b.HasLeader() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1)}
+	ws.mu.watchers = map[int64]*watch.Watcher{}
+	ws.qmu.dirty = map[*watch.Watcher]bool{}
+	defer ws.cancelAll()
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- ws.recvLoop() }() // ends when the stream ends
+	return ws.sendLoop(ctx, recvDone, needLeader)
+}
+
+// watchStream is the state of one Watch stream.
+type watchStream struct {
+	s      *Watch
+	hub    *watch.Hub
+	stream pb.Watch_WatchServer
+	wake   chan struct{}
+
+	// Lock order: mu, then the hub's lock, then qmu. The hub calls Notify
+	// with its lock held, so Notify takes only qmu.
+	mu struct {
+		sync.Mutex
+		watchers map[int64]*watch.Watcher
+		nextID   int64
+	}
+	qmu struct {
+		sync.Mutex
+		queue    []streamItem
+		dirty    map[*watch.Watcher]bool
+		progress bool // a progress request awaits an answer
+	}
+}
+
+// streamItem is either a ready response or a watcher with something to send.
+type streamItem struct {
+	resp *pb.WatchResponse
+	w    *watch.Watcher
+}
+
+func (ws *watchStream) signal() {
+	select {
+	case ws.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Notify implements watch.Sink.
+func (ws *watchStream) Notify(w *watch.Watcher) {
+	ws.qmu.Lock()
+	if !ws.qmu.dirty[w] {
+		ws.qmu.dirty[w] = true
+		ws.qmu.queue = append(ws.qmu.queue, streamItem{w: w})
+	}
+	ws.qmu.Unlock()
+	ws.signal()
+}
+
+func (ws *watchStream) enqueue(resp *pb.WatchResponse) {
+	ws.qmu.Lock()
+	ws.qmu.queue = append(ws.qmu.queue, streamItem{resp: resp})
+	ws.qmu.Unlock()
+	ws.signal()
+}
+
+func (ws *watchStream) header(rev int64) *pb.ResponseHeader {
+	h := ws.s.b.Header()
+	h.Revision = rev
+	return h
+}
+
+func (ws *watchStream) recvLoop() error {
+	for {
+		req, err := ws.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil // the client closed its side; keep sending
+		}
+		if err != nil {
+			return err
+		}
+		switch r := req.RequestUnion.(type) {
+		case *pb.WatchRequest_CreateRequest:
+			ws.create(r.CreateRequest)
+		case *pb.WatchRequest_CancelRequest:
+			ws.cancel(r.CancelRequest.WatchId)
+		case *pb.WatchRequest_ProgressRequest:
+			ws.qmu.Lock()
+			ws.qmu.progress = true
+			ws.qmu.Unlock()
+			ws.signal()
+		}
+	}
+}
+
+func (ws *watchStream) create(req *pb.WatchCreateRequest) {
+	opts := watch.Options{
+		Key:            req.Key,
+		RangeEnd:       req.RangeEnd,
+		StartRevision:  req.StartRevision,
+		PrevKV:         req.PrevKv,
+		ProgressNotify: req.ProgressNotify,
+		Fragment:       req.Fragment,
+	}
+	for _, f := range req.Filters {
+		switch f {
+		case pb.WatchCreateRequest_NOPUT:
+			opts.NoPut = true
+		case pb.WatchCreateRequest_NODELETE:
+			opts.NoDelete = true
+		}
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	id := req.WatchId
+	if id == 0 {
+		// etcd's auto watch ID: the lowest unused ID counting from 0.
+		for ws.mu.watchers[ws.mu.nextID] != nil {
+			ws.mu.nextID++
+		}
+		id = ws.mu.nextID
+		ws.mu.nextID++
+	} else if ws.mu.watchers[id] != nil {
+		ws.enqueue(&pb.WatchResponse{
+			Header: ws.header(ws.hub.Revision()), WatchId: -1,
+			Created: true, Canceled: true, CancelReason: errDuplicateWatchID,
+		})
+		return
+	}
+	opts.ID = id
+	// The created response is queued before the watcher exists, so it
+	// precedes every event of the watcher.
+	ws.enqueue(&pb.WatchResponse{Header: ws.header(ws.hub.Revision()), WatchId: id, Created: true})
+	ws.mu.watchers[id] = ws.hub.Watch(opts, ws)
+}
+
+func (ws *watchStream) cancel(id int64) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w, ok := ws.mu.watchers[id]
+	if !ok {
+		return
+	}
+	ws.hub.Cancel(w)
+	delete(ws.mu.watchers, id)
+	ws.enqueue(&pb.WatchResponse{Header: ws.header(ws.hub.Revision()), WatchId: id, Canceled: true})
+}
+
+func (ws *watchStream) cancelAll() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for id, w := range ws.mu.watchers {
+		ws.hub.Cancel(w)
+		delete(ws.mu.watchers, id)
+	}
+}
+
+func (ws *watchStream) sendLoop(ctx context.Context, recvDone <-chan error, needLeader bool) error {
+	var leaderCheck <-chan time.Time
+	if needLeader {
+		t := time.NewTicker(ws.s.b.ElectionTimeout())
+		defer t.Stop()
+		leaderCheck = t.C
+	}
+	leaderless := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvDone:
+			if err != nil {
+				return err
+			}
+			recvDone = nil // the client closed its side: go on sending
+			continue
+		case <-leaderCheck:
+			if ws.s.b.HasLeader() {
+				leaderless = 0
+			} else if leaderless++; leaderless >= 2 {
+				return rpctypes.ErrGRPCNoLeader
+			}
+			continue
+		case <-ws.wake:
+		}
+		if err := ws.flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// flush sends everything queued, in order.
+func (ws *watchStream) flush() error {
+	ws.qmu.Lock()
+	items := ws.qmu.queue
+	ws.qmu.queue = nil
+	for _, it := range items {
+		if it.w != nil {
+			delete(ws.qmu.dirty, it.w)
+		}
+	}
+	ws.qmu.Unlock()
+	for _, it := range items {
+		if it.resp != nil {
+			if err := ws.stream.Send(it.resp); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := ws.sendWatcher(it.w); err != nil {
+			return err
+		}
+	}
+	return ws.answerProgress()
+}
+
+func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
+	resp, ok := ws.hub.Take(w)
+	if !ok {
+		return nil
+	}
+	id := w.ID()
+	if resp.CompactRevision > 0 {
+		ws.mu.Lock()
+		if ws.mu.watchers[id] == w {
+			ws.hub.Cancel(w)
+			delete(ws.mu.watchers, id)
+		}
+		ws.mu.Unlock()
+		return ws.stream.Send(&pb.WatchResponse{
+			Header: ws.header(resp.Revision), WatchId: id,
+			CompactRevision: resp.CompactRevision, Canceled: true,
+		})
+	}
+	limit := ws.s.limits.MaxRequestBytes
+	if limit <= 0 {
+		limit = defaultResponseBytes
+	}
+	fragment := w.Options().Fragment
+	evs := resp.Events
+	for {
+		// Cut at revision boundaries: a client that resumes after the last
+		// event it got must not lose the rest of a revision.
+		n := revisionChunk(evs, limit)
+		wr := &pb.WatchResponse{WatchId: id, Events: evs[:n]}
+		if n < len(evs) {
+			wr.Header = ws.header(evs[n-1].Kv.ModRevision)
+		} else {
+			wr.Header = ws.header(resp.Revision)
+		}
+		var err error
+		if fragment && proto.Size(wr) > limit {
+			err = ws.sendFragments(wr, limit)
+		} else {
+			err = ws.stream.Send(wr)
+		}
+		if err != nil || n == len(evs) {
+			return err
+		}
+		evs = evs[n:]
+	}
+}
+
+// defaultResponseBytes bounds a watch response when no request limit is set.
+const defaultResponseBytes = 1536 * 1024
+
+// revisionChunk returns how many of evs to send in one response: whole
+// revisions, about limit bytes, at least one revision.
+func revisionChunk(evs []*mvccpb.Event, limit int) int {
+	size, n := 0, 0
+	for n < len(evs) {
+		rev := evs[n].Kv.ModRevision
+		end, revSize := n, 0
+		for end < len(evs) && evs[end].Kv.ModRevision == rev {
+			revSize += proto.Size(evs[end])
+			end++
+		}
+		if n > 0 && size+revSize > limit {
+			break
+		}
+		size += revSize
+		n = end
+	}
+	return n
+}
+
+// sendFragments splits a large response into fragments of at most limit
+// bytes (but at least one event each); all but the last are marked Fragment.
+func (ws *watchStream) sendFragments(wr *pb.WatchResponse, limit int) error {
+	evs := wr.Events
+	for len(evs) > 0 {
+		n, size := 0, 0
+		for n < len(evs) {
+			sz := proto.Size(evs[n])
+			if n > 0 && size+sz > limit {
+				break
+			}
+			size += sz
+			n++
+		}
+		frag := &pb.WatchResponse{Header: wr.Header, WatchId: wr.WatchId, Events: evs[:n], Fragment: n < len(evs)}
+		if err := ws.stream.Send(frag); err != nil {
+			return err
+		}
+		evs = evs[n:]
+	}
+	return nil
+}
+
+// answerProgress answers a pending progress request once every watcher of
+// the stream is synced, as etcd does: the revision then holds for all.
+func (ws *watchStream) answerProgress() error {
+	ws.qmu.Lock()
+	asked := ws.qmu.progress
+	ws.qmu.Unlock()
+	if !asked {
+		return nil
+	}
+	ws.mu.Lock()
+	all := make([]*watch.Watcher, 0, len(ws.mu.watchers))
+	for _, w := range ws.mu.watchers {
+		all = append(all, w)
+	}
+	ws.mu.Unlock()
+	rev, ok := ws.hub.Synced(all)
+	if !ok {
+		return nil // asked again when a watcher syncs (it notifies us)
+	}
+	ws.qmu.Lock()
+	ws.qmu.progress = false
+	ws.qmu.Unlock()
+	return ws.stream.Send(&pb.WatchResponse{Header: ws.header(rev), WatchId: -1})
+}

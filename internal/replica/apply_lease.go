@@ -1,0 +1,81 @@
+package replica
+
+import (
+	"github.com/cockroachdb/pebble/v2"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
+)
+
+// applyLeaseGrant records a new lease. Its ID and TTL were chosen by the
+// proposer, so every replica records the same lease.
+func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *LeaseChange, error) {
+	t := lease.Table{RW: b}
+	exists, err := t.Exists(req.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if exists {
+		return nil, nil, rpctypes.ErrGRPCLeaseExist
+	}
+	if err := t.Put(lease.Record{ID: req.ID, TTL: req.TTL}); err != nil {
+		return nil, nil, err
+	}
+	resp := &etcdpb.LeaseGrantResponse{Header: &etcdpb.ResponseHeader{Revision: m.Revision}, ID: req.ID, TTL: req.TTL}
+	return resp, &LeaseChange{Kind: LeaseGranted, ID: req.ID, TTL: req.TTL}, nil
+}
+
+// applyLeaseRevoke deletes a lease and every key attached to it, all in one
+// revision, so that watchers see the deletions together.
+func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *LeaseChange, error) {
+	t := lease.Table{RW: a.Batch}
+	exists, err := t.Exists(req.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !exists {
+		return nil, nil, rpctypes.ErrGRPCLeaseNotFound
+	}
+	attached, err := lease.AttachedKeys(a.Batch, req.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(attached) > 0 {
+		txn := &etcdpb.TxnRequest{}
+		for _, k := range attached {
+			txn.Success = append(txn.Success, &etcdpb.RequestOp{Request: &etcdpb.RequestOp_RequestDeleteRange{
+				RequestDeleteRange: &etcdpb.DeleteRangeRequest{Key: k},
+			}})
+		}
+		if _, err := a.Txn(txn); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := t.Delete(req.ID); err != nil {
+		return nil, nil, err
+	}
+	resp := &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: a.Meta.Revision}}
+	return resp, &LeaseChange{Kind: LeaseRevoked, ID: req.ID}, nil
+}
+
+// applyLeaseCheckpoints records the remaining TTLs the leader checkpointed.
+// Leases that no longer exist are skipped.
+func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, out *ApplyOutput) error {
+	for _, cp := range req.Checkpoints {
+		rec, ok, err := lease.Get(b, cp.ID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		rec.RemainingMs = cp.Remaining_TTL
+		if err := (lease.Table{RW: b}).Put(rec); err != nil {
+			return err
+		}
+		out.Leases = append(out.Leases, LeaseChange{Kind: LeaseCheckpointed, ID: cp.ID, RemainingMs: cp.Remaining_TTL})
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+package replica
+
+import (
+	"slices"
+	"testing"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/synod-io/synod/internal/cluster"
+)
+
+func TestAddLearnerCatchesUpBySnapshotThenPromote(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	for i := 0; i < 20; i++ {
+		nw.put(1, key(i), "v")
+	}
+	nw.stabilize()
+	nw.addUninitialized(4)
+	if pub := nw.replicas[4].Published(); pub.Initialized {
+		t.Fatalf("a joining replica reports itself initialized")
+	}
+	p := nw.confChange(1, pb.ConfChangeAddLearnerNode, 4)
+	nw.stabilize()
+	nw.tick(3)
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("add learner: %v", res.Err)
+	}
+	installed := false
+	for _, out := range nw.applied[4] {
+		installed = installed || out.SnapshotInstalled
+	}
+	if !installed {
+		t.Fatalf("the new learner did not get a snapshot")
+	}
+	pub := nw.replicas[4].Published()
+	if !pub.Initialized || !slices.Contains(pub.Learners, 4) || len(pub.Voters) != 3 {
+		t.Fatalf("learner's view after joining: %+v", pub)
+	}
+	for i := 0; i < 20; i++ {
+		nw.mustGet(4, key(i), "v")
+	}
+	m, ok, err := cluster.GetMember(nw.dbs[2], 4)
+	if err != nil || !ok || !m.IsLearner || m.Name != "r4" {
+		t.Fatalf("member record of the learner on replica 2: got %+v, %v, %v", m, ok, err)
+	}
+
+	p = nw.confChange(1, pb.ConfChangeAddNode, 4)
+	nw.stabilize()
+	nw.tick(2)
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("promote: %v", res.Err)
+	}
+	for _, id := range nw.ids {
+		pub := nw.replicas[id].Published()
+		if len(pub.Voters) != 4 || len(pub.Learners) != 0 {
+			t.Fatalf("replica %d after promotion: voters %v learners %v", id, pub.Voters, pub.Learners)
+		}
+	}
+	if m, _, _ := cluster.GetMember(nw.dbs[3], 4); m.IsLearner {
+		t.Fatalf("promoted member still recorded as a learner")
+	}
+	// With 4 voters, losing one still leaves a quorum that includes the
+	// newcomer.
+	nw.isolate(2, true)
+	p = nw.put(4, "after-promotion", "x")
+	nw.stabilize()
+	nw.tick(2)
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("write with a voter isolated: %v", res.Err)
+	}
+}
+
+func TestRemoveMember(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	p := nw.confChange(1, pb.ConfChangeRemoveNode, 3)
+	nw.stabilize()
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("remove: %v", res.Err)
+	}
+	for _, id := range []uint64{1, 2} {
+		pub := nw.replicas[id].Published()
+		if slices.Contains(pub.Voters, 3) {
+			t.Fatalf("replica %d still counts 3 as a voter: %v", id, pub.Voters)
+		}
+		if _, ok, _ := cluster.GetMember(nw.dbs[id], 3); ok {
+			t.Fatalf("replica %d still has the member record of 3", id)
+		}
+		if removed, _ := cluster.IsRemoved(nw.dbs[id], 3); !removed {
+			t.Fatalf("replica %d does not mark 3 as removed", id)
+		}
+	}
+	// Two voters left: both are needed.
+	nw.isolate(3, true)
+	p = nw.put(2, "two-voters", "x")
+	nw.stabilize()
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("write with two voters: %v", res.Err)
+	}
+}

@@ -1,0 +1,417 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc"
+
+	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// MaxLeaseTTL is the longest TTL a lease may be granted, as in etcd.
+const MaxLeaseTTL = 9_000_000_000
+
+const (
+	// leaseLoopInterval is how often the leader looks for expired leases.
+	leaseLoopInterval = 100 * time.Millisecond
+	// leaseRevokeRate bounds revocations per second, so that a mass expiry
+	// does not flood Raft (etcd uses the same figure).
+	leaseRevokeRate = 1000
+	// leaseRevokeWorkers propose revocations concurrently.
+	leaseRevokeWorkers = 4
+)
+
+// minLeaseTTL is the shortest TTL granted, as in etcd: one and a half
+// election timeouts, rounded up to a second, so that a lease can survive a
+// leader election.
+func (s *Server) minLeaseTTL() int64 {
+	d := s.ElectionTimeout() * 3 / 2
+	return int64(math.Ceil(d.Seconds()))
+}
+
+// ElectionTimeout implements etcdapi.Backend.
+func (s *Server) ElectionTimeout() time.Duration {
+	return time.Duration(s.cfg.ElectionTicks) * s.cfg.TickInterval
+}
+
+// isLeader reports whether this node leads the first range.
+func (s *Server) isLeader() bool {
+	pub := s.Published()
+	return pub.State == raft.StateLeader && pub.Lead == s.id.MemberID
+}
+
+// HasLeader implements etcdapi.Backend.
+func (s *Server) HasLeader() bool { return s.Published().Lead != raft.None }
+
+// LeaseGrant grants a lease through Raft. A server-chosen ID is random; the
+// rare collision is retried with another.
+func (s *Server) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if req.TTL > MaxLeaseTTL {
+		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
+	}
+	ttl := max(req.TTL, s.minLeaseTTL())
+	for attempt := 0; ; attempt++ {
+		id := req.ID
+		if id == 0 {
+			id = randomLeaseID()
+		}
+		out, err := s.Propose(ctx, raftcmd.KindLeaseGrant, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
+		if req.ID == 0 && errors.Is(err, rpctypes.ErrGRPCLeaseExist) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp, ok := out.(*pb.LeaseGrantResponse)
+		if !ok {
+			return nil, fmt.Errorf("lease grant returned %T", out)
+		}
+		return resp, nil
+	}
+}
+
+func randomLeaseID() int64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(fmt.Sprintf("read random lease id: %v", err)) // crypto/rand never fails on Linux
+		}
+		if id := int64(binary.BigEndian.Uint64(b[:]) >> 1); id != 0 {
+			return id
+		}
+	}
+}
+
+// LeaseRevoke revokes a lease through Raft, deleting its keys.
+func (s *Server) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	out, err := s.Propose(ctx, raftcmd.KindLeaseRevoke, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := out.(*pb.LeaseRevokeResponse)
+	if !ok {
+		return nil, fmt.Errorf("lease revoke returned %T", out)
+	}
+	return resp, nil
+}
+
+// LeaseRenew renews a lease and returns its TTL, 0 if it does not exist. The
+// leader's lessor answers; other nodes forward to it.
+func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
+	if s.isLeader() {
+		return s.renewLocal(ctx, id)
+	}
+	conn, err := s.leaderConn()
+	if err != nil {
+		return 0, err
+	}
+	resp := &pb.LeaseKeepAliveResponse{}
+	if err := conn.Invoke(ctx, leaseKeepAliveMethod, &pb.LeaseKeepAliveRequest{ID: id}, resp); err != nil {
+		return 0, err
+	}
+	return resp.TTL, nil
+}
+
+func (s *Server) renewLocal(ctx context.Context, id int64) (int64, error) {
+	term, err := s.ensurePrimary()
+	if err != nil {
+		return 0, err
+	}
+	need, err := s.lessor.NeedsReset(id)
+	if errors.Is(err, lease.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, notLeader(err)
+	}
+	if need {
+		// The lease was checkpointed while its client was away: reset the
+		// checkpoint first, or a failover would cut the renewed lease short.
+		cp := &pb.LeaseCheckpointRequest{Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}}
+		if _, err := s.proposeFenced(ctx, raftcmd.KindLeaseCheckpoint, cp, term); err != nil {
+			return 0, err
+		}
+	}
+	ttl, err := s.lessor.Renew(time.Now(), id)
+	if errors.Is(err, lease.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, notLeader(err)
+	}
+	// Acknowledge only once a quorum confirms this node still leads in the
+	// term its lessor serves: a leader frozen and deposed meanwhile must not
+	// tell a client its lease was renewed (nobody else knows it was).
+	if err := s.linearize(ctx); err != nil {
+		return 0, err
+	}
+	if s.lessor.Term() != term || s.Published().Term != term || !s.isLeader() {
+		return 0, rpctypes.ErrGRPCNotLeader
+	}
+	return ttl, nil
+}
+
+func notLeader(err error) error {
+	if errors.Is(err, lease.ErrNotPrimary) {
+		return rpctypes.ErrGRPCNotLeader
+	}
+	return err
+}
+
+// LeaseTimeToLive reports a lease's remaining TTL (-1 if it does not exist)
+// and, on request, its keys. The leader answers; other nodes forward.
+func (s *Server) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if !s.isLeader() {
+		conn, err := s.leaderConn()
+		if err != nil {
+			return nil, err
+		}
+		resp := &pb.LeaseTimeToLiveResponse{}
+		if err := conn.Invoke(ctx, leaseTimeToLiveMethod, req, resp); err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
+	if _, err := s.ensurePrimary(); err != nil {
+		return nil, err
+	}
+	// Keys attached by writes acknowledged before this call must show.
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	rem, ttl, err := s.lessor.Remaining(time.Now(), req.ID)
+	if errors.Is(err, lease.ErrNotFound) {
+		return &pb.LeaseTimeToLiveResponse{Header: s.Header(), ID: req.ID, TTL: -1}, nil
+	}
+	if err != nil {
+		return nil, notLeader(err)
+	}
+	resp := &pb.LeaseTimeToLiveResponse{Header: s.Header(), ID: req.ID, TTL: int64(rem / time.Second), GrantedTTL: ttl}
+	if req.Keys {
+		if resp.Keys, err = lease.AttachedKeys(s.db, req.ID); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+// LeaseLeases lists the leases.
+func (s *Server) LeaseLeases(ctx context.Context) (*pb.LeaseLeasesResponse, error) {
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	recs, err := lease.List(s.db)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.LeaseLeasesResponse{Header: s.Header()}
+	for _, r := range recs {
+		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: r.ID})
+	}
+	return resp, nil
+}
+
+// leaderConn returns the peer connection to the current leader.
+func (s *Server) leaderConn() (*grpc.ClientConn, error) {
+	lead := s.Published().Lead
+	if lead == raft.None {
+		return nil, replica.ErrNoLeader
+	}
+	if lead == s.id.MemberID {
+		return nil, rpctypes.ErrGRPCNotLeader // lost leadership while deciding
+	}
+	return s.transport.Conn(lead)
+}
+
+// ensurePrimary makes the lessor primary if this node leads and it is not
+// yet, or was promoted in an earlier term (a leadership lost and regained
+// leaves stale expiry times behind). It returns the lessor's term.
+// Promotion comes before reading the lease table, so that a grant applied in
+// between reaches the lessor through the apply hook.
+func (s *Server) ensurePrimary() (uint64, error) {
+	s.promoteMu.Lock()
+	defer s.promoteMu.Unlock()
+	pub := s.Published()
+	if pub.State != raft.StateLeader || pub.Lead != s.id.MemberID {
+		return 0, rpctypes.ErrGRPCNotLeader
+	}
+	if s.lessor.Term() == pub.Term {
+		return pub.Term, nil
+	}
+	s.lessor.Promote(pub.Term)
+	recs, err := lease.List(s.db)
+	if err != nil {
+		s.lessor.Demote()
+		return 0, fmt.Errorf("load leases: %w", err)
+	}
+	s.lessor.Merge(time.Now(), recs)
+	s.logger.Info("lessor promoted", "term", pub.Term, "leases", len(recs))
+	return pub.Term, nil
+}
+
+// onLeaseChanges feeds applied lease changes to the lessor (which ignores
+// them unless primary).
+func (s *Server) onLeaseChanges(changes []replica.LeaseChange) {
+	now := time.Now()
+	for _, c := range changes {
+		switch c.Kind {
+		case replica.LeaseGranted:
+			s.lessor.Granted(now, c.ID, c.TTL)
+		case replica.LeaseRevoked:
+			s.lessor.Revoked(c.ID)
+		case replica.LeaseCheckpointed:
+			s.lessor.Checkpointed(c.ID, c.RemainingMs)
+		}
+	}
+}
+
+// leaseLoop runs on every node; while the node leads, it revokes expired
+// leases and checkpoints the remaining TTL of leases nobody renews.
+func (s *Server) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(leaseLoopInterval)
+	defer t.Stop()
+	perTick := max(1, leaseRevokeRate*int(leaseLoopInterval)/int(time.Second))
+	var lastCheckpoint time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.isLeader() {
+			if s.lessor.Primary() {
+				s.lessor.Demote()
+				s.logger.Info("lessor demoted")
+			}
+			continue
+		}
+		term, err := s.ensurePrimary()
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		for _, id := range s.lessor.Expired(now, perTick) {
+			select {
+			case s.revokeQ <- expiry{id: id, term: term}:
+			default:
+				s.lessor.RevokeFailed(id) // workers busy: next round
+			}
+		}
+		if now.Sub(lastCheckpoint) >= s.cfg.LeaseCheckpointInterval {
+			lastCheckpoint = now
+			if cps := s.lessor.Checkpoints(now); len(cps) > 0 {
+				s.proposeCheckpoints(ctx, cps, term)
+			}
+		}
+	}
+}
+
+// proposeCheckpoints records remaining TTLs, fenced to the lessor's term.
+func (s *Server) proposeCheckpoints(ctx context.Context, cps []lease.Checkpoint, term uint64) {
+	req := &pb.LeaseCheckpointRequest{}
+	for _, cp := range cps {
+		req.Checkpoints = append(req.Checkpoints, &pb.LeaseCheckpoint{ID: cp.ID, Remaining_TTL: cp.RemainingMs})
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.ElectionTimeout())
+	defer cancel()
+	_, err := s.proposeFenced(ctx, raftcmd.KindLeaseCheckpoint, req, term)
+	if err != nil && ctx.Err() == nil {
+		s.logger.Warn("lease checkpoint failed", "leases", len(cps), "err", err)
+		return
+	}
+	s.logger.Debug("lease checkpoints recorded", "leases", len(cps), "err", err)
+}
+
+// expiry is a lease the lessor found expired, in the term it serves.
+type expiry struct {
+	id   int64
+	term uint64
+}
+
+// revokeWorker proposes the revocation of expired leases. Each revocation is
+// fenced to the term in which the lessor judged the lease expired: if this
+// node was deposed meanwhile (frozen, partitioned), the revocation cannot
+// take effect, since the real leader may have renewed the lease all along.
+func (s *Server) revokeWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-s.revokeQ:
+			_, err := s.proposeFenced(ctx, raftcmd.KindLeaseRevoke, &pb.LeaseRevokeRequest{ID: e.id}, e.term)
+			switch {
+			case err == nil:
+				s.logger.Debug("lease expired", "lease", fmt.Sprintf("%x", e.id))
+			case errors.Is(err, rpctypes.ErrGRPCLeaseNotFound):
+				s.lessor.Revoked(e.id)
+			case errors.Is(err, replica.ErrStaleLeader):
+				s.logger.Info("expiry decided by a former leadership not applied", "lease", fmt.Sprintf("%x", e.id), "term", e.term)
+			case ctx.Err() == nil:
+				s.lessor.RevokeFailed(e.id)
+				s.logger.Warn("revoke of expired lease failed", "lease", fmt.Sprintf("%x", e.id), "err", err)
+			}
+		}
+	}
+}
+
+// Lease forwarding: the peer service through which other nodes reach the
+// leader's lessor.
+
+const (
+	leaseServiceName      = "synod.lease.v1.Leader"
+	leaseKeepAliveMethod  = "/" + leaseServiceName + "/KeepAlive"
+	leaseTimeToLiveMethod = "/" + leaseServiceName + "/TimeToLive"
+)
+
+type leaseForwarding interface{}
+
+func (s *Server) registerLeaseForwarding(srv *grpc.Server) {
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: leaseServiceName,
+		HandlerType: (*leaseForwarding)(nil),
+		Methods: []grpc.MethodDesc{
+			{MethodName: "KeepAlive", Handler: forwardedKeepAlive},
+			{MethodName: "TimeToLive", Handler: forwardedTimeToLive},
+		},
+		Metadata: "synod/lease.proto",
+	}, s)
+}
+
+func forwardedKeepAlive(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	s := srv.(*Server)
+	req := &pb.LeaseKeepAliveRequest{}
+	if err := dec(req); err != nil {
+		return nil, err
+	}
+	if !s.isLeader() {
+		return nil, rpctypes.ErrGRPCNotLeader // never forward twice
+	}
+	ttl, err := s.renewLocal(ctx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaseKeepAliveResponse{ID: req.ID, TTL: ttl}, nil
+}
+
+func forwardedTimeToLive(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	s := srv.(*Server)
+	req := &pb.LeaseTimeToLiveRequest{}
+	if err := dec(req); err != nil {
+		return nil, err
+	}
+	if !s.isLeader() {
+		return nil, rpctypes.ErrGRPCNotLeader
+	}
+	return s.LeaseTimeToLive(ctx, req)
+}

@@ -1,0 +1,333 @@
+package watch
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/synod-io/synod/internal/kv"
+)
+
+// store is a single-node KV state machine whose applied batches are
+// published to the hub only when the test says so.
+type store struct {
+	t       *testing.T
+	db      *pebble.DB
+	meta    kv.Meta
+	pending []kv.Event // applied but not yet published
+}
+
+func newStore(t *testing.T) *store {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &store{t: t, db: db, meta: kv.Meta{Revision: 1}}
+}
+
+func (s *store) apply(fn func(a *kv.Applier) error) {
+	s.t.Helper()
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	a := kv.Applier{Batch: b, Meta: &s.meta}
+	if err := fn(&a); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		s.t.Fatal(err)
+	}
+	s.pending = append(s.pending, a.Events...)
+}
+
+func (s *store) put(k, v string) {
+	s.apply(func(a *kv.Applier) error {
+		_, err := a.Put(&etcdpb.PutRequest{Key: []byte(k), Value: []byte(v)})
+		return err
+	})
+}
+
+func (s *store) del(k string) {
+	s.apply(func(a *kv.Applier) error {
+		_, err := a.DeleteRange(&etcdpb.DeleteRangeRequest{Key: []byte(k)})
+		return err
+	})
+}
+
+func (s *store) publish(h *Hub) {
+	h.Publish(s.pending, s.meta)
+	s.pending = nil
+}
+
+// view reads the committed state; like the node's, its counters come from
+// the same moment as its data.
+func (s *store) view() (pebble.Reader, kv.Meta, func(), error) {
+	return s.db, s.meta, func() {}, nil
+}
+
+// sink records notifications.
+type sink struct {
+	mu       sync.Mutex
+	notified map[*Watcher]int
+}
+
+func (k *sink) Notify(w *Watcher) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.notified == nil {
+		k.notified = map[*Watcher]int{}
+	}
+	k.notified[w]++
+}
+
+// drain takes everything a watcher has, as its stream would.
+func drain(h *Hub, w *Watcher) (evs []*mvccpb.Event, compacted int64) {
+	for {
+		r, ok := h.Take(w)
+		if !ok {
+			return evs, compacted
+		}
+		evs = append(evs, r.Events...)
+		if r.CompactRevision > 0 {
+			compacted = r.CompactRevision
+		}
+	}
+}
+
+// catchUp runs the hub's catch-up rounds until nothing moves.
+func catchUp(h *Hub) {
+	for i := 0; i < 1000 && h.catchUpRound(); i++ {
+	}
+}
+
+func revs(evs []*mvccpb.Event) []int64 {
+	out := make([]int64, len(evs))
+	for i, e := range evs {
+		out[i] = e.Kv.ModRevision
+	}
+	return out
+}
+
+func checkContiguous(t *testing.T, evs []*mvccpb.Event, from, to int64) {
+	t.Helper()
+	if int64(len(evs)) != to-from+1 {
+		t.Fatalf("events: got revisions %v, want %d..%d", revs(evs), from, to)
+	}
+	for i, e := range evs {
+		if e.Kv.ModRevision != from+int64(i) {
+			t.Fatalf("event %d: got revision %d, want %d (all: %v)", i, e.Kv.ModRevision, from+int64(i), revs(evs))
+		}
+	}
+}
+
+func TestLiveEventsFiltersAndPrevKV(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	k := &sink{}
+	all := h.Watch(Options{Key: []byte("a"), RangeEnd: []byte("b")}, k)
+	one := h.Watch(Options{Key: []byte("a1")}, k)
+	noput := h.Watch(Options{Key: []byte("a"), RangeEnd: []byte("b"), NoPut: true, PrevKV: true}, k)
+	s.put("a1", "x")
+	s.put("a2", "y")
+	s.put("b", "outside")
+	s.del("a1")
+	s.publish(h)
+	if got := revs(mustDrain(t, h, all)); fmt.Sprint(got) != "[2 3 5]" {
+		t.Fatalf("range watcher: got %v, want [2 3 5]", got)
+	}
+	if got := revs(mustDrain(t, h, one)); fmt.Sprint(got) != "[2 5]" {
+		t.Fatalf("single-key watcher: got %v, want [2 5]", got)
+	}
+	evs := mustDrain(t, h, noput)
+	if len(evs) != 1 || evs[0].Type != mvccpb.DELETE || string(evs[0].PrevKv.GetValue()) != "x" {
+		t.Fatalf("delete-only watcher with prev_kv: got %+v", evs)
+	}
+	if k.notified[all] == 0 {
+		t.Fatalf("watcher with events was not notified")
+	}
+}
+
+func mustDrain(t *testing.T, h *Hub, w *Watcher) []*mvccpb.Event {
+	t.Helper()
+	evs, compacted := drain(h, w)
+	if compacted != 0 {
+		t.Fatalf("unexpected compaction at %d", compacted)
+	}
+	return evs
+}
+
+// TestFullBufferFallsBackToHistory overflows a watcher's buffer, then lets
+// it drain and catch up, and checks nothing is lost or repeated.
+func TestFullBufferFallsBackToHistory(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view, MaxPendingEvents: 5, RingBytes: 1}, s.meta)
+	w := h.Watch(Options{Key: []byte("k")}, &sink{})
+	var got []*mvccpb.Event
+	for i := 0; i < 100; i++ {
+		s.put("k", fmt.Sprint(i))
+		s.publish(h)
+		if i%17 == 0 { // the stream drains now and then
+			got = append(got, mustDrain(t, h, w)...)
+			catchUp(h)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		got = append(got, mustDrain(t, h, w)...)
+		catchUp(h)
+	}
+	checkContiguous(t, got, 2, 101)
+	if st := h.Stats(); st.LeftBehind == 0 || st.Unsynced != 0 {
+		t.Fatalf("stats after overflow and catch-up: got %+v, want LeftBehind > 0 and nobody unsynced", st)
+	}
+	h.mu.Lock()
+	synced := w.synced
+	h.mu.Unlock()
+	if !synced {
+		t.Fatalf("watcher not synced after catching up")
+	}
+	s.put("k", "live")
+	s.publish(h)
+	if evs := mustDrain(t, h, w); len(evs) != 1 || evs[0].Kv.ModRevision != 102 {
+		t.Fatalf("live event after catch-up: got %v", revs(evs))
+	}
+}
+
+// TestCatchUpFromNewerView starts a watcher in the past while the store has
+// applied batches the hub has not yet been given (the apply committed, its
+// publish is late): the catch-up reads them from history, and their late
+// publish must not deliver them twice.
+func TestCatchUpFromNewerView(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	for i := 0; i < 5; i++ {
+		s.put("k", fmt.Sprint(i))
+	}
+	s.publish(h) // revisions 2..6 published
+	w := h.Watch(Options{Key: []byte("k"), StartRevision: 3}, &sink{})
+	s.put("k", "late1") // 7, committed but not published
+	s.put("k", "late2") // 8
+	catchUp(h)          // reads 3..8 from a view at 8
+	s.publish(h)        // the late publish of 7 and 8
+	s.put("k", "live")  // 9
+	s.publish(h)
+	checkContiguous(t, mustDrain(t, h, w), 3, 9)
+}
+
+// TestRingClosesTheGap makes the history view lag the published revision
+// and checks the ring supplies the missing events.
+func TestRingClosesTheGap(t *testing.T) {
+	s := newStore(t)
+	var frozen *pebble.Snapshot
+	var frozenMeta kv.Meta
+	view := func() (pebble.Reader, kv.Meta, func(), error) {
+		if frozen != nil {
+			return frozen, frozenMeta, func() {}, nil
+		}
+		return s.view()
+	}
+	h := NewHub(Config{View: view}, s.meta)
+	for i := 0; i < 3; i++ {
+		s.put("k", fmt.Sprint(i))
+	}
+	s.publish(h) // 2..4
+	frozen, frozenMeta = s.db.NewSnapshot(), s.meta
+	defer frozen.Close()
+	w := h.Watch(Options{Key: []byte("k"), StartRevision: 2}, &sink{})
+	s.put("k", "a") // 5
+	s.put("k", "b") // 6
+	s.publish(h)
+	catchUp(h) // history up to 4 from the frozen view, 5..6 from the ring
+	h.mu.Lock()
+	synced := w.synced
+	h.mu.Unlock()
+	if !synced {
+		t.Fatalf("watcher not synced through the ring")
+	}
+	checkContiguous(t, mustDrain(t, h, w), 2, 6)
+}
+
+func TestCompactedStartIsReported(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	for i := 0; i < 5; i++ {
+		s.put("k", fmt.Sprint(i))
+	}
+	s.apply(func(a *kv.Applier) error {
+		_, err := a.Compact(&etcdpb.CompactionRequest{Revision: 5})
+		return err
+	})
+	s.publish(h)
+	w := h.Watch(Options{Key: []byte("k"), StartRevision: 3}, &sink{})
+	catchUp(h)
+	if _, compacted := drain(h, w); compacted != 5 {
+		t.Fatalf("compacted start: got compaction revision %d, want 5", compacted)
+	}
+	ok := h.Watch(Options{Key: []byte("k"), StartRevision: 5}, &sink{})
+	catchUp(h)
+	checkContiguous(t, mustDrain(t, h, ok), 5, 6)
+}
+
+// TestResetAfterSnapshot: the state jumps (a snapshot was installed) and the
+// events in between were never published; watchers catch up from history.
+func TestResetAfterSnapshot(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	w := h.Watch(Options{Key: []byte("k")}, &sink{})
+	s.put("k", "1")
+	s.publish(h) // 2
+	for i := 0; i < 4; i++ {
+		s.put("k", fmt.Sprint(i))
+	}
+	s.pending = nil // as if these came in a snapshot
+	h.Reset(s.meta)
+	s.put("k", "after") // 7
+	s.publish(h)
+	catchUp(h)
+	checkContiguous(t, mustDrain(t, h, w), 2, 7)
+}
+
+func TestSyncedAndProgress(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	s.put("k", "1")
+	s.publish(h)
+	w := h.Watch(Options{Key: []byte("other"), ProgressNotify: true}, &sink{})
+	behind := h.Watch(Options{Key: []byte("k"), StartRevision: 1}, &sink{})
+	if _, ok := h.Synced([]*Watcher{w, behind}); ok {
+		t.Fatalf("synced reported while a watcher is behind")
+	}
+	catchUp(h)
+	mustDrain(t, h, behind)
+	rev, ok := h.Synced([]*Watcher{w, behind})
+	if !ok || rev != 2 {
+		t.Fatalf("synced: got %d, %v, want 2, true", rev, ok)
+	}
+	h.markProgress()
+	r, ok := h.Take(w)
+	if !ok || len(r.Events) != 0 || r.Revision != 2 {
+		t.Fatalf("progress notification: got %+v, %v", r, ok)
+	}
+}
+
+func TestCancelStopsDelivery(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	w := h.Watch(Options{Key: []byte("k")}, &sink{})
+	h.Cancel(w)
+	s.put("k", "1")
+	s.publish(h)
+	if evs, _ := drain(h, w); len(evs) != 0 {
+		t.Fatalf("canceled watcher got %d events", len(evs))
+	}
+	h.mu.Lock()
+	n := len(h.mu.all) + len(h.mu.singles) + len(h.mu.ranges)
+	h.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("canceled watcher still indexed")
+	}
+}
