@@ -252,7 +252,7 @@ func TestClientCommands(t *testing.T) {
 }
 
 // memberRow matches a row of `synod members`.
-var memberRow = regexp.MustCompile(`^([0-9a-f]+)\s+(n\d)\s+(http://\S+)\s+(http://\S+)\s+(true|false)$`)
+var memberRow = regexp.MustCompile(`^([0-9a-f]+)\s+(n\d)\s+(leader|follower)\s+(http://\S+)\s+(http://\S+)\s+(\d+)\s+(\d+)\s+(\S+ k?B)\s+(healthy)$`)
 
 func TestMembersAndStatus(t *testing.T) {
 	c := startCluster(t)
@@ -262,7 +262,7 @@ func TestMembersAndStatus(t *testing.T) {
 		t.Fatalf("members: exit %d, stderr %q", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	if len(lines) != 4 || !regexp.MustCompile(`^ID\s+NAME\s+PEER URLS\s+CLIENT URLS\s+IS LEARNER$`).MatchString(lines[0]) {
+	if len(lines) != 4 || !regexp.MustCompile(`^ID\s+NAME\s+ROLE\s+PEER URLS\s+CLIENT URLS\s+RAFT INDEX\s+LAG\s+DB SIZE\s+HEALTH$`).MatchString(lines[0]) {
 		t.Fatalf("members: got\n%s\nwant a header and 3 rows", stdout)
 	}
 	for _, line := range lines[1:] {
@@ -274,8 +274,8 @@ func TestMembersAndStatus(t *testing.T) {
 		i, _ := strconv.Atoi(strings.TrimPrefix(m[2], "n"))
 		i--
 		srv := c.srvs[i]
-		want := []string{fmt.Sprintf("%x", srv.MemberID()), fmt.Sprintf("n%d", i+1), "http://" + srv.PeerAddr(), "http://" + srv.ClientAddr(), "false"}
-		if got := m[1:]; strings.Join(got, " ") != strings.Join(want, " ") {
+		want := []string{fmt.Sprintf("%x", srv.MemberID()), fmt.Sprintf("n%d", i+1), "http://" + srv.PeerAddr(), "http://" + srv.ClientAddr()}
+		if got := []string{m[1], m[2], m[4], m[5]}; strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("members row %d = %q, want %q", i, got, want)
 		}
 	}
@@ -300,9 +300,9 @@ func TestMembersAndStatus(t *testing.T) {
 		seen := map[int]bool{}
 		for _, line := range lines[1:] {
 			f := strings.Fields(line)
-			// endpoint, id, version, size, unit, leader, learner, term, index, applied, errors
-			if len(f) != 11 {
-				t.Errorf("%s row %q: want 11 fields", args, line)
+			// endpoint, id, role, version, size, unit, term, index, applied, lag, health, errors
+			if len(f) != 12 {
+				t.Errorf("%s row %q: want 12 fields", args, line)
 				continue
 			}
 			i := slices.Index(c.endpoints, strings.TrimPrefix(f[0], "http://"))
@@ -311,10 +311,10 @@ func TestMembersAndStatus(t *testing.T) {
 				continue
 			}
 			seen[i] = true
-			if f[1] != fmt.Sprintf("%x", c.srvs[i].MemberID()) || f[2] != server.APIVersion || f[6] != "false" || f[10] != "-" {
+			if f[1] != fmt.Sprintf("%x", c.srvs[i].MemberID()) || f[3] != server.APIVersion || f[10] != "healthy" || f[11] != "-" {
 				t.Errorf("%s row %d = %q", args, i, line)
 			}
-			if f[5] == "true" {
+			if f[2] == "leader" {
 				leaders++
 			}
 		}

@@ -38,13 +38,14 @@ type demoOptions struct {
 
 // demoNode is one node of the demo cluster.
 type demoNode struct {
-	name       string
-	dataDir    string
-	clientLis  net.Listener
-	peerLis    net.Listener
-	srv        *server.Server
-	clientAddr string
-	peerAddr   string
+	name        string
+	metricsAddr string
+	dataDir     string
+	clientLis   net.Listener
+	peerLis     net.Listener
+	srv         *server.Server
+	clientAddr  string
+	peerAddr    string
 }
 
 func (a *app) demoCmd() *cobra.Command {
@@ -155,6 +156,12 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 		if n.clientLis, err = listenPort("client", n.name, clientPorts[i]); err != nil {
 			return err
 		}
+		// With the default ports, metrics go two ports above the client
+		// port (2381, as etcd's customary one); otherwise on any free port.
+		n.metricsAddr = "127.0.0.1:0"
+		if !clientSet {
+			n.metricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPorts[i]+2))
+		}
 		if n.peerLis, err = listenPort("peer", n.name, peerPorts[i]); err != nil {
 			return err
 		}
@@ -197,6 +204,7 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			PeerListener:   n.peerLis,
 			InitialCluster: strings.Join(spec, ","),
 			TickInterval:   o.tickInterval,
+			MetricsAddr:    n.metricsAddr,
 			Logger:         logger.With("node", n.name),
 		})
 		if err != nil {
@@ -221,6 +229,7 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 	eps := strings.Join(endpoints, ",")
 	fmt.Fprintf(out, "ready: %s is the leader (elected in %s)\n\n", leader, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(out, "Try:\n  synod put hello world --endpoints %s\n  ETCDCTL_API=3 etcdctl --endpoints %s put hello world\n\n", eps, eps)
+	fmt.Fprintf(out, "Metrics and health: http://%s/metrics, /healthz, /readyz\n\n", nodes[0].srv.HTTPAddr())
 	fmt.Fprintln(out, "Press Ctrl-C to stop.")
 
 	select {

@@ -116,12 +116,12 @@ func (p *printer) compact(r *pb.CompactionResponse, rev int64) error {
 	return p.write(fmt.Appendf(nil, "compacted revision %d\n", rev))
 }
 
-func (p *printer) members(r *pb.MemberListResponse) error {
+func (p *printer) members(r *pb.MemberListResponse, statuses []memberStatus) error {
 	if p.format == outputJSON {
 		return p.json(r)
 	}
 	var b bytes.Buffer
-	formatMembers(&b, r.Members)
+	formatMembers(&b, statuses)
 	return p.write(b.Bytes())
 }
 
@@ -226,15 +226,31 @@ func formatTable[T any](b *bytes.Buffer, cols []column[T], rows []T) {
 	_ = tw.Flush() // a bytes.Buffer never fails
 }
 
-var memberColumns = []column[*pb.Member]{
-	{"ID", func(m *pb.Member) string { return fmt.Sprintf("%x", m.ID) }},
-	{"NAME", func(m *pb.Member) string { return orDash(m.Name) }},
-	{"PEER URLS", func(m *pb.Member) string { return orDash(strings.Join(m.PeerURLs, ",")) }},
-	{"CLIENT URLS", func(m *pb.Member) string { return orDash(strings.Join(m.ClientURLs, ",")) }},
-	{"IS LEARNER", func(m *pb.Member) string { return strconv.FormatBool(m.IsLearner) }},
+// memberStatus is a member and, if it answered, its status.
+type memberStatus struct {
+	M      *pb.Member
+	Status endpointStatus // Endpoint empty: the member has no client URL yet
 }
 
-func formatMembers(b *bytes.Buffer, ms []*pb.Member) {
+// memberColumns are the columns of `synod members`.
+var memberColumns = []column[memberStatus]{
+	{"ID", func(m memberStatus) string { return fmt.Sprintf("%x", m.M.ID) }},
+	{"NAME", func(m memberStatus) string { return orDash(m.M.Name) }},
+	{"ROLE", func(m memberStatus) string {
+		if m.M.IsLearner {
+			return "learner"
+		}
+		return role(m.Status)
+	}},
+	{"PEER URLS", func(m memberStatus) string { return orDash(strings.Join(m.M.PeerURLs, ",")) }},
+	{"CLIENT URLS", func(m memberStatus) string { return orDash(strings.Join(m.M.ClientURLs, ",")) }},
+	{"RAFT INDEX", func(m memberStatus) string { return raftIndex(m.Status) }},
+	{"LAG", func(m memberStatus) string { return lag(m.Status) }},
+	{"DB SIZE", func(m memberStatus) string { return dbSize(m.Status) }},
+	{"HEALTH", func(m memberStatus) string { return health(m.Status) }},
+}
+
+func formatMembers(b *bytes.Buffer, ms []memberStatus) {
 	formatTable(b, memberColumns, ms)
 }
 
@@ -251,6 +267,80 @@ type endpointStatus struct {
 	Endpoint string
 	Resp     *pb.StatusResponse // nil if Err is set
 	Err      error
+	// Lag is how many entries the endpoint's applied index is behind the
+	// leader's last index; -1 if unknown.
+	Lag int64
+}
+
+// fillLag computes every row's lag from the leader's row (or, without one,
+// the highest index seen).
+func fillLag(rows []endpointStatus) {
+	var top uint64
+	found := false
+	for _, r := range rows {
+		if r.Resp != nil && r.Resp.Leader != 0 && r.Resp.Leader == r.Resp.GetHeader().GetMemberId() {
+			top, found = r.Resp.RaftIndex, true
+		}
+	}
+	for _, r := range rows {
+		if !found && r.Resp != nil {
+			top = max(top, r.Resp.RaftIndex)
+		}
+	}
+	for i := range rows {
+		rows[i].Lag = -1
+		if r := rows[i].Resp; r != nil && top > 0 {
+			rows[i].Lag = int64(top) - int64(r.RaftAppliedIndex)
+			if rows[i].Lag < 0 {
+				rows[i].Lag = 0
+			}
+		}
+	}
+}
+
+func role(s endpointStatus) string {
+	switch {
+	case s.Resp == nil:
+		return "-"
+	case s.Resp.IsLearner:
+		return "learner"
+	case s.Resp.Leader != 0 && s.Resp.Leader == s.Resp.GetHeader().GetMemberId():
+		return "leader"
+	}
+	return "follower"
+}
+
+func raftIndex(s endpointStatus) string {
+	if s.Resp == nil {
+		return "-"
+	}
+	return strconv.FormatUint(s.Resp.RaftIndex, 10)
+}
+
+func lag(s endpointStatus) string {
+	if s.Resp == nil || s.Lag < 0 {
+		return "-"
+	}
+	return strconv.FormatInt(s.Lag, 10)
+}
+
+func dbSize(s endpointStatus) string {
+	if s.Resp == nil {
+		return "-"
+	}
+	return formatBytes(s.Resp.DbSize)
+}
+
+// health is "healthy" for an endpoint that answers, knows a leader and
+// reports no error.
+func health(s endpointStatus) string {
+	if s.Endpoint == "" && s.Resp == nil && s.Err == nil {
+		return "-" // not started: no client URL to ask
+	}
+	if s.Resp == nil || s.Resp.Leader == 0 || len(s.Resp.Errors) > 0 {
+		return "unhealthy"
+	}
+	return "healthy"
 }
 
 // statusColumns are the columns of `synod status`; add a column here to
@@ -258,15 +348,14 @@ type endpointStatus struct {
 var statusColumns = []column[endpointStatus]{
 	{"ENDPOINT", func(s endpointStatus) string { return s.Endpoint }},
 	{"ID", statusField(func(r *pb.StatusResponse) string { return fmt.Sprintf("%x", r.GetHeader().GetMemberId()) })},
+	{"ROLE", role},
 	{"VERSION", statusField(func(r *pb.StatusResponse) string { return r.Version })},
-	{"DB SIZE", statusField(func(r *pb.StatusResponse) string { return formatBytes(r.DbSize) })},
-	{"IS LEADER", statusField(func(r *pb.StatusResponse) string {
-		return strconv.FormatBool(r.Leader != 0 && r.Leader == r.GetHeader().GetMemberId())
-	})},
-	{"IS LEARNER", statusField(func(r *pb.StatusResponse) string { return strconv.FormatBool(r.IsLearner) })},
+	{"DB SIZE", dbSize},
 	{"RAFT TERM", statusField(func(r *pb.StatusResponse) string { return strconv.FormatUint(r.RaftTerm, 10) })},
-	{"RAFT INDEX", statusField(func(r *pb.StatusResponse) string { return strconv.FormatUint(r.RaftIndex, 10) })},
+	{"RAFT INDEX", raftIndex},
 	{"APPLIED INDEX", statusField(func(r *pb.StatusResponse) string { return strconv.FormatUint(r.RaftAppliedIndex, 10) })},
+	{"LAG", lag},
+	{"HEALTH", health},
 	{"ERRORS", func(s endpointStatus) string {
 		if s.Err != nil {
 			return errorMessage(s.Err)

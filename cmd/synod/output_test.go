@@ -56,16 +56,18 @@ func TestFormatSimple(t *testing.T) {
 		}, "SUCCESS\n\nOK\n\nk\nv\n\n7\n\n1\n"},
 		{"txn failure, no ops", func(b *bytes.Buffer) { formatTxn(b, &pb.TxnResponse{}, nil) }, "FAILURE\n"},
 		{"members", func(b *bytes.Buffer) {
-			formatMembers(b, []*pb.Member{
-				{ID: 0x8e9e05c52164694d, Name: "n1", PeerURLs: []string{"http://127.0.0.1:2380"}, ClientURLs: []string{"http://127.0.0.1:2379"}},
-				{ID: 0xabc, PeerURLs: []string{"http://127.0.0.1:22380", "http://10.0.0.1:22380"}, IsLearner: true},
+			formatMembers(b, []memberStatus{
+				{M: &pb.Member{ID: 0x8e9e05c52164694d, Name: "n1", PeerURLs: []string{"http://127.0.0.1:2380"}, ClientURLs: []string{"http://127.0.0.1:2379"}},
+					Status: endpointStatus{Endpoint: "http://127.0.0.1:2379", Lag: 0, Resp: &pb.StatusResponse{
+						Header: &pb.ResponseHeader{MemberId: 0x8e9e05c52164694d}, Leader: 0x8e9e05c52164694d, RaftIndex: 12, DbSize: 2048}}},
+				{M: &pb.Member{ID: 0xabc, PeerURLs: []string{"http://127.0.0.1:22380", "http://10.0.0.1:22380"}, IsLearner: true}},
 			})
 		}, "" +
-			"ID                 NAME   PEER URLS                                      CLIENT URLS             IS LEARNER\n" +
-			"8e9e05c52164694d   n1     http://127.0.0.1:2380                          http://127.0.0.1:2379   false\n" +
-			"abc                -      http://127.0.0.1:22380,http://10.0.0.1:22380   -                       true\n"},
+			"ID                 NAME   ROLE      PEER URLS                                      CLIENT URLS             RAFT INDEX   LAG   DB SIZE   HEALTH\n" +
+			"8e9e05c52164694d   n1     leader    http://127.0.0.1:2380                          http://127.0.0.1:2379   12           0     2.0 kB    healthy\n" +
+			"abc                -      learner   http://127.0.0.1:22380,http://10.0.0.1:22380   -                       -            -     -         -\n"},
 		{"status", func(b *bytes.Buffer) {
-			formatStatus(b, []endpointStatus{
+			rows := []endpointStatus{
 				{Endpoint: "127.0.0.1:2379", Resp: &pb.StatusResponse{
 					Header: &pb.ResponseHeader{MemberId: 0x1f}, Version: "3.6.0", DbSize: 24576,
 					Leader: 0x1f, RaftTerm: 2, RaftIndex: 10, RaftAppliedIndex: 9,
@@ -76,12 +78,14 @@ func TestFormatSimple(t *testing.T) {
 					Errors: []string{"etcdserver: no leader", "alarm"},
 				}},
 				{Endpoint: "127.0.0.1:32379", Err: rpctypes.ErrGRPCNoLeader},
-			})
+			}
+			fillLag(rows)
+			formatStatus(b, rows)
 		}, "" +
-			"ENDPOINT          ID   VERSION   DB SIZE   IS LEADER   IS LEARNER   RAFT TERM   RAFT INDEX   APPLIED INDEX   ERRORS\n" +
-			"127.0.0.1:2379    1f   3.6.0     25 kB     true        false        2           10           9               -\n" +
-			"127.0.0.1:22379   2f   3.6.0     999 B     false       true         2           10           10              etcdserver: no leader, alarm\n" +
-			"127.0.0.1:32379   -    -         -         -           -            -           -            -               etcdserver: no leader\n"},
+			"ENDPOINT          ID   ROLE      VERSION   DB SIZE   RAFT TERM   RAFT INDEX   APPLIED INDEX   LAG   HEALTH      ERRORS\n" +
+			"127.0.0.1:2379    1f   leader    3.6.0     25 kB     2           10           9               1     healthy     -\n" +
+			"127.0.0.1:22379   2f   learner   3.6.0     999 B     2           10           10              0     unhealthy   etcdserver: no leader, alarm\n" +
+			"127.0.0.1:32379   -    -         -         -         -           -            -               -     unhealthy   etcdserver: no leader\n"},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer

@@ -36,6 +36,10 @@ type startOptions struct {
 	requestTimeout       time.Duration
 	logTruncateThreshold uint64
 	logKeepEntries       uint64
+	join                 []string
+	initialClusterState  string
+	quotaBackendBytes    int64
+	metricsAddr          string
 	log                  logOptions
 }
 
@@ -57,6 +61,10 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 0, "how long a write or linearizable read may wait (default 5s plus two election timeouts)")
 	fs.Uint64Var(&o.logTruncateThreshold, "log-truncate-threshold", 10000, "applied Raft entries kept before the log is truncated")
 	fs.Uint64Var(&o.logKeepEntries, "log-keep-entries", 5000, "Raft entries kept when the log is truncated")
+	fs.StringSliceVar(&o.join, "join", nil, "client endpoints of an existing cluster to join: this node adds itself as a learner, catches up, and is promoted to voter (data dir must be new)")
+	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
+	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz, /readyz and /debug/pprof on (empty: none)")
 	o.log.addFlags(fs, "info")
 }
 
@@ -95,10 +103,35 @@ func (o *startOptions) config() (server.Config, error) {
 	if o.peerSourceIP != "" && net.ParseIP(o.peerSourceIP) == nil {
 		return server.Config{}, usageErrorf("--peer-source-ip must be an IP address, got %q", o.peerSourceIP)
 	}
-	if o.initialCluster != "" {
+	if o.initialCluster != "" && o.initialClusterState != "existing" {
 		if err := checkInitialCluster(o.initialCluster, o.name, o.peerAddr, advertisePeer); err != nil {
 			return server.Config{}, err
 		}
+	}
+	switch o.initialClusterState {
+	case "new":
+	case "existing":
+		if o.initialCluster == "" {
+			return server.Config{}, usageErrorf("--initial-cluster-state existing needs --initial-cluster (as printed by member add)")
+		}
+	default:
+		return server.Config{}, usageErrorf("--initial-cluster-state must be new or existing, got %q", o.initialClusterState)
+	}
+	for _, ep := range o.join {
+		if err := checkEndpoint(ep); err != nil {
+			return server.Config{}, usageErrorf("--join: %v", err)
+		}
+	}
+	if len(o.join) > 0 && (o.initialCluster != "" || o.initialClusterState == "existing") {
+		return server.Config{}, usageErrorf("--join cannot be combined with --initial-cluster or --initial-cluster-state existing")
+	}
+	if o.metricsAddr != "" {
+		if err := checkHostPort("metrics-addr", o.metricsAddr); err != nil {
+			return server.Config{}, err
+		}
+	}
+	if o.quotaBackendBytes == 0 {
+		return server.Config{}, usageErrorf("--quota-backend-bytes must not be 0 (negative disables the quota)")
 	}
 	if o.clusterToken == "" {
 		return server.Config{}, usageErrorf("--cluster-token must not be empty")
@@ -143,6 +176,10 @@ func (o *startOptions) config() (server.Config, error) {
 		RequestTimeout:       o.requestTimeout,
 		LogTruncateThreshold: o.logTruncateThreshold,
 		LogKeepEntries:       o.logKeepEntries,
+		Join:                 o.join,
+		InitialClusterState:  o.initialClusterState,
+		QuotaBackendBytes:    o.quotaBackendBytes,
+		MetricsAddr:          o.metricsAddr,
 	}, nil
 }
 
@@ -202,7 +239,16 @@ every node, e.g. for the first of three:
     --initial-cluster n1=127.0.0.1:2380,n2=127.0.0.1:22380,n3=127.0.0.1:32380
 
 A node restarted with an existing data dir keeps its identity and membership
-and ignores --initial-cluster.`,
+and ignores --initial-cluster.
+
+To add a node to a running cluster, start it with a new data dir and
+--join (it becomes a learner, catches up by snapshot, and is promoted):
+
+  synod start --name n4 --client-addr 127.0.0.1:42379 --peer-addr 127.0.0.1:42380 \
+    --join 127.0.0.1:2379,127.0.0.1:22379
+
+or the etcd way: 'member add' (synod or etcdctl), then start the node with
+the printed --initial-cluster and --initial-cluster-state existing.`,
 		Args: argsBetween(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config()

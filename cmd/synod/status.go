@@ -17,10 +17,11 @@ func (a *app) statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the status of each endpoint",
-		Long: `Show one row per endpoint: its member ID, version, database size, whether
-it is the leader or a learner, its Raft term, last Raft index, applied index
-and errors. With --cluster, the endpoints are the client URLs of every member.
-Fails if an endpoint does not answer (its row shows why).`,
+		Long: `Show one row per endpoint: its member ID, role (leader, follower, learner),
+version, database size, Raft term, last Raft index, applied index, lag behind
+the leader (entries), health and errors. With --cluster, the endpoints are the
+client URLs of every member. Fails if an endpoint does not answer (its row
+shows why).`,
 		Args: argsBetween(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd, func(ctx context.Context, cli *clientv3.Client) error {
@@ -32,6 +33,7 @@ Fails if an endpoint does not answer (its row shows why).`,
 					}
 				}
 				rows := endpointStatuses(ctx, cli, eps)
+				fillLag(rows)
 				if err := a.printer(cmd).status(rows); err != nil {
 					return err
 				}

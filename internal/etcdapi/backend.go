@@ -3,6 +3,7 @@ package etcdapi
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -46,6 +47,23 @@ type Backend interface {
 	LeaseRenew(ctx context.Context, id int64) (ttl int64, err error)
 	LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error)
 	LeaseLeases(ctx context.Context) (*pb.LeaseLeasesResponse, error)
+
+	// Membership changes (Raft configuration changes, made by the leader).
+	MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error)
+	MemberRemove(ctx context.Context, req *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error)
+	MemberUpdate(ctx context.Context, req *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error)
+	MemberPromote(ctx context.Context, req *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error)
+
+	// Maintenance operations.
+	MoveLeader(ctx context.Context, req *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error)
+	Hash(ctx context.Context) (*pb.HashResponse, error)
+	HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error)
+	Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResponse, error)
+	Defragment(ctx context.Context) (*pb.DefragmentResponse, error)
+	// Snapshot writes a consistent backup to w and returns its size.
+	Snapshot(ctx context.Context, w io.Writer) (int64, error)
+	// SnapshotSizeEstimate estimates the size of a backup, in bytes.
+	SnapshotSizeEstimate() int64
 }
 
 // Limits bounds requests.

@@ -7,6 +7,7 @@
 //
 //	0x01 node-local, unreplicated
 //	     0x01 "ident"                              node identity (cluster ID, member ID, name)
+//	     0x01 "removed"                            this node was removed from its cluster
 //	     0x01 "r" <rangeID:8> "hs"                 Raft HardState of a range
 //	     0x01 "r" <rangeID:8> "rt"                 Raft truncated state (index, term)
 //	     0x01 "r" <rangeID:8> "rl" <index:8>       Raft log entry
@@ -15,6 +16,7 @@
 //	0x03 system keyspace, replicated (members, leases; later the meta range)
 //	     0x03 "member" <memberID:8>                cluster member
 //	     0x03 "removed" <memberID:8>               member removed from the cluster
+//	     0x03 "alarm" <memberID:8> <type:4>        active alarm of a member
 //	     0x03 "lease:" <leaseID:8>                 lease record
 //	     0x03 "lkey:" <leaseID:8> <user key>       key attached to a lease
 //	0x10 MVCC user data

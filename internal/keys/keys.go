@@ -22,12 +22,14 @@ const (
 
 var (
 	identSuffix     = []byte("ident")
+	nodeRemoved     = []byte("removed")
 	hardStateSuffix = []byte("hs")
 	truncatedSuffix = []byte("rt")
 	raftLogSuffix   = []byte("rl")
 	appliedSuffix   = []byte("as")
 	memberInfix     = []byte("member")
 	removedInfix    = []byte("removed")
+	alarmInfix      = []byte("alarm")
 	leaseInfix      = []byte("lease:")
 	leaseKeyInfix   = []byte("lkey:")
 )
@@ -43,6 +45,12 @@ func rangeLocalKey(prefix byte, id RangeID, suffix []byte, extra int) []byte {
 	k = append(k, prefix, 'r')
 	k = binary.BigEndian.AppendUint64(k, uint64(id))
 	return append(k, suffix...)
+}
+
+// NodeRemovedKey marks, on this node only, that it was removed from its
+// cluster: a restart with this data refuses to run.
+func NodeRemovedKey() []byte {
+	return append([]byte{localPrefix}, nodeRemoved...)
 }
 
 // RaftHardStateKey holds the Raft HardState (term, vote, commit) of a range.
@@ -109,6 +117,36 @@ func RemovedMemberKey(id uint64) []byte {
 	k = append(k, systemPrefix)
 	k = append(k, removedInfix...)
 	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// AlarmKey records an active alarm of a member.
+func AlarmKey(memberID uint64, alarm int32) []byte {
+	k := make([]byte, 0, 1+len(alarmInfix)+12)
+	k = append(k, systemPrefix)
+	k = append(k, alarmInfix...)
+	k = binary.BigEndian.AppendUint64(k, memberID)
+	return binary.BigEndian.AppendUint32(k, uint32(alarm))
+}
+
+// AlarmSpan covers every AlarmKey.
+func AlarmSpan() Span {
+	start := append([]byte{systemPrefix}, alarmInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// DecodeAlarmKey returns the member and alarm type of an AlarmKey.
+func DecodeAlarmKey(k []byte) (memberID uint64, alarm int32, err error) {
+	if len(k) != 1+len(alarmInfix)+12 {
+		return 0, 0, fmt.Errorf("alarm key %q has the wrong length", k)
+	}
+	b := k[1+len(alarmInfix):]
+	return binary.BigEndian.Uint64(b), int32(binary.BigEndian.Uint32(b[8:])), nil
+}
+
+// RemovedMemberSpan covers every RemovedMemberKey.
+func RemovedMemberSpan() Span {
+	start := append([]byte{systemPrefix}, removedInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
 }
 
 // MemberSpan covers every MemberKey.

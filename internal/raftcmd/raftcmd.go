@@ -28,6 +28,8 @@ const (
 	KindMemberChange Kind = 9
 	// KindMemberUpdate changes a member's peer URLs (cluster.Member).
 	KindMemberUpdate Kind = 10
+	// KindAlarm raises or disarms an alarm (etcdserverpb.AlarmRequest).
+	KindAlarm Kind = 11
 )
 
 func (k Kind) String() string {
@@ -52,6 +54,8 @@ func (k Kind) String() string {
 		return "member-change"
 	case KindMemberUpdate:
 		return "member-update"
+	case KindAlarm:
+		return "alarm"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }

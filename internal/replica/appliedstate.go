@@ -21,6 +21,9 @@ type AppliedState struct {
 	Term      uint64
 	ConfState *pb.ConfState
 	KV        kv.Meta
+	// NoSpace is set while a member's NOSPACE alarm is active: writes that
+	// add data are refused until it is disarmed.
+	NoSpace bool
 }
 
 const (
@@ -29,6 +32,7 @@ const (
 	asConfState    protowire.Number = 3
 	asRevision     protowire.Number = 4
 	asCompactedRev protowire.Number = 5
+	asNoSpace      protowire.Number = 6
 )
 
 func (s *AppliedState) encode() ([]byte, error) {
@@ -47,6 +51,10 @@ func (s *AppliedState) encode() ([]byte, error) {
 	b = protowire.AppendVarint(b, uint64(s.KV.Revision))
 	b = protowire.AppendTag(b, asCompactedRev, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(s.KV.CompactRevision))
+	if s.NoSpace {
+		b = protowire.AppendTag(b, asNoSpace, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
 	return b, nil
 }
 
@@ -74,6 +82,8 @@ func decodeAppliedState(data []byte) (AppliedState, error) {
 				s.KV.Revision = int64(v)
 			case asCompactedRev:
 				s.KV.CompactRevision = int64(v)
+			case asNoSpace:
+				s.NoSpace = v != 0
 			}
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(data)

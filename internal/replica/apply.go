@@ -7,6 +7,7 @@ import (
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -64,6 +65,7 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 			if err != nil {
 				return err
 			}
+			out.ConfChanged = true
 			if res.requestID != 0 {
 				res.res.Index = e.GetIndex()
 				results = append(results, res)
@@ -109,6 +111,9 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 	if err != nil {
 		return Result{Err: err}, nil
 	}
+	if st.NoSpace && addsData(req) {
+		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
+	}
 	before := st.KV
 	a := kv.Applier{Batch: b, Meta: &st.KV, Leases: lease.Table{RW: b}}
 	var resp any
@@ -134,6 +139,8 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 		resp, change, err = applyLeaseRevoke(&a, req)
 	case *etcdpb.LeaseCheckpointRequest:
 		err = applyLeaseCheckpoints(b, req, out)
+	case *etcdpb.AlarmRequest:
+		resp, err = applyAlarm(b, st, req)
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
@@ -168,6 +175,8 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.LeaseRevokeRequest{}
 	case raftcmd.KindLeaseCheckpoint:
 		msg = &etcdpb.LeaseCheckpointRequest{}
+	case raftcmd.KindAlarm:
+		msg = &etcdpb.AlarmRequest{}
 	case raftcmd.KindMemberPublish:
 		m, err := cluster.DecodeMember(cmd.Payload)
 		if err != nil {
@@ -199,6 +208,57 @@ func applyMemberPublish(b *pebble.Batch, m *cluster.Member) error {
 	cur.Name = m.Name
 	cur.ClientURLs = m.ClientURLs
 	return cluster.PutMember(b, cur)
+}
+
+// addsData reports whether a request may grow the store: what a NOSPACE
+// alarm refuses (as etcd: puts, txns with puts, lease grants). Deletes,
+// compactions and revocations, which free space, go on.
+func addsData(req any) bool {
+	switch r := req.(type) {
+	case *etcdpb.PutRequest, *etcdpb.LeaseGrantRequest:
+		return true
+	case *etcdpb.TxnRequest:
+		return txnHasPuts(r)
+	}
+	return false
+}
+
+func txnHasPuts(r *etcdpb.TxnRequest) bool {
+	for _, ops := range [][]*etcdpb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			switch o := op.Request.(type) {
+			case *etcdpb.RequestOp_RequestPut:
+				return true
+			case *etcdpb.RequestOp_RequestTxn:
+				if txnHasPuts(o.RequestTxn) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// applyAlarm raises or disarms an alarm and recomputes whether writes are
+// refused for lack of space.
+func applyAlarm(b *pebble.Batch, st *AppliedState, req *etcdpb.AlarmRequest) (any, error) {
+	switch req.Action {
+	case etcdpb.AlarmRequest_ACTIVATE, etcdpb.AlarmRequest_DEACTIVATE:
+	default:
+		return nil, status.Error(codes.InvalidArgument, "alarm action must be ACTIVATE or DEACTIVATE")
+	}
+	if req.Alarm == etcdpb.AlarmType_NONE {
+		return &etcdpb.AlarmResponse{}, nil
+	}
+	if err := cluster.SetAlarm(b, req.MemberID, req.Alarm, req.Action == etcdpb.AlarmRequest_ACTIVATE); err != nil {
+		return nil, err
+	}
+	noSpace, err := cluster.NoSpace(b)
+	if err != nil {
+		return nil, err
+	}
+	st.NoSpace = noSpace
+	return &etcdpb.AlarmResponse{Alarms: []*etcdpb.AlarmMember{{MemberID: req.MemberID, Alarm: req.Alarm}}}, nil
 }
 
 // memberUpdate is a change of a member's peer URLs.

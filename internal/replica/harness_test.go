@@ -71,7 +71,7 @@ func newNetwork(t *testing.T, n int, cfg Config) *network {
 }
 
 func (nw *network) openDB(id uint64) *pebble.DB {
-	db, err := pebble.Open("/data", &pebble.Options{FS: nw.fs[id]})
+	db, err := pebble.Open("/data", &pebble.Options{FS: nw.fs[id], Logger: quietLogger{}})
 	if err != nil {
 		nw.t.Fatalf("open pebble of %d: %v", id, err)
 	}
@@ -331,6 +331,15 @@ func (nw *network) mustGet(id uint64, key, want string) {
 }
 
 func key(i int) string { return fmt.Sprintf("k%04d", i) }
+
+// quietLogger keeps Pebble's informational messages out of test output.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
 
 // addUninitialized starts a replica with no state, as on a joining node.
 func (nw *network) addUninitialized(id uint64) {

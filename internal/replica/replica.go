@@ -103,6 +103,7 @@ type Published struct {
 	RangeID  keys.RangeID
 	ID       uint64
 	Applied  uint64
+	Commit   uint64
 	Term     uint64
 	Lead     uint64
 	State    raft.StateType
@@ -111,6 +112,10 @@ type Published struct {
 	Voters   []uint64
 	// Initialized is false on a joining node until its first snapshot.
 	Initialized bool
+	// NoSpace is set while writes are refused by a NOSPACE alarm.
+	NoSpace bool
+	// LeaderChanges counts the leader changes this replica has seen.
+	LeaderChanges uint64
 }
 
 // LeaseChangeKind says what happened to a lease.
@@ -148,6 +153,8 @@ type ApplyOutput struct {
 	// SnapshotInstalled is set when the range's state was replaced by a
 	// snapshot from the leader: derived state must be rebuilt.
 	SnapshotInstalled bool
+	// ConfChanged is set when a configuration change was applied.
+	ConfChanged bool
 }
 
 // Replica is the replica of one range on this node. It is not safe for
@@ -160,11 +167,12 @@ type Replica struct {
 	log    *raftlog.Storage
 	logger *slog.Logger
 
-	state     AppliedState
-	tick      uint64
-	lead      uint64
-	stopped   bool
-	published atomic.Pointer[Published]
+	state         AppliedState
+	tick          uint64
+	lead          uint64
+	leaderChanges uint64
+	stopped       bool
+	published     atomic.Pointer[Published]
 
 	proposals map[uint64]*Proposal
 
@@ -265,16 +273,18 @@ func (r *Replica) publish() {
 	bs := r.rn.BasicStatus()
 	cs := r.state.ConfState
 	r.published.Store(&Published{
-		RangeID:     r.cfg.RangeID,
-		ID:          r.id,
-		Applied:     r.state.Index,
-		Term:        bs.GetTerm(),
-		Lead:        bs.Lead,
-		State:       bs.RaftState,
-		KV:          r.state.KV,
-		Voters:      append([]uint64(nil), cs.GetVoters()...),
-		Learners:    append([]uint64(nil), cs.GetLearners()...),
-		Initialized: r.state.Index > 0,
+		RangeID:       r.cfg.RangeID,
+		ID:            r.id,
+		Applied:       r.state.Index,
+		Term:          bs.GetTerm(),
+		Lead:          bs.Lead,
+		State:         bs.RaftState,
+		KV:            r.state.KV,
+		Voters:        append([]uint64(nil), cs.GetVoters()...),
+		Learners:      append([]uint64(nil), cs.GetLearners()...),
+		Initialized:   r.state.Index > 0,
+		NoSpace:       r.state.NoSpace,
+		LeaderChanges: r.leaderChanges,
 	})
 }
 
@@ -466,6 +476,7 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	rd := r.rn.Ready()
 	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {
 		r.lead = rd.SoftState.Lead
+		r.leaderChanges++
 		r.retryReadsOnLeaderChange()
 	}
 

@@ -6,7 +6,10 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/cluster"
@@ -52,6 +55,19 @@ func (s *Server) proposeFenced(ctx context.Context, kind raftcmd.Kind, req proto
 	return s.propose(ctx, kind, payload, term)
 }
 
+// checkWritable refuses early what the replica would refuse: writes while
+// the node has no data (joining) or while a NOSPACE alarm is raised.
+func (s *Server) checkWritable(kind raftcmd.Kind) error {
+	pub := s.Published()
+	if !pub.Initialized {
+		return errJoining
+	}
+	if pub.NoSpace && (kind == raftcmd.KindPut || kind == raftcmd.KindLeaseGrant) {
+		return rpctypes.ErrGRPCNoSpace
+	}
+	return nil
+}
+
 // proposeRaw replicates one command of the first range and waits for its
 // result on this node.
 func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []byte) (any, error) {
@@ -61,6 +77,9 @@ func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []by
 func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte, term uint64) (any, error) {
 	if len(payload) > s.cfg.MaxRequestBytes {
 		return nil, etcdapi.ErrTooLarge
+	}
+	if err := s.checkWritable(kind); err != nil {
+		return nil, err
 	}
 	id := s.reqIDs.Add(1)
 	cmd := raftcmd.Command{
@@ -75,6 +94,7 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 	defer cancel()
 	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)))
 	if err != nil {
+		s.metrics.ProposalsFailed.Inc()
 		return nil, err
 	}
 	return res.Resp, res.Err
@@ -88,6 +108,10 @@ func (s *Server) linearize(ctx context.Context) error {
 	return s.store.ReadIndex(ctx, keys.FirstRangeID)
 }
 
+// errJoining is the answer of a member that joined a cluster and has not
+// received its data yet; clients retry elsewhere.
+var errJoining = status.Error(codes.Unavailable, "synod: member is joining the cluster and has no data yet")
+
 // view returns a consistent point-in-time view of the first range and the KV
 // counters that belong to exactly that view. Reading the counters from the
 // view itself (not from memory) matters: physical compaction removes versions
@@ -98,6 +122,9 @@ func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
 	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
 	if err != nil {
 		snap.Close()
+		if !s.Published().Initialized {
+			return nil, kv.Meta{}, errJoining
+		}
 		return nil, kv.Meta{}, err
 	}
 	return snap, st.KV, nil
@@ -159,8 +186,19 @@ func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
 		IsLearner:        learner,
 	}
 	resp.Header.Revision = pub.KV.Revision
+	if s.cfg.QuotaBackendBytes > 0 {
+		resp.DbSizeQuota = s.cfg.QuotaBackendBytes
+	}
 	if pub.Lead == raft.None {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
+	}
+	if !pub.Initialized {
+		resp.Errors = append(resp.Errors, errJoining.Error())
+	}
+	if alarms, err := cluster.ListAlarms(s.db); err == nil {
+		for _, a := range alarms {
+			resp.Errors = append(resp.Errors, fmt.Sprintf("memberID:%d alarm:%s", a.MemberID, a.Alarm))
+		}
 	}
 	return resp, nil
 }

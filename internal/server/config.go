@@ -79,6 +79,22 @@ type Config struct {
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
 
+	// Join lists client endpoints of an existing cluster: a node with an
+	// empty data dir adds itself as a learner through them, catches up by
+	// snapshot, and is promoted to voter once caught up.
+	Join []string
+	// InitialClusterState is "new" (bootstrap a cluster from
+	// InitialCluster) or "existing" (this member was added with MemberAdd;
+	// its IDs are fetched from the members in InitialCluster), as etcd's
+	// --initial-cluster-state.
+	InitialClusterState string
+	// QuotaBackendBytes is the storage size above which the member raises
+	// the NOSPACE alarm (default DefaultQuotaBytes; negative: no quota).
+	QuotaBackendBytes int64
+	// MetricsAddr, if set, serves /metrics, /healthz, /readyz and
+	// /debug/pprof over HTTP at this address.
+	MetricsAddr string
+
 	// LeaseCheckpointInterval is how often the leader checkpoints the
 	// remaining TTL of leases nobody renews (default 1s): after a failover,
 	// such a lease lives at most this much longer than it should.
@@ -121,6 +137,12 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
 	}
+	if c.InitialClusterState == "" {
+		c.InitialClusterState = "new"
+	}
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = DefaultQuotaBytes
+	}
 	if c.LeaseCheckpointInterval == 0 {
 		c.LeaseCheckpointInterval = time.Second
 	}
@@ -141,6 +163,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRequestBytes < 0 || c.MaxTxnOps < 0 {
 		return errors.New("limits must not be negative")
+	}
+	if c.InitialClusterState != "new" && c.InitialClusterState != "existing" {
+		return fmt.Errorf("initial cluster state must be new or existing, got %q", c.InitialClusterState)
+	}
+	if c.InitialClusterState == "existing" && c.InitialCluster == "" && len(c.Join) == 0 {
+		return errors.New("initial cluster state existing needs the initial cluster (as printed by member add)")
 	}
 	if c.AdvertisePeerURL != "" {
 		u, err := cluster.NormalizeURL(c.AdvertisePeerURL)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -94,23 +95,35 @@ func bootstrap(db *pebble.DB, cfg *Config, peerURL string) (ident, error) {
 	if spec == "" {
 		spec = cfg.Name + "=" + peerURL
 	}
+	return bootstrapCluster(db, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision}, nil)
+}
+
+// bootstrapCluster writes the first range of a new cluster with the given
+// KV counters; data, if set, stages the range's data (a restored backup) in
+// the same batch.
+func bootstrapCluster(db *pebble.DB, name, spec, token string, m kv.Meta, data *pebble.Batch) (ident, error) {
 	members, err := cluster.ParseInitialCluster(spec)
 	if err != nil {
 		return ident{}, err
 	}
-	cluster.AssignIDs(members, cfg.ClusterToken)
-	i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.Name == cfg.Name })
+	cluster.AssignIDs(members, token)
+	i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.Name == name })
 	if i < 0 {
-		return ident{}, fmt.Errorf("name %q is not in the initial cluster %q", cfg.Name, spec)
+		return ident{}, fmt.Errorf("name %q is not in the initial cluster %q", name, spec)
 	}
-	id := ident{ClusterID: cluster.ClusterID(members, cfg.ClusterToken), MemberID: members[i].ID, Name: cfg.Name}
+	id := ident{ClusterID: cluster.ClusterID(members, token), MemberID: members[i].ID, Name: name}
 	voters := make([]uint64, len(members))
 	for j, m := range members {
 		voters[j] = m.ID
 	}
 	b := db.NewBatch()
 	defer b.Close()
-	if err := replica.Bootstrap(b, keys.FirstRangeID, voters); err != nil {
+	if data != nil {
+		if err := b.Apply(data, nil); err != nil {
+			return ident{}, err
+		}
+	}
+	if err := replica.BootstrapWith(b, keys.FirstRangeID, voters, m); err != nil {
 		return ident{}, fmt.Errorf("bootstrap first range: %w", err)
 	}
 	for _, m := range members {

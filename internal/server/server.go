@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/metrics"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
@@ -52,12 +54,19 @@ type Server struct {
 
 	peerLis   net.Listener
 	clientLis net.Listener
+	httpLis   net.Listener
+	httpSrv   *http.Server
+	metrics   *metrics.Metrics
 	peerSrv   *grpc.Server
 	clientSrv *grpc.Server
 
 	reqIDs atomic.Uint64
 	// installMu keeps physical compaction and snapshot installs apart.
 	installMu sync.RWMutex
+	// confMu serializes the membership changes this node makes as leader.
+	confMu      sync.Mutex
+	removedOnce sync.Once
+	removed     atomic.Pointer[map[uint64]bool] // members removed from the cluster
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -101,22 +110,15 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	id, ok, err := loadIdent(s.db)
+	id, err := s.establishIdentity(s.ctx, peerURL)
 	if err != nil {
 		return nil, err
 	}
-	if ok {
-		if cfg.InitialCluster != "" {
-			cfg.Logger.Info("data dir already initialized; ignoring --initial-cluster", "data-dir", cfg.DataDir)
-		}
-	} else {
-		if id, err = bootstrap(s.db, &s.cfg, peerURL); err != nil {
-			return nil, fmt.Errorf("bootstrap: %w", err)
-		}
-		cfg.Logger.Info("bootstrapped new member", "data-dir", cfg.DataDir)
-	}
 	s.id = id
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", id.MemberID), "name", id.Name)
+	if err := s.checkNotRemoved(); err != nil {
+		return nil, err
+	}
 	if err := s.checkPeerAddress(peerURL); err != nil {
 		return nil, err
 	}
@@ -134,27 +136,37 @@ func Open(cfg Config) (_ *Server, err error) {
 		Handler:     handlerRef{s},
 		DialOptions: peerDialOptions(cfg),
 		Interceptor: cfg.PeerInterceptor,
+		IsRemoved:   s.isRemoved,
+		OnRemoved:   s.memberRemoved,
 		Logger:      s.logger,
 	})
 	if err := s.refreshPeers(); err != nil {
 		return nil, err
 	}
+	if err := s.loadRemoved(); err != nil {
+		return nil, err
+	}
 	s.compactor = newCompactor(s.db, &s.installMu, s.logger)
 	s.lessor = lease.NewLessor(lease.Config{CheckpointInterval: cfg.LeaseCheckpointInterval})
 	s.revokeQ = make(chan expiry, 1024)
+	// A node that joined has no applied state until its first snapshot.
 	applied, err := replica.LoadAppliedState(s.db, keys.FirstRangeID)
 	if err != nil {
-		return nil, err
+		if ok, berr := replica.IsBootstrapped(s.db, keys.FirstRangeID); berr != nil || ok {
+			return nil, err
+		}
+		applied = replica.AppliedState{}
 	}
 	s.hub = watch.NewHub(watch.Config{
 		View:             s.watchView,
 		ProgressInterval: cfg.WatchProgressNotifyInterval,
 		Logger:           s.logger,
 	}, applied.KV)
+	s.metrics = s.newMetrics()
 	s.store = store.Open(store.Config{
 		NodeID:       id.MemberID,
 		DB:           s.db,
-		Transport:    s.transport,
+		Transport:    countingTransport{s.transport, s.metrics},
 		TickInterval: cfg.TickInterval,
 		Replica: replica.Config{
 			ElectionTicks:        cfg.ElectionTicks,
@@ -163,6 +175,9 @@ func Open(cfg Config) (_ *Server, err error) {
 			LogTruncateThreshold: cfg.LogTruncateThreshold,
 			LogKeepEntries:       cfg.LogKeepEntries,
 			InstallMu:            &s.installMu,
+			// Only a node that joined lacks state; a bootstrapped one wrote
+			// it atomically with its identity.
+			Uninitialized: true,
 		},
 		OnApply: s.onApply,
 		OnFatal: s.onFatal,
@@ -185,6 +200,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.peerSrv = grpc.NewServer(transport.ServerOptions()...)
 	s.transport.Register(s.peerSrv)
 	s.registerLeaseForwarding(s.peerSrv)
+	s.registerClusterForwarding(s.peerSrv)
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
 	s.clientSrv = grpc.NewServer(
@@ -192,6 +208,8 @@ func Open(cfg Config) (_ *Server, err error) {
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(s.metrics.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(s.metrics.StreamInterceptor()),
 	)
 	limits := etcdapi.Limits{MaxRequestBytes: cfg.MaxRequestBytes, MaxTxnOps: cfg.MaxTxnOps}
 	pb.RegisterKVServer(s.clientSrv, etcdapi.NewKV(s, limits))
@@ -203,6 +221,15 @@ func Open(cfg Config) (_ *Server, err error) {
 	healthpb.RegisterHealthServer(s.clientSrv, hs)
 	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
 	s.goBackground(s.publishLoop)
+	s.goBackground(s.quotaLoop)
+	if len(cfg.Join) > 0 {
+		s.goBackground(s.promoteLoop)
+	}
+	if cfg.MetricsAddr != "" {
+		if err := s.serveHTTP(cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+	}
 
 	s.logger.Info("synod member started",
 		"cluster", fmt.Sprintf("%x", id.ClusterID),
@@ -271,18 +298,22 @@ func hostResolvesTo(host, ip string) bool {
 	return false
 }
 
-// refreshPeers points the transport at the peer URLs of the current members.
+// refreshPeers points the transport at the peer URLs of the current
+// members, and forgets former members.
 func (s *Server) refreshPeers() error {
 	members, err := cluster.ListMembers(s.db)
 	if err != nil {
 		return err
 	}
+	current := map[uint64]bool{}
 	for _, m := range members {
 		if m.ID == s.id.MemberID || len(m.PeerURLs) == 0 {
 			continue
 		}
+		current[m.ID] = true
 		s.transport.SetPeer(m.ID, cluster.HostPort(m.PeerURLs[0]))
 	}
+	s.transport.RetainPeers(current)
 	return nil
 }
 
@@ -297,6 +328,7 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	if out.SnapshotInstalled {
 		s.hub.Reset(out.KV)
+		s.metrics.SnapshotsInstalled.Inc()
 	}
 	s.hub.Publish(out.Events, out.KV)
 	s.onLeaseChanges(out.Leases)
@@ -307,9 +339,9 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 		if pub, err := s.store.Published(id); err == nil && pub.KV.CompactRevision > 0 {
 			s.compactor.schedule(pub.KV.CompactRevision)
 		}
-		if err := s.refreshPeers(); err != nil {
-			s.logger.Error("refresh peers after snapshot", "err", err)
-		}
+	}
+	if out.SnapshotInstalled || out.ConfChanged {
+		s.onConfChange()
 	}
 }
 
@@ -373,6 +405,9 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		if s.clientSrv != nil {
 			stopGRPC(s.clientSrv)
+		}
+		if s.httpSrv != nil {
+			_ = s.httpSrv.Close()
 		}
 		s.cancel()
 		if s.store != nil {

@@ -58,6 +58,10 @@ type Node struct {
 	ClientAddr string
 	dir        string
 
+	// join, for a node added after the cluster started, lists the client
+	// endpoints it joins through.
+	join []string
+
 	mu  sync.Mutex
 	fs  *vfs.MemFS // nil when on disk
 	sw  *netSwitch
@@ -139,6 +143,7 @@ func (n *Node) open(pl, cl net.Listener) error {
 		PeerDialOptions:      []grpc.DialOption{grpc.WithContextDialer(n.sw.dial), grpc.WithChainUnaryInterceptor(n.c.net.unaryInterceptor(n.Index))},
 		PeerInterceptor:      interceptor{n: n.c.net, from: n.Index},
 		InitialCluster:       n.c.spec,
+		Join:                 n.join,
 		TickInterval:         n.c.opts.TickInterval,
 		LogTruncateThreshold: n.c.opts.LogTruncateThreshold,
 		LogKeepEntries:       n.c.opts.LogKeepEntries,
@@ -146,6 +151,9 @@ func (n *Node) open(pl, cl net.Listener) error {
 	}
 	if n.fs != nil {
 		cfg.FS = n.fs
+	}
+	if n.join != nil {
+		cfg.InitialCluster = ""
 	}
 	if n.c.opts.Configure != nil {
 		n.c.opts.Configure(n.Index, &cfg)
@@ -247,6 +255,45 @@ func (n *Node) Start() error {
 		return fmt.Errorf("restart %s: %w", n.Name, err)
 	}
 	return nil
+}
+
+// AddNode starts a new node that joins the cluster through the client
+// endpoints of the running nodes, as `synod start --join` does: it is added
+// as a learner, catches up by snapshot and asks for its promotion to voter.
+func (c *Cluster) AddNode() (*Node, error) {
+	var join []string
+	for _, n := range c.nodes {
+		if n.Running() {
+			join = append(join, n.ClientAddr)
+		}
+	}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		pl.Close()
+		return nil, err
+	}
+	i := len(c.nodes)
+	n := &Node{
+		c: c, Index: i, Name: fmt.Sprintf("n%d", i+1),
+		PeerAddr: pl.Addr().String(), ClientAddr: cl.Addr().String(),
+		sw: newNetSwitch(), join: join,
+	}
+	if c.opts.OnDisk {
+		n.dir = filepath.Join(c.t.TempDir(), n.Name)
+	} else {
+		n.dir = "/" + n.Name
+		n.fs = vfs.NewCrashableMem()
+	}
+	c.nodes = append(c.nodes, n)
+	c.net.setAddr(n.PeerAddr, i)
+	if err := n.open(pl, cl); err != nil {
+		return nil, fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	return n, nil
 }
 
 // Close stops every node and the delayed deliveries of faulty links.

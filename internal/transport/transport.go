@@ -12,8 +12,10 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
@@ -47,7 +49,14 @@ type Config struct {
 	// Interceptor, if set, decides the fate of every outgoing message and
 	// snapshot (tests use it to inject network faults; see Interceptor).
 	Interceptor Interceptor
-	Logger      *slog.Logger
+	// IsRemoved, if set, tells whether a node was removed from the cluster:
+	// its traffic is refused with ErrRemoved, so that it learns it. It is
+	// called for every frame received and must be cheap.
+	IsRemoved func(id uint64) bool
+	// OnRemoved, if set, is called when a peer refused this node's traffic
+	// because this node was removed from the cluster.
+	OnRemoved func()
+	Logger    *slog.Logger
 }
 
 // Transport sends Raft traffic to peers and serves theirs.
@@ -63,6 +72,8 @@ type Transport struct {
 		addrs  map[uint64]string
 		peers  map[uint64]*peer
 		closed bool
+		// heard is when a frame last arrived from each node.
+		heard map[uint64]time.Time
 	}
 }
 
@@ -81,6 +92,7 @@ func New(cfg Config) *Transport {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.addrs = map[uint64]string{}
 	t.mu.peers = map[uint64]*peer{}
+	t.mu.heard = map[uint64]time.Time{}
 	return t
 }
 
@@ -95,6 +107,22 @@ func (t *Transport) SetPeer(id uint64, addr string) {
 	if p, ok := t.mu.peers[id]; ok {
 		p.stop()
 		delete(t.mu.peers, id)
+	}
+}
+
+// RetainPeers forgets every peer not in keep.
+func (t *Transport) RetainPeers(keep map[uint64]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.mu.addrs {
+		if keep[id] {
+			continue
+		}
+		delete(t.mu.addrs, id)
+		if p, ok := t.mu.peers[id]; ok {
+			p.stop()
+			delete(t.mu.peers, id)
+		}
 	}
 }
 
@@ -324,6 +352,9 @@ func (p *peer) run() {
 			// The receiver ended the stream (it restarted, or refused us):
 			// what was in flight may be lost; the next batch opens a new one.
 			p.t.logger.Debug("peer ended stream", "peer", fmt.Sprintf("%x", p.id), "err", err)
+			if isRemovedError(err) && p.t.cfg.OnRemoved != nil {
+				p.t.cfg.OnRemoved()
+			}
 			p.dropped(inFlight)
 			stream, broken, inFlight = nil, nil, nil
 			continue
@@ -526,6 +557,17 @@ var serviceDesc = grpc.ServiceDesc{
 
 var errWrongCluster = errors.New("frame from another cluster")
 
+// removedMessage is the status message of ErrRemoved.
+const removedMessage = "synod: this member was removed from the cluster"
+
+// ErrRemoved is how a node refuses the traffic of a removed member.
+var ErrRemoved = status.Error(codes.PermissionDenied, removedMessage)
+
+func isRemovedError(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.PermissionDenied && st.Message() == removedMessage
+}
+
 func handleRaftStream(srv any, stream grpc.ServerStream) error {
 	t := srv.(*Transport)
 	first := true
@@ -541,6 +583,11 @@ func handleRaftStream(srv any, stream grpc.ServerStream) error {
 			t.logger.Warn("refusing raft traffic from another cluster", "cluster", fmt.Sprintf("%x", f.clusterID), "from", fmt.Sprintf("%x", f.from))
 			return errWrongCluster
 		}
+		if t.cfg.IsRemoved != nil && t.cfg.IsRemoved(f.from) {
+			t.logger.Warn("refusing raft traffic from a removed member", "from", fmt.Sprintf("%x", f.from))
+			return ErrRemoved
+		}
+		t.noteHeard(f.from)
 		if first {
 			// The peer is up: if our connection to it is waiting out a
 			// backoff, retry now.
@@ -549,6 +596,22 @@ func handleRaftStream(srv any, stream grpc.ServerStream) error {
 		}
 		t.deliver(&f)
 	}
+}
+
+func (t *Transport) noteHeard(id uint64) {
+	now := time.Now()
+	t.mu.Lock()
+	t.mu.heard[id] = now
+	t.mu.Unlock()
+}
+
+// LastHeard returns when a frame last arrived from a node (zero: never).
+// With heartbeats every tick, it tells which peers are alive more promptly
+// than Raft's per-election-timeout activity flags.
+func (t *Transport) LastHeard(id uint64) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mu.heard[id]
 }
 
 func (t *Transport) peerIsUp(id uint64) {
@@ -654,4 +717,14 @@ func (t *Transport) Conn(id uint64) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("no address for peer %x", id)
 	}
 	return p.client()
+}
+
+// Dial opens a connection to a node's peer service at addr, outside the
+// transport's own peers (a joining node uses it to find its cluster).
+func Dial(addr string, extra []grpc.DialOption) (*grpc.ClientConn, error) {
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})),
+	}, extra...)
+	return grpc.NewClient(addr, opts...)
 }

@@ -561,3 +561,127 @@ func checkWatchAndLease(t *testing.T, ep string) {
 	want(t, "synod watch --rev", synod(t, "", "watch", "wl/replay", "--rev", strconv.FormatInt(rev, 10), "--max-events", "1", ep),
 		"PUT\nwl/replay\n1\n")
 }
+
+// TestMembershipAndMaintenanceWithEtcdctl drives Synod's Cluster and
+// Maintenance services with Debian's etcdctl, against real processes: hash
+// comparison, backup, alarms, leader transfer, and growing and shrinking
+// the cluster both the etcd way (member add, then start with
+// --initial-cluster-state existing) and Synod's way (--join).
+func TestMembershipAndMaintenanceWithEtcdctl(t *testing.T) {
+	etcdctlPath(t)
+	ports := freePorts(t, 10)
+	dir := t.TempDir()
+	var spec, eps []string
+	for i := range 3 {
+		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
+		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	for i := range 3 {
+		startProc(t, fmt.Sprintf("n%d", i+1), "start", "--name", fmt.Sprintf("n%d", i+1),
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"--initial-cluster", strings.Join(spec, ","), "--tick-interval", "20ms")
+	}
+	all := "--endpoints=" + strings.Join(eps, ",")
+	poll(t, 20*time.Second, "cluster serving", func() (bool, string) {
+		r := etcdctl(t, "", all, "put", "k", "v")
+		return r.code == 0, r.stderr
+	})
+	for i := range 20 {
+		etcdctl(t, "", all, "put", fmt.Sprintf("k%d", i), "v")
+	}
+	memberIDs := func() map[string]string { // name -> hex ID
+		r := etcdctl(t, "", all, "member", "list")
+		ids := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			f := strings.Split(line, ", ")
+			if len(f) >= 3 {
+				ids[f[2]] = f[0]
+			}
+		}
+		return ids
+	}
+	leaderID := func() string {
+		r := etcdctl(t, "", all, "endpoint", "status", "--cluster")
+		for _, line := range strings.Split(r.stdout, "\n") {
+			if f := strings.Split(line, ", "); len(f) > 4 && f[4] == "true" {
+				return f[1]
+			}
+		}
+		return ""
+	}
+
+	// endpoint hashkv: the same hash on every member.
+	poll(t, 10*time.Second, "equal hashes", func() (bool, string) {
+		r := etcdctl(t, "", all, "endpoint", "hashkv", "--cluster")
+		var hashes []string
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			if f := strings.Split(line, ", "); len(f) == 2 {
+				hashes = append(hashes, f[1])
+			}
+		}
+		return r.code == 0 && len(hashes) == 3 && hashes[0] == hashes[1] && hashes[1] == hashes[2], r.stdout + r.stderr
+	})
+	// snapshot save, checked by synod.
+	file := filepath.Join(dir, "backup.db")
+	if r := etcdctl(t, "", "--endpoints="+eps[1], "snapshot", "save", file); r.code != 0 || !strings.Contains(r.stdout, "Snapshot saved at "+file) {
+		t.Fatalf("etcdctl snapshot save: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := synod(t, "", "snapshot", "status", file); r.code != 0 || !strings.Contains(r.stdout, "pairs ") {
+		t.Fatalf("synod snapshot status: %+v", r)
+	}
+	// alarm list: none.
+	want(t, "etcdctl alarm list", etcdctl(t, "", all, "alarm", "list"), "")
+
+	// move-leader to a follower.
+	ids := memberIDs()
+	var target string
+	for _, id := range ids {
+		if id != leaderID() {
+			target = id
+			break
+		}
+	}
+	if r := etcdctl(t, "", all, "move-leader", target); r.code != 0 || !strings.Contains(r.stdout, "Leadership transferred") {
+		t.Fatalf("etcdctl move-leader: %+v", r)
+	}
+	poll(t, 10*time.Second, "new leader", func() (bool, string) { return leaderID() == target, leaderID() })
+
+	// The etcd way: member add, then start with the printed cluster.
+	r := etcdctl(t, "", all, "member", "add", "n4", fmt.Sprintf("--peer-urls=http://127.0.0.1:%d", ports[7]))
+	m := regexp.MustCompile(`ETCD_INITIAL_CLUSTER="([^"]+)"`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || m == nil {
+		t.Fatalf("etcdctl member add: %+v", r)
+	}
+	n4 := startProc(t, "n4", "start", "--name", "n4", "--data-dir", filepath.Join(dir, "n4"),
+		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[7]),
+		"--initial-cluster", m[1], "--initial-cluster-state", "existing", "--tick-interval", "20ms")
+	poll(t, 20*time.Second, "n4 started and serving", func() (bool, string) {
+		r := etcdctl(t, "", fmt.Sprintf("--endpoints=127.0.0.1:%d", ports[6]), "get", "k7")
+		return r.code == 0 && r.stdout == "k7\nv\n", r.stdout + r.stderr
+	})
+
+	// Synod's way: --join adds a learner that is promoted once caught up.
+	startProc(t, "n5", "start", "--name", "n5", "--data-dir", filepath.Join(dir, "n5"),
+		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[8]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[9]),
+		"--join", eps[0], "--tick-interval", "20ms")
+	poll(t, 30*time.Second, "n5 promoted", func() (bool, string) {
+		r := etcdctl(t, "", all, "member", "list")
+		return strings.Contains(r.stdout, ", started, n5, ") && !strings.Contains(r.stdout, "true"), r.stdout
+	})
+	if r := synod(t, "", "members", all); r.code != 0 || strings.Count(r.stdout, "healthy") != 5 {
+		t.Errorf("synod members with 5 nodes: %+v", r)
+	}
+
+	// Shrink: remove n4; its process stops and says why.
+	if r := etcdctl(t, "", all, "member", "remove", memberIDs()["n4"]); r.code != 0 {
+		t.Fatalf("etcdctl member remove n4: %+v", r)
+	}
+	if code := n4.wait(t, 20*time.Second); code == 0 || !strings.Contains(n4.stderr.String(), "was removed from the cluster") {
+		t.Errorf("removed n4: exit %d, stderr %q, want a failure saying it was removed", code, lastLines(n4.stderr.String(), 5))
+	}
+	poll(t, 10*time.Second, "member list without n4", func() (bool, string) {
+		r := etcdctl(t, "", all, "member", "list")
+		return strings.Count(strings.TrimSpace(r.stdout), "\n") == 3 && !strings.Contains(r.stdout, "n4"), r.stdout
+	})
+}

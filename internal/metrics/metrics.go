@@ -1,0 +1,142 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// Source is what the node reports on each scrape.
+type Source struct {
+	Term           func() uint64
+	IsLeader       func() bool
+	HasLeader      func() bool
+	CommittedIndex func() uint64
+	AppliedIndex   func() uint64
+	LeaderChanges  func() uint64
+	Revision       func() int64
+	Watchers       func() (watchers, unsynced int)
+	// WatchersLeftBehind counts the times a watcher fell back to history.
+	WatchersLeftBehind func() int64
+	Leases             func() int
+	DB                 *pebble.DB
+}
+
+// Metrics holds a node's registry and the metrics updated as things happen.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	LeaderChanges      prometheus.Counter
+	ProposalsFailed    prometheus.Counter
+	SnapshotsSent      *prometheus.CounterVec // by result: ok, failed
+	SnapshotsInstalled prometheus.Counter
+	WatchersLeftBehind prometheus.CounterFunc
+
+	grpcRequests *prometheus.CounterVec
+	grpcLatency  *prometheus.HistogramVec
+}
+
+// New builds the metrics of a node.
+func New(src Source) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{Registry: r}
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func() float64) {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "synod", Name: name, Help: help}, f))
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge("raft_term", "Current Raft term.", func() float64 { return float64(src.Term()) })
+	gauge("raft_is_leader", "1 if this node is the leader.", func() float64 { return b2f(src.IsLeader()) })
+	gauge("raft_has_leader", "1 if a leader is known.", func() float64 { return b2f(src.HasLeader()) })
+	gauge("raft_committed_index", "Highest Raft index known committed.", func() float64 { return float64(src.CommittedIndex()) })
+	gauge("raft_applied_index", "Highest Raft index applied.", func() float64 { return float64(src.AppliedIndex()) })
+	gauge("raft_apply_lag", "Committed entries not yet applied.", func() float64 {
+		c, a := src.CommittedIndex(), src.AppliedIndex()
+		if c < a {
+			return 0
+		}
+		return float64(c - a)
+	})
+	gauge("kv_revision", "Current KV revision.", func() float64 { return float64(src.Revision()) })
+	gauge("watchers", "Watchers on this node.", func() float64 { w, _ := src.Watchers(); return float64(w) })
+	gauge("watchers_unsynced", "Watchers catching up from history.", func() float64 { _, u := src.Watchers(); return float64(u) })
+	gauge("leases", "Leases tracked by the leader's lessor (0 on followers).", func() float64 { return float64(src.Leases()) })
+	gauge("storage_size_bytes", "Bytes on disk of the node's Pebble instance.", func() float64 {
+		return float64(src.DB.Metrics().DiskSpaceUsage())
+	})
+	counter := func(name, help string, f func() float64) {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "synod", Name: name, Help: help}, f))
+	}
+	counter("watchers_left_behind_total", "Times a watcher's buffer was full and it fell back to catching up from history.",
+		func() float64 { return float64(src.WatchersLeftBehind()) })
+	counter("raft_leader_changes_total", "Leader changes seen by this node.", func() float64 { return float64(src.LeaderChanges()) })
+	m.ProposalsFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_proposals_failed_total", Help: "Proposals that failed or timed out."})
+	m.SnapshotsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_sent_total", Help: "Snapshots streamed to followers."}, []string{"result"})
+	m.SnapshotsInstalled = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_installed_total", Help: "Snapshots received and installed."})
+	m.grpcRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "grpc_requests_total", Help: "Client gRPC requests by method and code."}, []string{"method", "code"})
+	m.grpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "synod", Name: "grpc_handling_seconds", Help: "Client gRPC handling time by method (unary calls).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	}, []string{"method"})
+	r.MustRegister(m.ProposalsFailed, m.SnapshotsSent, m.SnapshotsInstalled, m.grpcRequests, m.grpcLatency)
+	r.MustRegister(&fsyncCollector{db: src.DB, desc: prometheus.NewDesc(
+		"synod_disk_wal_fsync_duration_seconds", "Latency of the write-ahead log's fsyncs.", nil, nil)})
+	return m
+}
+
+// UnaryInterceptor counts and times unary client requests.
+func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		m.grpcLatency.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		return resp, err
+	}
+}
+
+// StreamInterceptor counts client streams by how they end.
+func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		return err
+	}
+}
+
+// fsyncCollector re-exports Pebble's WAL fsync histogram (which has no name
+// of its own) under Synod's name.
+type fsyncCollector struct {
+	db   *pebble.DB
+	desc *prometheus.Desc
+}
+
+func (c *fsyncCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *fsyncCollector) Collect(ch chan<- prometheus.Metric) {
+	h := c.db.Metrics().LogWriter.FsyncLatency
+	if h == nil {
+		return
+	}
+	var m dto.Metric
+	if err := h.Write(&m); err != nil || m.Histogram == nil {
+		return
+	}
+	buckets := map[float64]uint64{}
+	for _, b := range m.Histogram.Bucket {
+		// Pebble records nanoseconds; Prometheus convention is seconds.
+		buckets[b.GetUpperBound()/1e9] = b.GetCumulativeCount()
+	}
+	ch <- prometheus.MustNewConstHistogram(c.desc, m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()/1e9, buckets)
+}

@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/metrics"
+	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/store"
+)
+
+// newMetrics builds the node's metrics over its published state.
+func (s *Server) newMetrics() *metrics.Metrics {
+	return metrics.New(metrics.Source{
+		Term:           func() uint64 { return s.Published().Term },
+		IsLeader:       s.isLeader,
+		HasLeader:      s.HasLeader,
+		CommittedIndex: func() uint64 { return s.Published().Commit },
+		AppliedIndex:   func() uint64 { return s.Published().Applied },
+		LeaderChanges:  func() uint64 { return s.Published().LeaderChanges },
+		Revision:       func() int64 { return s.Published().KV.Revision },
+		Watchers: func() (int, int) {
+			st := s.hub.Stats()
+			return st.Watchers, st.Unsynced
+		},
+		WatchersLeftBehind: func() int64 { return s.hub.Stats().LeftBehind },
+		Leases:             s.lessor.Len,
+		DB:                 s.db,
+	})
+}
+
+// Ready reports whether the node should receive traffic: it knows a leader,
+// has its data, and has applied everything it knows committed.
+func (s *Server) Ready() (bool, string) {
+	pub := s.Published()
+	switch {
+	case pub.Lead == 0:
+		return false, "no leader"
+	case !pub.Initialized:
+		return false, "joining: no data yet"
+	case pub.Applied < pub.Commit:
+		return false, fmt.Sprintf("applied %d of %d committed entries", pub.Applied, pub.Commit)
+	}
+	return true, "ok"
+}
+
+// serveHTTP serves /metrics, /healthz, /readyz and /debug/pprof at addr.
+func (s *Server) serveHTTP(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics: %w", err)
+	}
+	s.httpLis = l
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok") // the process serves
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := s.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.goBackground(func(context.Context) {
+		if err := s.httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("metrics server stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// HTTPAddr is the address of the metrics and health server, if any.
+func (s *Server) HTTPAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// countingTransport counts snapshot sends for the metrics.
+type countingTransport struct {
+	store.Transport
+	m *metrics.Metrics
+}
+
+func (t countingTransport) SendSnapshot(id keys.RangeID, m *pb.Message, snap *replica.OutgoingSnapshot, done func(ok bool)) {
+	t.Transport.SendSnapshot(id, m, snap, func(ok bool) {
+		result := "ok"
+		if !ok {
+			result = "failed"
+		}
+		t.m.SnapshotsSent.WithLabelValues(result).Inc()
+		done(ok)
+	})
+}

@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/synod-io/synod/internal/backup"
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// DefaultQuotaBytes is the default storage quota. etcd's is 2 GiB with 8 GiB
+// as a practical ceiling, set by bbolt; Pebble has no such ceiling, but a
+// quota still stops a runaway writer before the disk fills.
+const DefaultQuotaBytes = 8 << 30
+
+// HashKV hashes the KV state at rev (0: current); equal on every member that
+// applied the same history, whatever its physical compaction did.
+func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error) {
+	snap, m, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	h, hashRev, err := kv.HashKV(snap, m, rev)
+	if err != nil {
+		return nil, err
+	}
+	hdr := s.Header()
+	hdr.Revision = m.Revision
+	return &pb.HashKVResponse{Header: hdr, Hash: h, CompactRevision: m.CompactRevision, HashRevision: hashRev}, nil
+}
+
+// Hash hashes the KV state at the current revision (etcd's Hash hashes its
+// whole backend file, which says little across members; this one is
+// comparable).
+func (s *Server) Hash(ctx context.Context) (*pb.HashResponse, error) {
+	r, err := s.HashKV(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HashResponse{Header: r.Header, Hash: r.Hash}, nil
+}
+
+// Alarm lists, raises or disarms alarms.
+func (s *Server) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if req.Action == pb.AlarmRequest_GET {
+		if err := s.linearize(ctx); err != nil {
+			return nil, err
+		}
+		alarms, err := cluster.ListAlarms(s.db)
+		if err != nil {
+			return nil, err
+		}
+		var out []*pb.AlarmMember
+		for _, a := range alarms {
+			if (req.MemberID == 0 || a.MemberID == req.MemberID) && (req.Alarm == pb.AlarmType_NONE || a.Alarm == req.Alarm) {
+				out = append(out, a)
+			}
+		}
+		return &pb.AlarmResponse{Header: s.Header(), Alarms: out}, nil
+	}
+	res, err := s.Propose(ctx, raftcmd.KindAlarm, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := res.(*pb.AlarmResponse)
+	if !ok {
+		return nil, fmt.Errorf("alarm returned %T", res)
+	}
+	resp.Header = s.Header()
+	return resp, nil
+}
+
+// NoSpace reports whether writes are refused for lack of space.
+func (s *Server) NoSpace() bool {
+	return s.Published().NoSpace
+}
+
+// quotaLoop raises this member's NOSPACE alarm when its storage exceeds the
+// quota. Disarming is the operator's call, after compaction and defragment.
+func (s *Server) quotaLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.cfg.QuotaBackendBytes < 0 || s.dbSize() <= s.cfg.QuotaBackendBytes || !s.HasLeader() {
+			continue
+		}
+		alarms, err := cluster.ListAlarms(s.db)
+		if err != nil {
+			continue
+		}
+		raised := false
+		for _, a := range alarms {
+			raised = raised || (a.MemberID == s.id.MemberID && a.Alarm == pb.AlarmType_NOSPACE)
+		}
+		if raised {
+			continue
+		}
+		s.logger.Warn("storage over quota: raising the NOSPACE alarm", "size", s.dbSize(), "quota", s.cfg.QuotaBackendBytes)
+		actx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		_, err = s.Alarm(actx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id.MemberID, Alarm: pb.AlarmType_NOSPACE})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.logger.Error("raise NOSPACE alarm", "err", err)
+		}
+	}
+}
+
+func (s *Server) dbSize() int64 { return int64(s.db.Metrics().DiskSpaceUsage()) }
+
+// Defragment compacts the whole Pebble instance. Unlike etcd's, it does not
+// block the member: Pebble compacts in the background while serving.
+func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error) {
+	if err := s.db.Flush(); err != nil {
+		return nil, fmt.Errorf("flush: %w", err)
+	}
+	if err := s.db.Compact(ctx, []byte{0x00}, []byte{0xff, 0xff, 0xff, 0xff}, true); err != nil {
+		return nil, fmt.Errorf("compact: %w", err)
+	}
+	s.logger.Info("defragmented", "size", s.dbSize())
+	return &pb.DefragmentResponse{Header: s.Header()}, nil
+}
+
+// Snapshot writes a consistent backup of the first range to w.
+func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
+	if err != nil {
+		return 0, err
+	}
+	h := backup.Header{
+		ClusterID: s.id.ClusterID, MemberID: s.id.MemberID,
+		Revision: st.KV.Revision, CompactRevision: st.KV.CompactRevision,
+		AppliedIndex: st.Index, CreatedUnix: time.Now().Unix(),
+	}
+	n, err := backup.Write(&ctxWriter{ctx: ctx, w: w}, snap, keys.FirstRangeID, h)
+	if err != nil {
+		return n, fmt.Errorf("write backup: %w", err)
+	}
+	s.logger.Info("backup streamed", "bytes", n, "revision", st.KV.Revision)
+	return n, nil
+}
+
+// SnapshotSizeEstimate estimates the size of a backup.
+func (s *Server) SnapshotSizeEstimate() int64 {
+	var total uint64
+	for _, span := range keys.ReplicatedSpans(keys.FirstRangeID) {
+		if n, err := s.db.EstimateDiskUsage(span.Start, span.End); err == nil {
+			total += n
+		}
+	}
+	return int64(total)
+}
+
+// ctxWriter stops writing once ctx is done (the client went away).
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c *ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}

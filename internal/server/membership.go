@@ -1,0 +1,643 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
+	raftpb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// ForceMetadataKey is the gRPC metadata key that overrides the quorum safety
+// checks of membership changes ("true"). etcd's API has no field for it;
+// `synod member remove --force` sets it.
+const ForceMetadataKey = "synod-force"
+
+// maxLearners bounds the learners of a cluster, as etcd does by default.
+const maxLearners = 1
+
+// learnerReadyFraction is how much of the leader's log a learner must hold
+// to be promoted (etcd uses the same 90%).
+const learnerReadyFraction = 0.9
+
+// ErrMemberRemoved is reported when this member learns that it was removed.
+var ErrMemberRemoved = errors.New("this member was removed from the cluster")
+
+func forced(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	v := md.Get(ForceMetadataKey)
+	return len(v) > 0 && v[0] == "true"
+}
+
+func quorum(n int) int { return n/2 + 1 }
+
+// memberToPB converts a member record to etcd's wire type.
+func memberToPB(m cluster.Member) *pb.Member {
+	return &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner}
+}
+
+func (s *Server) membersPB() ([]*pb.Member, error) {
+	ms, err := cluster.ListMembers(s.db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.Member, len(ms))
+	for i, m := range ms {
+		out[i] = memberToPB(m)
+	}
+	return out, nil
+}
+
+// raftStatus returns the Raft status of the first range (with the progress
+// of followers when this node leads).
+func (s *Server) raftStatus(ctx context.Context) (raft.Status, error) {
+	var st raft.Status
+	err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { st = r.Status() })
+	return st, err
+}
+
+// activeVoters returns the voters this node heard from within half an
+// election timeout (itself included). Raft's own activity flags are reset
+// only once per election timeout, so a voter that just died would still
+// count as active; the transport hears every heartbeat.
+func (s *Server) activeVoters(st raft.Status) map[uint64]bool {
+	active := map[uint64]bool{}
+	window := s.ElectionTimeout() / 2
+	for id := range st.Config.Voters.IDs() {
+		if id == s.id.MemberID || time.Since(s.transport.LastHeard(id)) < window {
+			active[id] = true
+		}
+	}
+	return active
+}
+
+// PeerActive reports whether this node heard from a member within half an
+// election timeout.
+func (s *Server) PeerActive(id uint64) bool {
+	return id == s.id.MemberID || time.Since(s.transport.LastHeard(id)) < s.ElectionTimeout()/2
+}
+
+// checkQuorumAfter refuses a change after which the active voters would not
+// form a quorum of the new voter set.
+func (s *Server) checkQuorumAfter(st raft.Status, voters []uint64) error {
+	active := s.activeVoters(st)
+	n := 0
+	for _, id := range voters {
+		if active[id] {
+			n++
+		}
+	}
+	if n < quorum(len(voters)) {
+		s.logger.Warn("refusing a membership change that would lose quorum",
+			"voters", len(voters), "active", n, "quorum", quorum(len(voters)))
+		return rpctypes.ErrGRPCMemberNotEnoughStarted
+	}
+	return nil
+}
+
+// newMemberID derives the ID of an added member from its peer URLs, the
+// cluster token and the time, as etcd does, avoiding IDs in use or removed.
+func (s *Server) newMemberID(urls []string) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		h := sha256.New()
+		fmt.Fprintf(h, "synod-added-member\x00%s\x00%s\x00%d\x00%d", strings.Join(urls, "\x00"), s.cfg.ClusterToken, time.Now().UnixNano(), attempt)
+		id := binary.BigEndian.Uint64(h.Sum(nil))
+		if id == 0 {
+			continue
+		}
+		_, exists, err := cluster.GetMember(s.db, id)
+		if err != nil {
+			return 0, err
+		}
+		removed, err := cluster.IsRemoved(s.db, id)
+		if err != nil {
+			return 0, err
+		}
+		if !exists && !removed {
+			return id, nil
+		}
+	}
+}
+
+func normalizeURLs(urls []string) ([]string, error) {
+	if len(urls) == 0 {
+		return nil, rpctypes.ErrGRPCMemberBadURLs
+	}
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		n, err := cluster.NormalizeURL(u)
+		if err != nil {
+			return nil, rpctypes.ErrGRPCMemberBadURLs
+		}
+		out[i] = n
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// proposeConfChange replicates one change of the Raft configuration, with
+// the member record it concerns, and waits until it is applied here.
+func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeType, rec cluster.Member) error {
+	reqID := s.reqIDs.Add(1)
+	cmd := raftcmd.Command{
+		RangeID: keys.FirstRangeID, Proposer: s.id.MemberID, RequestID: reqID,
+		Kind: raftcmd.KindMemberChange, Payload: rec.Encode(),
+	}
+	cc := &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(rec.ID)}},
+		Context: cmd.Encode(nil),
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	p := replica.NewProposal(reqID, nil)
+	if err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { r.ProposeConfChange(p, cc) }); err != nil {
+		return err
+	}
+	select {
+	case res := <-p.Done():
+		return res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// viaLeader runs a leader-only operation: here if this node leads, else on
+// the leader's peer service. If the leader steps down meanwhile (it hands
+// leadership over to remove itself), the request goes to the next leader:
+// never through two hops, whose outer connection a membership change may cut.
+func (s *Server) viaLeader(ctx context.Context, method string, req, resp proto.Message, local func() (proto.Message, error)) error {
+	for attempt := 0; ; attempt++ {
+		lead := s.Published().Lead
+		var err error
+		if s.isLeader() {
+			var out proto.Message
+			if out, err = local(); err == nil {
+				proto.Merge(resp, out)
+				return nil
+			}
+		} else {
+			err = s.forwardToLeader(ctx, method, req, resp)
+		}
+		if !isNotLeader(err) || attempt >= 4 {
+			return err
+		}
+		// Wait for the next leader, then go there.
+		deadline := time.Now().Add(2 * s.ElectionTimeout())
+		for s.Published().Lead == lead && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(s.cfg.TickInterval):
+			}
+		}
+	}
+}
+
+var notLeaderMessage = status.Convert(rpctypes.ErrGRPCNotLeader).Message()
+
+func isNotLeader(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Message() == notLeaderMessage
+}
+
+// forwardToLeader sends a membership request to the leader's peer service,
+// keeping the force flag. A failure of the forwarding itself is reported as
+// a timeout: a context code would make etcd clients retry a change that may
+// have been made.
+func (s *Server) forwardToLeader(ctx context.Context, method string, req, resp proto.Message) error {
+	conn, err := s.leaderConn()
+	if err != nil {
+		return err
+	}
+	if forced(ctx) {
+		ctx = metadata.AppendToOutgoingContext(ctx, ForceMetadataKey, "true")
+	}
+	err = conn.Invoke(ctx, method, req, resp)
+	if c := status.Code(err); (c == codes.Canceled || c == codes.DeadlineExceeded) && ctx.Err() == nil {
+		return rpctypes.ErrGRPCTimeout
+	}
+	return err
+}
+
+// MemberAdd adds a member, as a voter or a learner.
+func (s *Server) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	resp := &pb.MemberAddResponse{}
+	err := s.viaLeader(ctx, clusterMemberAddMethod, req, resp, func() (proto.Message, error) { return s.memberAdd(ctx, req) })
+	return resp, err
+}
+
+func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	s.confMu.Lock()
+	defer s.confMu.Unlock()
+	urls, err := normalizeURLs(req.PeerURLs)
+	if err != nil {
+		return nil, err
+	}
+	members, err := cluster.ListMembers(s.db)
+	if err != nil {
+		return nil, err
+	}
+	learners := 0
+	for _, m := range members {
+		for _, u := range m.PeerURLs {
+			if slices.Contains(urls, u) {
+				return nil, rpctypes.ErrGRPCPeerURLExist
+			}
+		}
+		if m.IsLearner {
+			learners++
+		}
+	}
+	st, err := s.raftStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	typ := raftpb.ConfChangeAddNode
+	if req.IsLearner {
+		typ = raftpb.ConfChangeAddLearnerNode
+		if learners >= maxLearners {
+			return nil, rpctypes.ErrGRPCTooManyLearners
+		}
+	} else if !forced(ctx) {
+		// The new voter is not running yet: the others must still be a
+		// quorum of the larger group.
+		voters := append(voterIDs(st), 0) // 0 stands for the new, not yet running, voter
+		if err := s.checkQuorumAfter(st, voters); err != nil {
+			return nil, err
+		}
+	}
+	id, err := s.newMemberID(urls)
+	if err != nil {
+		return nil, err
+	}
+	rec := cluster.Member{ID: id, PeerURLs: urls, IsLearner: req.IsLearner}
+	if err := s.proposeConfChange(ctx, typ, rec); err != nil {
+		return nil, err
+	}
+	s.logger.Info("member added", "id", fmt.Sprintf("%x", id), "peer-urls", urls, "learner", req.IsLearner)
+	all, err := s.membersPB()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberAddResponse{Header: s.Header(), Member: memberToPB(rec), Members: all}, nil
+}
+
+// voterIDs returns the voters of a Raft status.
+func voterIDs(st raft.Status) []uint64 {
+	var ids []uint64
+	for id := range st.Config.Voters.IDs() {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// MemberRemove removes a member. Removing the leader first hands leadership
+// to the most up-to-date other voter, so the cluster does not wait for an
+// election.
+func (s *Server) MemberRemove(ctx context.Context, req *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	resp := &pb.MemberRemoveResponse{}
+	err := s.viaLeader(ctx, clusterMemberRemoveMethod, req, resp, func() (proto.Message, error) { return s.memberRemove(ctx, req) })
+	return resp, err
+}
+
+func (s *Server) memberRemove(ctx context.Context, req *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
+	if req.ID == s.id.MemberID {
+		target, err := s.transferLeadership(ctx, 0)
+		if err != nil {
+			return nil, fmt.Errorf("hand leadership over before removing the leader: %w", err)
+		}
+		s.logger.Info("handed leadership over before removing myself", "to", fmt.Sprintf("%x", target))
+		return nil, rpctypes.ErrGRPCNotLeader // viaLeader goes on at the new leader
+	}
+	s.confMu.Lock()
+	defer s.confMu.Unlock()
+	m, ok, err := cluster.GetMember(s.db, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, rpctypes.ErrGRPCMemberNotFound
+	}
+	st, err := s.raftStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, voter := st.Config.Voters.IDs()[req.ID]; voter && !forced(ctx) {
+		rest := slices.DeleteFunc(voterIDs(st), func(id uint64) bool { return id == req.ID })
+		if err := s.checkQuorumAfter(st, rest); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.proposeConfChange(ctx, raftpb.ConfChangeRemoveNode, cluster.Member{ID: m.ID}); err != nil {
+		return nil, err
+	}
+	s.logger.Info("member removed", "id", fmt.Sprintf("%x", req.ID), "name", m.Name)
+	all, err := s.membersPB()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberRemoveResponse{Header: s.Header(), Members: all}, nil
+}
+
+// MemberPromote makes a learner a voter once it holds nearly all of the log.
+func (s *Server) MemberPromote(ctx context.Context, req *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	resp := &pb.MemberPromoteResponse{}
+	err := s.viaLeader(ctx, clusterMemberPromoteMethod, req, resp, func() (proto.Message, error) { return s.memberPromote(ctx, req) })
+	return resp, err
+}
+
+func (s *Server) memberPromote(ctx context.Context, req *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
+	s.confMu.Lock()
+	defer s.confMu.Unlock()
+	m, ok, err := cluster.GetMember(s.db, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, rpctypes.ErrGRPCMemberNotFound
+	}
+	st, err := s.raftStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, learner := st.Config.Learners[req.ID]; !learner {
+		return nil, rpctypes.ErrGRPCMemberNotLearner
+	}
+	pr, ok := st.Progress[req.ID]
+	lead := st.Progress[s.id.MemberID]
+	if !ok || float64(pr.Match) < learnerReadyFraction*float64(lead.Match) {
+		return nil, rpctypes.ErrGRPCLearnerNotReady
+	}
+	m.IsLearner = false
+	if err := s.proposeConfChange(ctx, raftpb.ConfChangeAddNode, m); err != nil {
+		return nil, err
+	}
+	s.logger.Info("learner promoted", "id", fmt.Sprintf("%x", req.ID), "name", m.Name)
+	all, err := s.membersPB()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberPromoteResponse{Header: s.Header(), Members: all}, nil
+}
+
+// MemberUpdate changes a member's peer URLs.
+func (s *Server) MemberUpdate(ctx context.Context, req *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
+	urls, err := normalizeURLs(req.PeerURLs)
+	if err != nil {
+		return nil, err
+	}
+	members, err := cluster.ListMembers(s.db)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		if m.ID == req.ID {
+			continue
+		}
+		for _, u := range m.PeerURLs {
+			if slices.Contains(urls, u) {
+				return nil, rpctypes.ErrGRPCPeerURLExist
+			}
+		}
+	}
+	rec := cluster.Member{ID: req.ID, PeerURLs: urls}
+	if _, err := s.proposeRaw(ctx, raftcmd.KindMemberUpdate, rec.Encode()); err != nil {
+		return nil, err
+	}
+	all, err := s.membersPB()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.MemberUpdateResponse{Header: s.Header(), Members: all}, nil
+}
+
+// MoveLeader hands leadership to another voter.
+func (s *Server) MoveLeader(ctx context.Context, req *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	resp := &pb.MoveLeaderResponse{}
+	err := s.viaLeader(ctx, clusterMoveLeaderMethod, req, resp, func() (proto.Message, error) { return s.moveLeader(ctx, req) })
+	return resp, err
+}
+
+func (s *Server) moveLeader(ctx context.Context, req *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if req.TargetID == s.id.MemberID {
+		return &pb.MoveLeaderResponse{Header: s.Header()}, nil
+	}
+	if _, err := s.transferLeadership(ctx, req.TargetID); err != nil {
+		return nil, err
+	}
+	return &pb.MoveLeaderResponse{Header: s.Header()}, nil
+}
+
+// transferLeadership hands leadership to target (0: the voter with the
+// longest log) and waits until it leads.
+func (s *Server) transferLeadership(ctx context.Context, target uint64) (uint64, error) {
+	st, err := s.raftStatus(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if target == 0 {
+		var best uint64
+		for id := range st.Config.Voters.IDs() {
+			if id == s.id.MemberID {
+				continue
+			}
+			if pr, ok := st.Progress[id]; ok && (best == 0 || pr.Match > st.Progress[best].Match) {
+				best = id
+			}
+		}
+		if best == 0 {
+			return 0, rpctypes.ErrGRPCBadLeaderTransferee
+		}
+		target = best
+	} else if _, voter := st.Config.Voters.IDs()[target]; !voter {
+		return 0, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	if err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { r.TransferLeader(target) }); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(4 * s.ElectionTimeout())
+	for time.Now().Before(deadline) {
+		if s.Published().Lead == target {
+			return target, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(s.cfg.TickInterval):
+		}
+	}
+	return 0, rpctypes.ErrGRPCTimeout
+}
+
+// Cluster forwarding: the peer service through which other nodes reach the
+// leader for membership changes.
+
+const (
+	clusterServiceName         = "synod.cluster.v1.Leader"
+	clusterMemberAddMethod     = "/" + clusterServiceName + "/MemberAdd"
+	clusterMemberRemoveMethod  = "/" + clusterServiceName + "/MemberRemove"
+	clusterMemberPromoteMethod = "/" + clusterServiceName + "/MemberPromote"
+	clusterMoveLeaderMethod    = "/" + clusterServiceName + "/MoveLeader"
+	clusterMembersMethod       = "/" + clusterServiceName + "/Members"
+)
+
+type clusterForwarding interface{}
+
+func (s *Server) registerClusterForwarding(srv *grpc.Server) {
+	unary := func(newReq func() proto.Message, call func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error)) grpc.MethodHandler {
+		return func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			s := srv.(*Server)
+			req := newReq()
+			if err := dec(req); err != nil {
+				return nil, err
+			}
+			return call(s, ctx, req)
+		}
+	}
+	leaderOnly := func(s *Server) error {
+		if !s.isLeader() {
+			return rpctypes.ErrGRPCNotLeader // never forward twice
+		}
+		return nil
+	}
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: clusterServiceName,
+		HandlerType: (*clusterForwarding)(nil),
+		Methods: []grpc.MethodDesc{
+			{MethodName: "MemberAdd", Handler: unary(func() proto.Message { return &pb.MemberAddRequest{} },
+				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
+					if err := leaderOnly(s); err != nil {
+						return nil, err
+					}
+					return s.memberAdd(ctx, req.(*pb.MemberAddRequest))
+				})},
+			{MethodName: "MemberRemove", Handler: unary(func() proto.Message { return &pb.MemberRemoveRequest{} },
+				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
+					if err := leaderOnly(s); err != nil {
+						return nil, err
+					}
+					return s.memberRemove(ctx, req.(*pb.MemberRemoveRequest))
+				})},
+			{MethodName: "MemberPromote", Handler: unary(func() proto.Message { return &pb.MemberPromoteRequest{} },
+				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
+					if err := leaderOnly(s); err != nil {
+						return nil, err
+					}
+					return s.memberPromote(ctx, req.(*pb.MemberPromoteRequest))
+				})},
+			{MethodName: "MoveLeader", Handler: unary(func() proto.Message { return &pb.MoveLeaderRequest{} },
+				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
+					if err := leaderOnly(s); err != nil {
+						return nil, err
+					}
+					return s.moveLeader(ctx, req.(*pb.MoveLeaderRequest))
+				})},
+			// Members answers a node that starts with --initial-cluster-state
+			// existing and needs its cluster and member IDs.
+			{MethodName: "Members", Handler: unary(func() proto.Message { return &pb.MemberListRequest{} },
+				func(s *Server, ctx context.Context, _ proto.Message) (proto.Message, error) {
+					ms, err := s.membersPB()
+					if err != nil {
+						return nil, err
+					}
+					return &pb.MemberListResponse{Header: s.Header(), Members: ms}, nil
+				})},
+		},
+		Metadata: "synod/cluster.proto",
+	}, s)
+}
+
+// onConfChange keeps the transport's peers in step with the members, and
+// notices this member's own removal.
+func (s *Server) onConfChange() {
+	if err := s.refreshPeers(); err != nil {
+		s.logger.Error("refresh peers after a membership change", "err", err)
+	}
+	if err := s.loadRemoved(); err != nil {
+		s.logger.Error("load removed members", "err", err)
+	}
+	if removed, err := cluster.IsRemoved(s.db, s.id.MemberID); err == nil && removed {
+		s.memberRemoved()
+	}
+}
+
+// loadRemoved refreshes the set of removed members the transport consults
+// for every frame it receives.
+func (s *Server) loadRemoved() error {
+	set := map[uint64]bool{}
+	span := keys.RemovedMemberSpan()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		set[binary.BigEndian.Uint64(k[len(k)-8:])] = true
+	}
+	s.removed.Store(&set)
+	return it.Error()
+}
+
+// isRemoved reports whether a member was removed from the cluster.
+func (s *Server) isRemoved(id uint64) bool {
+	set := s.removed.Load()
+	return set != nil && (*set)[id]
+}
+
+// memberRemoved stops this member for good: it records locally that it was
+// removed (so that a restart with this data refuses to run), stops serving
+// clients, and reports ErrMemberRemoved on Fatal.
+func (s *Server) memberRemoved() {
+	s.removedOnce.Do(func() {
+		s.logger.Error("this member was removed from the cluster; stopping", "cluster", fmt.Sprintf("%x", s.id.ClusterID))
+		if err := s.db.Set(keys.NodeRemovedKey(), nil, nil); err != nil {
+			s.logger.Error("record removal", "err", err)
+		}
+		s.onFatal(ErrMemberRemoved)
+		s.goBackground(func(context.Context) { stopGRPC(s.clientSrv) })
+	})
+}
+
+// checkNotRemoved refuses to start a member that was removed.
+func (s *Server) checkNotRemoved() error {
+	_, closer, err := s.db.Get(keys.NodeRemovedKey())
+	removed := err == nil
+	if closer != nil {
+		closer.Close()
+	}
+	if !removed {
+		if removed, err = cluster.IsRemoved(s.db, s.id.MemberID); err != nil {
+			return err
+		}
+	}
+	if removed {
+		return fmt.Errorf("member %x was removed from cluster %x: its data cannot rejoin; "+
+			"remove the data dir %s and add the node again (synod start --join)", s.id.MemberID, s.id.ClusterID, s.cfg.DataDir)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/synod-io/synod/internal/backup"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/storage"
+)
+
+// RestoreConfig describes the member a backup is restored into.
+type RestoreConfig struct {
+	// Backup is the path of the backup file.
+	Backup string
+	// DataDir must not hold a member yet.
+	DataDir string
+	FS      vfs.FS
+	// Name, InitialCluster and ClusterToken describe the new cluster, as
+	// for Open; every member of it is restored from the same backup.
+	Name           string
+	InitialCluster string
+	ClusterToken   string
+	// PeerURL is this member's peer URL when InitialCluster is empty (a
+	// single-node cluster).
+	PeerURL string
+	Logger  *slog.Logger
+}
+
+// Restore creates the data dir of a member of a new cluster whose data is a
+// backup's: the KV state with its history and revision counters, and the
+// leases. Membership comes from InitialCluster, not from the backup, as etcd's
+// restore does. The backup is verified in full before anything is written.
+func Restore(cfg RestoreConfig) (backup.Header, error) {
+	if cfg.ClusterToken == "" {
+		cfg.ClusterToken = "synod-cluster"
+	}
+	if cfg.Name == "" {
+		cfg.Name = "default"
+	}
+	h, pairs, err := verifyBackup(cfg.Backup)
+	if err != nil {
+		return h, err
+	}
+	db, err := storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger})
+	if err != nil {
+		return h, err
+	}
+	defer db.Close()
+	if _, found, err := loadIdent(db); err != nil || found {
+		if err == nil {
+			err = fmt.Errorf("data dir %s already holds a member", cfg.DataDir)
+		}
+		return h, err
+	}
+	data := db.NewBatch()
+	defer data.Close()
+	keep := restoredSpans()
+	f, err := os.Open(cfg.Backup)
+	if err != nil {
+		return h, err
+	}
+	defer f.Close()
+	if _, err := backup.Read(f, func(k, v []byte) error {
+		for _, sp := range keep {
+			if bytes.Compare(k, sp.Start) >= 0 && bytes.Compare(k, sp.End) < 0 {
+				return data.Set(k, v, nil)
+			}
+		}
+		return nil // membership, alarms and Raft state are the new cluster's
+	}); err != nil {
+		return h, fmt.Errorf("read backup: %w", err)
+	}
+	spec := cfg.InitialCluster
+	if spec == "" {
+		spec = cfg.Name + "=" + cfg.PeerURL
+	}
+	if _, err := bootstrapCluster(db, cfg.Name, spec, cfg.ClusterToken,
+		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, data); err != nil {
+		return h, err
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Info("restored backup", "pairs", pairs, "revision", h.Revision, "data-dir", cfg.DataDir)
+	}
+	return h, nil
+}
+
+// restoredSpans are the parts of a backup a restore keeps: user data and
+// leases.
+func restoredSpans() []keys.Span {
+	return []keys.Span{keys.MVCCSpan(), keys.LeaseSpan(), leaseAttachmentSpan()}
+}
+
+func leaseAttachmentSpan() keys.Span {
+	p := keys.LeaseAttachmentPrefix(0)
+	p = p[:len(p)-8] // the prefix shared by every lease's attachments
+	return keys.Span{Start: p, End: keys.PrefixEnd(p)}
+}
+
+func verifyBackup(path string) (backup.Header, int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return backup.Header{}, 0, err
+	}
+	defer f.Close()
+	h, n, err := backup.Verify(f)
+	if err != nil {
+		return h, n, fmt.Errorf("verify backup %s: %w", path, err)
+	}
+	return h, n, nil
+}
+
+// VerifyBackup checks a backup file and returns its header and pair count.
+func VerifyBackup(path string) (backup.Header, int, error) { return verifyBackup(path) }
