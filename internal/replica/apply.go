@@ -89,7 +89,7 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 	for _, ar := range results {
 		if p, ok := r.proposals[ar.requestID]; ok {
 			delete(r.proposals, ar.requestID)
-			p.complete(ar.res)
+			out.completions = append(out.completions, completion{p, ar.res})
 		}
 	}
 	return nil

@@ -199,6 +199,7 @@ func (nw *network) ready() bool {
 			if err != nil {
 				nw.t.Fatalf("replica %d: %v", id, err)
 			}
+			out.Complete()
 			nw.applied[id] = append(nw.applied[id], out)
 			progress = true
 		}

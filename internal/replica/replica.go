@@ -155,6 +155,26 @@ type ApplyOutput struct {
 	SnapshotInstalled bool
 	// ConfChanged is set when a configuration change was applied.
 	ConfChanged bool
+
+	// completions are the results of this node's proposals, delivered by
+	// Complete once the caller has published the batch's effects (watch
+	// events first, so a client that sees its write acknowledged can count
+	// on this node's watchers and progress notifications having seen it).
+	completions []completion
+}
+
+type completion struct {
+	p   *Proposal
+	res Result
+}
+
+// Complete delivers the results of the proposals applied in this batch. The
+// caller must call it after handling the output, exactly once.
+func (o *ApplyOutput) Complete() {
+	for _, c := range o.completions {
+		c.p.complete(c.res)
+	}
+	o.completions = nil
 }
 
 // Replica is the replica of one range on this node. It is not safe for

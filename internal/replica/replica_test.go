@@ -207,9 +207,11 @@ func TestAcknowledgementsFollowSync(t *testing.T) {
 			for _, id := range nw.ids {
 				r := nw.replicas[id]
 				for r.HasReady() {
-					if _, err := r.HandleReady(durableCheckSender{sender{nw, id}, t, &checks}); err != nil {
+					out, err := r.HandleReady(durableCheckSender{sender{nw, id}, t, &checks})
+					if err != nil {
 						t.Fatal(err)
 					}
+					out.Complete()
 					progress = true
 				}
 			}

@@ -164,6 +164,7 @@ func (h *handle) run(ctx context.Context) {
 			if h.s.cfg.OnApply != nil && (len(out.Events) > 0 || len(out.Compactions) > 0 || len(out.Leases) > 0 || out.SnapshotInstalled || out.ConfChanged) {
 				h.s.cfg.OnApply(h.r.RangeID(), out)
 			}
+			out.Complete()
 		}
 	}
 }
