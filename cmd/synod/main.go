@@ -9,8 +9,13 @@ package main
 import (
 	"context"
 	"os"
+
+	"github.com/synod-io/synod/internal/gcpolicy"
 )
 
 func main() {
+	// A server's garbage is mostly per request; see internal/gcpolicy. The
+	// client commands are short-lived and unaffected either way.
+	gcpolicy.Apply()
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

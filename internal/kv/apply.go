@@ -161,7 +161,13 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 			lease = cur.Lease
 		}
 	}
-	prev, kv, err := mvcc.Put(c.a.Batch, key, value, lease, c.rev, c.sub)
+	var prev, kv *mvccpb.KeyValue
+	var err error
+	if c.a.Writer != nil {
+		prev, kv, err = c.a.Writer.Put(key, value, lease, c.rev, c.sub)
+	} else {
+		prev, kv, err = mvcc.Put(c.a.Batch, key, value, lease, c.rev, c.sub)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package kv
 import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/synod-io/synod/internal/mvcc"
 )
 
 // Meta is the KV part of a range's replicated applied state. The replica
@@ -56,7 +58,10 @@ type Leases interface {
 // storage failure (a Pebble error or corrupt data) after which the batch and
 // Events may hold part of the command: the caller must discard them.
 type Applier struct {
-	Batch  *pebble.Batch
+	Batch *pebble.Batch
+	// Writer, if set, makes the MVCC writes into Batch, reusing its iterator
+	// across the commands of one apply batch.
+	Writer *mvcc.Writer
 	Meta   *Meta
 	Leases Leases
 	Events []Event

@@ -46,13 +46,86 @@ func Get(r pebble.Reader, key []byte, rev int64) (kv *mvccpb.KeyValue, err error
 // sub. prev is the live version it replaces (nil when the key did not exist or
 // its newest version is a tombstone); kv is the version written.
 func Put(rw ReadWriter, key, value []byte, lease, rev int64, sub int32) (prev, kv *mvccpb.KeyValue, err error) {
+	w := NewWriter(rw)
+	defer func() {
+		if cerr := w.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	return w.Put(key, value, lease, rev, sub)
+}
+
+// Writer makes the writes of one batch. Every write first reads the newest
+// version of its key; a Writer does those reads with one iterator, moved
+// from key to key, instead of opening one per write (iterator construction
+// over the memtables and every SSTable level dominated the cost of a put).
+// A Writer is not safe for concurrent use; Close it before committing rw.
+type Writer struct {
+	rw ReadWriter
+	c  *cursor // nil until the first read
+	// bounds holds the iterator's current bounds: Pebble requires them
+	// unchanged until the next SetOptions, so the buffers alternate.
+	bounds [2][2][]byte
+	cur    int
+}
+
+// NewWriter returns a Writer over rw.
+func NewWriter(rw ReadWriter) *Writer { return &Writer{rw: rw} }
+
+// Close releases the iterator.
+func (w *Writer) Close() error {
+	if w.c == nil {
+		return nil
+	}
+	var err error
+	w.c.close(&err)
+	w.c = nil
+	return err
+}
+
+// seek positions the Writer's cursor on the versions of key, seeing every
+// write made to rw so far.
+func (w *Writer) seek(key []byte) (*cursor, error) {
+	w.cur = 1 - w.cur
+	b := &w.bounds[w.cur]
+	versionBounds(b, key)
+	opts := &pebble.IterOptions{LowerBound: b[0], UpperBound: b[1]}
+	if w.c == nil {
+		it, err := w.rw.NewIter(opts)
+		if err != nil {
+			return nil, fmt.Errorf("open iterator: %w", err)
+		}
+		w.c = &cursor{it: it}
+		return w.c, nil
+	}
+	// SetOptions also refreshes an indexed batch iterator's view of the
+	// batch, so the read sees this Writer's earlier writes.
+	w.c.it.SetOptions(opts)
+	return w.c, nil
+}
+
+// versionBounds sets b to keys.MVCCBound(key) and keys.MVCCKeyUpperBound(key)
+// (the bounds of key's versions), reusing b's buffers.
+func versionBounds(b *[2][]byte, key []byte) {
+	b[0] = keys.AppendMVCCKeyPrefix(b[0][:0], key)
+	b[1] = append(b[1][:0], b[0]...)
+	b[1][len(b[1])-1] = 0x02
+}
+
+// Put is the package's Put, reusing the Writer's iterator.
+func (w *Writer) Put(key, value []byte, lease, rev int64, sub int32) (prev, kv *mvccpb.KeyValue, err error) {
 	if err := checkWrite(key, rev, sub); err != nil {
 		return nil, nil, err
 	}
-	prev, err = newest(rw, key, rev)
+	c, err := w.seek(key)
 	if err != nil {
 		return nil, nil, err
 	}
+	prev, err = newestAt(c, key, rev)
+	if err != nil {
+		return nil, nil, err
+	}
+	rw := w.rw
 	rec := record{sub: sub, createRev: rev, version: 1, lease: lease, value: value}
 	if prev != nil {
 		rec.createRev, rec.version = prev.CreateRevision, prev.Version+1
@@ -143,6 +216,11 @@ func newest(r pebble.Reader, key []byte, rev int64) (kv *mvccpb.KeyValue, err er
 		return nil, err
 	}
 	defer c.close(&err)
+	return newestAt(c, key, rev)
+}
+
+// newestAt is newest on a cursor bounded to the versions of key.
+func newestAt(c *cursor, key []byte, rev int64) (*mvccpb.KeyValue, error) {
 	if !c.it.First() {
 		return nil, c.done()
 	}

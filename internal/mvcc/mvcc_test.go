@@ -1,11 +1,15 @@
 package mvcc
 
 import (
+	"bytes"
 	"math"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keys"
 )
 
 // TestVersionsAcrossDeleteAndRecreate checks create_revision, version and
@@ -205,5 +209,69 @@ func TestDeleteRangeEmpty(t *testing.T) {
 	}
 	if b.Count() != 0 {
 		t.Errorf("batch: got %d writes, want 0", b.Count())
+	}
+}
+
+// TestWriterSeesItsOwnWrites checks that a Writer's reused iterator sees the
+// earlier writes of its batch, its own and others', across keys that share
+// prefixes.
+func TestWriterSeesItsOwnWrites(t *testing.T) {
+	db := openDB(t)
+	b := db.NewIndexedBatch()
+	defer b.Close()
+	w := NewWriter(b)
+	defer w.Close()
+	if _, _, err := w.Put([]byte("a"), []byte("1"), 0, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.Put([]byte("ab"), []byte("x"), 0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	prev, got, err := w.Put([]byte("a"), []byte("2"), 0, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := kv("a", "1", 1, 1, 1, 0); !proto.Equal(prev, want) {
+		t.Fatalf("prev of the second put of a: got %v, want %v", prev, want)
+	}
+	if got.Version != 2 || got.CreateRevision != 1 {
+		t.Fatalf("second put of a: got version %d create %d, want 2 and 1", got.Version, got.CreateRevision)
+	}
+	// A write made to the batch without the Writer is seen too.
+	if err := writeTombstone(b, []byte("ab"), 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	prev, got, err = w.Put([]byte("ab"), []byte("y"), 0, 4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev != nil || got.Version != 1 || got.CreateRevision != 4 {
+		t.Fatalf("put of ab after its delete: got prev %v, version %d, create %d; want nil, 1, 4", prev, got.Version, got.CreateRevision)
+	}
+	// A stale write is refused, as by Put.
+	if _, _, err := w.Put([]byte("a"), []byte("3"), 0, 1, 5); err == nil {
+		t.Fatalf("put of a below its newest revision: got no error, want one")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Get(db, []byte("a"), 2)
+	if err != nil || string(v.GetValue()) != "2" {
+		t.Fatalf("get a after commit: got %v, %v; want value 2", v, err)
+	}
+}
+
+// TestWriterBoundsMatchKeys checks the bounds the Writer builds in place
+// against the keys package's own, with buffers reused from longer keys.
+func TestWriterBoundsMatchKeys(t *testing.T) {
+	var b [2][]byte
+	for _, k := range []string{"key/with/slashes", "a", "a\x00b", "\xff", ""} {
+		versionBounds(&b, []byte(k))
+		if !bytes.Equal(b[0], keys.MVCCBound([]byte(k))) || !bytes.Equal(b[1], keys.MVCCKeyUpperBound([]byte(k))) {
+			t.Errorf("bounds of %q: got %x %x, want %x %x", k, b[0], b[1], keys.MVCCBound([]byte(k)), keys.MVCCKeyUpperBound([]byte(k)))
+		}
 	}
 }

@@ -3,6 +3,7 @@ package raftcmd
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -30,6 +31,21 @@ const (
 	KindMemberUpdate Kind = 10
 	// KindAlarm raises or disarms an alarm (etcdserverpb.AlarmRequest).
 	KindAlarm Kind = 11
+
+	// Auth commands: their payloads are the etcdserverpb Auth* requests, with
+	// passwords replaced by their bcrypt hashes before proposing.
+	KindAuthEnable           Kind = 12 // etcdserverpb.AuthEnableRequest
+	KindAuthDisable          Kind = 13 // etcdserverpb.AuthDisableRequest
+	KindAuthenticate         Kind = 14 // etcdserverpb.InternalAuthenticateRequest (name and simple token, no password)
+	KindUserAdd              Kind = 15 // etcdserverpb.AuthUserAddRequest
+	KindUserDelete           Kind = 16 // etcdserverpb.AuthUserDeleteRequest
+	KindUserChangePassword   Kind = 17 // etcdserverpb.AuthUserChangePasswordRequest
+	KindUserGrantRole        Kind = 18 // etcdserverpb.AuthUserGrantRoleRequest
+	KindUserRevokeRole       Kind = 19 // etcdserverpb.AuthUserRevokeRoleRequest
+	KindRoleAdd              Kind = 20 // etcdserverpb.AuthRoleAddRequest
+	KindRoleDelete           Kind = 21 // etcdserverpb.AuthRoleDeleteRequest
+	KindRoleGrantPermission  Kind = 22 // etcdserverpb.AuthRoleGrantPermissionRequest
+	KindRoleRevokePermission Kind = 23 // etcdserverpb.AuthRoleRevokePermissionRequest
 )
 
 func (k Kind) String() string {
@@ -56,6 +72,30 @@ func (k Kind) String() string {
 		return "member-update"
 	case KindAlarm:
 		return "alarm"
+	case KindAuthEnable:
+		return "auth-enable"
+	case KindAuthDisable:
+		return "auth-disable"
+	case KindAuthenticate:
+		return "authenticate"
+	case KindUserAdd:
+		return "user-add"
+	case KindUserDelete:
+		return "user-delete"
+	case KindUserChangePassword:
+		return "user-change-password"
+	case KindUserGrantRole:
+		return "user-grant-role"
+	case KindUserRevokeRole:
+		return "user-revoke-role"
+	case KindRoleAdd:
+		return "role-add"
+	case KindRoleDelete:
+		return "role-delete"
+	case KindRoleGrantPermission:
+		return "role-grant-permission"
+	case KindRoleRevokePermission:
+		return "role-revoke-permission"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -72,6 +112,11 @@ type Command struct {
 	// appends entries of that term, so a decision taken by a deposed leader
 	// (a lease expiry judged by its stale clock) can never take effect.
 	Term uint64
+	// AuthRevision, if not zero, is the auth revision at which the request
+	// was authorized: the command fails with etcd's ErrGRPCAuthOldRevision if
+	// the auth state changed since, so a revoked permission cannot be used by
+	// a request checked just before the revocation.
+	AuthRevision uint64
 }
 
 const (
@@ -81,10 +126,12 @@ const (
 	fieldKind      protowire.Number = 4
 	fieldPayload   protowire.Number = 5
 	fieldTerm      protowire.Number = 6
+	fieldAuthRev   protowire.Number = 7
 )
 
 // Encode appends the encoding of c to dst.
 func (c *Command) Encode(dst []byte) []byte {
+	dst = slices.Grow(dst, c.Size())
 	dst = protowire.AppendTag(dst, fieldRangeID, protowire.VarintType)
 	dst = protowire.AppendVarint(dst, uint64(c.RangeID))
 	dst = protowire.AppendTag(dst, fieldProposer, protowire.VarintType)
@@ -99,7 +146,28 @@ func (c *Command) Encode(dst []byte) []byte {
 		dst = protowire.AppendTag(dst, fieldTerm, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, c.Term)
 	}
+	if c.AuthRevision != 0 {
+		dst = protowire.AppendTag(dst, fieldAuthRev, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, c.AuthRevision)
+	}
 	return dst
+}
+
+// Size is the length of the command's encoding.
+func (c *Command) Size() int {
+	n := 5 + // one byte per tag
+		protowire.SizeVarint(uint64(c.RangeID)) +
+		protowire.SizeVarint(c.Proposer) +
+		protowire.SizeVarint(c.RequestID) +
+		protowire.SizeVarint(uint64(c.Kind)) +
+		protowire.SizeBytes(len(c.Payload))
+	if c.Term != 0 {
+		n += 1 + protowire.SizeVarint(c.Term)
+	}
+	if c.AuthRevision != 0 {
+		n += 1 + protowire.SizeVarint(c.AuthRevision)
+	}
+	return n
 }
 
 var errTruncated = errors.New("truncated command")
@@ -131,6 +199,8 @@ func Decode(data []byte) (Command, error) {
 				c.Kind = Kind(v)
 			case fieldTerm:
 				c.Term = v
+			case fieldAuthRev:
+				c.AuthRevision = v
 			}
 		case typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(data)

@@ -39,3 +39,21 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestSizeMatchesEncoding(t *testing.T) {
+	for _, c := range []Command{
+		{},
+		{RangeID: 1, Proposer: 1 << 63, RequestID: 1<<64 - 1, Kind: KindTxn, Payload: make([]byte, 300), Term: 1 << 40},
+		{RangeID: 7, Proposer: 3, RequestID: 9, Kind: KindPut, Payload: []byte("x")},
+	} {
+		enc := c.Encode(nil)
+		if got, want := c.Size(), len(enc); got != want {
+			t.Errorf("Size of %+v: got %d, want %d", c, got, want)
+		}
+		// A buffer of exactly Size bytes is used as is, not regrown.
+		buf := make([]byte, 0, c.Size())
+		if out := c.Encode(buf); cap(out) != cap(buf) || &out[:1][0] != &buf[:1][0] {
+			t.Errorf("Encode into a buffer of Size %d of %+v: got a new buffer of capacity %d, want the given one", c.Size(), c, cap(out))
+		}
+	}
+}

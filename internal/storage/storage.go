@@ -21,6 +21,13 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// The memtables: their size, and how many may exist before writes stall
+// (Pebble's default).
+const (
+	memTableSize                = 32 << 20
+	memTableStopWritesThreshold = 2
+)
+
 // Open opens (or creates) the Pebble instance of a node.
 func Open(o Options) (*pebble.DB, error) {
 	fs := o.FS
@@ -34,14 +41,20 @@ func Open(o Options) (*pebble.DB, error) {
 	if err := fs.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", o.Dir, err)
 	}
-	cache := pebble.NewCache(cacheBytes)
+	// Pebble charges every memtable, the mutable one and those waiting to be
+	// flushed, to the block cache (Cache.Reserve). The cache is made larger
+	// by the most memtables can hold, so that blocks always have CacheBytes:
+	// without this, two 32 MiB memtables left a 64 MiB cache no room at all
+	// and every read went to the file system.
+	cache := pebble.NewCache(cacheBytes + memTableStopWritesThreshold*memTableSize)
 	defer cache.Unref()
 	opts := &pebble.Options{
-		FS:                 fs,
-		Cache:              cache,
-		FormatMajorVersion: pebble.FormatNewest,
-		MemTableSize:       32 << 20,
-		Logger:             pebbleLogger{o.Logger},
+		FS:                          fs,
+		Cache:                       cache,
+		FormatMajorVersion:          pebble.FormatNewest,
+		MemTableSize:                memTableSize,
+		MemTableStopWritesThreshold: memTableStopWritesThreshold,
+		Logger:                      pebbleLogger{o.Logger},
 	}
 	db, err := pebble.Open(o.Dir, opts)
 	if err != nil {

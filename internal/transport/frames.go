@@ -121,14 +121,28 @@ func walk(data []byte, fn func(num protowire.Number, v uint64, b []byte) error) 
 	return nil
 }
 
+// size is the length of an item's encoding, without its own tag and
+// length prefix.
+func (it *raftItem) size() int {
+	return 1 + protowire.SizeVarint(it.rangeID) + 1 + protowire.SizeBytes(len(it.msg))
+}
+
+// marshal encodes the frame into one buffer of exactly its size: Raft
+// messages are the bulk of the bytes a node sends, so each is copied once.
 func (f *raftFrame) marshal() []byte {
-	b := appendUint(nil, 1, f.clusterID)
+	n := 1 + protowire.SizeVarint(f.clusterID) + 1 + protowire.SizeVarint(f.from)
+	for i := range f.items {
+		n += 1 + protowire.SizeBytes(f.items[i].size())
+	}
+	b := make([]byte, 0, n)
+	b = appendUint(b, 1, f.clusterID)
 	b = appendUint(b, 2, f.from)
-	for _, it := range f.items {
-		var sub []byte
-		sub = appendUint(sub, 1, it.rangeID)
-		sub = appendBytes(sub, 2, it.msg)
-		b = appendBytes(b, 3, sub)
+	for i := range f.items {
+		it := &f.items[i]
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(it.size()))
+		b = appendUint(b, 1, it.rangeID)
+		b = appendBytes(b, 2, it.msg)
 	}
 	return b
 }

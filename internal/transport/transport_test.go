@@ -27,6 +27,19 @@ func TestFrameRoundTrip(t *testing.T) {
 	if got.clusterID != 7 || got.from != 9 || len(got.items) != 2 || got.items[1].rangeID != 2 || string(got.items[0].msg) != "a" {
 		t.Fatalf("raft frame: got %+v, want %+v", got, rf)
 	}
+	big := raftFrame{clusterID: 1 << 60, from: 1 << 40, items: []raftItem{{rangeID: 1 << 30, msg: bytes.Repeat([]byte("m"), 300)}, {rangeID: 5, msg: []byte("n")}}}
+	enc := big.marshal()
+	if len(enc) != cap(enc) {
+		t.Fatalf("raft frame buffer: got length %d capacity %d, want them equal", len(enc), cap(enc))
+	}
+	var gotBig raftFrame
+	if err := (codec{}).Unmarshal(enc, &gotBig); err != nil {
+		t.Fatal(err)
+	}
+	if gotBig.clusterID != big.clusterID || gotBig.from != big.from || len(gotBig.items) != 2 ||
+		gotBig.items[0].rangeID != 1<<30 || !bytes.Equal(gotBig.items[0].msg, big.items[0].msg) || string(gotBig.items[1].msg) != "n" {
+		t.Fatalf("raft frame: got %+v, want %+v", gotBig, big)
+	}
 	sf := snapshotFrame{clusterID: 1, rangeID: 3, msg: []byte("m"), keys: [][]byte{[]byte("k")}, values: [][]byte{nil}, final: true}
 	var gs snapshotFrame
 	if err := (codec{}).Unmarshal(sf.marshal(), &gs); err != nil {

@@ -1,0 +1,48 @@
+// Command bench measures Synod against etcd on the same machine, in the same
+// run, with the same workloads, and writes the results as Markdown.
+//
+//	cd bench && go run . -out ../docs/benchmarks.md
+//
+// It starts a 3-member etcd cluster (go.etcd.io/etcd/server/v3/embed, default
+// durability) and drives it with go.etcd.io/etcd/client/v3, stops it, then
+// does the same with a 3-node Synod cluster (internal/server, default
+// configuration). Each member runs in its own process, so the CPU time and
+// peak RSS of the servers are read from /proc without counting the load
+// generator, which runs in this process on the same cores. etcd members are
+// this binary re-executed with the hidden "member" subcommand; Synod members
+// are the synodmember command, which bench builds with the go tool at start
+// (so run it from the bench directory). No binary links both servers: their
+// protobuf registrations clash (Synod's api/v3electionpb reuses etcd's proto
+// names), and this one links no Synod package at all.
+//
+// Workloads, each closed-loop unless said otherwise, measured over -duration
+// after -warmup:
+//
+//   - put-1: puts of new keys (256-byte values) by one client, on the leader;
+//   - put-1000: the same with -clients clients over -conns connections;
+//   - get-linearizable, get-serializable: single-key reads of preloaded keys;
+//   - txn-4-puts: transactions of four puts of new keys;
+//   - watch: -watchers watchers on one prefix, spread over the connections
+//     (the watchers of one connection share its watch stream), and puts at
+//     -watch-put-rate per second (open loop); the latency is from the put's
+//     start to the event's arrival at each watcher, the throughput counts
+//     delivered events;
+//   - lease-keepalive: one lease per client, keep-alive round trips on raw
+//     LeaseKeepAlive streams (as etcd's own benchmark tool does);
+//   - lock: -lock-clients sessions contending for one
+//     go.etcd.io/etcd/client/v3/concurrency mutex, Lock then Unlock.
+//
+// A workload whose RPCs a system answers with codes.Unimplemented is reported
+// as "n/a (not implemented yet)".
+//
+// Per workload and system it reports throughput, p50/p99/p999 latency, server
+// CPU seconds per 1,000 operations (user+system time of the three member
+// processes during the window), peak RSS (sum of the members' VmHWM, reset
+// at the start of the window), and bytes on disk per key written (growth of
+// the members' data directories in allocated blocks, averaged over members,
+// divided by the keys the workload wrote; it includes the write-ahead logs).
+//
+// With -profile-dir it also saves CPU and allocation profiles of every member
+// during the workloads named by -profile; profiling perturbs the numbers, so
+// publish tables from runs without it.
+package main

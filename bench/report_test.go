@@ -1,0 +1,92 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWriteGeneratedKeepsAnalysis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	doc := "# Title\n\nintro\n\n" + beginMarker + "\nold table\n" + endMarker + "\n\n## Analysis\n\nkept\n"
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGenerated(path, beginMarker+"\nnew table\n"+endMarker+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# Title\n\nintro\n\n" + beginMarker + "\nnew table\n" + endMarker + "\n\n## Analysis\n\nkept\n"
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestWriteGeneratedCreatesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new.md")
+	if err := writeGenerated(path, beginMarker+"\ntable\n"+endMarker+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), "table") || !strings.Contains(string(got), "## Where the time goes") {
+		t.Fatalf("new file lacks the table or the analysis heading:\n%s", got)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var r result
+	for i := 1; i <= 1000; i++ {
+		r.lat = append(r.lat, time.Duration(i))
+	}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 500}, {99, 990}, {99.9, 999}, {100, 1000}, {0, 1}} {
+		if got := r.percentile(c.p); got != c.want {
+			t.Errorf("p%v: got %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := (&result{}).percentile(50); got != 0 {
+		t.Errorf("percentile of nothing: got %v, want 0", got)
+	}
+}
+
+func TestCommas(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1575: "-1,575"} {
+		if got := commas(n); got != want {
+			t.Errorf("commas(%d): got %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestProcessCPUOfSelf(t *testing.T) {
+	if _, err := processCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := statusField(os.Getpid(), "VmHWM"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	o, err := parseOptions([]string{"-systems", "synod", "-workloads", "put-1,txn-4-puts"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.systems) != 1 || o.systems[0] != "synod" || len(o.workloads) != 2 {
+		t.Fatalf("parsed %v %v", o.systems, o.workloads)
+	}
+	for _, bad := range [][]string{{"-systems", "zookeeper"}, {"-workloads", "nope"}, {"-clients", "0"}} {
+		if _, err := parseOptions(bad); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
+	}
+}
