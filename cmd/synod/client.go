@@ -23,12 +23,20 @@ type clientOptions struct {
 	endpoints      []string
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
+	// TLS, with etcdctl's flag names (see tls.go).
+	caFile, certFile, keyFile string
+	// user is --user NAME[:PASSWORD] (etcdctl's), for auth-enabled clusters.
+	user string
 }
 
 func (o *clientOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.endpoints, "endpoints", []string{"127.0.0.1:2379"}, "comma-separated client endpoints (host:port or http://host:port)")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for a connection to an endpoint")
 	fs.DurationVar(&o.commandTimeout, "command-timeout", 5*time.Second, "how long to wait for a command to complete")
+	fs.StringVar(&o.caFile, "cacert", "", "verify the servers' certificates with this CA bundle (PEM); connects with TLS")
+	fs.StringVar(&o.certFile, "cert", "", "client certificate (PEM) to present, for clusters that require one")
+	fs.StringVar(&o.keyFile, "key", "", "key of --cert (PEM)")
+	fs.StringVar(&o.user, "user", "", "user NAME:PASSWORD for clusters with auth enabled")
 }
 
 func (o *clientOptions) validate() error {
@@ -41,6 +49,9 @@ func (o *clientOptions) validate() error {
 		}
 	}
 	if err := positive("dial-timeout", o.dialTimeout); err != nil {
+		return err
+	}
+	if err := o.validateTLS(); err != nil {
 		return err
 	}
 	return positive("command-timeout", o.commandTimeout)
@@ -64,11 +75,18 @@ func checkEndpoint(ep string) error {
 // connect returns a client of the endpoints once one of them accepts a
 // connection; it fails after --dial-timeout.
 func (o *clientOptions) connect(ctx context.Context) (*clientv3.Client, error) {
+	tlsCfg, err := o.clientTLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   o.endpoints,
 		DialTimeout: o.dialTimeout,
 		Logger:      zap.NewNop(),
 		Context:     ctx,
+		TLS:         tlsCfg,
+		Username:    userName(o.user),
+		Password:    userPassword(o.user),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create client: %w", err)
@@ -80,11 +98,20 @@ func (o *clientOptions) connect(ctx context.Context) (*clientv3.Client, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("cannot connect to %s within %s (is the cluster running? see --endpoints)",
-			strings.Join(o.endpoints, ","), o.dialTimeout)
+		hint := "is the cluster running? see --endpoints"
+		if tlsCfg != nil {
+			hint += "; for TLS, --cacert, --cert and --key"
+		}
+		return nil, fmt.Errorf("cannot connect to %s within %s (%s)",
+			strings.Join(o.endpoints, ","), o.dialTimeout, hint)
 	}
 	return cli, nil
 }
+
+// userName and userPassword split --user NAME:PASSWORD.
+func userName(u string) string { name, _, _ := strings.Cut(u, ":"); return name }
+
+func userPassword(u string) string { _, pw, _ := strings.Cut(u, ":"); return pw }
 
 // waitConnected waits until the client's connection to some endpoint is
 // ready.

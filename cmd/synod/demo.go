@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/synod-io/synod/internal/certgen"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -33,6 +34,7 @@ type demoOptions struct {
 	dataDir      string
 	tickInterval time.Duration
 	readyTimeout time.Duration
+	tls          bool
 	log          logOptions
 }
 
@@ -46,6 +48,7 @@ type demoNode struct {
 	srv         *server.Server
 	clientAddr  string
 	peerAddr    string
+	tls         bool // client and peer traffic use TLS
 }
 
 func (a *app) demoCmd() *cobra.Command {
@@ -71,6 +74,7 @@ example commands once a leader is elected, then runs until interrupted
 	fs.StringVar(&o.dataDir, "data-dir", "", "directory to keep the nodes' data in (default: a temporary directory removed on exit)")
 	fs.DurationVar(&o.tickInterval, "tick-interval", 100*time.Millisecond, "duration of one Raft tick")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 30*time.Second, "how long to wait for a leader")
+	fs.BoolVar(&o.tls, "tls", false, "generate a throwaway CA and certificates (in <data dir>/certs) and use TLS for clients (certificate required) and peers")
 	o.log.addFlags(fs, "warn")
 	return cmd
 }
@@ -183,7 +187,14 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 	spec := make([]string, len(nodes))
 	for i, n := range nodes {
 		n.dataDir = filepath.Join(root, n.name)
-		spec[i] = n.name + "=" + n.peerAddr
+		n.tls = o.tls
+		spec[i] = n.name + "=" + demoScheme(n.tls) + n.peerAddr
+	}
+	var certs certgen.Paths
+	if o.tls {
+		if certs, err = certgen.WriteDir(filepath.Join(root, "certs"), nil, "root"); err != nil {
+			return fmt.Errorf("generate demo certificates: %w", err)
+		}
 	}
 	where := "removed on exit"
 	if keep {
@@ -206,6 +217,9 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			TickInterval:   o.tickInterval,
 			MetricsAddr:    n.metricsAddr,
 			Logger:         logger.With("node", n.name),
+			ClientTLS:      demoTLSFiles(o.tls, certs.ServerCert, certs.ServerKey, certs.CA),
+			ClientCertAuth: o.tls,
+			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.CA),
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", n.name, err)
@@ -228,7 +242,14 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 	}
 	eps := strings.Join(endpoints, ",")
 	fmt.Fprintf(out, "ready: %s is the leader (elected in %s)\n\n", leader, time.Since(start).Round(time.Millisecond))
-	fmt.Fprintf(out, "Try:\n  synod put hello world --endpoints %s\n  ETCDCTL_API=3 etcdctl --endpoints %s put hello world\n\n", eps, eps)
+	if o.tls {
+		flags := etcdctlTLSFlags(certs)
+		fmt.Fprintf(out, "TLS is on: clients must present a certificate of the demo CA (%s).\n", certs.CA)
+		fmt.Fprintf(out, "Try:\n  synod put hello world --endpoints %s %s\n  ETCDCTL_API=3 etcdctl --endpoints %s %s put hello world\n\n",
+			eps, flags, httpsEndpoints(endpoints), flags)
+	} else {
+		fmt.Fprintf(out, "Try:\n  synod put hello world --endpoints %s\n  ETCDCTL_API=3 etcdctl --endpoints %s put hello world\n\n", eps, eps)
+	}
 	fmt.Fprintf(out, "Metrics and health: http://%s/metrics, /healthz, /readyz\n\n", nodes[0].srv.HTTPAddr())
 	fmt.Fprintln(out, "Press Ctrl-C to stop.")
 
@@ -252,8 +273,8 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 
 var demoColumns = []column[*demoNode]{
 	{"NAME", func(n *demoNode) string { return n.name }},
-	{"CLIENT URL", func(n *demoNode) string { return "http://" + n.clientAddr }},
-	{"PEER URL", func(n *demoNode) string { return "http://" + n.peerAddr }},
+	{"CLIENT URL", func(n *demoNode) string { return demoScheme(n.tls) + n.clientAddr }},
+	{"PEER URL", func(n *demoNode) string { return demoScheme(n.tls) + n.peerAddr }},
 	{"DATA DIR", func(n *demoNode) string { return n.dataDir }},
 }
 

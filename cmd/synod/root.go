@@ -60,7 +60,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	var ue usageError
+	var ec exitCodeError
 	switch {
+	case errors.As(err, &ec):
+		return ec.code // synod lock NAME -- CMD: CMD's exit code
 	case !a.started && cmd != nil && cmd.HasParent():
 		// Cobra rejected the flags or arguments of a command: show its
 		// usage, then the error where the eye lands.
@@ -116,6 +119,9 @@ client commands (put, get, del, txn, ...) or with etcdctl.`,
 		a.txnCmd(),
 		a.compactCmd(),
 		a.watchCmd(),
+		a.lockCmd(),
+		a.electCmd(),
+		a.groupCmd(),
 		a.leaseCmd(),
 		a.membersCmd(),
 		a.memberCmd(),
@@ -126,6 +132,10 @@ client commands (put, get, del, txn, ...) or with etcdctl.`,
 		a.hashKVCmd(),
 		a.statusCmd(),
 		a.versionCmd(),
+		a.userCmd(),
+		a.roleCmd(),
+		a.authCmd(),
+		a.certCmd(),
 	)
 	return root
 }

@@ -26,6 +26,9 @@ type startOptions struct {
 	advertiseClientURL   string
 	advertisePeerURL     string
 	peerSourceIP         string
+	authToken            string
+	authTokenTTL         time.Duration
+	bcryptCost           int
 	initialCluster       string
 	clusterToken         string
 	tickInterval         time.Duration
@@ -40,6 +43,7 @@ type startOptions struct {
 	initialClusterState  string
 	quotaBackendBytes    int64
 	metricsAddr          string
+	tls                  startTLSOptions
 	log                  logOptions
 }
 
@@ -48,9 +52,12 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dataDir, "data-dir", "", `directory of the node's data (default "<name>.synod")`)
 	fs.StringVar(&o.clientAddr, "client-addr", "127.0.0.1:2379", "host:port to serve the etcd client API on")
 	fs.StringVar(&o.peerAddr, "peer-addr", "127.0.0.1:2380", "host:port to serve the other members on")
-	fs.StringVar(&o.advertiseClientURL, "advertise-client-url", "", "client URL published to the cluster (default http://<client-addr>)")
+	fs.StringVar(&o.advertiseClientURL, "advertise-client-url", "", "client URL published to the cluster (default http://<client-addr>, or https:// with --cert-file)")
 	fs.StringVar(&o.advertisePeerURL, "advertise-peer-url", "", "peer URL the other members reach this node at, when not --peer-addr (a proxy, NAT); this member's URL in --initial-cluster (default http://<peer-addr>)")
 	fs.StringVar(&o.peerSourceIP, "peer-source-ip", "", "local IP address to connect to the other members from (default: chosen by the OS)")
+	fs.StringVar(&o.authToken, "auth-token", "simple", "auth tokens: simple, or jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION] (as etcd)")
+	fs.DurationVar(&o.authTokenTTL, "auth-token-ttl", 300*time.Second, "how long an unused simple token stays valid")
+	fs.IntVar(&o.bcryptCost, "bcrypt-cost", 10, "bcrypt cost of password hashes (4 to 31)")
 	fs.StringVar(&o.initialCluster, "initial-cluster", "", `members of a new cluster, "n1=host:port,n2=host:port,..." with peer addresses (empty: a single-node cluster); ignored once the data dir exists`)
 	fs.StringVar(&o.clusterToken, "cluster-token", "synod-cluster", "token that keeps the IDs of distinct clusters apart")
 	fs.DurationVar(&o.tickInterval, "tick-interval", 100*time.Millisecond, "duration of one Raft tick")
@@ -65,6 +72,7 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz, /readyz and /debug/pprof on (empty: none)")
+	o.tls.addFlags(fs)
 	o.log.addFlags(fs, "info")
 }
 
@@ -158,7 +166,7 @@ func (o *startOptions) config() (server.Config, error) {
 	if o.logKeepEntries > o.logTruncateThreshold {
 		return server.Config{}, usageErrorf("--log-keep-entries (%d) must not exceed --log-truncate-threshold (%d)", o.logKeepEntries, o.logTruncateThreshold)
 	}
-	return server.Config{
+	cfg := server.Config{
 		Name:                 o.name,
 		DataDir:              dataDir,
 		ClientAddr:           o.clientAddr,
@@ -166,6 +174,9 @@ func (o *startOptions) config() (server.Config, error) {
 		AdvertiseClientURL:   advertise,
 		AdvertisePeerURL:     advertisePeer,
 		PeerSourceIP:         o.peerSourceIP,
+		AuthToken:            o.authToken,
+		AuthTokenTTL:         o.authTokenTTL,
+		BcryptCost:           o.bcryptCost,
 		InitialCluster:       o.initialCluster,
 		ClusterToken:         o.clusterToken,
 		TickInterval:         o.tickInterval,
@@ -180,7 +191,11 @@ func (o *startOptions) config() (server.Config, error) {
 		InitialClusterState:  o.initialClusterState,
 		QuotaBackendBytes:    o.quotaBackendBytes,
 		MetricsAddr:          o.metricsAddr,
-	}, nil
+	}
+	if err := o.tls.apply(&cfg); err != nil {
+		return server.Config{}, err
+	}
+	return cfg, nil
 }
 
 // checkHostPort checks that a flag holds host:port with a valid port.

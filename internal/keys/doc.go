@@ -13,12 +13,16 @@
 //	     0x01 "r" <rangeID:8> "rl" <index:8>       Raft log entry
 //	0x02 range-local, replicated
 //	     0x02 "r" <rangeID:8> "as"                 applied state of a range
-//	0x03 system keyspace, replicated (members, leases; later the meta range)
+//	0x03 system keyspace, replicated (members, leases, auth; later the meta range)
 //	     0x03 "member" <memberID:8>                cluster member
 //	     0x03 "removed" <memberID:8>               member removed from the cluster
 //	     0x03 "alarm" <memberID:8> <type:4>        active alarm of a member
 //	     0x03 "lease:" <leaseID:8>                 lease record
 //	     0x03 "lkey:" <leaseID:8> <user key>       key attached to a lease
+//	     0x03 "auth:enabled"                       auth enabled flag (1 byte)
+//	     0x03 "auth:rev"                           auth revision (8 bytes), bumped by every auth change
+//	     0x03 "auth:user:" <name>                  user (authpb.User, bcrypt password hash)
+//	     0x03 "auth:role:" <name>                  role (authpb.Role, its key permissions)
 //	0x10 MVCC user data
 //	     0x10 <escaped user key> 0x00 0x01 <^revision:8>
 //

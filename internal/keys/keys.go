@@ -32,6 +32,11 @@ var (
 	alarmInfix      = []byte("alarm")
 	leaseInfix      = []byte("lease:")
 	leaseKeyInfix   = []byte("lkey:")
+	authInfix       = []byte("auth:")
+	authUserInfix   = []byte("auth:user:")
+	authRoleInfix   = []byte("auth:role:")
+	authEnabledSfx  = []byte("auth:enabled")
+	authRevisionSfx = []byte("auth:rev")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
@@ -190,6 +195,44 @@ func LeaseAttachmentPrefix(id int64) []byte {
 	k = append(k, systemPrefix)
 	k = append(k, leaseKeyInfix...)
 	return binary.BigEndian.AppendUint64(k, uint64(id))
+}
+
+func systemKey(infix []byte, name string) []byte {
+	k := make([]byte, 0, 1+len(infix)+len(name))
+	k = append(k, systemPrefix)
+	k = append(k, infix...)
+	return append(k, name...)
+}
+
+// AuthEnabledKey holds whether authentication is enabled (one byte, 1 or 0).
+func AuthEnabledKey() []byte { return systemKey(authEnabledSfx, "") }
+
+// AuthRevisionKey holds the auth revision (8 bytes), bumped by every change of
+// the auth state.
+func AuthRevisionKey() []byte { return systemKey(authRevisionSfx, "") }
+
+// AuthUserKey holds one user (authpb.User, password as a bcrypt hash).
+func AuthUserKey(name string) []byte { return systemKey(authUserInfix, name) }
+
+// AuthUserSpan covers every AuthUserKey.
+func AuthUserSpan() Span {
+	start := systemKey(authUserInfix, "")
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// AuthRoleKey holds one role (authpb.Role).
+func AuthRoleKey(name string) []byte { return systemKey(authRoleInfix, name) }
+
+// AuthRoleSpan covers every AuthRoleKey.
+func AuthRoleSpan() Span {
+	start := systemKey(authRoleInfix, "")
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// AuthSpan covers the whole auth state.
+func AuthSpan() Span {
+	start := systemKey(authInfix, "")
+	return Span{Start: start, End: PrefixEnd(start)}
 }
 
 // SystemSpan covers the whole replicated system keyspace.

@@ -19,6 +19,6 @@
 // The operations are those of Synod's KV service: Get, Put, Delete and a
 // compare-and-swap Txn. Watches are checked against the store's event log
 // (CheckEventLog, CheckWatchers: every event once, in revision order,
-// agreeing with the history), leases for early expiry (CheckLeases). Locks
-// are not modelled yet.
+// agreeing with the history), leases for early expiry (CheckLeases), locks
+// for mutual exclusion of their fenced writes (CheckLock).
 package lincheck

@@ -11,9 +11,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
 )
 
@@ -32,6 +34,8 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 	}
 	b := r.db.NewIndexedBatch()
 	defer b.Close()
+	w := mvcc.NewWriter(b)
+	defer w.Close()
 	st := r.state
 	var results []appliedResult
 	for _, e := range ents {
@@ -52,7 +56,7 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 				r.logger.Error("skipping undecodable command", "index", e.GetIndex(), "err", err)
 				break
 			}
-			res, err := r.applyCommand(b, &st, cmd, e.GetTerm(), out)
+			res, err := r.applyCommand(b, w, &st, cmd, e.GetTerm(), out)
 			if err != nil {
 				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
 			}
@@ -74,6 +78,9 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 		st.Index, st.Term = e.GetIndex(), e.GetTerm()
 	}
 	out.KV = st.KV
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
+	}
 	if err := writeAppliedState(b, r.cfg.RangeID, &st); err != nil {
 		return fmt.Errorf("write applied state of range %d: %w", r.cfg.RangeID, err)
 	}
@@ -100,12 +107,23 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 // errors); the command then left no write in b. The returned error is a
 // storage failure that may have left part of the command in b: the batch
 // must be discarded and the replica stopped.
-func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
+func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
 	if cmd.RangeID != r.cfg.RangeID {
 		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
 	}
 	if cmd.Term != 0 && cmd.Term != term {
 		return Result{Err: ErrStaleLeader}, nil
+	}
+	if cmd.AuthRevision != 0 {
+		// The request was authorized at cmd.AuthRevision: if the auth state
+		// changed since, the check may no longer hold (etcd's revision fence).
+		rev, err := auth.Revision(b)
+		if err != nil {
+			return Result{}, err
+		}
+		if cmd.AuthRevision < rev {
+			return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil
+		}
 	}
 	req, err := decodeRequest(cmd)
 	if err != nil {
@@ -115,9 +133,10 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
 	}
 	before := st.KV
-	a := kv.Applier{Batch: b, Meta: &st.KV, Leases: lease.Table{RW: b}}
+	a := kv.Applier{Batch: b, Writer: w, Meta: &st.KV, Leases: lease.Table{RW: b}}
 	var resp any
 	var change *LeaseChange
+	var tok *auth.Token
 	switch req := req.(type) {
 	case *etcdpb.PutRequest:
 		resp, err = a.Put(req)
@@ -141,6 +160,10 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 		err = applyLeaseCheckpoints(b, req, out)
 	case *etcdpb.AlarmRequest:
 		resp, err = applyAlarm(b, st, req)
+	default:
+		if auth.IsCommand(req) {
+			resp, tok, err = auth.Apply(b, req)
+		}
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
@@ -152,6 +175,9 @@ func (r *Replica) applyCommand(b *pebble.Batch, st *AppliedState, cmd raftcmd.Co
 	out.Events = append(out.Events, a.Events...)
 	if change != nil {
 		out.Leases = append(out.Leases, *change)
+	}
+	if tok != nil {
+		out.AuthTokens = append(out.AuthTokens, *tok)
 	}
 	return Result{Resp: resp}, nil
 }
@@ -177,6 +203,30 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.LeaseCheckpointRequest{}
 	case raftcmd.KindAlarm:
 		msg = &etcdpb.AlarmRequest{}
+	case raftcmd.KindAuthEnable:
+		msg = &etcdpb.AuthEnableRequest{}
+	case raftcmd.KindAuthDisable:
+		msg = &etcdpb.AuthDisableRequest{}
+	case raftcmd.KindAuthenticate:
+		msg = &etcdpb.InternalAuthenticateRequest{}
+	case raftcmd.KindUserAdd:
+		msg = &etcdpb.AuthUserAddRequest{}
+	case raftcmd.KindUserDelete:
+		msg = &etcdpb.AuthUserDeleteRequest{}
+	case raftcmd.KindUserChangePassword:
+		msg = &etcdpb.AuthUserChangePasswordRequest{}
+	case raftcmd.KindUserGrantRole:
+		msg = &etcdpb.AuthUserGrantRoleRequest{}
+	case raftcmd.KindUserRevokeRole:
+		msg = &etcdpb.AuthUserRevokeRoleRequest{}
+	case raftcmd.KindRoleAdd:
+		msg = &etcdpb.AuthRoleAddRequest{}
+	case raftcmd.KindRoleDelete:
+		msg = &etcdpb.AuthRoleDeleteRequest{}
+	case raftcmd.KindRoleGrantPermission:
+		msg = &etcdpb.AuthRoleGrantPermissionRequest{}
+	case raftcmd.KindRoleRevokePermission:
+		msg = &etcdpb.AuthRoleRevokePermissionRequest{}
 	case raftcmd.KindMemberPublish:
 		m, err := cluster.DecodeMember(cmd.Payload)
 		if err != nil {

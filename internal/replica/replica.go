@@ -12,6 +12,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftlog"
@@ -155,12 +156,18 @@ type ApplyOutput struct {
 	SnapshotInstalled bool
 	// ConfChanged is set when a configuration change was applied.
 	ConfChanged bool
+	// AuthTokens are the simple tokens assigned by applied Authenticate
+	// commands: every node registers them (node-local, with a TTL).
+	AuthTokens []auth.Token
 
 	// completions are the results of this node's proposals, delivered by
 	// Complete once the caller has published the batch's effects (watch
 	// events first, so a client that sees its write acknowledged can count
 	// on this node's watchers and progress notifications having seen it).
 	completions []completion
+	// reads are this node's linearizable reads whose read index is applied,
+	// released by Complete after the batch's effects are published too.
+	reads []*Read
 }
 
 type completion struct {
@@ -168,13 +175,17 @@ type completion struct {
 	res Result
 }
 
-// Complete delivers the results of the proposals applied in this batch. The
-// caller must call it after handling the output, exactly once.
+// Complete delivers the results of the proposals applied in this batch and
+// releases the reads it made possible. The caller must call it after
+// handling the output, exactly once.
 func (o *ApplyOutput) Complete() {
 	for _, c := range o.completions {
 		c.p.complete(c.res)
 	}
-	o.completions = nil
+	for _, rd := range o.reads {
+		rd.complete(nil)
+	}
+	o.completions, o.reads = nil, nil
 }
 
 // Replica is the replica of one range on this node. It is not safe for
@@ -525,7 +536,7 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	r.handleReadStates(rd.ReadStates)
 	r.rn.Advance(rd)
 	r.publish()
-	r.completeReads()
+	r.completeReads(&out)
 	if r.incoming != nil && r.incoming.index <= r.state.Index {
 		// Raft did not need this snapshot (or has installed it).
 		r.incoming.close()

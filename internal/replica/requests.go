@@ -119,11 +119,11 @@ func (r *Replica) handleReadStates(states []raft.ReadState) {
 	sort.SliceStable(r.waitingReads, func(i, j int) bool { return r.waitingReads[i].index < r.waitingReads[j].index })
 }
 
-// completeReads releases the reads whose read index has been applied.
-func (r *Replica) completeReads() {
+// completeReads hands out the reads whose read index has been applied.
+func (r *Replica) completeReads(out *ApplyOutput) {
 	n := 0
 	for n < len(r.waitingReads) && r.waitingReads[n].index <= r.state.Index {
-		r.waitingReads[n].complete(nil)
+		out.reads = append(out.reads, r.waitingReads[n])
 		n++
 	}
 	if n > 0 {

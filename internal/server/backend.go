@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
@@ -89,6 +90,8 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 		Kind:      kind,
 		Payload:   payload,
 		Term:      term,
+		// The auth revision the request was authorized at, if auth is on.
+		AuthRevision: auth.RevisionFromContext(ctx),
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()

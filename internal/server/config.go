@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
 )
 
@@ -38,17 +39,39 @@ type Config struct {
 	// first (tests inject network faults with it; see transport.Interceptor).
 	PeerInterceptor transport.Interceptor
 	// AdvertiseClientURL is the client URL published to other members
-	// (default http://<client listener address>).
+	// (default http://<client listener address>, https:// with ClientTLS).
 	AdvertiseClientURL string
 	// AdvertisePeerURL is the URL other members reach this node's peer
 	// service at, when it differs from where it listens (a proxy, NAT; as
 	// etcd's --initial-advertise-peer-urls). Default http://<peer listener
-	// address>. It is this member's URL in InitialCluster.
+	// address> (https:// with PeerTLS). It is this member's URL in InitialCluster.
 	AdvertisePeerURL string
 	// PeerSourceIP, if set, is the local IP address connections to peers are
 	// made from (default: chosen by the OS). Tests give each node its own
 	// loopback address so that a proxy can tell the nodes' traffic apart.
 	PeerSourceIP string
+
+	// ClientTLS, when it names a certificate, serves the client API over
+	// TLS (client URLs are then https://). With ClientCertAuth, clients must
+	// present a certificate that chains to ClientTLS.TrustedCAFile (mutual
+	// TLS); the verified certificate is in the gRPC peer's AuthInfo. A node
+	// joining with Join dials the cluster with ClientTLS too.
+	ClientTLS      tlsconfig.Files
+	ClientCertAuth bool
+	// PeerTLS, when it names a certificate, secures node-to-node traffic in
+	// both directions: every peer connection presents a certificate that
+	// must chain to PeerTLS.TrustedCAFile (required), and a peer without one
+	// cannot join, send Raft messages or snapshots, or read anything.
+	// Both are reloaded when their files change.
+	PeerTLS tlsconfig.Files
+
+	// AuthToken is etcd's --auth-token: "simple" (the default) or
+	// "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>[,ttl=<d>]".
+	AuthToken string
+	// AuthTokenTTL is how long an unused simple token lives (default 300 s).
+	AuthTokenTTL time.Duration
+	// BcryptCost is the cost of password hashes (default bcrypt's 10).
+	BcryptCost int
 
 	// InitialCluster lists the members of a new cluster,
 	// "n1=127.0.0.1:2380,n2=...". Empty means a single-node cluster of this
@@ -179,6 +202,15 @@ func (c *Config) validate() error {
 	}
 	if c.PeerSourceIP != "" && net.ParseIP(c.PeerSourceIP) == nil {
 		return fmt.Errorf("peer source ip: %q is not an IP address", c.PeerSourceIP)
+	}
+	if c.ClientTLS.Enabled() && c.ClientTLS.CertFile == "" {
+		return errors.New("client tls: a trusted ca without a certificate and key: give the cert and key files")
+	}
+	if c.ClientCertAuth && (c.ClientTLS.CertFile == "" || c.ClientTLS.TrustedCAFile == "") {
+		return errors.New("client cert auth needs the client cert, key and trusted ca files")
+	}
+	if c.PeerTLS.Enabled() && (c.PeerTLS.CertFile == "" || c.PeerTLS.TrustedCAFile == "") {
+		return errors.New("peer tls needs the peer cert, key and trusted ca files (peers always verify each other)")
 	}
 	return nil
 }

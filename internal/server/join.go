@@ -63,7 +63,11 @@ func (s *Server) establishIdentity(ctx context.Context, peerURL string) (ident, 
 // existing cluster. If an earlier attempt added it but it never started, the
 // same member is used again.
 func (s *Server) join(ctx context.Context, peerURL string) (ident, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.Join, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	tlsCfg, err := s.joinTLS()
+	if err != nil {
+		return ident{}, err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.Join, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsCfg})
 	if err != nil {
 		return ident{}, err
 	}
@@ -131,7 +135,7 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 }
 
 func (s *Server) askMembers(ctx context.Context, addr string) (*pb.MemberListResponse, error) {
-	conn, err := transport.Dial(addr, peerDialOptions(s.cfg))
+	conn, err := transport.Dial(addr, peerDialOptions(s.cfg, s.peerCreds()))
 	if err != nil {
 		return nil, err
 	}

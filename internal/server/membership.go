@@ -102,21 +102,36 @@ func (s *Server) PeerActive(id uint64) bool {
 }
 
 // checkQuorumAfter refuses a change after which the active voters would not
-// form a quorum of the new voter set.
-func (s *Server) checkQuorumAfter(st raft.Status, voters []uint64) error {
-	active := s.activeVoters(st)
-	n := 0
-	for _, id := range voters {
-		if active[id] {
-			n++
+// form a quorum of the new voter set. A voter is given up to an election
+// timeout to be heard from: a node that just became leader (after a
+// leadership transfer, say) has not heard every follower yet, and a busy
+// one may miss half a timeout's heartbeats without being down.
+func (s *Server) checkQuorumAfter(ctx context.Context, st raft.Status, voters []uint64) error {
+	deadline := time.Now().Add(s.ElectionTimeout())
+	for {
+		active := s.activeVoters(st)
+		n := 0
+		for _, id := range voters {
+			if active[id] {
+				n++
+			}
+		}
+		if n >= quorum(len(voters)) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.logger.Warn("refusing a membership change that would lose quorum",
+				"voters", len(voters), "active", n, "quorum", quorum(len(voters)))
+			return rpctypes.ErrGRPCMemberNotEnoughStarted
+		}
+		t := time.NewTimer(s.ElectionTimeout() / 20)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return status.FromContextError(ctx.Err()).Err()
+		case <-t.C:
 		}
 	}
-	if n < quorum(len(voters)) {
-		s.logger.Warn("refusing a membership change that would lose quorum",
-			"voters", len(voters), "active", n, "quorum", quorum(len(voters)))
-		return rpctypes.ErrGRPCMemberNotEnoughStarted
-	}
-	return nil
 }
 
 // newMemberID derives the ID of an added member from its peer URLs, the
@@ -286,7 +301,7 @@ func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.M
 		// The new voter is not running yet: the others must still be a
 		// quorum of the larger group.
 		voters := append(voterIDs(st), 0) // 0 stands for the new, not yet running, voter
-		if err := s.checkQuorumAfter(st, voters); err != nil {
+		if err := s.checkQuorumAfter(ctx, st, voters); err != nil {
 			return nil, err
 		}
 	}
@@ -348,7 +363,7 @@ func (s *Server) memberRemove(ctx context.Context, req *pb.MemberRemoveRequest) 
 	}
 	if _, voter := st.Config.Voters.IDs()[req.ID]; voter && !forced(ctx) {
 		rest := slices.DeleteFunc(voterIDs(st), func(id uint64) bool { return id == req.ID })
-		if err := s.checkQuorumAfter(st, rest); err != nil {
+		if err := s.checkQuorumAfter(ctx, st, rest); err != nil {
 			return nil, err
 		}
 	}

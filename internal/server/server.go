@@ -19,10 +19,12 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	raftpb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
@@ -32,6 +34,7 @@ import (
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
+	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
 	"github.com/synod-io/synod/internal/watch"
 )
@@ -51,9 +54,12 @@ type Server struct {
 	lessor    *lease.Lessor
 	promoteMu sync.Mutex  // serializes lessor promotions
 	revokeQ   chan expiry // expired leases waiting for a revoke worker
+	authz     *auth.Authorizer
 
 	peerLis   net.Listener
 	clientLis net.Listener
+	clientTLS *tlsconfig.Source // nil: the client API is plaintext
+	peerTLS   *tlsconfig.Source // nil: peer traffic is plaintext
 	httpLis   net.Listener
 	httpSrv   *http.Server
 	metrics   *metrics.Metrics
@@ -97,11 +103,16 @@ func Open(cfg Config) (_ *Server, err error) {
 	if s.clientLis, err = listen(cfg.ClientListener, cfg.ClientAddr); err != nil {
 		return nil, fmt.Errorf("listen for clients: %w", err)
 	}
+	if err := s.loadTLS(); err != nil {
+		return nil, err
+	}
+	warnPlaintext(cfg.Logger, "client", s.clientLis.Addr(), s.clientTLS, "--cert-file and --key-file")
+	warnPlaintext(cfg.Logger, "peer", s.peerLis.Addr(), s.peerTLS, "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file")
 	s.clientURL = cfg.AdvertiseClientURL
 	if s.clientURL == "" {
-		s.clientURL = "http://" + s.clientLis.Addr().String()
+		s.clientURL = urlScheme(s.clientTLS) + s.clientLis.Addr().String()
 	}
-	peerURL := "http://" + s.peerLis.Addr().String()
+	peerURL := urlScheme(s.peerTLS) + s.peerLis.Addr().String()
 	if cfg.AdvertisePeerURL != "" {
 		peerURL = cfg.AdvertisePeerURL
 	}
@@ -134,7 +145,7 @@ func Open(cfg Config) (_ *Server, err error) {
 		ClusterID:   id.ClusterID,
 		NodeID:      id.MemberID,
 		Handler:     handlerRef{s},
-		DialOptions: peerDialOptions(cfg),
+		DialOptions: peerDialOptions(cfg, s.peerCreds()),
 		Interceptor: cfg.PeerInterceptor,
 		IsRemoved:   s.isRemoved,
 		OnRemoved:   s.memberRemoved,
@@ -197,19 +208,24 @@ func Open(cfg Config) (_ *Server, err error) {
 		s.goBackground(s.revokeWorker)
 	}
 
-	s.peerSrv = grpc.NewServer(transport.ServerOptions()...)
+	s.peerSrv = grpc.NewServer(s.peerServerOptions()...)
 	s.transport.Register(s.peerSrv)
 	s.registerLeaseForwarding(s.peerSrv)
 	s.registerClusterForwarding(s.peerSrv)
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
+	if s.authz, err = s.newAuthorizer(); err != nil {
+		return nil, err
+	}
+	s.goBackground(s.authz.Tokens().Run)
 	s.clientSrv = grpc.NewServer(
+		s.clientCredsOption(),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+512*1024),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(s.metrics.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(s.metrics.StreamInterceptor()),
+		grpc.ChainUnaryInterceptor(s.metrics.UnaryInterceptor(), s.authz.Unary()),
+		grpc.ChainStreamInterceptor(s.metrics.StreamInterceptor(), s.authz.Stream()),
 	)
 	limits := etcdapi.Limits{MaxRequestBytes: cfg.MaxRequestBytes, MaxTxnOps: cfg.MaxTxnOps}
 	pb.RegisterKVServer(s.clientSrv, etcdapi.NewKV(s, limits))
@@ -217,6 +233,8 @@ func Open(cfg Config) (_ *Server, err error) {
 	pb.RegisterClusterServer(s.clientSrv, etcdapi.NewCluster(s))
 	pb.RegisterWatchServer(s.clientSrv, etcdapi.NewWatch(s, limits))
 	pb.RegisterLeaseServer(s.clientSrv, etcdapi.NewLease(s))
+	pb.RegisterAuthServer(s.clientSrv, auth.NewService(authBackend{s}, s.authz))
+	s.registerCoordination(s.clientSrv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s.clientSrv, hs)
 	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
@@ -244,17 +262,22 @@ func listen(l net.Listener, addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
-// peerDialOptions returns the options of connections to peers: the
-// configured ones, and a dialer bound to PeerSourceIP if set.
-func peerDialOptions(cfg Config) []grpc.DialOption {
-	if cfg.PeerSourceIP == "" {
-		return cfg.PeerDialOptions
+// peerDialOptions returns the options of connections to peers: the peer
+// TLS credentials if any (they replace the transport's plaintext default),
+// the configured options, and a dialer bound to PeerSourceIP if set.
+func peerDialOptions(cfg Config, creds credentials.TransportCredentials) []grpc.DialOption {
+	var opts []grpc.DialOption
+	if creds != nil {
+		opts = append(opts, grpc.WithTransportCredentials(creds))
 	}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(cfg.PeerSourceIP)}}
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", addr)
+	if cfg.PeerSourceIP != "" {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(cfg.PeerSourceIP)}}
+		dial := func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+		opts = append(opts, grpc.WithContextDialer(dial))
 	}
-	return append([]grpc.DialOption{grpc.WithContextDialer(dial)}, cfg.PeerDialOptions...)
+	return append(opts, cfg.PeerDialOptions...)
 }
 
 // checkPeerAddress refuses to start when the stored peer URL of this member
@@ -332,6 +355,7 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	}
 	s.hub.Publish(out.Events, out.KV)
 	s.onLeaseChanges(out.Leases)
+	s.registerAuthTokens(out.AuthTokens)
 	for _, rev := range out.Compactions {
 		s.compactor.schedule(rev)
 	}

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -35,6 +36,9 @@ type Options struct {
 	LogKeepEntries       uint64
 	// Configure, if set, adjusts each node's configuration before Open.
 	Configure func(i int, cfg *server.Config)
+	// ClientTLS, if set, is the TLS configuration of the clients Client
+	// returns (for nodes Configure gives client TLS).
+	ClientTLS *tls.Config
 	// Rand drives the random choices of link faults (SetLinkFaults); a test
 	// seeds it to replay a run (default: seeded with 1).
 	Rand *rand.Rand
@@ -395,6 +399,7 @@ func (c *Cluster) Client(nodes ...*Node) *clientv3.Client {
 		Endpoints:   eps,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         c.opts.ClientTLS,
 	})
 	if err != nil {
 		c.t.Fatalf("client: %v", err)

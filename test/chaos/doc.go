@@ -39,8 +39,10 @@
 // equal to the store's event log, which must itself agree with the history;
 // lease workers grant leases, attach a key, renew some, read the key and
 // abandon them: no lease may expire before a grant or keepalive said, and
-// every abandoned lease must expire. Locks are not exercised yet: their
-// workload and checker (fencing tokens) belong next to these.
+// every abandoned lease must expire. The lock workload (lock_test.go) has
+// clients contend for one lock and write a fenced key while the leader is
+// crashed and holders stall past their lease; lincheck.CheckLock checks that
+// no two holders' guarded writes succeeded for overlapping periods.
 //
 // A bug the harness finds gets a focused reproduction, run only with
 // -known-bugs while it is open (the knownBugs list), and a regression test

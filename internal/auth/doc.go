@@ -1,0 +1,24 @@
+// Package auth implements etcd-compatible authentication and authorization:
+// users, roles and key permissions, replicated through Raft into the system
+// keyspace (see package keys), and the checks every client request passes.
+//
+//   - state.go: the replicated auth state (enabled flag, revision, users,
+//     roles), read from Pebble and cached per auth revision;
+//   - perm.go: whether a set of key permissions covers a key, a range or a
+//     prefix for reading or writing;
+//   - apply.go: the deterministic apply of the auth commands (replica calls
+//     it; no clocks, no randomness: passwords arrive already hashed);
+//   - tokens.go: simple tokens (registered on every node when the
+//     Authenticate command applies, node-local TTL) and signed JWT tokens;
+//   - service.go: the etcd Auth gRPC service;
+//   - interceptor.go: unary and stream interceptors that authenticate every
+//     request (token metadata, or the CN of a verified TLS client certificate)
+//     and check it against the user's permissions, including the Watch stream
+//     and the coordination services.
+//
+// Revocation takes effect on the next request: a request is checked against
+// the node's current auth state and carries the auth revision it was checked
+// at into its Raft command; the command fails at apply with
+// ErrGRPCAuthOldRevision if the auth state changed in between. Linearizable
+// reads are checked again after their ReadIndex wait.
+package auth

@@ -1,0 +1,435 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/synod-io/synod/api/synodpb"
+	"github.com/synod-io/synod/api/v3electionpb"
+	"github.com/synod-io/synod/api/v3lockpb"
+)
+
+// TokenMetadataKey is the gRPC metadata key etcd clients send their token in.
+const TokenMetadataKey = "token"
+
+// groupsPrefix is the key prefix of Synod's groups service (package coord,
+// coord.GroupsPrefix); a group g lives under groupsPrefix + g + "/".
+const groupsPrefix = "synod/groups/"
+
+// Config configures an Authorizer.
+type Config struct {
+	// DB is the node's Pebble instance, holding the replicated auth state.
+	DB pebble.Reader
+	// Tokens issues and resolves tokens.
+	Tokens *Tokens
+	// BcryptCost is the cost of password hashes (bcrypt.DefaultCost if 0).
+	BcryptCost int
+	// Header returns a response header, for refused watch creations.
+	Header func() *pb.ResponseHeader
+	// LeaseKeys lists the keys attached to a lease (a revocation deletes
+	// them, so it needs write permission on all of them).
+	LeaseKeys func(id int64) ([][]byte, error)
+	// Sync waits until the node has applied, and registered the tokens of,
+	// everything committed before the call. A simple token is assigned
+	// through Raft and handed to the client when it applied on the node
+	// that issued it; another node may not have applied it yet, so an
+	// unknown simple token is looked up again after Sync.
+	Sync func(ctx context.Context) error
+}
+
+// Authorizer authenticates and authorizes the client requests of a node.
+type Authorizer struct {
+	cache      *Cache
+	tokens     *Tokens
+	bcryptCost int
+	header     func() *pb.ResponseHeader
+	leaseKeys  func(id int64) ([][]byte, error)
+	sync       func(ctx context.Context) error
+}
+
+// New returns an Authorizer.
+func New(cfg Config) *Authorizer {
+	cost := cfg.BcryptCost
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	return &Authorizer{
+		cache:      NewCache(cfg.DB),
+		tokens:     cfg.Tokens,
+		bcryptCost: cost,
+		header:     cfg.Header,
+		leaseKeys:  cfg.LeaseKeys,
+		sync:       cfg.Sync,
+	}
+}
+
+// State returns the node's current auth state.
+func (a *Authorizer) State() (*State, error) { return a.cache.Current() }
+
+// Tokens returns the node's token issuer.
+func (a *Authorizer) Tokens() *Tokens { return a.tokens }
+
+type revisionKey struct{}
+
+// WithRevision records in ctx the auth revision a request was authorized at;
+// the node copies it into the request's Raft command (revision fencing).
+func WithRevision(ctx context.Context, rev uint64) context.Context {
+	return context.WithValue(ctx, revisionKey{}, rev)
+}
+
+// RevisionFromContext returns the auth revision recorded by WithRevision, or
+// 0 (no fence) if the request was not authorized (auth disabled).
+func RevisionFromContext(ctx context.Context) uint64 {
+	rev, _ := ctx.Value(revisionKey{}).(uint64)
+	return rev
+}
+
+// openMethods need no authentication even with auth enabled: getting a
+// token, and what clients and tools call to find and probe members.
+var openMethods = map[string]bool{
+	"/etcdserverpb.Auth/Authenticate":  true,
+	"/etcdserverpb.Auth/AuthStatus":    true,
+	"/etcdserverpb.Cluster/MemberList": true,
+	"/etcdserverpb.Maintenance/Status": true,
+	"/grpc.health.v1.Health/Check":     true,
+	"/grpc.health.v1.Health/Watch":     true,
+	"/grpc.health.v1.Health/List":      true,
+}
+
+// identify returns the user a request comes from: the user of its token, or
+// else the CN of its verified TLS client certificate (as etcd).
+func (a *Authorizer) identify(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if ts := md.Get(TokenMetadataKey); len(ts) > 0 && ts[0] != "" {
+		user, ok := a.tokens.Resolve(ts[0])
+		if !ok {
+			return "", rpctypes.ErrGRPCInvalidAuthToken
+		}
+		return user, nil
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			for _, chain := range ti.State.VerifiedChains {
+				if len(chain) > 0 && chain[0].Subject.CommonName != "" {
+					return chain[0].Subject.CommonName, nil
+				}
+			}
+		}
+	}
+	return "", rpctypes.ErrGRPCUserEmpty
+}
+
+func stateError(err error) error {
+	return status.Error(codes.Internal, fmt.Sprintf("read auth state: %v", err))
+}
+
+// Unary returns the interceptor that checks unary requests.
+func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if openMethods[info.FullMethod] {
+			return handler(ctx, req)
+		}
+		st, user, err := a.authorize(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if !st.Enabled {
+			return handler(ctx, req)
+		}
+		resp, err := handler(WithRevision(ctx, st.Revision), req)
+		if err != nil {
+			return resp, err
+		}
+		if rr, ok := req.(*pb.RangeRequest); ok && !rr.Serializable {
+			// The read waited for its ReadIndex: check again against the
+			// auth state that is now at least as new as the read.
+			now, err := a.cache.Current()
+			if err != nil {
+				return nil, stateError(err)
+			}
+			if now.Revision != st.Revision {
+				if !now.Enabled {
+					return resp, nil
+				}
+				if err := a.Check(now, user, req); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return resp, nil
+	}
+}
+
+// authorize identifies the user of a request and checks req (nil: only
+// identifies), against the node's current auth state. A refusal is
+// confirmed against the state after a Sync, so that a change committed
+// anywhere before the request (auth disabled, a permission granted) is never
+// missed because this node lags.
+func (a *Authorizer) authorize(ctx context.Context, req any) (*State, string, error) {
+	st, user, err := a.try(ctx, req, false)
+	if err == nil || a.sync == nil {
+		return st, user, err
+	}
+	if serr := a.sync(ctx); serr != nil {
+		return nil, "", serr
+	}
+	return a.try(ctx, req, true)
+}
+
+func (a *Authorizer) try(ctx context.Context, req any, synced bool) (*State, string, error) {
+	st, err := a.cache.Current()
+	if err != nil {
+		return nil, "", stateError(err)
+	}
+	if !st.Enabled {
+		return st, "", nil
+	}
+	user, err := a.identify(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if req == nil {
+		return st, user, nil
+	}
+	if _, ok := req.(*pb.LeaseRevokeRequest); ok && !synced && !st.IsRoot(user) && a.sync != nil {
+		// The check reads the keys attached to the lease: read them as of
+		// now, not as of this node's possibly lagging state.
+		return nil, "", rpctypes.ErrGRPCPermissionDenied // confirmed after a sync
+	}
+	if err := a.Check(st, user, req); err != nil {
+		return nil, "", err
+	}
+	return st, user, nil
+}
+
+// Stream returns the interceptor that checks streams: each message the
+// client sends is checked as it arrives; a watch creation on a range the
+// user cannot read is refused with a canceled response, as etcd does.
+func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if openMethods[info.FullMethod] {
+			return handler(srv, ss)
+		}
+		st, user, err := a.authorize(ss.Context(), nil)
+		if err != nil {
+			return err
+		}
+		if !st.Enabled {
+			return handler(srv, ss)
+		}
+		return handler(srv, &checkedStream{ServerStream: ss, a: a, user: user})
+	}
+}
+
+type checkedStream struct {
+	grpc.ServerStream
+	a    *Authorizer
+	user string
+
+	sendMu sync.Mutex // the handler's sender and refusals share the stream
+}
+
+func (s *checkedStream) SendMsg(m any) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *checkedStream) RecvMsg(m any) error {
+	for {
+		if err := s.ServerStream.RecvMsg(m); err != nil {
+			return err
+		}
+		st, err := s.a.cache.Current()
+		if err != nil {
+			return stateError(err)
+		}
+		if !st.Enabled {
+			return nil
+		}
+		wr, ok := m.(*pb.WatchRequest)
+		if !ok {
+			return s.a.Check(st, s.user, m)
+		}
+		cr := wr.GetCreateRequest()
+		if cr == nil || st.Allowed(s.user, cr.Key, cr.RangeEnd, Read) {
+			return nil
+		}
+		resp := &pb.WatchResponse{
+			Header:       s.a.header(),
+			WatchId:      -1, // clientv3.InvalidWatchID
+			Created:      true,
+			Canceled:     true,
+			CancelReason: rpctypes.ErrGRPCPermissionDenied.Error(),
+		}
+		if err := s.SendMsg(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Check decides whether user may make request req in state st. Root may do
+// everything; requests without a rule below are root-only.
+func (a *Authorizer) Check(st *State, user string, req any) error {
+	if _, ok := st.Users[user]; !ok {
+		// A token that outlived its user (or a certificate CN that names no
+		// user) authorizes nothing.
+		return rpctypes.ErrGRPCPermissionDenied
+	}
+	if st.IsRoot(user) {
+		return nil
+	}
+	if checkKeys(st, user, req) {
+		return nil
+	}
+	switch r := req.(type) {
+	case *pb.LeaseRevokeRequest:
+		if a.leaseKeys == nil {
+			return rpctypes.ErrGRPCPermissionDenied
+		}
+		ks, err := a.leaseKeys(r.ID)
+		if err != nil {
+			return stateError(err)
+		}
+		for _, k := range ks {
+			if !st.Allowed(user, k, nil, Write) {
+				return rpctypes.ErrGRPCPermissionDenied
+			}
+		}
+		return nil
+	}
+	return rpctypes.ErrGRPCPermissionDenied
+}
+
+// prefixEnd is the range end of a prefix query.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return []byte{0}
+}
+
+func readWrite(st *State, user string, key, end []byte) bool {
+	return st.Allowed(user, key, end, Read) && st.Allowed(user, key, end, Write)
+}
+
+// checkKeys reports whether the key permissions of a non-root user allow
+// req.
+func checkKeys(st *State, user string, req any) bool {
+	switch r := req.(type) {
+	case *pb.RangeRequest:
+		return st.Allowed(user, r.Key, r.RangeEnd, Read)
+	case *pb.PutRequest:
+		return checkPut(st, user, r)
+	case *pb.DeleteRangeRequest:
+		return checkDelete(st, user, r)
+	case *pb.TxnRequest:
+		return checkTxn(st, user, r)
+	case *pb.LeaseGrantRequest, *pb.LeaseKeepAliveRequest, *pb.LeaseTimeToLiveRequest, *pb.LeaseLeasesRequest:
+		return true // leases hold no data; their keys are checked when written
+	case *pb.AuthUserGetRequest:
+		return r.Name == user
+	case *pb.AuthUserChangePasswordRequest:
+		return r.Name == user
+	case *pb.AuthRoleGetRequest:
+		u := st.Users[user]
+		for _, ro := range u.Roles {
+			if ro == r.Role {
+				return true
+			}
+		}
+		return false
+	case *pb.WatchRequest:
+		cr := r.GetCreateRequest()
+		return cr == nil || st.Allowed(user, cr.Key, cr.RangeEnd, Read)
+
+	// etcd's lock and election services: a name is a key prefix.
+	case *v3lockpb.LockRequest:
+		return readWrite(st, user, r.Name, prefixEnd(r.Name))
+	case *v3lockpb.UnlockRequest:
+		return st.Allowed(user, r.Key, nil, Write)
+	case *v3electionpb.CampaignRequest:
+		return readWrite(st, user, r.Name, prefixEnd(r.Name))
+	case *v3electionpb.ProclaimRequest:
+		return r.Leader != nil && readWrite(st, user, r.Leader.Key, nil)
+	case *v3electionpb.ResignRequest:
+		return r.Leader != nil && st.Allowed(user, r.Leader.Key, nil, Write)
+	case *v3electionpb.LeaderRequest: // Leader and Observe
+		return st.Allowed(user, r.Name, prefixEnd(r.Name), Read)
+
+	// Synod's groups service: group g is the prefix groupsPrefix+g+"/".
+	case *synodpb.JoinRequest:
+		p := []byte(groupsPrefix + r.Group + "/")
+		return readWrite(st, user, p, prefixEnd(p))
+	case *synodpb.LeaveRequest:
+		p := []byte(groupsPrefix + r.Group + "/")
+		return readWrite(st, user, p, prefixEnd(p))
+	case *synodpb.ListRequest:
+		p := []byte(groupsPrefix + r.Group + "/")
+		return st.Allowed(user, p, prefixEnd(p), Read)
+	case *synodpb.GroupWatchRequest:
+		p := []byte(groupsPrefix + r.Group + "/")
+		return st.Allowed(user, p, prefixEnd(p), Read)
+	}
+	return false
+}
+
+func checkPut(st *State, user string, r *pb.PutRequest) bool {
+	if !st.Allowed(user, r.Key, nil, Write) {
+		return false
+	}
+	return !r.PrevKv || st.Allowed(user, r.Key, nil, Read)
+}
+
+func checkDelete(st *State, user string, r *pb.DeleteRangeRequest) bool {
+	if !st.Allowed(user, r.Key, r.RangeEnd, Write) {
+		return false
+	}
+	return !r.PrevKv || st.Allowed(user, r.Key, r.RangeEnd, Read)
+}
+
+// checkTxn requires read permission on every compared key and the
+// permissions of every operation of both branches (a txn touching one
+// forbidden key fails whole, whichever branch would run).
+func checkTxn(st *State, user string, r *pb.TxnRequest) bool {
+	for _, c := range r.Compare {
+		if !st.Allowed(user, c.Key, c.RangeEnd, Read) {
+			return false
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			ok := false
+			switch o := op.Request.(type) {
+			case *pb.RequestOp_RequestRange:
+				ok = o.RequestRange != nil && st.Allowed(user, o.RequestRange.Key, o.RequestRange.RangeEnd, Read)
+			case *pb.RequestOp_RequestPut:
+				ok = o.RequestPut != nil && checkPut(st, user, o.RequestPut)
+			case *pb.RequestOp_RequestDeleteRange:
+				ok = o.RequestDeleteRange != nil && checkDelete(st, user, o.RequestDeleteRange)
+			case *pb.RequestOp_RequestTxn:
+				ok = o.RequestTxn != nil && checkTxn(st, user, o.RequestTxn)
+			}
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}

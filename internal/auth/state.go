@@ -1,0 +1,146 @@
+package auth
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/authpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keys"
+)
+
+// RootUser and RootRole are etcd's administrative user and role: the root
+// role may do everything, and enabling auth requires the root user with it.
+const (
+	RootUser = "root"
+	RootRole = "root"
+)
+
+// State is one immutable version of the auth state.
+type State struct {
+	Enabled  bool
+	Revision uint64
+	Users    map[string]*authpb.User
+	Roles    map[string]*authpb.Role
+}
+
+// IsRoot reports whether user has the root role.
+func (s *State) IsRoot(user string) bool {
+	u, ok := s.Users[user]
+	return ok && slices.Contains(u.Roles, RootRole)
+}
+
+// Revision reads the auth revision (0 if auth state was never written).
+func Revision(r pebble.Reader) (uint64, error) {
+	v, closer, err := r.Get(keys.AuthRevisionKey())
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read auth revision: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("auth revision has %d bytes, want 8", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func enabled(r pebble.Reader) (bool, error) {
+	v, closer, err := r.Get(keys.AuthEnabledKey())
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read auth enabled flag: %w", err)
+	}
+	defer closer.Close()
+	return len(v) == 1 && v[0] == 1, nil
+}
+
+// Load reads the whole auth state.
+func Load(r pebble.Reader) (*State, error) {
+	st := &State{Users: map[string]*authpb.User{}, Roles: map[string]*authpb.Role{}}
+	var err error
+	if st.Revision, err = Revision(r); err != nil {
+		return nil, err
+	}
+	if st.Enabled, err = enabled(r); err != nil {
+		return nil, err
+	}
+	if err := scan(r, keys.AuthUserSpan(), func(v []byte) error {
+		u := &authpb.User{}
+		if err := proto.Unmarshal(v, u); err != nil {
+			return fmt.Errorf("decode user: %w", err)
+		}
+		st.Users[string(u.Name)] = u
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := scan(r, keys.AuthRoleSpan(), func(v []byte) error {
+		ro := &authpb.Role{}
+		if err := proto.Unmarshal(v, ro); err != nil {
+			return fmt.Errorf("decode role: %w", err)
+		}
+		st.Roles[string(ro.Name)] = ro
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func scan(r pebble.Reader, span keys.Span, fn func(v []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return fmt.Errorf("scan auth state: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("scan auth state: %w", err)
+		}
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Cache serves the current auth state of a node, reloading it from Pebble
+// when the stored auth revision moved. A read after a ReadIndex wait sees
+// every auth change applied before it.
+type Cache struct {
+	db pebble.Reader
+	mu sync.Mutex
+	st *State
+}
+
+// NewCache returns a cache over db.
+func NewCache(db pebble.Reader) *Cache { return &Cache{db: db} }
+
+// Current returns the node's current auth state.
+func (c *Cache) Current() (*State, error) {
+	rev, err := Revision(c.db)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st != nil && c.st.Revision == rev {
+		return c.st, nil
+	}
+	st, err := Load(c.db)
+	if err != nil {
+		return nil, err
+	}
+	c.st = st
+	return st, nil
+}

@@ -1,0 +1,111 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/synod-io/synod/internal/tlsconfig"
+	"github.com/synod-io/synod/internal/transport"
+)
+
+// loadTLS loads the client and peer TLS files, if configured, so that bad
+// files fail the start; the sources reload them when they change.
+func (s *Server) loadTLS() error {
+	if s.cfg.ClientTLS.Enabled() {
+		src, err := tlsconfig.New("client", s.cfg.ClientTLS, s.cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("load client tls: %w", err)
+		}
+		s.clientTLS = src
+	}
+	if s.cfg.PeerTLS.Enabled() {
+		src, err := tlsconfig.New("peer", s.cfg.PeerTLS, s.cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("load peer tls: %w", err)
+		}
+		s.peerTLS = src
+	}
+	return nil
+}
+
+// urlScheme is the scheme of this node's client or peer URLs.
+func urlScheme(src *tlsconfig.Source) string {
+	if src != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+// clientCredsOption serves the client API over TLS when configured;
+// clients must present a certificate with ClientCertAuth.
+func (s *Server) clientCredsOption() grpc.ServerOption {
+	if s.clientTLS == nil {
+		return grpc.EmptyServerOption{}
+	}
+	auth := tls.NoClientCert
+	if s.cfg.ClientCertAuth {
+		auth = tls.RequireAndVerifyClientCert
+	}
+	return grpc.Creds(credentials.NewTLS(s.clientTLS.ServerConfig(auth)))
+}
+
+// peerServerOptions are the options of the peer gRPC server: with peer TLS,
+// every connection must present a certificate signed by the peer CA, which
+// guards every peer service (Raft, snapshots, forwarding, member lists).
+func (s *Server) peerServerOptions() []grpc.ServerOption {
+	opts := transport.ServerOptions()
+	if s.peerTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.peerTLS.ServerConfig(tls.RequireAndVerifyClientCert))))
+	}
+	return opts
+}
+
+// peerCreds returns the credentials of connections to peers (nil: plaintext).
+func (s *Server) peerCreds() credentials.TransportCredentials {
+	if s.peerTLS == nil {
+		return nil
+	}
+	return s.peerTLS.ClientCredentials()
+}
+
+// joinTLS returns the TLS configuration for dialing the client endpoints of
+// the cluster to join (nil: plaintext). The node presents its client-API
+// certificate, which needs client-auth usage when the cluster requires
+// client certificates.
+func (s *Server) joinTLS() (*tls.Config, error) {
+	if s.clientTLS == nil {
+		return nil, nil
+	}
+	cfg, err := s.clientTLS.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("client tls for join: %w", err)
+	}
+	return cfg, nil
+}
+
+// warnPlaintext warns when a listener that other machines can reach serves
+// without TLS.
+func warnPlaintext(logger *slog.Logger, what string, addr net.Addr, src *tlsconfig.Source, flags string) {
+	if src != nil || isLoopback(addr) {
+		return
+	}
+	logger.Warn(fmt.Sprintf("the %s listener is not loopback-only and has no TLS: anyone who can reach it can read and write all data; configure %s", what, flags),
+		"addr", addr.String())
+}
+
+func isLoopback(addr net.Addr) bool {
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
