@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -78,6 +79,10 @@ func New(cfg Config) *Authorizer {
 // State returns the node's current auth state.
 func (a *Authorizer) State() (*State, error) { return a.cache.Current() }
 
+// Invalidate tells the authorizer the stored auth state changed (an auth
+// command or a snapshot was applied).
+func (a *Authorizer) Invalidate() { a.cache.Invalidate() }
+
 // Tokens returns the node's token issuer.
 func (a *Authorizer) Tokens() *Tokens { return a.tokens }
 
@@ -135,22 +140,49 @@ func stateError(err error) error {
 	return status.Error(codes.Internal, fmt.Sprintf("read auth state: %v", err))
 }
 
+// maxAuthRetries bounds how often a request is checked again when the auth
+// state changed between its check and its apply.
+const maxAuthRetries = 3
+
 // Unary returns the interceptor that checks unary requests.
 func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if openMethods[info.FullMethod] {
 			return handler(ctx, req)
 		}
-		st, user, err := a.authorize(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		if !st.Enabled {
-			return handler(ctx, req)
-		}
-		resp, err := handler(WithRevision(ctx, st.Revision), req)
-		if err != nil {
-			return resp, err
+		var st *State
+		var user string
+		var resp any
+		for attempt := 1; ; attempt++ {
+			var err error
+			st, user, err = a.authorize(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			// Writes carry the revision they were checked at, also while
+			// auth is disabled: one checked just before an AuthEnable must
+			// not apply after it unchecked.
+			hctx := ctx
+			if st.Revision != 0 {
+				hctx = WithRevision(ctx, st.Revision)
+			}
+			resp, err = handler(hctx, req)
+			if errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) && attempt < maxAuthRetries {
+				// The auth state changed between the check and the apply,
+				// which wrote nothing: check again against the new state
+				// (and answer with its verdict) instead of making every
+				// client handle the race.
+				if a.sync != nil {
+					if serr := a.sync(ctx); serr != nil {
+						return nil, serr
+					}
+				}
+				continue
+			}
+			if err != nil || !st.Enabled {
+				return resp, err
+			}
+			break
 		}
 		if rr, ok := req.(*pb.RangeRequest); ok && !rr.Serializable {
 			// The read waited for its ReadIndex: check again against the

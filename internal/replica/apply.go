@@ -163,6 +163,7 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState
 	default:
 		if auth.IsCommand(req) {
 			resp, tok, err = auth.Apply(b, req)
+			out.AuthChanged = true
 		}
 	}
 	if err != nil {

@@ -159,6 +159,9 @@ type ApplyOutput struct {
 	// AuthTokens are the simple tokens assigned by applied Authenticate
 	// commands: every node registers them (node-local, with a TTL).
 	AuthTokens []auth.Token
+	// AuthChanged is set when an auth command was applied: the node's
+	// cached auth state is stale.
+	AuthChanged bool
 
 	// completions are the results of this node's proposals, delivered by
 	// Complete once the caller has published the batch's effects (watch

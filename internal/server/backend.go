@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -80,7 +81,17 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 		return nil, etcdapi.ErrTooLarge
 	}
 	if err := s.checkWritable(kind); err != nil {
-		return nil, err
+		if !errors.Is(err, rpctypes.ErrGRPCNoSpace) {
+			return nil, err
+		}
+		// This node may not have applied a disarm committed elsewhere
+		// before the request: refuse only if it holds once caught up.
+		if lerr := s.linearize(ctx); lerr != nil {
+			return nil, lerr
+		}
+		if err := s.checkWritable(kind); err != nil {
+			return nil, err
+		}
 	}
 	id := s.reqIDs.Add(1)
 	cmd := raftcmd.Command{

@@ -172,7 +172,9 @@ func TestSessionKeysVanishWithItsProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := concurrency.NewSession(app, concurrency.WithTTL(1))
+	// A 2s TTL (keepalives every 2/3 s): a 1s one leaves too little margin
+	// when CI runs every package's tests at once on two cores.
+	sess, err := concurrency.NewSession(app, concurrency.WithTTL(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +182,8 @@ func TestSessionKeysVanishWithItsProcess(t *testing.T) {
 	if _, err := app.Put(ctx, "service/instance-1", "up", clientv3.WithLease(sess.Lease())); err != nil {
 		t.Fatal(err)
 	}
-	// Three TTLs later the key is still there: the session keeps it alive.
-	stop := time.Now().Add(3 * time.Second)
+	// Two TTLs later the key is still there: the session keeps it alive.
+	stop := time.Now().Add(4 * time.Second)
 	for time.Now().Before(stop) {
 		if g := get(t, observer, "service/instance-1"); len(g.Kvs) != 1 {
 			t.Fatalf("session key vanished while the session was alive")

@@ -174,6 +174,11 @@ func Open(cfg Config) (_ *Server, err error) {
 		Logger:           s.logger,
 	}, applied.KV)
 	s.metrics = s.newMetrics()
+	// Before the replica starts: replaying committed entries at start may
+	// apply auth commands, whose effects onApply hands the authorizer.
+	if s.authz, err = s.newAuthorizer(); err != nil {
+		return nil, err
+	}
 	s.store = store.Open(store.Config{
 		NodeID:       id.MemberID,
 		DB:           s.db,
@@ -214,9 +219,6 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.registerClusterForwarding(s.peerSrv)
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
-	if s.authz, err = s.newAuthorizer(); err != nil {
-		return nil, err
-	}
 	s.goBackground(s.authz.Tokens().Run)
 	s.clientSrv = grpc.NewServer(
 		s.clientCredsOption(),
@@ -355,6 +357,9 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	}
 	s.hub.Publish(out.Events, out.KV)
 	s.onLeaseChanges(out.Leases)
+	if out.AuthChanged || out.SnapshotInstalled {
+		s.authz.Invalidate()
+	}
 	s.registerAuthTokens(out.AuthTokens)
 	for _, rev := range out.Compactions {
 		s.compactor.schedule(rev)

@@ -331,3 +331,55 @@ func TestCancelStopsDelivery(t *testing.T) {
 		t.Fatalf("canceled watcher still indexed")
 	}
 }
+
+// TestRingStaysBounded publishes many revisions through a small ring and
+// checks its invariants after each: contiguous revisions starting at
+// ringFrom, the byte count right, and within RingBytes.
+func TestRingStaysBounded(t *testing.T) {
+	s := newStore(t)
+	const limit = 4 << 10
+	h := NewHub(Config{View: s.view, RingBytes: limit}, s.meta)
+	for i := range 2000 {
+		s.put(fmt.Sprintf("k%d", i%7), fmt.Sprint(i))
+		s.publish(h)
+		h.mu.Lock()
+		ring, from, total := h.mu.ring, h.mu.ringFrom, h.mu.ringBytes
+		h.mu.Unlock()
+		if len(ring) == 0 || ring[0].rev != from {
+			t.Fatalf("after %d puts: ring starts at %v, want ringFrom %d", i+1, ring[:min(1, len(ring))], from)
+		}
+		sum := 0
+		for j, e := range ring {
+			if e.rev != from+int64(j) {
+				t.Fatalf("after %d puts: ring entry %d has revision %d, want %d", i+1, j, e.rev, from+int64(j))
+			}
+			sum += e.bytes
+		}
+		if sum != total || (total > limit && len(ring) > 1) {
+			t.Fatalf("after %d puts: ring holds %d bytes (counted %d) in %d entries, want the count right and at most %d", i+1, sum, total, len(ring), limit)
+		}
+		if last := ring[len(ring)-1].rev; last != s.meta.Revision {
+			t.Fatalf("after %d puts: ring ends at %d, want %d", i+1, last, s.meta.Revision)
+		}
+	}
+}
+
+// BenchmarkPublishFullRing measures publishing one put into a full ring, the
+// steady state of a busy node.
+func BenchmarkPublishFullRing(b *testing.B) {
+	h := NewHub(Config{RingBytes: 16 << 20}, kv.Meta{Revision: 1})
+	value := make([]byte, 256)
+	rev := int64(1)
+	publish := func() {
+		rev++
+		kvs := &mvccpb.KeyValue{Key: []byte("key"), Value: value, ModRevision: rev, CreateRevision: 2, Version: rev}
+		h.Publish([]kv.Event{{Type: mvccpb.PUT, KV: kvs}}, kv.Meta{Revision: rev})
+	}
+	for h.mu.ringBytes < 16<<20-1024 {
+		publish()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		publish()
+	}
+}
