@@ -219,7 +219,7 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			Logger:         logger.With("node", n.name),
 			ClientTLS:      demoTLSFiles(o.tls, certs.ServerCert, certs.ServerKey, certs.CA),
 			ClientCertAuth: o.tls,
-			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.CA),
+			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.PeerCA),
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", n.name, err)

@@ -134,7 +134,7 @@ unencrypted, next to the certificates.`,
 func startTLSFlags(p certgen.Paths) []string {
 	return []string{
 		"--cert-file", p.ServerCert, "--key-file", p.ServerKey, "--trusted-ca-file", p.CA, "--client-cert-auth",
-		"--peer-cert-file", p.PeerCert, "--peer-key-file", p.PeerKey, "--peer-trusted-ca-file", p.CA,
+		"--peer-cert-file", p.PeerCert, "--peer-key-file", p.PeerKey, "--peer-trusted-ca-file", p.PeerCA,
 	}
 }
 

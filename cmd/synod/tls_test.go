@@ -51,7 +51,7 @@ func TestCertCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("synod cert: got exit %d (stderr %q), want 0", code, stderr)
 	}
-	for _, f := range []string{"ca.crt", "ca.key", "server.crt", "server.key", "peer.crt", "peer.key", "client.crt", "client.key"} {
+	for _, f := range []string{"ca.crt", "ca.key", "peer-ca.crt", "peer-ca.key", "server.crt", "server.key", "peer.crt", "peer.key", "client.crt", "client.key"} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatalf("synod cert: %s: got %v, want the file", f, err)

@@ -27,6 +27,10 @@ type Batch interface {
 type Token struct {
 	User  string
 	Token string
+	// Password is the user's password hash when the token was assigned: a
+	// token stops working when the password changes or the user is deleted
+	// (and perhaps added again), as etcd invalidates a user's tokens then.
+	Password []byte
 }
 
 // IsCommand reports whether req is the request of an auth command.
@@ -59,10 +63,12 @@ func Apply(b Batch, req any) (resp any, tok *Token, err error) {
 	case *pb.AuthDisableRequest:
 		resp, err = a.disable()
 	case *pb.InternalAuthenticateRequest:
-		if _, ok := st.Users[r.Name]; !ok || !st.Enabled {
+		u, ok := st.Users[r.Name]
+		if !ok || !st.Enabled {
 			return nil, nil, rpctypes.ErrGRPCAuthFailed
 		}
-		return &pb.AuthenticateResponse{Token: r.SimpleToken}, &Token{User: r.Name, Token: r.SimpleToken}, nil
+		return &pb.AuthenticateResponse{Token: r.SimpleToken},
+			&Token{User: r.Name, Token: r.SimpleToken, Password: slices.Clone(u.Password)}, nil
 	case *pb.AuthUserAddRequest:
 		resp, err = a.userAdd(r)
 	case *pb.AuthUserDeleteRequest:

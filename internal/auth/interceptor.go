@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,14 +114,21 @@ var openMethods = map[string]bool{
 	"/grpc.health.v1.Health/List":      true,
 }
 
-// identify returns the user a request comes from: the user of its token, or
-// else the CN of its verified TLS client certificate (as etcd).
-func (a *Authorizer) identify(ctx context.Context) (string, error) {
+// identify returns the user a request comes from in state st: the user of
+// its token, or else the CN of its verified TLS client certificate (as etcd).
+// A simple token is invalid once its user's password changed or the user was
+// deleted (etcd invalidates the user's tokens then).
+func (a *Authorizer) identify(ctx context.Context, st *State) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if ts := md.Get(TokenMetadataKey); len(ts) > 0 && ts[0] != "" {
-		user, ok := a.tokens.Resolve(ts[0])
+		user, password, ok := a.tokens.resolve(ts[0])
 		if !ok {
 			return "", rpctypes.ErrGRPCInvalidAuthToken
+		}
+		if a.tokens.Simple() {
+			if u, ok := st.Users[user]; !ok || !bytes.Equal(u.Password, password) {
+				return "", rpctypes.ErrGRPCInvalidAuthToken
+			}
 		}
 		return user, nil
 	}
@@ -184,6 +192,19 @@ func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 			}
 			break
 		}
+		if tr, ok := resp.(*pb.LeaseTimeToLiveResponse); ok && len(tr.Keys) > 0 {
+			// As etcd (CVE-2023-32082): the keys attached to a lease are
+			// shown only to a user who may read every one of them.
+			now, err := a.cache.Current()
+			if err != nil {
+				return nil, stateError(err)
+			}
+			for _, k := range tr.Keys {
+				if now.Enabled && !now.Allowed(user, k, nil, Read) {
+					return nil, rpctypes.ErrGRPCPermissionDenied
+				}
+			}
+		}
 		if rr, ok := req.(*pb.RangeRequest); ok && !rr.Serializable {
 			// The read waited for its ReadIndex: check again against the
 			// auth state that is now at least as new as the read.
@@ -228,7 +249,7 @@ func (a *Authorizer) try(ctx context.Context, req any, synced bool) (*State, str
 	if !st.Enabled {
 		return st, "", nil
 	}
-	user, err := a.identify(ctx)
+	user, err := a.identify(ctx, st)
 	if err != nil {
 		return nil, "", err
 	}
@@ -258,24 +279,41 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		if !st.Enabled {
-			return handler(srv, ss)
-		}
-		return handler(srv, &checkedStream{ServerStream: ss, a: a, user: user})
+		// Checked also while auth is disabled: it may be enabled while the
+		// stream is open, and what the client sends after must be checked.
+		return handler(srv, &checkedStream{ServerStream: ss, a: a, user: user, identified: st.Enabled})
 	}
 }
 
 type checkedStream struct {
 	grpc.ServerStream
-	a    *Authorizer
-	user string
+	a          *Authorizer
+	user       string
+	identified bool // user is known (false: opened while auth was disabled)
 
 	sendMu sync.Mutex // the handler's sender and refusals share the stream
+	// rangeReq is a linearizable RangeStream request checked at auth
+	// revision rangeRev; guarded by sendMu.
+	rangeReq *pb.RangeRequest
+	rangeRev uint64
 }
 
 func (s *checkedStream) SendMsg(m any) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	if _, ok := m.(*pb.RangeStreamResponse); ok && s.rangeReq != nil {
+		// As a unary Range: the read waited for its ReadIndex, so check
+		// again against the auth state that is now at least as new.
+		now, err := s.a.cache.Current()
+		if err != nil {
+			return stateError(err)
+		}
+		if now.Enabled && now.Revision != s.rangeRev {
+			if err := s.a.Check(now, s.user, s.rangeReq); err != nil {
+				return err
+			}
+		}
+	}
 	return s.ServerStream.SendMsg(m)
 }
 
@@ -291,9 +329,24 @@ func (s *checkedStream) RecvMsg(m any) error {
 		if !st.Enabled {
 			return nil
 		}
+		if !s.identified {
+			user, err := s.a.identify(s.Context(), st)
+			if err != nil {
+				return err
+			}
+			s.user, s.identified = user, true
+		}
 		wr, ok := m.(*pb.WatchRequest)
 		if !ok {
-			return s.a.Check(st, s.user, m)
+			if err := s.a.Check(st, s.user, m); err != nil {
+				return err
+			}
+			if rr, ok := m.(*pb.RangeRequest); ok && !rr.Serializable {
+				s.sendMu.Lock()
+				s.rangeReq, s.rangeRev = rr, st.Revision
+				s.sendMu.Unlock()
+			}
+			return nil
 		}
 		cr := wr.GetCreateRequest()
 		if cr == nil || st.Allowed(s.user, cr.Key, cr.RangeEnd, Read) {

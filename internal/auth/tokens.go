@@ -90,8 +90,9 @@ type Tokens struct {
 }
 
 type simpleToken struct {
-	user    string
-	expires time.Time
+	user     string
+	password []byte // the user's password hash when the token was assigned
+	expires  time.Time
 }
 
 type jwtKeys struct {
@@ -182,7 +183,7 @@ func (t *Tokens) NewSimpleToken() (string, error) {
 func (t *Tokens) Register(tok Token) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.simple[tok.Token] = simpleToken{user: tok.User, expires: t.now().Add(t.ttl)}
+	t.simple[tok.Token] = simpleToken{user: tok.User, password: tok.Password, expires: t.now().Add(t.ttl)}
 }
 
 // SignJWT issues a JWT for user at auth revision rev.
@@ -204,23 +205,31 @@ func (t *Tokens) SignJWT(user string, rev uint64) (string, error) {
 
 // Resolve returns the user a token names, extending a simple token's life.
 func (t *Tokens) Resolve(token string) (string, bool) {
+	user, _, ok := t.resolve(token)
+	return user, ok
+}
+
+// resolve is Resolve that also returns, for a simple token, the password
+// hash its user had when it was assigned (nil for a JWT).
+func (t *Tokens) resolve(token string) (string, []byte, bool) {
 	if t.jwt != nil {
-		return t.resolveJWT(token)
+		user, ok := t.resolveJWT(token)
+		return user, nil, ok
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, ok := t.simple[token]
 	if !ok {
-		return "", false
+		return "", nil, false
 	}
 	now := t.now()
 	if !now.Before(st.expires) {
 		delete(t.simple, token)
-		return "", false
+		return "", nil, false
 	}
 	st.expires = now.Add(t.ttl)
 	t.simple[token] = st
-	return st.user, true
+	return st.user, st.password, true
 }
 
 func (t *Tokens) resolveJWT(token string) (string, bool) {

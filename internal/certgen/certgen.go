@@ -130,22 +130,26 @@ func (ca *CA) Issue(spec Spec) (certPEM, keyPEM []byte, err error) {
 
 // Paths are the files WriteDir writes.
 type Paths struct {
-	CA, CAKey             string
+	CA, CAKey             string // the client API's CA: server and client certificates
+	PeerCA, PeerCAKey     string // the peers' own CA: peer certificates only
 	ServerCert, ServerKey string
 	PeerCert, PeerKey     string
 	ClientCert, ClientKey string
 }
 
-// WriteDir makes a new CA and, signed by it, a server certificate (for the
-// client API; server and client use), a peer certificate (node-to-node;
-// server and client use) and a client certificate with common name
-// clientCN (client use), all covering DefaultHosts and hosts. It writes them
-// into dir (created if needed; existing files are replaced) as ca.crt,
-// ca.key, server.crt, server.key, peer.crt, peer.key, client.crt and
-// client.key. Keys are written with mode 0600.
+// WriteDir makes two new CAs: one for the client API, which signs a server
+// certificate (server and client use) and a client certificate with common
+// name clientCN (client use), and one for the peers, which signs a peer
+// certificate (node-to-node; server and client use). All cover DefaultHosts
+// and hosts. Peers trust only the peer CA, so a client certificate cannot
+// open the peer port (a node accepts any certificate its peer CA signed). It
+// writes them into dir (created if needed; existing files are replaced) as
+// ca.crt, ca.key, server.crt, server.key, client.crt, client.key,
+// peer-ca.crt, peer-ca.key, peer.crt and peer.key. Keys have mode 0600.
 func WriteDir(dir string, hosts []string, clientCN string) (Paths, error) {
 	p := Paths{
 		CA: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
+		PeerCA: filepath.Join(dir, "peer-ca.crt"), PeerCAKey: filepath.Join(dir, "peer-ca.key"),
 		ServerCert: filepath.Join(dir, "server.crt"), ServerKey: filepath.Join(dir, "server.key"),
 		PeerCert: filepath.Join(dir, "peer.crt"), PeerKey: filepath.Join(dir, "peer.key"),
 		ClientCert: filepath.Join(dir, "client.crt"), ClientKey: filepath.Join(dir, "client.key"),
@@ -153,30 +157,25 @@ func WriteDir(dir string, hosts []string, clientCN string) (Paths, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Paths{}, fmt.Errorf("create cert dir: %w", err)
 	}
-	ca, err := NewCA("synod throwaway ca", time.Time{}, time.Time{})
+	ca, err := writeCA("synod throwaway ca", p.CA, p.CAKey)
 	if err != nil {
 		return Paths{}, err
 	}
-	caKey, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	peerCA, err := writeCA("synod throwaway peer ca", p.PeerCA, p.PeerCAKey)
 	if err != nil {
-		return Paths{}, fmt.Errorf("encode ca key: %w", err)
-	}
-	if err := writeFile(p.CA, ca.CertPEM, 0o644); err != nil {
-		return Paths{}, err
-	}
-	if err := writeFile(p.CAKey, pemBlock("PRIVATE KEY", caKey), 0o600); err != nil {
 		return Paths{}, err
 	}
 	all := append(append([]string(nil), DefaultHosts...), hosts...)
 	for _, c := range []struct {
+		ca        *CA
 		spec      Spec
 		cert, key string
 	}{
-		{Spec{CommonName: "synod server", Hosts: all, Usage: ServerUsage | ClientUsage}, p.ServerCert, p.ServerKey},
-		{Spec{CommonName: "synod peer", Hosts: all, Usage: ServerUsage | ClientUsage}, p.PeerCert, p.PeerKey},
-		{Spec{CommonName: clientCN, Hosts: all, Usage: ClientUsage}, p.ClientCert, p.ClientKey},
+		{ca, Spec{CommonName: "synod server", Hosts: all, Usage: ServerUsage | ClientUsage}, p.ServerCert, p.ServerKey},
+		{peerCA, Spec{CommonName: "synod peer", Hosts: all, Usage: ServerUsage | ClientUsage}, p.PeerCert, p.PeerKey},
+		{ca, Spec{CommonName: clientCN, Hosts: all, Usage: ClientUsage}, p.ClientCert, p.ClientKey},
 	} {
-		certPEM, keyPEM, err := ca.Issue(c.spec)
+		certPEM, keyPEM, err := c.ca.Issue(c.spec)
 		if err != nil {
 			return Paths{}, err
 		}
@@ -188,6 +187,25 @@ func WriteDir(dir string, hosts []string, clientCN string) (Paths, error) {
 		}
 	}
 	return p, nil
+}
+
+// writeCA makes a CA and writes its certificate and key.
+func writeCA(commonName, certFile, keyFile string) (*CA, error) {
+	ca, err := NewCA(commonName, time.Time{}, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("encode ca key: %w", err)
+	}
+	if err := writeFile(certFile, ca.CertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeFile(keyFile, pemBlock("PRIVATE KEY", key), 0o600); err != nil {
+		return nil, err
+	}
+	return ca, nil
 }
 
 // writeFile replaces path atomically (a reloading server never reads half a

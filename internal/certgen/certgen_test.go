@@ -20,24 +20,33 @@ func TestWriteDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(p.CA)
-	if err != nil {
-		t.Fatal(err)
+	pool := func(file string) *x509.CertPool {
+		t.Helper()
+		caPEM, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(caPEM) {
+			t.Fatalf("%s: got no certificate, want one", file)
+		}
+		return roots
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		t.Fatalf("ca.crt: got no certificate, want one")
-	}
+	clientRoots, peerRoots := pool(p.CA), pool(p.PeerCA)
 	for _, c := range []struct {
 		cert, key string
 		cn        string
 		usages    []x509.ExtKeyUsage
 		hosts     bool
+		roots     *x509.CertPool // the CA that signed it
+		others    *x509.CertPool // the CA that must not accept it
 	}{
-		{p.ServerCert, p.ServerKey, "synod server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true},
-		{p.PeerCert, p.PeerKey, "synod peer", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true},
-		{p.ClientCert, p.ClientKey, "root", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false},
+		{p.ServerCert, p.ServerKey, "synod server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true, clientRoots, peerRoots},
+		{p.PeerCert, p.PeerKey, "synod peer", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true, peerRoots, clientRoots},
+		// A client certificate must not open the peer port.
+		{p.ClientCert, p.ClientKey, "root", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false, clientRoots, peerRoots},
 	} {
+		roots := c.roots
 		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 		if err != nil {
 			t.Fatalf("%s: %v", c.cert, err)
@@ -52,6 +61,9 @@ func TestWriteDir(t *testing.T) {
 		for _, u := range c.usages {
 			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
 				t.Errorf("%s verify for usage %v: got %v, want it valid", c.cert, u, err)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.others, KeyUsages: []x509.ExtKeyUsage{u}}); err == nil {
+				t.Errorf("%s verify for usage %v against the other CA: got valid, want refused", c.cert, u)
 			}
 		}
 		if c.hosts {

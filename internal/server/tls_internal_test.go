@@ -37,14 +37,14 @@ func TestPeerServicesRefuseBadCertificates(t *testing.T) {
 		Name: "n1", DataDir: "/n1", FS: vfs.NewMem(),
 		ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0",
 		TickInterval: 10 * time.Millisecond,
-		PeerTLS:      tlsconfig.Files{CertFile: good.PeerCert, KeyFile: good.PeerKey, TrustedCAFile: good.CA},
+		PeerTLS:      tlsconfig.Files{CertFile: good.PeerCert, KeyFile: good.PeerKey, TrustedCAFile: good.PeerCA},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 
-	caPEM, err := os.ReadFile(good.CA)
+	caPEM, err := os.ReadFile(good.PeerCA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +66,10 @@ func TestPeerServicesRefuseBadCertificates(t *testing.T) {
 		{"tls without a certificate", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots}))}, false},
 		{"certificate of another CA", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: pair(other.PeerCert, other.PeerKey)}))}, false},
 		{"client certificate of another CA", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: pair(other.ClientCert, other.ClientKey)}))}, false},
+		// The client API's certificates (another CA than the peers') must
+		// not open the peer port.
+		{"client certificate of the cluster", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: pair(good.ClientCert, good.ClientKey)}))}, false},
+		{"server certificate of the cluster", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: pair(good.ServerCert, good.ServerKey)}))}, false},
 		{"peer certificate", []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: pair(good.PeerCert, good.PeerKey)}))}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

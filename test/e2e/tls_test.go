@@ -28,7 +28,7 @@ func certFlags(dir string) []string {
 // tool would rotate them.
 func copyOver(t *testing.T, src, dst string) {
 	t.Helper()
-	for _, f := range []string{"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key"} {
+	for _, f := range []string{"ca.crt", "peer-ca.crt", "server.crt", "server.key", "peer.crt", "peer.key"} {
 		b, err := os.ReadFile(filepath.Join(src, f))
 		if err != nil {
 			t.Fatal(err)
@@ -65,7 +65,7 @@ func TestTLSClusterWithEtcdctl(t *testing.T) {
 			"--cert-file", filepath.Join(certs, "server.crt"), "--key-file", filepath.Join(certs, "server.key"),
 			"--trusted-ca-file", filepath.Join(certs, "ca.crt"), "--client-cert-auth",
 			"--peer-cert-file", filepath.Join(certs, "peer.crt"), "--peer-key-file", filepath.Join(certs, "peer.key"),
-			"--peer-trusted-ca-file", filepath.Join(certs, "ca.crt"))
+			"--peer-trusted-ca-file", filepath.Join(certs, "peer-ca.crt"))
 	}
 	endpoints := "--endpoints=" + strings.Join(urls, ",")
 	ctl := func(dir string, args ...string) result {
