@@ -30,7 +30,11 @@
 //   - lease-keepalive: one lease per client, keep-alive round trips on raw
 //     LeaseKeepAlive streams (as etcd's own benchmark tool does);
 //   - lock: -lock-clients sessions contending for one
-//     go.etcd.io/etcd/client/v3/concurrency mutex, Lock then Unlock.
+//     go.etcd.io/etcd/client/v3/concurrency mutex, Lock then Unlock;
+//   - lock-rpc: the same through the server-side lock service (v3lock Lock,
+//     then Unlock of the returned key), where the server does the waiting;
+//   - election: -lock-clients sessions campaigning in one concurrency
+//     Election, each leader resigning at once (campaign+resign per op).
 //
 // A workload whose RPCs a system answers with codes.Unimplemented is reported
 // as "n/a (not implemented yet)".

@@ -171,6 +171,10 @@ func workloadDetail(o *options, name string) string {
 		return fmt.Sprintf(" (%s watchers, %g puts/s; per event)", commas(int64(o.watchers)), o.watchPutRate)
 	case "lock":
 		return fmt.Sprintf(" (%s sessions; lock+unlock)", commas(int64(o.lockClients)))
+	case "lock-rpc":
+		return fmt.Sprintf(" (%s sessions; v3lock Lock+Unlock)", commas(int64(o.lockClients)))
+	case "election":
+		return fmt.Sprintf(" (%s sessions; campaign+resign)", commas(int64(o.lockClients)))
 	case "lease-keepalive":
 		return fmt.Sprintf(" (%s leases)", commas(int64(o.clients)))
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -62,6 +63,8 @@ func workloads() []workload {
 		{name: "watch", title: "watch latency", setup: setupWatch},
 		{name: "lease-keepalive", title: "lease keepalive", setup: setupLeaseKeepAlive},
 		{name: "lock", title: "lock under contention", setup: setupLock},
+		{name: "lock-rpc", title: "lock service under contention", setup: setupLockRPC},
+		{name: "election", title: "election under contention", setup: setupElection},
 	}
 }
 
@@ -401,6 +404,95 @@ func setupLock(ctx context.Context, e *env) (*instance, error) {
 		defer cancel()
 		if err := m.Unlock(uctx); err != nil {
 			return false, fmt.Errorf("unlock: %w", err)
+		}
+		return false, nil
+	})
+	inst.close = closeAll
+	return inst, nil
+}
+
+// openSessions opens one session per contender and returns them with a
+// function that closes them all.
+func openSessions(ctx context.Context, e *env, n int) ([]*concurrency.Session, func(), error) {
+	sessions := make([]*concurrency.Session, n)
+	closeAll := func() {
+		var wg sync.WaitGroup
+		for _, s := range sessions {
+			if s == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = s.Close()
+			}()
+		}
+		wg.Wait()
+	}
+	err := parallel(ctx, n, 50, func(ctx context.Context, i int) error {
+		s, err := concurrency.NewSession(e.conn(i), concurrency.WithTTL(30), concurrency.WithContext(context.Background()))
+		if err != nil {
+			return fmt.Errorf("open session: %w", err)
+		}
+		sessions[i] = s
+		return nil
+	})
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return sessions, closeAll, nil
+}
+
+// setupLockRPC has the contenders take one lock through the server-side
+// lock service (v3lock: Lock, then Unlock of the returned key), which both
+// systems implement; the server does the waiting.
+func setupLockRPC(ctx context.Context, e *env) (*instance, error) {
+	sessions, closeAll, err := openSessions(ctx, e, e.opts.lockClients)
+	if err != nil {
+		return nil, err
+	}
+	clients := make([]v3lockpb.LockClient, len(sessions))
+	for i, s := range sessions {
+		clients[i] = v3lockpb.NewLockClient(s.Client().ActiveConnection())
+	}
+	inst := closedLoop(len(sessions), func(ctx context.Context, w int, _ *rand.Rand) (bool, error) {
+		resp, err := clients[w].Lock(ctx, &v3lockpb.LockRequest{Name: []byte("lock-rpc/bench"), Lease: int64(sessions[w].Lease())})
+		if err != nil {
+			return false, fmt.Errorf("lock: %w", err)
+		}
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := clients[w].Unlock(uctx, &v3lockpb.UnlockRequest{Key: resp.Key}); err != nil {
+			return false, fmt.Errorf("unlock: %w", err)
+		}
+		return false, nil
+	})
+	inst.close = closeAll
+	return inst, nil
+}
+
+// setupElection has the contenders campaign in one election with etcd's
+// concurrency package; each leader resigns at once, so an operation is one
+// term of leadership.
+func setupElection(ctx context.Context, e *env) (*instance, error) {
+	sessions, closeAll, err := openSessions(ctx, e, e.opts.lockClients)
+	if err != nil {
+		return nil, err
+	}
+	elections := make([]*concurrency.Election, len(sessions))
+	for i, s := range sessions {
+		elections[i] = concurrency.NewElection(s, "election/bench")
+	}
+	inst := closedLoop(len(sessions), func(ctx context.Context, w int, _ *rand.Rand) (bool, error) {
+		el := elections[w]
+		if err := el.Campaign(ctx, "candidate"); err != nil {
+			return false, fmt.Errorf("campaign: %w", err)
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := el.Resign(rctx); err != nil {
+			return false, fmt.Errorf("resign: %w", err)
 		}
 		return false, nil
 	})
