@@ -70,6 +70,7 @@ func TestWatchHistoryThenLiveWithoutSeam(t *testing.T) {
 	// Unrelated keys must not show up.
 	put(t, cli, "other", "x")
 
+	start := revs[10] // before the writer below starts appending to revs
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -94,7 +95,6 @@ func TestWatchHistoryThenLiveWithoutSeam(t *testing.T) {
 			}
 		}
 	}()
-	start := revs[10]
 	wch := c.Client(c.Nodes()[2]).Watch(testcluster.Context(t, 60*time.Second), "w/", clientv3.WithPrefix(), clientv3.WithRev(start))
 	<-done
 	close(stop)
