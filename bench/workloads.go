@@ -361,34 +361,11 @@ func setupLeaseKeepAlive(ctx context.Context, e *env) (*instance, error) {
 
 // setupLock opens one session per contender; they all take the same mutex.
 func setupLock(ctx context.Context, e *env) (*instance, error) {
-	n := e.opts.lockClients
-	sessions := make([]*concurrency.Session, n)
-	closeAll := func() {
-		var wg sync.WaitGroup
-		for _, s := range sessions {
-			if s == nil {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_ = s.Close()
-			}()
-		}
-		wg.Wait()
-	}
-	err := parallel(ctx, n, 50, func(ctx context.Context, i int) error {
-		s, err := concurrency.NewSession(e.conn(i), concurrency.WithTTL(30), concurrency.WithContext(context.Background()))
-		if err != nil {
-			return fmt.Errorf("open lock session: %w", err)
-		}
-		sessions[i] = s
-		return nil
-	})
+	sessions, closeAll, err := openSessions(ctx, e, e.opts.lockClients)
 	if err != nil {
-		closeAll()
 		return nil, err
 	}
+	n := len(sessions)
 	mutexes := make([]*concurrency.Mutex, n)
 	for i, s := range sessions {
 		mutexes[i] = concurrency.NewMutex(s, "lock/bench")

@@ -58,7 +58,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	if err := waitReady(dctx, cli); err != nil {
+	if err := WaitReady(dctx, cli); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("client: connect to %v: %w", cfg.Endpoints, err)
 	}
@@ -71,8 +71,10 @@ func FromEtcd(cli *clientv3.Client) *Client {
 	return &Client{Client: cli, groups: synodpb.NewGroupsClient(cli.ActiveConnection())}
 }
 
-// waitReady waits until the client's connection to some endpoint is ready.
-func waitReady(ctx context.Context, cli *clientv3.Client) error {
+// WaitReady waits until the client's connection to some endpoint is ready:
+// clientv3.New dials lazily, so an unreachable cluster would otherwise
+// surface only at the first request.
+func WaitReady(ctx context.Context, cli *clientv3.Client) error {
 	conn := cli.ActiveConnection()
 	conn.Connect()
 	for {

@@ -14,8 +14,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
+
+	"github.com/synod-io/synod/client"
 )
 
 // clientOptions are the flags of the client commands.
@@ -93,7 +94,7 @@ func (o *clientOptions) connect(ctx context.Context) (*clientv3.Client, error) {
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, o.dialTimeout)
 	defer cancel()
-	if err := waitConnected(dialCtx, cli); err != nil {
+	if err := client.WaitReady(dialCtx, cli); err != nil {
 		cli.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -112,22 +113,6 @@ func (o *clientOptions) connect(ctx context.Context) (*clientv3.Client, error) {
 func userName(u string) string { name, _, _ := strings.Cut(u, ":"); return name }
 
 func userPassword(u string) string { _, pw, _ := strings.Cut(u, ":"); return pw }
-
-// waitConnected waits until the client's connection to some endpoint is
-// ready.
-func waitConnected(ctx context.Context, cli *clientv3.Client) error {
-	conn := cli.ActiveConnection()
-	conn.Connect()
-	for {
-		st := conn.GetState()
-		if st == connectivity.Ready {
-			return nil
-		}
-		if !conn.WaitForStateChange(ctx, st) {
-			return ctx.Err()
-		}
-	}
-}
 
 // withClient connects to the endpoints and runs fn with a context bounded
 // by --command-timeout.

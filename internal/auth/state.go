@@ -124,8 +124,8 @@ func scan(r pebble.Reader, span keys.Span, fn func(v []byte) error) error {
 type Cache struct {
 	db    pebble.Reader
 	stale atomic.Bool // set by Invalidate: reload before the next use
-	mu    sync.Mutex
-	st    *State
+	st    atomic.Pointer[State]
+	mu    sync.Mutex // serializes reloads
 }
 
 // NewCache returns a cache over db.
@@ -136,10 +136,14 @@ func (c *Cache) Invalidate() { c.stale.Store(true) }
 
 // Current returns the node's current auth state.
 func (c *Cache) Current() (*State, error) {
+	// The common case, on every request: no lock.
+	if st := c.st.Load(); st != nil && !c.stale.Load() {
+		return st, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.st != nil && !c.stale.Load() {
-		return c.st, nil
+	if st := c.st.Load(); st != nil && !c.stale.Load() {
+		return st, nil // another caller reloaded it meanwhile
 	}
 	// Clear the flag first: an Invalidate racing with the load below makes
 	// the next call load again rather than being lost.
@@ -157,6 +161,6 @@ func (c *Cache) Current() (*State, error) {
 		c.stale.Store(true)
 		return nil, err
 	}
-	c.st = st
+	c.st.Store(st)
 	return st, nil
 }

@@ -381,37 +381,15 @@ func (s *Server) registerLeaseForwarding(srv *grpc.Server) {
 		ServiceName: leaseServiceName,
 		HandlerType: (*leaseForwarding)(nil),
 		Methods: []grpc.MethodDesc{
-			{MethodName: "KeepAlive", Handler: forwardedKeepAlive},
-			{MethodName: "TimeToLive", Handler: forwardedTimeToLive},
+			{MethodName: "KeepAlive", Handler: forwarded(leaderOnly(func(s *Server, ctx context.Context, req *pb.LeaseKeepAliveRequest) (*pb.LeaseKeepAliveResponse, error) {
+				ttl, err := s.renewLocal(ctx, req.ID)
+				if err != nil {
+					return nil, err
+				}
+				return &pb.LeaseKeepAliveResponse{ID: req.ID, TTL: ttl}, nil
+			}))},
+			{MethodName: "TimeToLive", Handler: forwarded(leaderOnly((*Server).LeaseTimeToLive))},
 		},
 		Metadata: "synod/lease.proto",
 	}, s)
-}
-
-func forwardedKeepAlive(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-	s := srv.(*Server)
-	req := &pb.LeaseKeepAliveRequest{}
-	if err := dec(req); err != nil {
-		return nil, err
-	}
-	if !s.isLeader() {
-		return nil, rpctypes.ErrGRPCNotLeader // never forward twice
-	}
-	ttl, err := s.renewLocal(ctx, req.ID)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.LeaseKeepAliveResponse{ID: req.ID, TTL: ttl}, nil
-}
-
-func forwardedTimeToLive(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-	s := srv.(*Server)
-	req := &pb.LeaseTimeToLiveRequest{}
-	if err := dec(req); err != nil {
-		return nil, err
-	}
-	if !s.isLeader() {
-		return nil, rpctypes.ErrGRPCNotLeader
-	}
-	return s.LeaseTimeToLive(ctx, req)
 }

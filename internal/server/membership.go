@@ -86,9 +86,8 @@ func (s *Server) raftStatus(ctx context.Context) (raft.Status, error) {
 // count as active; the transport hears every heartbeat.
 func (s *Server) activeVoters(st raft.Status) map[uint64]bool {
 	active := map[uint64]bool{}
-	window := s.ElectionTimeout() / 2
 	for id := range st.Config.Voters.IDs() {
-		if id == s.id.MemberID || time.Since(s.transport.LastHeard(id)) < window {
+		if s.PeerActive(id) {
 			active[id] = true
 		}
 	}
@@ -522,65 +521,53 @@ const (
 
 type clusterForwarding interface{}
 
-func (s *Server) registerClusterForwarding(srv *grpc.Server) {
-	unary := func(newReq func() proto.Message, call func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error)) grpc.MethodHandler {
-		return func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			s := srv.(*Server)
-			req := newReq()
-			if err := dec(req); err != nil {
-				return nil, err
-			}
-			return call(s, ctx, req)
+// forwarded is the handler of one forwarded call: it decodes a request of
+// type Req and answers it with call.
+func forwarded[Req any, PReq interface {
+	*Req
+	proto.Message
+}, Resp proto.Message](call func(s *Server, ctx context.Context, req PReq) (Resp, error)) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		req := PReq(new(Req))
+		if err := dec(req); err != nil {
+			return nil, err
 		}
+		return call(srv.(*Server), ctx, req)
 	}
-	leaderOnly := func(s *Server) error {
+}
+
+// leaderOnly wraps a call forwarded to this node as the leader (a membership
+// change, a lease renewal).
+// A node that is no longer the leader refuses it (the caller retries at the
+// new leader) rather than forwarding a second time.
+func leaderOnly[Req, Resp any](call func(s *Server, ctx context.Context, req Req) (Resp, error)) func(*Server, context.Context, Req) (Resp, error) {
+	return func(s *Server, ctx context.Context, req Req) (Resp, error) {
 		if !s.isLeader() {
-			return rpctypes.ErrGRPCNotLeader // never forward twice
+			var zero Resp
+			return zero, rpctypes.ErrGRPCNotLeader
 		}
-		return nil
+		return call(s, ctx, req)
 	}
+}
+
+func (s *Server) registerClusterForwarding(srv *grpc.Server) {
 	srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: clusterServiceName,
 		HandlerType: (*clusterForwarding)(nil),
 		Methods: []grpc.MethodDesc{
-			{MethodName: "MemberAdd", Handler: unary(func() proto.Message { return &pb.MemberAddRequest{} },
-				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
-					if err := leaderOnly(s); err != nil {
-						return nil, err
-					}
-					return s.memberAdd(ctx, req.(*pb.MemberAddRequest))
-				})},
-			{MethodName: "MemberRemove", Handler: unary(func() proto.Message { return &pb.MemberRemoveRequest{} },
-				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
-					if err := leaderOnly(s); err != nil {
-						return nil, err
-					}
-					return s.memberRemove(ctx, req.(*pb.MemberRemoveRequest))
-				})},
-			{MethodName: "MemberPromote", Handler: unary(func() proto.Message { return &pb.MemberPromoteRequest{} },
-				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
-					if err := leaderOnly(s); err != nil {
-						return nil, err
-					}
-					return s.memberPromote(ctx, req.(*pb.MemberPromoteRequest))
-				})},
-			{MethodName: "MoveLeader", Handler: unary(func() proto.Message { return &pb.MoveLeaderRequest{} },
-				func(s *Server, ctx context.Context, req proto.Message) (proto.Message, error) {
-					if err := leaderOnly(s); err != nil {
-						return nil, err
-					}
-					return s.moveLeader(ctx, req.(*pb.MoveLeaderRequest))
-				})},
+			{MethodName: "MemberAdd", Handler: forwarded(leaderOnly((*Server).memberAdd))},
+			{MethodName: "MemberRemove", Handler: forwarded(leaderOnly((*Server).memberRemove))},
+			{MethodName: "MemberPromote", Handler: forwarded(leaderOnly((*Server).memberPromote))},
+			{MethodName: "MoveLeader", Handler: forwarded(leaderOnly((*Server).moveLeader))},
 			// Members answers a node that starts with --initial-cluster-state
 			// existing and needs its cluster and member IDs.
-			{MethodName: "Members", Handler: unary(func() proto.Message { return &pb.MemberListRequest{} },
-				func(s *Server, ctx context.Context, _ proto.Message) (proto.Message, error) {
-					ms, err := s.membersPB()
-					if err != nil {
-						return nil, err
-					}
-					return &pb.MemberListResponse{Header: s.Header(), Members: ms}, nil
-				})},
+			{MethodName: "Members", Handler: forwarded(func(s *Server, _ context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+				ms, err := s.membersPB()
+				if err != nil {
+					return nil, err
+				}
+				return &pb.MemberListResponse{Header: s.Header(), Members: ms}, nil
+			})},
 		},
 		Metadata: "synod/cluster.proto",
 	}, s)
