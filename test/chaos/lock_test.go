@@ -45,7 +45,13 @@ type lockStats struct {
 
 // lockRun is one run of the lock workload.
 type lockRun struct {
-	duration    time.Duration
+	// duration is how long the workload runs at least.
+	duration time.Duration
+	// enough, when set, extends the run past duration (up to maxDuration)
+	// until it returns true: a slow machine then still exercises what the
+	// test asserts, and a cluster that makes no progress still fails.
+	enough      func(*lockStats) bool
+	maxDuration time.Duration
 	killLeaders bool
 	// unfenced makes the stallers write without the guard, as a client of
 	// an unfenced lock would: the run that shows the checker catches it.
@@ -67,9 +73,10 @@ func runLockWorkload(t *testing.T, lr lockRun) (violations []string, st *lockSta
 
 	rec := &lincheck.LockRecorder{}
 	st = &lockStats{}
-	wctx, stop := context.WithTimeout(ctx, lr.duration)
+	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
+	wg.Go(func() { stopWhenDone(wctx, stop, lr, st) })
 	for i := range contenders {
 		wg.Go(func() {
 			if err := contend(wctx, ctx, i, eps, i < stallers, lr.unfenced, rec, st); err != nil {
@@ -105,20 +112,50 @@ func runLockWorkload(t *testing.T, lr lockRun) (violations []string, st *lockSta
 	return lincheck.CheckLock(writes, fenced), st
 }
 
+// stopWhenDone calls stop once the run has lasted lr.duration and
+// lr.enough (if set) holds, or once it has lasted lr.maxDuration.
+func stopWhenDone(ctx context.Context, stop func(), lr lockRun, st *lockStats) {
+	defer stop()
+	start := time.Now()
+	if !sleep(ctx, lr.duration) || lr.enough == nil {
+		return
+	}
+	for !lr.enough(st) && time.Since(start) < lr.maxDuration {
+		if !sleep(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
+const (
+	minLeaderKills  = 2
+	minStaleRefused = 1
+	minAcquisitions = 10
+)
+
 func TestLockMutualExclusionUnderFaults(t *testing.T) {
-	v, st := runLockWorkload(t, lockRun{duration: 12 * time.Second, killLeaders: true})
+	v, st := runLockWorkload(t, lockRun{
+		duration:    12 * time.Second,
+		killLeaders: true,
+		enough: func(st *lockStats) bool {
+			return st.leaderKills.Load() >= minLeaderKills &&
+				st.staleRefused.Load() >= minStaleRefused &&
+				st.acquired.Load() >= minAcquisitions
+		},
+		maxDuration: 45 * time.Second,
+	})
 	if len(v) > 0 {
 		t.Fatalf("mutual exclusion violated:\n%s", strings.Join(v, "\n"))
 	}
 	// The run must have exercised what it claims to.
-	if got := st.leaderKills.Load(); got < 2 {
-		t.Errorf("leader kills: got %d, want at least 2", got)
+	if got := st.leaderKills.Load(); got < minLeaderKills {
+		t.Errorf("leader kills: got %d, want at least %d", got, minLeaderKills)
 	}
-	if got := st.staleRefused.Load(); got < 1 {
-		t.Errorf("guarded writes of a holder paused past its lease that were refused: got %d, want at least 1", got)
+	if got := st.staleRefused.Load(); got < minStaleRefused {
+		t.Errorf("guarded writes of a holder paused past its lease that were refused: got %d, want at least %d", got, minStaleRefused)
 	}
-	if got := st.acquired.Load(); got < 10 {
-		t.Errorf("acquisitions: got %d, want at least 10", got)
+	if got := st.acquired.Load(); got < minAcquisitions {
+		t.Errorf("acquisitions in 45 s: got %d, want at least %d", got, minAcquisitions)
 	}
 }
 
