@@ -27,8 +27,9 @@ type appliedResult struct {
 // apply applies committed entries in one indexed batch, with the new applied
 // state and, when due, the truncation of the log. Results are handed to
 // waiting proposals only after the batch is committed, so a client that sees
-// its write acknowledged can read it back.
-func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
+// its write acknowledged can read it back. A non-nil hs is a HardState
+// (of a new commit index only) to write in the same batch.
+func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) error {
 	if len(ents) == 0 {
 		return nil
 	}
@@ -86,6 +87,11 @@ func (r *Replica) apply(ents []*pb.Entry, out *ApplyOutput) error {
 	}
 	if err := r.maybeTruncateLog(b, st.Index); err != nil {
 		return err
+	}
+	if hs != nil {
+		if err := r.log.SetHardState(b, hs); err != nil {
+			return fmt.Errorf("save hard state of range %d: %w", r.cfg.RangeID, err)
+		}
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit applied batch of range %d: %w", r.cfg.RangeID, err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -523,7 +524,25 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 		}
 	}
 	r.send(s, early)
+	if len(early) > 0 && rd.MustSync {
+		// The sends woke the transport's goroutines, but the Go scheduler
+		// runs a goroutine woken this way on this P only once the current
+		// one blocks, and the sync below blocks in a syscall that can hold
+		// the P for the whole fsync. Yield, so that the messages (a
+		// leader's appends, above all) leave before the fsync, not after:
+		// the followers' fsyncs then overlap ours.
+		runtime.Gosched()
+	}
 
+	// A HardState that only moved the commit index needs no sync, and when
+	// entries are applied in this Ready it rides in their batch: one Pebble
+	// commit (a WAL write) instead of two.
+	var commitOnly *pb.HardState
+	if !rd.MustSync && raft.IsEmptySnap(rd.Snapshot) && len(rd.Entries) == 0 &&
+		!raft.IsEmptyHardState(rd.HardState) && len(rd.CommittedEntries) > 0 {
+		commitOnly = rd.HardState
+		rd.HardState = nil
+	}
 	if err := r.persist(rd); err != nil {
 		return out, err
 	}
@@ -532,7 +551,7 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	}
 	r.send(s, late)
 
-	if err := r.apply(rd.CommittedEntries, &out); err != nil {
+	if err := r.apply(rd.CommittedEntries, commitOnly, &out); err != nil {
 		return out, err
 	}
 	out.KV = r.state.KV
