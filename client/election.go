@@ -71,14 +71,13 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 			return err
 		}
 	}
-	hdr := p.hdr
-	if !p.owns() {
-		if err := waitDeletes(ctx, cli, e.pfx, p.rev-1, p.key, p.rev); err != nil {
-			abandon(ctx, cli, p.key, p.rev)
-			return lockError(err)
-		}
+	var hdr *pb.ResponseHeader
+	if p.owns() {
+		hdr, err = confirm(ctx, cli, p.key, p.rev)
+	} else {
+		hdr, err = waitDeletes(ctx, cli, e.pfx, p.rev-1, p.key, p.rev)
 	}
-	if hdr, err = confirm(ctx, cli, p.key, p.rev); err != nil {
+	if err != nil {
 		abandon(ctx, cli, p.key, p.rev)
 		return lockError(err)
 	}

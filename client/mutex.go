@@ -79,11 +79,7 @@ func (m *Mutex) lock(ctx context.Context, wait bool) error {
 			}
 			return ErrLocked
 		}
-		if err := waitDeletes(ctx, cli, m.pfx, p.rev-1, p.key, p.rev); err != nil {
-			abandon(ctx, cli, p.key, p.rev)
-			return lockError(err)
-		}
-		if hdr, err = confirm(ctx, cli, p.key, p.rev); err != nil {
+		if hdr, err = waitDeletes(ctx, cli, m.pfx, p.rev-1, p.key, p.rev); err != nil {
 			abandon(ctx, cli, p.key, p.rev)
 			return lockError(err)
 		}

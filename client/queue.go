@@ -131,24 +131,34 @@ var errKeyLost = errors.New("key deleted while waiting")
 
 // waitDeletes waits until the keys with prefix pfx include none created at
 // or below maxRev, watching one key at a time: the last one created, so
-// that a release wakes one waiter only. It gives up with errKeyLost if own (created at
-// ownRev) is deleted meanwhile.
-func waitDeletes(ctx context.Context, cli *clientv3.Client, pfx string, maxRev int64, own string, ownRev int64) error {
+// that a release wakes one waiter only. It gives up with errKeyLost if own
+// (created at ownRev) is deleted meanwhile. Each check reads the older keys
+// and own in one read-only txn (a linearizable read, no Raft entry), so the
+// header it returns is of a read that saw own still held, and first.
+func waitDeletes(ctx context.Context, cli *clientv3.Client, pfx string, maxRev int64, own string, ownRev int64) (*pb.ResponseHeader, error) {
 	for {
-		var resp *clientv3.GetResponse
+		var resp *clientv3.TxnResponse
 		err := retry(ctx, func() error {
 			var err error
-			resp, err = cli.Get(ctx, pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(maxRev), clientv3.WithKeysOnly())...)
+			resp, err = cli.Txn(ctx).Then(
+				clientv3.OpGet(pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(maxRev), clientv3.WithKeysOnly())...),
+				clientv3.OpGet(own, clientv3.WithKeysOnly()),
+			).Commit()
 			return err
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if len(resp.Kvs) == 0 {
-			return nil
+		mine := resp.Responses[1].GetResponseRange().GetKvs()
+		if len(mine) == 0 || mine[0].CreateRevision != ownRev {
+			return nil, errKeyLost
 		}
-		if err := waitDelete(ctx, cli, string(resp.Kvs[0].Key), resp.Header.Revision+1, own, ownRev); err != nil {
-			return err
+		older := resp.Responses[0].GetResponseRange().GetKvs()
+		if len(older) == 0 {
+			return resp.Header, nil
+		}
+		if err := waitDelete(ctx, cli, string(older[0].Key), resp.Header.Revision+1, own, ownRev); err != nil {
+			return nil, err
 		}
 	}
 }

@@ -51,11 +51,7 @@ func (rw *RWMutex) lock(ctx context.Context, pfx, waitFor string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitDeletes(ctx, cli, waitFor, p.rev-1, p.key, p.rev); err != nil {
-		abandon(ctx, cli, p.key, p.rev)
-		return lockError(err)
-	}
-	hdr, err := confirm(ctx, cli, p.key, p.rev)
+	hdr, err := waitDeletes(ctx, cli, waitFor, p.rev-1, p.key, p.rev)
 	if err != nil {
 		abandon(ctx, cli, p.key, p.rev)
 		return lockError(err)

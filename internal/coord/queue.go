@@ -64,15 +64,25 @@ type entry struct {
 	// it with the value to proclaim).
 	value   []byte
 	created bool
-	// owner reports whether the key was first in the queue at once.
+	// owner reports whether the key was first in the queue at once; hdr is
+	// then the header of the transaction that found it so.
 	owner bool
+	hdr   *pb.ResponseHeader
+	// pred, when set, is the key just before e's when e's was created, at
+	// revision rev: the first one to wait for.
+	pred []byte
 }
 
 // enqueue puts the participant's key, with value, on lease at the end of
 // queue pfx, or finds it there (the same lease enqueues once), in one
-// transaction that also reads the first key of the queue.
+// transaction that also reads the head of the queue: when it creates the
+// key, the two newest keys (its own, and its predecessor's if any), and
+// otherwise the first key.
 func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
 	key := queueKey(pfx, lease)
+	newest := &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{
+		Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 2, KeysOnly: true,
+		SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE}}}
 	first := &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: firstCreated(pfx)}}
 	resp, err := s.b.Txn(ctx, &pb.TxnRequest{
 		Compare: []*pb.Compare{{
@@ -81,7 +91,7 @@ func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value [
 		}},
 		Success: []*pb.RequestOp{
 			{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: key, Value: value, Lease: lease}}},
-			first,
+			newest,
 		},
 		Failure: []*pb.RequestOp{
 			{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: key}}},
@@ -91,18 +101,26 @@ func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value [
 	if err != nil {
 		return entry{}, err
 	}
-	e := entry{key: key, lease: lease, created: resp.Succeeded}
+	e := entry{key: key, lease: lease, created: resp.Succeeded, hdr: resp.Header}
+	heads := resp.Responses[1].GetResponseRange().GetKvs()
 	if resp.Succeeded {
+		// Every other key of the queue was created before this txn.
 		e.rev = resp.Header.Revision
-	} else {
-		kvs := resp.Responses[0].GetResponseRange().GetKvs()
-		if len(kvs) == 0 {
-			return entry{}, status.Error(codes.Internal, "queue key vanished inside a transaction")
+		if len(heads) == 0 || heads[0].CreateRevision != e.rev {
+			return entry{}, status.Error(codes.Internal, "queue key missing from its own transaction")
 		}
-		e.rev, e.value = kvs[0].CreateRevision, kvs[0].Value
+		if len(heads) > 1 {
+			e.pred = heads[1].Key
+		}
+		e.owner = e.pred == nil
+		return e, nil
 	}
-	owners := resp.Responses[1].GetResponseRange().GetKvs()
-	e.owner = len(owners) == 0 || owners[0].CreateRevision == e.rev
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return entry{}, status.Error(codes.Internal, "queue key vanished inside a transaction")
+	}
+	e.rev, e.value = kvs[0].CreateRevision, kvs[0].Value
+	e.owner = len(heads) == 0 || heads[0].CreateRevision == e.rev
 	return e, nil
 }
 
@@ -121,40 +139,50 @@ var errKeyLost = errors.New("key deleted while waiting")
 // predecessor only, so each release wakes one waiter; it also watches its own
 // key, to give up at once if that is deleted (its lease ended).
 func (s *Services) waitTurn(ctx context.Context, pfx []byte, e entry) (*pb.ResponseHeader, error) {
-	if !e.owner {
-		ready := make(chan struct{}, 1)
-		own := s.watch(watch.Options{Key: e.key, StartRevision: e.rev + 1, NoPut: true}, ready)
-		defer own.close()
-		for {
-			resp, err := s.b.Range(ctx, &pb.RangeRequest{Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 1, KeysOnly: true,
-				SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE, MaxCreateRevision: e.rev - 1})
+	if e.owner {
+		return e.hdr, nil
+	}
+	ready := make(chan struct{}, 1)
+	own := s.watch(watch.Options{Key: e.key, StartRevision: e.rev + 1, NoPut: true}, ready)
+	defer own.close()
+	pred, seen := e.pred, e.rev // pred existed at revision seen
+	for {
+		if pred == nil {
+			// One linearizable read (a read-only txn: no Raft entry) finds
+			// the nearest older key and checks that e's key still exists.
+			resp, err := s.b.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{
+				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{
+					Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 1, KeysOnly: true,
+					SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE, MaxCreateRevision: e.rev - 1}}},
+				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: e.key, KeysOnly: true}}},
+			}})
 			if err != nil {
 				return nil, err
 			}
-			if len(resp.Kvs) == 0 {
-				break
-			}
-			pred := s.watch(watch.Options{Key: resp.Kvs[0].Key, StartRevision: resp.Header.Revision + 1, NoPut: true}, ready)
-			lost, err := waitDeletion(ctx, ready, pred, own)
-			pred.close()
-			if err != nil {
-				return nil, err
-			}
-			if lost {
+			mine := resp.Responses[1].GetResponseRange().GetKvs()
+			if len(mine) == 0 || mine[0].CreateRevision != e.rev {
 				return nil, errKeyLost
 			}
+			older := resp.Responses[0].GetResponseRange().GetKvs()
+			if len(older) == 0 {
+				// Every key created before e's is gone, and keys created
+				// later have higher revisions: e owns the queue as long as
+				// its key exists.
+				return resp.Header, nil
+			}
+			pred, seen = older[0].Key, resp.Header.Revision
 		}
+		w := s.watch(watch.Options{Key: pred, StartRevision: seen + 1, NoPut: true}, ready)
+		lost, err := waitDeletion(ctx, ready, w, own)
+		w.close()
+		if err != nil {
+			return nil, err
+		}
+		if lost {
+			return nil, errKeyLost
+		}
+		pred = nil
 	}
-	// Every key created before e's is gone, and keys created later have
-	// higher revisions: e owns the queue as long as its key exists.
-	resp, err := s.b.Range(ctx, &pb.RangeRequest{Key: e.key})
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != e.rev {
-		return nil, errKeyLost
-	}
-	return resp.Header, nil
 }
 
 // waitDeletion waits, on their shared ready channel, until pred's key is

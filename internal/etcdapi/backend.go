@@ -27,6 +27,9 @@ type Backend interface {
 	Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error)
 	// Range serves a read, linearizable unless req.Serializable.
 	Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error)
+	// ReadTxn serves a read-only txn (kv.IsReadOnlyTxn) as a linearizable
+	// read, without a Raft entry.
+	ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error)
 	// WaitCompaction waits until versions below rev are physically removed.
 	WaitCompaction(ctx context.Context, rev int64) error
 	// Members lists the cluster members; linearizable reads go through Raft.

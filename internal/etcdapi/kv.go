@@ -118,6 +118,14 @@ func (s *KV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, erro
 	if err := s.checkSize(req); err != nil {
 		return nil, err
 	}
+	if kv.IsReadOnlyTxn(req) {
+		resp, err := s.b.ReadTxn(ctx, req)
+		if err != nil {
+			return nil, toGRPC(ctx, err)
+		}
+		setTxnHeaders(resp, s.header(resp.GetHeader().GetRevision()))
+		return resp, nil
+	}
 	out, err := s.b.Propose(ctx, raftcmd.KindTxn, req)
 	if err != nil {
 		return nil, toGRPC(ctx, err)

@@ -157,13 +157,30 @@ func (e *env) mustDelete(r *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
 	return resp
 }
 
+// txn applies a txn. A read-only one is also served by ReadTxn first, which
+// must give the same response or error: every txn test of a read-only txn
+// checks the read path against apply.
 func (e *env) txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	e.t.Helper()
+	var readResp *pb.TxnResponse
+	var readErr error
+	readOnly := IsReadOnlyTxn(r)
+	if readOnly {
+		readResp, readErr = ReadTxn(e.db, e.meta, r)
+	}
 	var resp *pb.TxnResponse
 	err := e.apply(func(a *Applier) (err error) {
 		resp, err = a.Txn(r)
 		return err
 	})
+	if readOnly {
+		if !errors.Is(readErr, err) && (readErr == nil || err == nil || readErr.Error() != err.Error()) {
+			e.t.Errorf("read-only txn %s: ReadTxn got error %v, apply %v", prototext.Format(r), readErr, err)
+		}
+		if err == nil && readErr == nil && !proto.Equal(readResp, resp) {
+			e.t.Errorf("read-only txn %s: ReadTxn got %s, apply %s", prototext.Format(r), str(readResp), str(resp))
+		}
+	}
 	return resp, err
 }
 

@@ -59,10 +59,22 @@ type Leases interface {
 // Events may hold part of the command: the caller must discard them.
 type Applier struct {
 	Batch *pebble.Batch
+	// Reader, used only when Batch is nil, is what a read-only txn served
+	// outside apply reads (see ReadTxn).
+	Reader pebble.Reader
 	// Writer, if set, makes the MVCC writes into Batch, reusing its iterator
 	// across the commands of one apply batch.
 	Writer *mvcc.Writer
 	Meta   *Meta
 	Leases Leases
 	Events []Event
+}
+
+// reader is what the applier's reads see: the batch being applied, with its
+// own writes, or Reader for a read-only txn.
+func (a *Applier) reader() pebble.Reader {
+	if a.Batch != nil {
+		return a.Batch
+	}
+	return a.Reader
 }

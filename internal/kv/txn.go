@@ -2,6 +2,9 @@ package kv
 
 import (
 	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -187,7 +190,7 @@ func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) 
 		if rev <= 0 {
 			rev = c.currentRev()
 		}
-		resp, err := executeRange(c.a.Batch, req.RequestRange, rev, c.currentRev())
+		resp, err := executeRange(c.a.reader(), req.RequestRange, rev, c.currentRev())
 		if err != nil {
 			return nil, err
 		}
@@ -213,4 +216,35 @@ func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) 
 	default:
 		return &pb.ResponseOp{}, nil
 	}
+}
+
+// IsReadOnlyTxn reports whether a txn only reads, on both of its branches
+// and in every nested txn: etcd serves such a txn as a linearizable read,
+// without a Raft entry, and so does Synod (ReadTxn).
+func IsReadOnlyTxn(r *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{r.GetSuccess(), r.GetFailure()} {
+		for _, op := range ops {
+			switch req := op.GetRequest().(type) {
+			case *pb.RequestOp_RequestRange:
+			case *pb.RequestOp_RequestTxn:
+				if !IsReadOnlyTxn(req.RequestTxn) {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ReadTxn serves a read-only txn (IsReadOnlyTxn) outside apply, from a DB or
+// snapshot reader whose applied state is m, with the same code, checks and
+// errors as apply: the response is the one applying it would give.
+func ReadTxn(r pebble.Reader, m Meta, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if !IsReadOnlyTxn(req) {
+		return nil, fmt.Errorf("txn writes: it must be applied through raft")
+	}
+	a := Applier{Reader: r, Meta: &m}
+	return a.Txn(req)
 }

@@ -340,3 +340,65 @@ func TestTxnEmptyOpsAreTolerated(t *testing.T) {
 		t.Errorf("got %s, want 4 responses at revision 0", str(resp))
 	}
 }
+
+func TestIsReadOnlyTxn(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  *pb.TxnRequest
+		want bool
+	}{
+		{"empty", &pb.TxnRequest{}, true},
+		{"compares only", &pb.TxnRequest{Compare: []*pb.Compare{compareWith("a", "", pb.Compare_VERSION, pb.Compare_EQUAL, 0)}}, true},
+		{"ranges on both branches", &pb.TxnRequest{Success: []*pb.RequestOp{getOp("a", "")}, Failure: []*pb.RequestOp{getOp("b", "c")}}, true},
+		{"nested read-only", &pb.TxnRequest{Success: []*pb.RequestOp{txnOp(&pb.TxnRequest{Failure: []*pb.RequestOp{getOp("a", "")}})}}, true},
+		{"put on success", &pb.TxnRequest{Success: []*pb.RequestOp{getOp("a", ""), putOp("a", "1")}}, false},
+		{"delete on failure", &pb.TxnRequest{Failure: []*pb.RequestOp{delOp("a", "")}}, false},
+		{"nested put", &pb.TxnRequest{Failure: []*pb.RequestOp{txnOp(&pb.TxnRequest{Success: []*pb.RequestOp{putOp("a", "1")}})}}, false},
+		{"empty op", &pb.TxnRequest{Success: []*pb.RequestOp{{}}}, false},
+	} {
+		if got := IsReadOnlyTxn(tc.req); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestReadTxnMatchesApply runs read-only txns over history, compaction and
+// revisions beyond it through both paths (env.txn compares them).
+func TestReadTxnMatchesApply(t *testing.T) {
+	e := newEnv(t)
+	for i := range 5 {
+		e.put(fmt.Sprintf("k%d", i), fmt.Sprint(i))
+		e.put("k0", fmt.Sprint(10+i))
+	}
+	e.mustDelete(&pb.DeleteRangeRequest{Key: []byte("k3")})
+	rev := e.meta.Revision
+	ranges := []*pb.RequestOp{
+		getOp("k0", ""),
+		getOp("k", "l"),
+		rangeOp(&pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: 3}),
+		rangeOp(&pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Limit: 1, SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE, MaxCreateRevision: 4}),
+		rangeOp(&pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("\x00"), CountOnly: true}),
+	}
+	for _, target := range allTargets {
+		for _, result := range allResults {
+			c := compareWith("k0", "", target, result, 4)
+			e.mustTxn(&pb.TxnRequest{Compare: []*pb.Compare{c}, Success: ranges, Failure: []*pb.RequestOp{
+				txnOp(&pb.TxnRequest{Compare: []*pb.Compare{compareWith("k", "l", target, result, 2)}, Success: ranges[:2], Failure: ranges[2:]}),
+			}})
+		}
+	}
+	if _, err := e.txn(&pb.TxnRequest{Success: []*pb.RequestOp{rangeOp(&pb.RangeRequest{Key: []byte("k0"), Revision: rev + 1})}}); err != rpctypes.ErrGRPCFutureRev {
+		t.Errorf("range beyond the current revision: got %v, want %v", err, rpctypes.ErrGRPCFutureRev)
+	}
+	e.meta.CompactRevision = 5 // as a compaction at 5 leaves it
+	if _, err := e.txn(&pb.TxnRequest{Success: []*pb.RequestOp{rangeOp(&pb.RangeRequest{Key: []byte("k0"), Revision: 3})}}); err != rpctypes.ErrGRPCCompacted {
+		t.Errorf("range below the compaction: got %v, want %v", err, rpctypes.ErrGRPCCompacted)
+	}
+}
+
+func TestReadTxnRefusesWrites(t *testing.T) {
+	e := newEnv(t)
+	if _, err := ReadTxn(e.db, e.meta, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("a", "1")}}); err == nil {
+		t.Fatalf("ReadTxn of a txn with a put: got no error, want one")
+	}
+}

@@ -159,6 +159,19 @@ func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	return kv.Range(snap, meta, req)
 }
 
+// ReadTxn implements etcdapi.Backend.
+func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	snap, meta, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	return kv.ReadTxn(snap, meta, req)
+}
+
 // WaitCompaction implements etcdapi.Backend.
 func (s *Server) WaitCompaction(ctx context.Context, rev int64) error {
 	return s.compactor.wait(ctx, rev)

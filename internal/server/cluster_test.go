@@ -478,3 +478,55 @@ func TestNoLeaderError(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyTxnIsALinearizableRead checks that a txn with only compares
+// and gets is served as etcd serves it: through a follower it sees the
+// write acknowledged just before, and it adds no Raft entry.
+func TestReadOnlyTxnIsALinearizableRead(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	leader := c.WaitLeader()
+	w := c.Client(leader)
+	f := c.Followers(leader)[0]
+	r := c.Client(f)
+	ctx := t.Context()
+	for i := range 20 {
+		v := fmt.Sprint(i)
+		pr := put(t, w, "ro", v)
+		resp, err := r.Txn(ctx).
+			If(clientv3.Compare(clientv3.Value("ro"), "=", v)).
+			Then(clientv3.OpGet("ro"), clientv3.OpGet("r", clientv3.WithPrefix(), clientv3.WithCountOnly())).
+			Else(clientv3.OpGet("nothing")).
+			Commit()
+		if err != nil {
+			t.Fatalf("read-only txn %d: %v", i, err)
+		}
+		if !resp.Succeeded {
+			t.Fatalf("read-only txn through %s after write %d: compare on the value written got false, want true", f.Name, i)
+		}
+		if got := resp.Header.Revision; got < pr.Header.Revision {
+			t.Fatalf("read-only txn header revision: got %d, want at least %d", got, pr.Header.Revision)
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) != 1 || string(kvs[0].Value) != v {
+			t.Fatalf("get in the txn: got %v, want value %q", kvs, v)
+		}
+	}
+	before, err := r.Status(ctx, f.ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if _, err := r.Txn(ctx).Then(clientv3.OpGet("ro")).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := r.Status(ctx, f.ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ReadIndex adds no entry; the writes of lease checkpoints or a new
+	// leader's empty entry might, but not one per txn.
+	if grown := after.RaftIndex - before.RaftIndex; grown >= 20 {
+		t.Fatalf("raft index grew by %d over 20 read-only txns, want them served without entries", grown)
+	}
+}
