@@ -62,6 +62,12 @@ type Applier struct {
 	// Reader, used only when Batch is nil, is what a read-only txn served
 	// outside apply reads (see ReadTxn).
 	Reader pebble.Reader
+	// NoReadResults skips the gets of a txn, which write nothing and whose
+	// results only the member answering the client needs: the others apply
+	// the txn for its writes. Their responses are then empty (a header of
+	// the txn's revision), while their checks, and so the errors a txn can
+	// fail with, stay the same.
+	NoReadResults bool
 	// Writer, if set, makes the MVCC writes into Batch, reusing its iterator
 	// across the commands of one apply batch.
 	Writer *mvcc.Writer

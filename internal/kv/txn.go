@@ -186,6 +186,10 @@ func (c *command) txn(p *txnPlan) (*pb.TxnResponse, error) {
 func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) {
 	switch req := op.GetRequest().(type) {
 	case *pb.RequestOp_RequestRange:
+		if c.a.NoReadResults {
+			resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: c.currentRev()}}
+			return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: resp}}, nil
+		}
 		rev := req.RequestRange.GetRevision()
 		if rev <= 0 {
 			rev = c.currentRev()

@@ -402,3 +402,51 @@ func TestReadTxnRefusesWrites(t *testing.T) {
 		t.Fatalf("ReadTxn of a txn with a put: got no error, want one")
 	}
 }
+
+// TestNoReadResultsWritesTheSame applies the same txns with and without
+// NoReadResults (as the proposer and the other members do) and checks that
+// the writes, events, counters and errors agree, and that only the gets'
+// results differ.
+func TestNoReadResultsWritesTheSame(t *testing.T) {
+	full, lean := newEnv(t), newEnv(t)
+	txns := []*pb.TxnRequest{
+		{Success: []*pb.RequestOp{putOp("q/a", "1"), getOp("q/", "q0")}},
+		{Compare: []*pb.Compare{compareWith("q/a", "", pb.Compare_VERSION, pb.Compare_EQUAL, 1)},
+			Success: []*pb.RequestOp{putOp("q/b", "2"), rangeOp(&pb.RangeRequest{Key: []byte("q/"), RangeEnd: []byte("q0"), Limit: 1,
+				SortOrder: pb.RangeRequest_ASCEND, SortTarget: pb.RangeRequest_CREATE})},
+			Failure: []*pb.RequestOp{getOp("q/a", "")}},
+		{Success: []*pb.RequestOp{getOp("q/", "q0"), delOp("q/a", ""), txnOp(&pb.TxnRequest{Success: []*pb.RequestOp{getOp("q/", "q0"), putOp("q/c", "3")}})}},
+		{Success: []*pb.RequestOp{putOp("q/d", "4"), rangeOp(&pb.RangeRequest{Key: []byte("q/"), Revision: 100})}}, // a future revision: fails
+	}
+	for i, r := range txns {
+		want, wantErr := full.txn(r)
+		var got *pb.TxnResponse
+		gotErr := lean.apply(func(a *Applier) (err error) {
+			a.NoReadResults = true
+			got, err = a.Txn(r)
+			return err
+		})
+		if gotErr != wantErr {
+			t.Fatalf("txn %d: got error %v, want %v", i, gotErr, wantErr)
+		}
+		if last := i == len(txns)-1; last != (wantErr != nil) {
+			t.Fatalf("txn %d: got error %v, want one only for the last txn", i, wantErr)
+		}
+		if wantErr != nil {
+			continue
+		}
+		if got.Succeeded != want.Succeeded || got.Header.Revision != want.Header.Revision {
+			t.Fatalf("txn %d: got succeeded %v at %d, want %v at %d", i, got.Succeeded, got.Header.Revision, want.Succeeded, want.Header.Revision)
+		}
+		if full.meta != lean.meta {
+			t.Fatalf("txn %d: got meta %+v, want %+v", i, lean.meta, full.meta)
+		}
+	}
+	if len(full.events) != len(lean.events) {
+		t.Fatalf("events: got %d, want %d", len(lean.events), len(full.events))
+	}
+	all := &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}
+	if got, want := str(lean.mustRange(all)), str(full.mustRange(all)); got != want {
+		t.Fatalf("state: got %s, want %s", got, want)
+	}
+}

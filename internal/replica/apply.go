@@ -139,7 +139,10 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
 	}
 	before := st.KV
-	a := kv.Applier{Batch: b, Writer: w, Meta: &st.KV, Leases: lease.Table{RW: b}}
+	// Only the proposer answers the command: other members skip the reads
+	// of a txn (etcd's concurrency Mutex reads the whole queue in each
+	// acquisition's txn).
+	a := kv.Applier{Batch: b, Writer: w, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != r.id}
 	var resp any
 	var change *LeaseChange
 	var tok *auth.Token
