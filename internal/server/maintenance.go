@@ -136,6 +136,19 @@ func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error)
 
 // Snapshot writes a consistent backup of the first range to w.
 func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
+	// First catch up with the leader's commit index, so that the backup holds
+	// every write acknowledged before it was asked for, whichever member
+	// serves it (etcd's holds what that member applied). Without a quorum the
+	// backup is of this member's state: that is when one is needed most.
+	lctx, cancel := context.WithTimeout(ctx, 2*s.ElectionTimeout())
+	err := s.store.ReadIndex(lctx, keys.FirstRangeID)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		s.logger.Warn("backup of this member's state, which may lag the cluster: cannot reach the leader", "err", err)
+	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
