@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/synod-io/synod/internal/testbin"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -41,6 +42,9 @@ func buildSynod(t *testing.T) string {
 			return
 		}
 		synodBin = filepath.Join(binDir, "synod")
+		if buildErr = testbin.ConsultSources(filepath.Join("..", "..")); buildErr != nil {
+			return
+		}
 		cmd := exec.Command("go", "build", "-o", synodBin, "github.com/synod-io/synod/cmd/synod")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

@@ -188,7 +188,7 @@ func TestPausedLockHolderIsFenced(t *testing.T) {
 	// does once it notices the lock is lost.
 	guarded := `printf 'create("%s") = "%s"\n\nput fenced-data %s\n\n\n' "$SYNOD_LOCK_KEY" "$SYNOD_LOCK_TOKEN" "$1" | ETCDCTL_API=3 etcdctl --endpoints=` + endpoints + ` txn`
 	first := &proc{name: "paused synod lock", done: make(chan struct{})}
-	first.cmd = exec.Command(synodBin, ep, "lock", "--ttl", "2", "fenced-lock", "--", "sh", "-c",
+	first.cmd = exec.Command(synodPath(t), ep, "lock", "--ttl", "2", "fenced-lock", "--", "sh", "-c",
 		`trap '' TERM; echo "token=$SYNOD_LOCK_TOKEN"; while [ ! -e "$GO" ]; do sleep 0.05; done; `+guarded, "sh", "first")
 	first.cmd.Env = append(os.Environ(), "GO="+goFile)
 	first.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group, to pause the command too
@@ -219,7 +219,7 @@ func TestPausedLockHolderIsFenced(t *testing.T) {
 	paused := time.Now()
 	// The second holder gets the lock once the paused holder's lease has
 	// expired, and writes.
-	second := runCmd(t, "", nil, synodBin, ep, "lock", "fenced-lock", "--", "sh", "-c", guarded, "sh", "second")
+	second := runCmd(t, "", nil, synodPath(t), ep, "lock", "fenced-lock", "--", "sh", "-c", guarded, "sh", "second")
 	if second.code != 0 || !strings.HasPrefix(second.stdout, "SUCCESS") {
 		t.Fatalf("second holder: exit %d, got stdout %q, want SUCCESS (stderr %q)", second.code, second.stdout, second.stderr)
 	}

@@ -17,10 +17,29 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/synod-io/synod/internal/testbin"
 )
 
-// synodBin is the synod binary built by TestMain.
+// synodBin is the synod binary built by TestMain; tests get it from synodPath.
 var synodBin string
+
+var consulted struct {
+	once sync.Once
+	err  error
+}
+
+// synodPath returns the path of the synod binary. The first call also consults
+// the module's sources (testbin.ConsultSources), from inside a test, where
+// go test records what a test reads.
+func synodPath(t *testing.T) string {
+	t.Helper()
+	consulted.once.Do(func() { consulted.err = testbin.ConsultSources(filepath.Join("..", "..")) })
+	if consulted.err != nil {
+		t.Fatalf("consult sources: %v", consulted.err)
+	}
+	return synodBin
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -104,7 +123,7 @@ type proc struct {
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(synodBin, args...)
+	p.cmd = exec.Command(synodPath(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -192,7 +211,7 @@ func runCmd(t *testing.T, stdin string, env []string, name string, args ...strin
 // synod runs the synod binary to completion.
 func synod(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	return runCmd(t, stdin, nil, synodBin, args...)
+	return runCmd(t, stdin, nil, synodPath(t), args...)
 }
 
 // etcdctl runs Debian's etcdctl (API v3) to completion.
