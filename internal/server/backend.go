@@ -146,30 +146,33 @@ func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
 
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if !req.Serializable {
-		if err := s.linearize(ctx); err != nil {
-			return nil, err
-		}
-	}
-	snap, meta, err := s.view()
-	if err != nil {
-		return nil, err
-	}
-	defer snap.Close()
-	return kv.Range(snap, meta, req)
+	return read(ctx, s, !req.Serializable, func(snap *pebble.Snapshot, m kv.Meta) (*pb.RangeResponse, error) {
+		return kv.Range(snap, m, req)
+	})
 }
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if err := s.linearize(ctx); err != nil {
-		return nil, err
+	return read(ctx, s, true, func(snap *pebble.Snapshot, m kv.Meta) (*pb.TxnResponse, error) {
+		return kv.ReadTxn(snap, m, req)
+	})
+}
+
+// read serves fn from a view of the first range, after a ReadIndex round
+// when linearizable.
+func read[T any](ctx context.Context, s *Server, linearizable bool, fn func(*pebble.Snapshot, kv.Meta) (T, error)) (T, error) {
+	var zero T
+	if linearizable {
+		if err := s.linearize(ctx); err != nil {
+			return zero, err
+		}
 	}
 	snap, meta, err := s.view()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer snap.Close()
-	return kv.ReadTxn(snap, meta, req)
+	return fn(snap, meta)
 }
 
 // WaitCompaction implements etcdapi.Backend.
