@@ -54,8 +54,9 @@ func TestElectionServiceThroughRawGRPC(t *testing.T) {
 		err  error
 	}
 	won := make(chan campaign, 1)
+	lease := grant(t, pb.NewLeaseClient(cc1), 30)
 	go func() { // ends when it wins or ctx ends
-		r, err := el1.Campaign(ctx, &v3electionpb.CampaignRequest{Name: []byte("e"), Lease: grant(t, pb.NewLeaseClient(cc1), 30), Value: []byte("b")})
+		r, err := el1.Campaign(ctx, &v3electionpb.CampaignRequest{Name: []byte("e"), Lease: lease, Value: []byte("b")})
 		won <- campaign{r, err}
 	}()
 	if _, err := el1.Proclaim(ctx, &v3electionpb.ProclaimRequest{Leader: l, Value: []byte("a2")}); err != nil {

@@ -174,7 +174,7 @@ func (e *env) txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 		return err
 	})
 	if readOnly {
-		if !errors.Is(readErr, err) && (readErr == nil || err == nil || readErr.Error() != err.Error()) {
+		if fmt.Sprint(readErr) != fmt.Sprint(err) {
 			e.t.Errorf("read-only txn %s: ReadTxn got error %v, apply %v", prototext.Format(r), readErr, err)
 		}
 		if err == nil && readErr == nil && !proto.Equal(readResp, resp) {
