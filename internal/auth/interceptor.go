@@ -21,6 +21,7 @@ import (
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/api/v3electionpb"
 	"github.com/synod-io/synod/api/v3lockpb"
+	"github.com/synod-io/synod/internal/keys"
 )
 
 // TokenMetadataKey is the gRPC metadata key etcd clients send their token in.
@@ -398,18 +399,6 @@ func (a *Authorizer) Check(st *State, user string, req any) error {
 	return rpctypes.ErrGRPCPermissionDenied
 }
 
-// prefixEnd is the range end of a prefix query.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return []byte{0}
-}
-
 func readWrite(st *State, user string, key, end []byte) bool {
 	return st.Allowed(user, key, end, Read) && st.Allowed(user, key, end, Write)
 }
@@ -446,31 +435,31 @@ func checkKeys(st *State, user string, req any) bool {
 
 	// etcd's lock and election services: a name is a key prefix.
 	case *v3lockpb.LockRequest:
-		return readWrite(st, user, r.Name, prefixEnd(r.Name))
+		return readWrite(st, user, r.Name, keys.PrefixRangeEnd(r.Name))
 	case *v3lockpb.UnlockRequest:
 		return st.Allowed(user, r.Key, nil, Write)
 	case *v3electionpb.CampaignRequest:
-		return readWrite(st, user, r.Name, prefixEnd(r.Name))
+		return readWrite(st, user, r.Name, keys.PrefixRangeEnd(r.Name))
 	case *v3electionpb.ProclaimRequest:
 		return r.Leader != nil && readWrite(st, user, r.Leader.Key, nil)
 	case *v3electionpb.ResignRequest:
 		return r.Leader != nil && st.Allowed(user, r.Leader.Key, nil, Write)
 	case *v3electionpb.LeaderRequest: // Leader and Observe
-		return st.Allowed(user, r.Name, prefixEnd(r.Name), Read)
+		return st.Allowed(user, r.Name, keys.PrefixRangeEnd(r.Name), Read)
 
 	// Synod's groups service: group g is the prefix groupsPrefix+g+"/".
 	case *synodpb.JoinRequest:
 		p := []byte(groupsPrefix + r.Group + "/")
-		return readWrite(st, user, p, prefixEnd(p))
+		return readWrite(st, user, p, keys.PrefixRangeEnd(p))
 	case *synodpb.LeaveRequest:
 		p := []byte(groupsPrefix + r.Group + "/")
-		return readWrite(st, user, p, prefixEnd(p))
+		return readWrite(st, user, p, keys.PrefixRangeEnd(p))
 	case *synodpb.ListRequest:
 		p := []byte(groupsPrefix + r.Group + "/")
-		return st.Allowed(user, p, prefixEnd(p), Read)
+		return st.Allowed(user, p, keys.PrefixRangeEnd(p), Read)
 	case *synodpb.GroupWatchRequest:
 		p := []byte(groupsPrefix + r.Group + "/")
-		return st.Allowed(user, p, prefixEnd(p), Read)
+		return st.Allowed(user, p, keys.PrefixRangeEnd(p), Read)
 	}
 	return false
 }

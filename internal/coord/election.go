@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/api/v3electionpb"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/watch"
 )
 
@@ -162,7 +163,7 @@ func (es *electionServer) Observe(req *v3electionpb.LeaderRequest, stream grpc.S
 // an empty election, the first leader. It returns nil if that history is
 // compacted.
 func (s *Services) firstPut(ctx context.Context, pfx []byte, from int64) (*mvccpb.KeyValue, error) {
-	hw := s.watch(watch.Options{Key: pfx, RangeEnd: prefixEnd(pfx), StartRevision: from, NoDelete: true}, nil)
+	hw := s.watch(watch.Options{Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), StartRevision: from, NoDelete: true}, nil)
 	defer hw.close()
 	for {
 		resp, err := hw.next(ctx)

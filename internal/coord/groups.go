@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/api/synodpb"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/watch"
 )
 
@@ -180,7 +181,7 @@ func (gs *groupsServer) List(ctx context.Context, req *synodpb.ListRequest) (*sy
 		return nil, err
 	}
 	pfx := MembersPrefix(req.Group)
-	resp, err := gs.s.b.Range(ctx, &pb.RangeRequest{Key: []byte(pfx), RangeEnd: prefixEnd([]byte(pfx)), Revision: req.Revision})
+	resp, err := gs.s.b.Range(ctx, &pb.RangeRequest{Key: []byte(pfx), RangeEnd: keys.PrefixRangeEnd([]byte(pfx)), Revision: req.Revision})
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -206,13 +207,13 @@ func (gs *groupsServer) Watch(req *synodpb.GroupWatchRequest, stream grpc.Server
 	start := req.StartRevision
 	if start <= 0 {
 		// From the revision after every write acknowledged before the call.
-		cur, err := s.b.Range(ctx, &pb.RangeRequest{Key: pfx, RangeEnd: prefixEnd(pfx), CountOnly: true})
+		cur, err := s.b.Range(ctx, &pb.RangeRequest{Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), CountOnly: true})
 		if err != nil {
 			return rpcError(err)
 		}
 		start = cur.Header.Revision + 1
 	}
-	hw := s.watch(watch.Options{Key: pfx, RangeEnd: prefixEnd(pfx), StartRevision: start, PrevKV: true}, nil)
+	hw := s.watch(watch.Options{Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), StartRevision: start, PrevKV: true}, nil)
 	defer hw.close()
 	if err := stream.Send(&synodpb.GroupWatchResponse{Header: s.header(start - 1)}); err != nil {
 		return err

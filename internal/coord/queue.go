@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/watch"
 )
 
@@ -28,18 +29,6 @@ const cleanupTimeout = 5 * time.Second
 // ends with '/'), as etcd's concurrency package names it.
 func queueKey(pfx []byte, lease int64) []byte {
 	return fmt.Appendf(append([]byte(nil), pfx...), "%x", lease)
-}
-
-// prefixEnd is the range end of every key with prefix p.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return []byte{0} // every key >= p
 }
 
 // ensureLease returns lease, or a new lease of etcd's default session TTL
@@ -81,7 +70,7 @@ type entry struct {
 func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
 	key := queueKey(pfx, lease)
 	newest := &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{
-		Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 2, KeysOnly: true,
+		Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), Limit: 2, KeysOnly: true,
 		SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE}}}
 	first := &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: firstCreated(pfx)}}
 	resp, err := s.b.Txn(ctx, &pb.TxnRequest{
@@ -126,7 +115,7 @@ func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value [
 
 // firstCreated reads the key of pfx with the lowest create revision.
 func firstCreated(pfx []byte) *pb.RangeRequest {
-	return &pb.RangeRequest{Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 1,
+	return &pb.RangeRequest{Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), Limit: 1,
 		SortOrder: pb.RangeRequest_ASCEND, SortTarget: pb.RangeRequest_CREATE}
 }
 
@@ -152,7 +141,7 @@ func (s *Services) waitTurn(ctx context.Context, pfx []byte, e entry) (*pb.Respo
 			// the nearest older key and checks that e's key still exists.
 			resp, err := s.b.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{
 				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{
-					Key: pfx, RangeEnd: prefixEnd(pfx), Limit: 1, KeysOnly: true,
+					Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), Limit: 1, KeysOnly: true,
 					SortOrder: pb.RangeRequest_DESCEND, SortTarget: pb.RangeRequest_CREATE, MaxCreateRevision: e.rev - 1}}},
 				{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: e.key, KeysOnly: true}}},
 			}})

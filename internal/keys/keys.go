@@ -263,6 +263,15 @@ func PrefixEnd(p []byte) []byte {
 	return nil
 }
 
+// PrefixRangeEnd is the etcd range_end of a prefix query for p: PrefixEnd,
+// or "\x00" (every key >= p) where PrefixEnd has no bound.
+func PrefixRangeEnd(p []byte) []byte {
+	if end := PrefixEnd(p); end != nil {
+		return end
+	}
+	return []byte{0}
+}
+
 // ReplicatedSpans returns the Pebble spans that make up the replicated state of
 // a range, in key order: what a snapshot of the range contains. In phase 1 the
 // only range is FirstRangeID and it covers the system keyspace and all user data.
