@@ -311,6 +311,7 @@ func (r *Replica) publish() {
 		RangeID:       r.cfg.RangeID,
 		ID:            r.id,
 		Applied:       r.state.Index,
+		Commit:        bs.GetCommit(),
 		Term:          bs.GetTerm(),
 		Lead:          bs.Lead,
 		State:         bs.RaftState,

@@ -530,3 +530,29 @@ func TestReadOnlyTxnIsALinearizableRead(t *testing.T) {
 		t.Fatalf("raft index grew by %d over 20 read-only txns, want them served without entries", grown)
 	}
 }
+
+// TestPublishedCommitIndex checks the commit index a node publishes (the
+// committed-index metric and /readyz's applied-versus-committed check use
+// it): after a write every member knows it committed and, once caught up,
+// has applied it.
+func TestPublishedCommitIndex(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	c.WaitLeader()
+	put(t, c.Client(), "k", "v")
+	for _, n := range c.Nodes() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pub := n.Server().Published()
+			if pub.Commit > 0 && pub.Applied == pub.Commit {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: got applied %d, commit %d; want a non-zero commit index, all applied", n.Name, pub.Applied, pub.Commit)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if ok, why := n.Server().Ready(); !ok {
+			t.Fatalf("%s: ready: got false (%s), want true", n.Name, why)
+		}
+	}
+}
