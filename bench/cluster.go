@@ -310,22 +310,7 @@ func (c *cluster) peakRSS() (uint64, error) {
 
 // statusField reads a "kB" field of /proc/<pid>/status, in bytes.
 func statusField(pid int, name string) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read status of %d: %w", pid, err)
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, name+":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s of %d: %w", name, pid, err)
-		}
-		return kb * 1024, nil
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", name, pid)
+	return statusLine(fmt.Sprintf("/proc/%d/status", pid), name)
 }
 
 // diskUsage returns the mean over members of the space allocated to their

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -68,7 +69,7 @@ func (r *report) markdown() string {
 	p("| workload | system | ops/s | p50 | p99 | p99.9 | server CPU s / 1k ops | peak RSS, 3 members | disk growth / key written |")
 	p("|---|---|--:|--:|--:|--:|--:|--:|--:|")
 	for _, w := range workloads() {
-		if !contains(r.opts.workloads, w.name) {
+		if !slices.Contains(r.opts.workloads, w.name) {
 			continue
 		}
 		etcd, synod := r.result("etcd", w.name), r.result("synod", w.name)
@@ -269,15 +270,6 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "**no**"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func ratio(a, b float64) string {

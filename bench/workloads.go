@@ -148,27 +148,17 @@ func (e *env) preload(ctx context.Context) error {
 	}
 	const perTxn = 100
 	n := e.opts.getKeys
-	var wg sync.WaitGroup
-	errs := make(chan error, (n+perTxn-1)/perTxn)
-	sem := make(chan struct{}, 16)
-	for start := 0; start < n; start += perTxn {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			var ops []clientv3.Op
-			for i := start; i < min(start+perTxn, n); i++ {
-				ops = append(ops, clientv3.OpPut(getKey(i), string(e.value)))
-			}
-			if _, err := e.conn(start / perTxn).Txn(ctx).Then(ops...).Commit(); err != nil {
-				errs <- fmt.Errorf("preload keys for gets: %w", err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err := parallel(ctx, (n+perTxn-1)/perTxn, 16, func(ctx context.Context, j int) error {
+		var ops []clientv3.Op
+		for i := j * perTxn; i < min((j+1)*perTxn, n); i++ {
+			ops = append(ops, clientv3.OpPut(getKey(i), string(e.value)))
+		}
+		if _, err := e.conn(j).Txn(ctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("preload keys for gets: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	e.extraKeys.Add(int64(n))

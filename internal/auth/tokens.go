@@ -203,14 +203,9 @@ func (t *Tokens) SignJWT(user string, rev uint64) (string, error) {
 	return s, nil
 }
 
-// Resolve returns the user a token names, extending a simple token's life.
-func (t *Tokens) Resolve(token string) (string, bool) {
-	user, _, ok := t.resolve(token)
-	return user, ok
-}
-
-// resolve is Resolve that also returns, for a simple token, the password
-// hash its user had when it was assigned (nil for a JWT).
+// resolve returns the user a token names, extending a simple token's life,
+// and, for a simple token, the password hash its user had when it was
+// assigned (nil for a JWT).
 func (t *Tokens) resolve(token string) (string, []byte, bool) {
 	if t.jwt != nil {
 		user, ok := t.resolveJWT(token)
@@ -260,7 +255,7 @@ func (t *Tokens) sweep() {
 	}
 }
 
-// Run forgets expired simple tokens until ctx ends. Resolve checks expiry
+// Run forgets expired simple tokens until ctx ends. resolve checks expiry
 // itself; Run only bounds the memory of abandoned tokens.
 func (t *Tokens) Run(ctx context.Context) {
 	iv := min(t.ttl, time.Second)

@@ -149,14 +149,16 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 // hashingReader hashes what it reads.
 type hashingReader struct {
-	r *bufio.Reader
-	h hash.Hash
+	r   *bufio.Reader
+	h   hash.Hash
+	one [1]byte // ReadByte's buffer: a []byte{b} per byte would be allocated
 }
 
 func (r *hashingReader) ReadByte() (byte, error) {
 	b, err := r.r.ReadByte()
 	if err == nil {
-		r.h.Write([]byte{b})
+		r.one[0] = b
+		r.h.Write(r.one[:])
 	}
 	return b, err
 }

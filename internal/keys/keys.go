@@ -308,9 +308,16 @@ func AppendMVCCKeyPrefix(dst, userKey []byte) []byte {
 // MVCCKeyUpperBound returns the first Pebble key after every version of
 // userKey: a SeekGE to it skips to the next user key.
 func MVCCKeyUpperBound(userKey []byte) []byte {
-	k := AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+4), userKey)
-	k[len(k)-1] = 0x02
-	return k
+	return AppendMVCCPrefixEnd(nil, AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+3), userKey))
+}
+
+// AppendMVCCPrefixEnd appends to dst the first Pebble key after every
+// version sharing prefix, an AppendMVCCKeyPrefix result: the prefix with its
+// terminator raised.
+func AppendMVCCPrefixEnd(dst, prefix []byte) []byte {
+	dst = append(dst, prefix...)
+	dst[len(dst)-1] = 0x02
+	return dst
 }
 
 // MVCCBound returns the Pebble key at which the versions of userKey begin,

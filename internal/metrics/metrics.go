@@ -32,11 +32,9 @@ type Source struct {
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	LeaderChanges      prometheus.Counter
 	ProposalsFailed    prometheus.Counter
 	SnapshotsSent      *prometheus.CounterVec // by result: ok, failed
 	SnapshotsInstalled prometheus.Counter
-	WatchersLeftBehind prometheus.CounterFunc
 
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec

@@ -117,10 +117,7 @@ func (c *cursor) seekVisible(rev int64) (found, valid bool, err error) {
 // faster than stepping over versions here first, since any step in between
 // turns the next seek into a full one.
 func (c *cursor) nextKey() bool {
-	// The upper bound of the loaded key is its prefix with the terminator's
-	// last byte raised.
-	c.scratch = append(c.scratch[:0], c.prefix...)
-	c.scratch[len(c.scratch)-1]++
+	c.scratch = keys.AppendMVCCPrefixEnd(c.scratch[:0], c.prefix)
 	return c.it.SeekGE(c.scratch)
 }
 

@@ -108,8 +108,7 @@ func (w *Writer) seek(key []byte) (*cursor, error) {
 // (the bounds of key's versions), reusing b's buffers.
 func versionBounds(b *[2][]byte, key []byte) {
 	b[0] = keys.AppendMVCCKeyPrefix(b[0][:0], key)
-	b[1] = append(b[1][:0], b[0]...)
-	b[1][len(b[1])-1] = 0x02
+	b[1] = keys.AppendMVCCPrefixEnd(b[1][:0], b[0])
 }
 
 // Put is the package's Put, reusing the Writer's iterator.

@@ -39,6 +39,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	defer w.Close()
 	st := r.state
 	var results []appliedResult
+	var authRev authRevision
 	for _, e := range ents {
 		if e.GetIndex() <= st.Index {
 			continue // already applied (replayed after a restart)
@@ -57,7 +58,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 				r.logger.Error("skipping undecodable command", "index", e.GetIndex(), "err", err)
 				break
 			}
-			res, err := r.applyCommand(b, w, &st, cmd, e.GetTerm(), out)
+			res, err := r.applyCommand(b, w, &authRev, &st, cmd, e.GetTerm(), out)
 			if err != nil {
 				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
 			}
@@ -108,12 +109,31 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	return nil
 }
 
+// authRevision is the auth revision as an apply batch sees it, read once
+// per batch (every write is stamped with one once auth has been used) and
+// again after an auth command.
+type authRevision struct {
+	rev   uint64
+	known bool
+}
+
+func (a *authRevision) get(b *pebble.Batch) (uint64, error) {
+	if !a.known {
+		rev, err := auth.Revision(b)
+		if err != nil {
+			return 0, err
+		}
+		a.rev, a.known = rev, true
+	}
+	return a.rev, nil
+}
+
 // applyCommand applies one command. Errors in the result are the command's
 // own and deterministic (an undecodable payload, or one of etcd's gRPC
 // errors); the command then left no write in b. The returned error is a
 // storage failure that may have left part of the command in b: the batch
 // must be discarded and the replica stopped.
-func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
+func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRevision, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
 	if cmd.RangeID != r.cfg.RangeID {
 		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
 	}
@@ -123,7 +143,7 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState
 	if cmd.AuthRevision != 0 {
 		// The request was authorized at cmd.AuthRevision: if the auth state
 		// changed since, the check may no longer hold (etcd's revision fence).
-		rev, err := auth.Revision(b)
+		rev, err := authRev.get(b)
 		if err != nil {
 			return Result{}, err
 		}
@@ -172,6 +192,7 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, st *AppliedState
 	default:
 		if auth.IsCommand(req) {
 			resp, tok, err = auth.Apply(b, req)
+			authRev.known = false
 			out.AuthChanged = true
 		}
 	}

@@ -179,6 +179,14 @@ type completion struct {
 	res Result
 }
 
+// HasEffects reports whether the output carries anything for the server
+// to act on (OnApply): events, compactions, lease, membership or auth
+// changes, or an installed snapshot.
+func (o *ApplyOutput) HasEffects() bool {
+	return len(o.Events) > 0 || len(o.Compactions) > 0 || len(o.Leases) > 0 ||
+		o.SnapshotInstalled || o.ConfChanged || len(o.AuthTokens) > 0 || o.AuthChanged
+}
+
 // Complete delivers the results of the proposals applied in this batch and
 // releases the reads it made possible. The caller must call it after
 // handling the output, exactly once.

@@ -79,11 +79,6 @@ func (s *Server) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResp
 	return resp, nil
 }
 
-// NoSpace reports whether writes are refused for lack of space.
-func (s *Server) NoSpace() bool {
-	return s.Published().NoSpace
-}
-
 // quotaLoop raises this member's NOSPACE alarm when its storage exceeds the
 // quota. Disarming is the operator's call, after compaction and defragment.
 func (s *Server) quotaLoop(ctx context.Context) {

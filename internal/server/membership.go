@@ -80,22 +80,10 @@ func (s *Server) raftStatus(ctx context.Context) (raft.Status, error) {
 	return st, err
 }
 
-// activeVoters returns the voters this node heard from within half an
+// PeerActive reports whether this node heard from a member within half an
 // election timeout (itself included). Raft's own activity flags are reset
 // only once per election timeout, so a voter that just died would still
 // count as active; the transport hears every heartbeat.
-func (s *Server) activeVoters(st raft.Status) map[uint64]bool {
-	active := map[uint64]bool{}
-	for id := range st.Config.Voters.IDs() {
-		if s.PeerActive(id) {
-			active[id] = true
-		}
-	}
-	return active
-}
-
-// PeerActive reports whether this node heard from a member within half an
-// election timeout.
 func (s *Server) PeerActive(id uint64) bool {
 	return id == s.id.MemberID || time.Since(s.transport.LastHeard(id)) < s.ElectionTimeout()/2
 }
@@ -105,13 +93,12 @@ func (s *Server) PeerActive(id uint64) bool {
 // timeout to be heard from: a node that just became leader (after a
 // leadership transfer, say) has not heard every follower yet, and a busy
 // one may miss half a timeout's heartbeats without being down.
-func (s *Server) checkQuorumAfter(ctx context.Context, st raft.Status, voters []uint64) error {
+func (s *Server) checkQuorumAfter(ctx context.Context, voters []uint64) error {
 	deadline := time.Now().Add(s.ElectionTimeout())
 	for {
-		active := s.activeVoters(st)
 		n := 0
 		for _, id := range voters {
-			if active[id] {
+			if s.PeerActive(id) {
 				n++
 			}
 		}
@@ -300,7 +287,7 @@ func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.M
 		// The new voter is not running yet: the others must still be a
 		// quorum of the larger group.
 		voters := append(voterIDs(st), 0) // 0 stands for the new, not yet running, voter
-		if err := s.checkQuorumAfter(ctx, st, voters); err != nil {
+		if err := s.checkQuorumAfter(ctx, voters); err != nil {
 			return nil, err
 		}
 	}
@@ -362,7 +349,7 @@ func (s *Server) memberRemove(ctx context.Context, req *pb.MemberRemoveRequest) 
 	}
 	if _, voter := st.Config.Voters.IDs()[req.ID]; voter && !forced(ctx) {
 		rest := slices.DeleteFunc(voterIDs(st), func(id uint64) bool { return id == req.ID })
-		if err := s.checkQuorumAfter(ctx, st, rest); err != nil {
+		if err := s.checkQuorumAfter(ctx, rest); err != nil {
 			return nil, err
 		}
 	}
@@ -582,7 +569,7 @@ func (s *Server) onConfChange() {
 	if err := s.loadRemoved(); err != nil {
 		s.logger.Error("load removed members", "err", err)
 	}
-	if removed, err := cluster.IsRemoved(s.db, s.id.MemberID); err == nil && removed {
+	if s.isRemoved(s.id.MemberID) {
 		s.memberRemoved()
 	}
 }

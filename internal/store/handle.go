@@ -161,7 +161,7 @@ func (h *handle) run(ctx context.Context) {
 				}
 				return
 			}
-			if h.s.cfg.OnApply != nil && (len(out.Events) > 0 || len(out.Compactions) > 0 || len(out.Leases) > 0 || out.SnapshotInstalled || out.ConfChanged || len(out.AuthTokens) > 0 || out.AuthChanged) {
+			if h.s.cfg.OnApply != nil && out.HasEffects() {
 				h.s.cfg.OnApply(h.r.RangeID(), out)
 			}
 			out.Complete()

@@ -88,9 +88,6 @@ func New(what string, f Files, logger *slog.Logger) (*Source, error) {
 	return s, nil
 }
 
-// Files returns the files the source reads.
-func (s *Source) Files() Files { return s.files }
-
 // HasCertificate reports whether the source has a certificate to present.
 func (s *Source) HasCertificate() bool { return s.files.CertFile != "" }
 
