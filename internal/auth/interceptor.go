@@ -207,23 +207,26 @@ func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 			}
 		}
 		if rr, ok := req.(*pb.RangeRequest); ok && !rr.Serializable {
-			// The read waited for its ReadIndex: check again against the
-			// auth state that is now at least as new as the read.
-			now, err := a.cache.Current()
-			if err != nil {
-				return nil, stateError(err)
-			}
-			if now.Revision != st.Revision {
-				if !now.Enabled {
-					return resp, nil
-				}
-				if err := a.Check(now, user, req); err != nil {
-					return nil, err
-				}
+			if err := a.recheckRead(user, rr, st.Revision); err != nil {
+				return nil, err
 			}
 		}
 		return resp, nil
 	}
+}
+
+// recheckRead checks a linearizable read, checked at auth revision rev
+// before it waited for its ReadIndex, again against the auth state that is
+// now at least as new as the read.
+func (a *Authorizer) recheckRead(user string, req *pb.RangeRequest, rev uint64) error {
+	now, err := a.cache.Current()
+	if err != nil {
+		return stateError(err)
+	}
+	if now.Enabled && now.Revision != rev {
+		return a.Check(now, user, req)
+	}
+	return nil
 }
 
 // authorize identifies the user of a request and checks req (nil: only
@@ -241,6 +244,10 @@ func (a *Authorizer) authorize(ctx context.Context, req any) (*State, string, er
 	}
 	return a.try(ctx, req, true)
 }
+
+// errNeedSync is try's answer when a check needs a synced state; authorize
+// then syncs and tries again, so it never reaches a client.
+var errNeedSync = errors.New("auth check needs a synced state")
 
 func (a *Authorizer) try(ctx context.Context, req any, synced bool) (*State, string, error) {
 	st, err := a.cache.Current()
@@ -260,7 +267,7 @@ func (a *Authorizer) try(ctx context.Context, req any, synced bool) (*State, str
 	if _, ok := req.(*pb.LeaseRevokeRequest); ok && !synced && !st.IsRoot(user) && a.sync != nil {
 		// The check reads the keys attached to the lease: read them as of
 		// now, not as of this node's possibly lagging state.
-		return nil, "", rpctypes.ErrGRPCPermissionDenied // confirmed after a sync
+		return nil, "", errNeedSync
 	}
 	if err := a.Check(st, user, req); err != nil {
 		return nil, "", err
@@ -303,16 +310,8 @@ func (s *checkedStream) SendMsg(m any) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	if _, ok := m.(*pb.RangeStreamResponse); ok && s.rangeReq != nil {
-		// As a unary Range: the read waited for its ReadIndex, so check
-		// again against the auth state that is now at least as new.
-		now, err := s.a.cache.Current()
-		if err != nil {
-			return stateError(err)
-		}
-		if now.Enabled && now.Revision != s.rangeRev {
-			if err := s.a.Check(now, s.user, s.rangeReq); err != nil {
-				return err
-			}
+		if err := s.a.recheckRead(s.user, s.rangeReq, s.rangeRev); err != nil {
+			return err
 		}
 	}
 	return s.ServerStream.SendMsg(m)

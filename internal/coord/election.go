@@ -30,7 +30,9 @@ type electionServer struct {
 	s *Services
 }
 
-func electionPrefix(name []byte) []byte { return append(append([]byte(nil), name...), '/') }
+// queuePrefix is the prefix of the queue of lock or election name, as
+// etcd's concurrency package lays it out.
+func queuePrefix(name []byte) []byte { return append(append([]byte(nil), name...), '/') }
 
 // Campaign implements ElectionServer: it enqueues the caller's key
 // NAME/<lease> with the value to proclaim (or updates the value of a key the
@@ -42,7 +44,7 @@ func (es *electionServer) Campaign(ctx context.Context, req *v3electionpb.Campai
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	pfx := electionPrefix(req.Name)
+	pfx := queuePrefix(req.Name)
 	e, err := s.enqueue(ctx, pfx, lease, req.Value)
 	if err != nil {
 		return nil, rpcError(err)
@@ -115,7 +117,7 @@ func (es *electionServer) Resign(ctx context.Context, req *v3electionpb.ResignRe
 
 // Leader implements ElectionServer.
 func (es *electionServer) Leader(ctx context.Context, req *v3electionpb.LeaderRequest) (*v3electionpb.LeaderResponse, error) {
-	resp, err := es.s.b.Range(ctx, firstCreated(electionPrefix(req.Name)))
+	resp, err := es.s.b.Range(ctx, firstCreated(queuePrefix(req.Name)))
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -133,7 +135,7 @@ func (es *electionServer) Leader(ctx context.Context, req *v3electionpb.LeaderRe
 func (es *electionServer) Observe(req *v3electionpb.LeaderRequest, stream grpc.ServerStreamingServer[v3electionpb.LeaderResponse]) error {
 	ctx := stream.Context()
 	s := es.s
-	pfx := electionPrefix(req.Name)
+	pfx := queuePrefix(req.Name)
 	for {
 		resp, err := s.b.Range(ctx, firstCreated(pfx))
 		if err != nil {

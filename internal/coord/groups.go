@@ -218,7 +218,7 @@ func (gs *groupsServer) Watch(req *synodpb.GroupWatchRequest, stream grpc.Server
 	if err := stream.Send(&synodpb.GroupWatchResponse{Header: s.header(start - 1)}); err != nil {
 		return err
 	}
-	members, markers := []byte(MembersPrefix(req.Group)), []byte(GroupsPrefix+req.Group+"/left/")
+	members, markers := []byte(MembersPrefix(req.Group)), []byte(leftKey(req.Group, ""))
 	for {
 		resp, err := hw.next(ctx)
 		if err != nil {

@@ -29,7 +29,7 @@ func (l *lockServer) Lock(ctx context.Context, req *v3lockpb.LockRequest) (*v3lo
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	pfx := append(append([]byte(nil), req.Name...), '/')
+	pfx := queuePrefix(req.Name)
 	e, err := s.enqueue(ctx, pfx, lease, nil)
 	if err != nil {
 		return nil, rpcError(err)

@@ -262,13 +262,11 @@ func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.M
 	if err != nil {
 		return nil, err
 	}
+	if peerURLTaken(members, urls, 0) {
+		return nil, rpctypes.ErrGRPCPeerURLExist
+	}
 	learners := 0
 	for _, m := range members {
-		for _, u := range m.PeerURLs {
-			if slices.Contains(urls, u) {
-				return nil, rpctypes.ErrGRPCPeerURLExist
-			}
-		}
 		if m.IsLearner {
 			learners++
 		}
@@ -415,15 +413,8 @@ func (s *Server) MemberUpdate(ctx context.Context, req *pb.MemberUpdateRequest) 
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range members {
-		if m.ID == req.ID {
-			continue
-		}
-		for _, u := range m.PeerURLs {
-			if slices.Contains(urls, u) {
-				return nil, rpctypes.ErrGRPCPeerURLExist
-			}
-		}
+	if peerURLTaken(members, urls, req.ID) {
+		return nil, rpctypes.ErrGRPCPeerURLExist
 	}
 	rec := cluster.Member{ID: req.ID, PeerURLs: urls}
 	if _, err := s.proposeRaw(ctx, raftcmd.KindMemberUpdate, rec.Encode()); err != nil {
@@ -629,4 +620,15 @@ func (s *Server) checkNotRemoved() error {
 			"remove the data dir %s and add the node again (synod start --join)", s.id.MemberID, s.id.ClusterID, s.cfg.DataDir)
 	}
 	return nil
+}
+
+// peerURLTaken reports whether a member other than except (0: none) already
+// uses one of urls.
+func peerURLTaken(members []cluster.Member, urls []string, except uint64) bool {
+	for _, m := range members {
+		if m.ID != except && slices.ContainsFunc(m.PeerURLs, func(u string) bool { return slices.Contains(urls, u) }) {
+			return true
+		}
+	}
+	return false
 }
