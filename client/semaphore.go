@@ -109,21 +109,20 @@ func (sm *Semaphore) acquire(ctx context.Context, wait bool) error {
 // position reads, in one revision, how many keys were created before rev
 // and the last of them.
 func (sm *Semaphore) position(ctx context.Context, rev int64) (ahead int64, pred string, at int64, err error) {
-	var resp *clientv3.TxnResponse
+	// One read, in create order, gives both the count and the newest.
+	var resp *clientv3.GetResponse
 	err = retry(ctx, func() error {
 		var err error
-		resp, err = sm.s.cli.Txn(ctx).Then(
-			clientv3.OpGet(sm.pfx, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(rev-1), clientv3.WithKeysOnly()),
-			clientv3.OpGet(sm.pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1), clientv3.WithKeysOnly())...),
-		).Commit()
+		resp, err = sm.s.cli.Get(ctx, sm.pfx, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(rev-1), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 		return err
 	})
 	if err != nil {
 		return 0, "", 0, err
 	}
-	ahead = int64(len(resp.Responses[0].GetResponseRange().GetKvs()))
-	if last := resp.Responses[1].GetResponseRange().GetKvs(); len(last) > 0 {
-		pred = string(last[0].Key)
+	ahead = int64(len(resp.Kvs))
+	if ahead > 0 {
+		pred = string(resp.Kvs[ahead-1].Key)
 	}
 	return ahead, pred, resp.Header.Revision, nil
 }

@@ -155,3 +155,15 @@ func errorMessage(err error) string {
 	}
 	return err.Error()
 }
+
+// withSynodClient connects and runs fn with Synod's Go client on the
+// connection, closed when fn returns.
+func (a *app) withSynodClient(ctx context.Context, fn func(c *client.Client) error) error {
+	cli, err := a.opts.client.connect(ctx)
+	if err != nil {
+		return err
+	}
+	c := client.FromEtcd(cli)
+	defer c.Close()
+	return fn(c)
+}

@@ -91,22 +91,19 @@ func (a *app) campaign(ctx context.Context, cmd *cobra.Command, s *client.Sessio
 }
 
 func (a *app) observe(ctx context.Context, cmd *cobra.Command, name string) error {
-	cli, err := a.opts.client.connect(ctx)
-	if err != nil {
-		return err
-	}
-	c := client.FromEtcd(cli)
-	defer c.Close()
-	p := a.printer(cmd)
-	for l := range c.ObserveElection(ctx, name) {
-		if p.format == outputJSON {
-			err = p.jsonValue(map[string]any{"key": l.Key, "value": string(l.Value), "token": l.Token, "revision": l.Revision})
-		} else {
-			err = p.write(fmt.Appendf(nil, "%s\n%s\n", l.Key, l.Value))
+	return a.withSynodClient(ctx, func(c *client.Client) error {
+		p := a.printer(cmd)
+		for l := range c.ObserveElection(ctx, name) {
+			var err error
+			if p.format == outputJSON {
+				err = p.jsonValue(map[string]any{"key": l.Key, "value": string(l.Value), "token": l.Token, "revision": l.Revision})
+			} else {
+				err = p.write(fmt.Appendf(nil, "%s\n%s\n", l.Key, l.Value))
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil // ctx ended: interrupted
+		return nil // ctx ended: interrupted
+	})
 }

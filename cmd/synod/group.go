@@ -26,17 +26,6 @@ etcd client can read.`,
 	return cmd
 }
 
-// withGroupClient connects and runs fn with the Synod client.
-func (a *app) withGroupClient(ctx context.Context, fn func(c *client.Client) error) error {
-	cli, err := a.opts.client.connect(ctx)
-	if err != nil {
-		return err
-	}
-	c := client.FromEtcd(cli)
-	defer c.Close()
-	return fn(c)
-}
-
 func (a *app) groupJoinCmd() *cobra.Command {
 	var ttl int
 	cmd := &cobra.Command{
@@ -92,7 +81,7 @@ func (a *app) groupLeaveCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), a.opts.client.commandTimeout)
 			defer cancel()
-			return a.withGroupClient(ctx, func(c *client.Client) error {
+			return a.withSynodClient(ctx, func(c *client.Client) error {
 				left, err := c.Group(args[0]).Leave(ctx, args[1])
 				if err != nil {
 					return fmt.Errorf("leave %s: %w", args[0], err)
@@ -114,7 +103,7 @@ func (a *app) groupListCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), a.opts.client.commandTimeout)
 			defer cancel()
-			return a.withGroupClient(ctx, func(c *client.Client) error {
+			return a.withSynodClient(ctx, func(c *client.Client) error {
 				members, _, err := c.Group(args[0]).Members(ctx)
 				if err != nil {
 					return fmt.Errorf("list %s: %w", args[0], err)
@@ -164,7 +153,7 @@ interrupted, or until --max-events changes have been printed.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return a.withGroupClient(ctx, func(c *client.Client) error {
+			return a.withSynodClient(ctx, func(c *client.Client) error {
 				wctx, cancel := context.WithCancel(ctx)
 				defer cancel()
 				p := a.printer(cmd)

@@ -91,24 +91,20 @@ interrupted; exit 1 if the lock is lost.`,
 // withSession connects and runs fn with a session of ttl seconds, closed
 // (revoking its lease) when fn returns.
 func (a *app) withSession(ctx context.Context, ttl int, fn func(*client.Session) error) error {
-	cli, err := a.opts.client.connect(ctx)
-	if err != nil {
-		return err
-	}
-	c := client.FromEtcd(cli)
-	defer c.Close()
-	sctx, cancel := context.WithTimeout(ctx, a.opts.client.commandTimeout)
-	s, err := c.NewSession(sctx, client.WithTTL(ttl))
-	cancel()
-	if err != nil {
-		return fmt.Errorf("create session: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.client.commandTimeout)
-		defer cancel()
-		_ = s.Close(cctx) // the lease expires anyway
-	}()
-	return fn(s)
+	return a.withSynodClient(ctx, func(c *client.Client) error {
+		sctx, cancel := context.WithTimeout(ctx, a.opts.client.commandTimeout)
+		s, err := c.NewSession(sctx, client.WithTTL(ttl))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("create session: %w", err)
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.client.commandTimeout)
+			defer cancel()
+			_ = s.Close(cctx) // the lease expires anyway
+		}()
+		return fn(s)
+	})
 }
 
 // unlock releases m (if still held) even after an interrupt.

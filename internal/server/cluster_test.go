@@ -540,17 +540,10 @@ func TestPublishedCommitIndex(t *testing.T) {
 	c.WaitLeader()
 	put(t, c.Client(), "k", "v")
 	for _, n := range c.Nodes() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		waitFor(t, 10*time.Second, n.Name+" publishing a non-zero commit index, all applied", func() (bool, string) {
 			pub := n.Server().Published()
-			if pub.Commit > 0 && pub.Applied == pub.Commit {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: got applied %d, commit %d; want a non-zero commit index, all applied", n.Name, pub.Applied, pub.Commit)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return pub.Commit > 0 && pub.Applied == pub.Commit, fmt.Sprintf("applied %d, commit %d", pub.Applied, pub.Commit)
+		})
 		if ok, why := n.Server().Ready(); !ok {
 			t.Fatalf("%s: ready: got false (%s), want true", n.Name, why)
 		}

@@ -175,7 +175,7 @@ func TestClusterOverTLS(t *testing.T) {
 	}
 	put(t, cli, "after-join", "yes")
 	cli4 := c.Client(n4)
-	poll(t, 20*time.Second, "the joined node to be a voter with the data", func() (bool, string) {
+	waitFor(t, 20*time.Second, "the joined node to be a voter with the data", func() (bool, string) {
 		pub := n4.Server().Published()
 		voter := false
 		for _, v := range pub.Voters {
@@ -191,7 +191,7 @@ func TestClusterOverTLS(t *testing.T) {
 		return voter && got == 1, fmt.Sprintf("voter %v, %d keys (err %v)", voter, got, err)
 	})
 
-	poll(t, 10*time.Second, "four members with https client URLs", func() (bool, string) {
+	waitFor(t, 10*time.Second, "four members with https client URLs", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ml, err := cli.MemberList(ctx)
@@ -239,7 +239,7 @@ func TestPeerWithBadCertificateIsShutOut(t *testing.T) {
 	})
 	good := c.Nodes()[:2]
 	bad := c.Node(2)
-	poll(t, 15*time.Second, "a leader among the good members", func() (bool, string) {
+	waitFor(t, 15*time.Second, "a leader among the good members", func() (bool, string) {
 		l0, l1 := good[0].Server().Published().Lead, good[1].Server().Published().Lead
 		return l0 != 0 && l0 == l1, fmt.Sprintf("leaders %x and %x", l0, l1)
 	})
@@ -295,21 +295,4 @@ func handshakeFailed(err error) bool {
 		return false
 	}
 	return !strings.HasPrefix(status.Convert(err).Message(), "etcdserver:")
-}
-
-// poll calls f until it returns true, failing the test after timeout with
-// the last state f described.
-func poll(t *testing.T, timeout time.Duration, what string, f func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := f()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: got %s after %s", what, state, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
