@@ -95,13 +95,15 @@ func bootstrap(db *pebble.DB, cfg *Config, peerURL string) (ident, error) {
 	if spec == "" {
 		spec = cfg.Name + "=" + peerURL
 	}
-	return bootstrapCluster(db, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision}, nil)
+	b := db.NewBatch()
+	defer b.Close()
+	return bootstrapCluster(b, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision})
 }
 
-// bootstrapCluster writes the first range of a new cluster with the given
-// KV counters; data, if set, stages the range's data (a restored backup) in
-// the same batch.
-func bootstrapCluster(db *pebble.DB, name, spec, token string, m kv.Meta, data *pebble.Batch) (ident, error) {
+// bootstrapCluster adds to b, and commits with a sync, the first range of a
+// new cluster with the given KV counters. b may already hold the range's
+// data (a restored backup).
+func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta) (ident, error) {
 	members, err := cluster.ParseInitialCluster(spec)
 	if err != nil {
 		return ident{}, err
@@ -115,13 +117,6 @@ func bootstrapCluster(db *pebble.DB, name, spec, token string, m kv.Meta, data *
 	voters := make([]uint64, len(members))
 	for j, m := range members {
 		voters[j] = m.ID
-	}
-	b := db.NewBatch()
-	defer b.Close()
-	if data != nil {
-		if err := b.Apply(data, nil); err != nil {
-			return ident{}, err
-		}
 	}
 	if err := replica.BootstrapWith(b, keys.FirstRangeID, voters, m); err != nil {
 		return ident{}, fmt.Errorf("bootstrap first range: %w", err)

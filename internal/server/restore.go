@@ -80,8 +80,8 @@ func Restore(cfg RestoreConfig) (backup.Header, error) {
 	if spec == "" {
 		spec = cfg.Name + "=" + cfg.PeerURL
 	}
-	if _, err := bootstrapCluster(db, cfg.Name, spec, cfg.ClusterToken,
-		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, data); err != nil {
+	if _, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
+		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}); err != nil {
 		return h, err
 	}
 	if cfg.Logger != nil {
