@@ -85,7 +85,13 @@ func (s *Server) raftStatus(ctx context.Context) (raft.Status, error) {
 // only once per election timeout, so a voter that just died would still
 // count as active; the transport hears every heartbeat.
 func (s *Server) PeerActive(id uint64) bool {
-	return id == s.id.MemberID || time.Since(s.transport.LastHeard(id)) < s.ElectionTimeout()/2
+	return id == s.id.MemberID || time.Since(s.PeerLastHeard(id)) < s.ElectionTimeout()/2
+}
+
+// PeerLastHeard returns when this node last received a frame from a member
+// (zero: never).
+func (s *Server) PeerLastHeard(id uint64) time.Time {
+	return s.transport.LastHeard(id)
 }
 
 // checkQuorumAfter refuses a change after which the active voters would not

@@ -256,13 +256,23 @@ func TestMembershipQuorumSafety(t *testing.T) {
 	fs := c.Followers(leader)
 	down, up := fs[0], fs[1]
 	downID := down.Server().MemberID()
+	// Frames a node sent before it stopped still count as hearing it when
+	// they arrive; a node stopped right after the election may not have
+	// been heard yet at all. So it is heard first, then stopped.
+	waitFor(t, 10*time.Second, "leader hears both followers", func() (bool, string) {
+		return leader.Server().PeerActive(downID) && leader.Server().PeerActive(up.Server().MemberID()), ""
+	})
 	down.Stop()
 	cli := c.Client(leader)
 	ctx := testcluster.Context(t, 30*time.Second)
 	// Once the leader no longer hears from the stopped node, removing
-	// another voter would leave no quorum: refused.
+	// another voter would leave no quorum: refused. The wait is for a
+	// silence far longer than PeerActive's half election timeout, so that
+	// frames the node sent just before it stopped, delivered late on a
+	// loaded machine, have all been read.
 	waitFor(t, 10*time.Second, "leader notices the stopped node", func() (bool, string) {
-		return !leader.Server().PeerActive(downID), ""
+		silent := time.Since(leader.Server().PeerLastHeard(downID))
+		return silent > time.Second && !leader.Server().PeerActive(downID), fmt.Sprintf("silent for %s", silent)
 	})
 	_, err := cli.MemberRemove(ctx, up.Server().MemberID())
 	wantErr(t, "remove a voter with another voter down", err, rpctypes.ErrGRPCMemberNotEnoughStarted)
