@@ -37,6 +37,7 @@ type options struct {
 	workloads    []string
 	warmup       time.Duration
 	duration     time.Duration
+	rounds       int
 	clients      int
 	conns        int
 	valueSize    int
@@ -57,10 +58,11 @@ func parseOptions(args []string) (*options, error) {
 	var systems, names, profile string
 	fs.StringVar(&o.out, "out", "", "Markdown file to write the results into (its generated section is replaced; empty: standard output)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory on the disk to measure, for the members' data")
-	fs.StringVar(&systems, "systems", "etcd,synod", "systems to run, in order")
+	fs.StringVar(&systems, "systems", "etcd,synod", "systems to compare (all run at once; the first to measure alternates)")
 	fs.StringVar(&names, "workloads", "all", "comma-separated workloads to run: "+strings.Join(workloadNames(), ", "))
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "load before each measured window")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured window of each workload")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured window of each workload in each round")
+	fs.IntVar(&o.rounds, "rounds", 2, "rounds of each workload per system, interleaved across the systems")
 	fs.IntVar(&o.clients, "clients", 1000, "concurrent clients of the many-client workloads")
 	fs.IntVar(&o.conns, "conns", 100, "gRPC connections the clients share")
 	fs.IntVar(&o.valueSize, "value-size", 256, "bytes per value written")
@@ -90,7 +92,7 @@ func parseOptions(args []string) (*options, error) {
 		}
 	}
 	o.profile = splitList(profile)
-	if o.clients < 1 || o.conns < 1 || o.watchers < 1 || o.lockClients < 1 || o.watchPutRate <= 0 || o.getKeys < 1 {
+	if o.rounds < 1 || o.clients < 1 || o.conns < 1 || o.watchers < 1 || o.lockClients < 1 || o.watchPutRate <= 0 || o.getKeys < 1 {
 		return nil, errors.New("counts and rates must be positive")
 	}
 	return o, nil
@@ -116,28 +118,38 @@ func workloadNames() []string {
 
 // systemRun is everything measured on one system.
 type systemRun struct {
-	system     string
-	loadBefore string
-	results    map[string]*result // by workload name
+	system string
+	// results holds each workload's rounds merged; rounds each round's
+	// result, in round order.
+	results map[string]*result
+	rounds  map[string][]*result
 	// keys is the number of keys written by the whole run (workloads,
 	// preloading and watched puts); disk the allocated size of a member's
 	// data dir at its end (mean of the members).
 	keys int64
 	disk int64
-	// elapsed is the duration of the system's run; othersCPU the CPU time
-	// other processes of the machine used meanwhile (neither this harness
-	// nor the members): the interference the numbers suffered.
+
+	cluster *cluster
+	env     *env
+}
+
+// interference is what the rest of the machine did during the run.
+type interference struct {
+	loadBefore string
+	// elapsed is the duration of the run; othersCPU the CPU time other
+	// processes of the machine used meanwhile (neither this harness nor
+	// the members of either system).
 	elapsed   time.Duration
 	othersCPU time.Duration
 }
 
 // othersPercent is the share of the machine's CPU other processes used
 // during the run.
-func (sr *systemRun) othersPercent() float64 {
-	if sr.elapsed <= 0 {
+func (in interference) othersPercent() float64 {
+	if in.elapsed <= 0 {
 		return 0
 	}
-	return 100 * sr.othersCPU.Seconds() / (sr.elapsed.Seconds() * float64(runtime.NumCPU()))
+	return 100 * in.othersCPU.Seconds() / (in.elapsed.Seconds() * float64(runtime.NumCPU()))
 }
 
 func run(args []string) error {
@@ -187,15 +199,11 @@ func run(args []string) error {
 		launchers[system] = l
 	}
 
-	var runs []*systemRun
-	for _, system := range o.systems {
-		sr, err := runSystem(ctx, o, system, filepath.Join(work, system), launchers[system])
-		if err != nil {
-			return fmt.Errorf("%s: %w", system, err)
-		}
-		runs = append(runs, sr)
+	runs, in, err := runInterleaved(ctx, o, work, launchers)
+	if err != nil {
+		return err
 	}
-	rep := &report{opts: o, machine: mach, versions: probeVersions(), runs: runs, started: started, took: time.Since(started)}
+	rep := &report{opts: o, machine: mach, versions: probeVersions(), runs: runs, interference: in, started: started, took: time.Since(started)}
 	md := rep.markdown()
 	if o.out == "" {
 		fmt.Print(md)
@@ -212,82 +220,150 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-// runSystem starts a cluster of system, runs every workload on it back to
-// back and stops it.
-func runSystem(ctx context.Context, o *options, system, dir string, l launcher) (*systemRun, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	sr := &systemRun{system: system, loadBefore: loadAverage(), results: map[string]*result{}}
-	logf("%s: starting 3 members (load average %s)", system, sr.loadBefore)
+// runInterleaved starts a cluster of every system and keeps them all up
+// while it runs each workload on one system after the other. The host's
+// speed drifts by 10-20% over minutes; measuring the systems minutes apart,
+// as running one system's workloads back to back did, put that drift into
+// the ratios. Interleaved, the two measurements of a workload are one window
+// apart, and the system that goes first alternates from round to round (and
+// from workload to workload), so that a steady drift favours neither.
+func runInterleaved(ctx context.Context, o *options, work string, launchers map[string]launcher) (_ []*systemRun, in interference, err error) {
+	in.loadBefore = loadAverage()
 	start := time.Now()
 	busyBefore, err := busyCPU()
 	if err != nil {
-		return nil, err
+		return nil, in, err
 	}
 	selfBefore := selfCPU()
-	c, err := startCluster(ctx, system, dir, l)
-	if err != nil {
-		return nil, err
-	}
-	defer c.stop()
-	e, err := newEnv(ctx, o, c)
-	if err != nil {
-		return nil, err
-	}
-	defer e.close()
 
+	var runs []*systemRun
+	defer func() {
+		for _, sr := range runs {
+			if sr.env != nil {
+				sr.env.close()
+			}
+			sr.cluster.stop()
+		}
+	}()
+	for _, system := range o.systems {
+		dir := filepath.Join(work, system)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, in, fmt.Errorf("create data dir: %w", err)
+		}
+		logf("%s: starting 3 members", system)
+		c, err := startCluster(ctx, system, dir, launchers[system])
+		if err != nil {
+			return nil, in, fmt.Errorf("%s: %w", system, err)
+		}
+		sr := &systemRun{system: system, cluster: c, results: map[string]*result{}, rounds: map[string][]*result{}}
+		runs = append(runs, sr)
+		if sr.env, err = newEnv(ctx, o, c); err != nil {
+			return nil, in, fmt.Errorf("%s: %w", system, err)
+		}
+	}
+
+	i := 0
 	for _, w := range workloads() {
 		if !slices.Contains(o.workloads, w.name) {
 			continue
 		}
-		res, err := runWorkload(ctx, e, w)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("workload %s: %w", w.name, err)
-			}
-			// A failing workload is a result too: record it, and go on once
-			// the cluster has a leader again. A member that died ends the
-			// system's run.
-			logf("%s %-17s FAILED: %v", system, w.name, err)
-			res = &result{na: "failed: " + oneLine(err.Error(), 60)}
-			if aliveErr := c.checkAlive(); aliveErr != nil {
-				return nil, aliveErr
-			}
-			if _, lerr := c.waitLeader(ctx, 30*time.Second); lerr != nil {
-				return nil, fmt.Errorf("after workload %s failed (%v): %w", w.name, err, lerr)
+		for round := range o.rounds {
+			for k := range runs {
+				sr := runs[(i+round+k)%len(runs)]
+				res, err := runOnSystem(ctx, sr, w)
+				if err != nil {
+					return nil, in, fmt.Errorf("%s: %w", sr.system, err)
+				}
+				sr.rounds[w.name] = append(sr.rounds[w.name], res)
 			}
 		}
-		sr.results[w.name] = res
-		if res.na != "" {
-			logf("%s %-17s n/a: %s", system, w.name, res.na)
-			continue
+		for _, sr := range runs {
+			sr.results[w.name] = mergeRounds(sr.rounds[w.name])
 		}
-		logf("%s %-17s %9.0f ops/s  p50 %-9v p99 %-9v p999 %-9v cpu %.3fs/kop  rss %s  errors %d",
-			system, w.name, res.throughput(), round(res.percentile(50)), round(res.percentile(99)),
-			round(res.percentile(99.9)), res.cpuPerKOps(), mib(res.peakRSS), res.errors)
+		i++
 	}
-	// The members have run only during this system's run: their lifetime
-	// CPU is theirs within it.
-	members, err := c.stats()
-	if err != nil {
-		return nil, err
+
+	// The members have run only during this run: their lifetime CPU is
+	// theirs within it.
+	var membersCPU time.Duration
+	for _, sr := range runs {
+		st, err := sr.cluster.stats()
+		if err != nil {
+			return nil, in, err
+		}
+		membersCPU += st.cpu
+		sr.keys = sr.env.extraKeys.Load()
+		for _, res := range sr.results {
+			sr.keys += res.keys
+		}
+		if sr.disk, err = sr.cluster.diskUsage(); err != nil {
+			return nil, in, err
+		}
 	}
 	busyAfter, err := busyCPU()
 	if err != nil {
-		return nil, err
+		return nil, in, err
 	}
-	sr.elapsed = time.Since(start)
-	sr.othersCPU = max(0, (busyAfter-busyBefore)-(selfCPU()-selfBefore)-members.cpu)
-	logf("%s: other processes used %.0f%% of the machine meanwhile", system, sr.othersPercent())
-	sr.keys = e.extraKeys.Load()
-	for _, res := range sr.results {
-		sr.keys += res.keys
+	in.elapsed = time.Since(start)
+	in.othersCPU = max(0, (busyAfter-busyBefore)-(selfCPU()-selfBefore)-membersCPU)
+	logf("other processes used %.0f%% of the machine meanwhile", in.othersPercent())
+	return runs, in, nil
+}
+
+// runOnSystem runs one round of a workload on one system. A failing
+// workload is a result too; only a member that died, or a cluster that finds
+// no leader again, ends the run.
+func runOnSystem(ctx context.Context, sr *systemRun, w workload) (*result, error) {
+	res, err := runWorkload(ctx, sr.env, w)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.name, err)
+		}
+		logf("%s %-17s FAILED: %v", sr.system, w.name, err)
+		res = &result{na: "failed: " + oneLine(err.Error(), 60)}
+		if aliveErr := sr.cluster.checkAlive(); aliveErr != nil {
+			return nil, aliveErr
+		}
+		if _, lerr := sr.cluster.waitLeader(ctx, 30*time.Second); lerr != nil {
+			return nil, fmt.Errorf("after workload %s failed (%v): %w", w.name, err, lerr)
+		}
+		return res, nil
 	}
-	if sr.disk, err = c.diskUsage(); err != nil {
-		return nil, err
+	if res.na != "" {
+		logf("%s %-17s n/a: %s", sr.system, w.name, res.na)
+		return res, nil
 	}
-	return sr, nil
+	logf("%s %-17s %9.0f ops/s  p50 %-9v p99 %-9v p999 %-9v cpu %.3fs/kop  rss %s  errors %d",
+		sr.system, w.name, res.throughput(), round(res.percentile(50)), round(res.percentile(99)),
+		round(res.percentile(99.9)), res.cpuPerKOps(), mib(res.peakRSS), res.errors)
+	return res, nil
+}
+
+// mergeRounds combines the rounds of a workload into one result: the
+// operations and windows add up (so its throughput is the mean over the
+// rounds' time), the latencies are pooled. A round that did not run makes
+// the whole result that round's.
+func mergeRounds(rounds []*result) *result {
+	m := &result{}
+	for _, r := range rounds {
+		if r.na != "" {
+			return r
+		}
+		m.ops += r.ops
+		m.errors += r.errors
+		if m.firstErr == nil {
+			m.firstErr = r.firstErr
+		}
+		m.window += r.window
+		m.lat = append(m.lat, r.lat...)
+		m.serverCPU += r.serverCPU
+		m.clientCPU += r.clientCPU
+		m.peakRSS = max(m.peakRSS, r.peakRSS)
+		m.diskDelta += r.diskDelta
+		m.keys += r.keys
+	}
+	slices.Sort(m.lat)
+	return m
 }
 
 func newEnv(ctx context.Context, o *options, c *cluster) (_ *env, err error) {

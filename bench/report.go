@@ -24,8 +24,10 @@ type report struct {
 	machine  machine
 	versions versions
 	runs     []*systemRun
-	started  time.Time
-	took     time.Duration
+	// interference is what other processes did during the whole run.
+	interference interference
+	started      time.Time
+	took         time.Duration
 }
 
 func (r *report) run(system string) *systemRun {
@@ -63,8 +65,8 @@ func (r *report) markdown() string {
 	p("%s", r.command())
 	p("```")
 	p("")
-	p("Each workload: %s warmup, then a %s measured window; %s clients over %s connections (connection i to member i mod 3) unless the row says otherwise; values of %d bytes. Ratios are Synod/etcd: above 1 is better for throughput, below 1 is better for latency, CPU, memory and disk.",
-		r.opts.warmup, r.opts.duration, commas(int64(r.opts.clients)), commas(int64(r.opts.conns)), r.opts.valueSize)
+	p("Both clusters run side by side for the whole run, and each workload is measured in %d round(s) per system, the systems taking turns (the one that goes first alternates), so that the host's drift in speed over minutes lands on both. Each round: %s warmup, then a %s measured window; a row pools its rounds (ops/s is the mean over the measured time). %s clients over %s connections (connection i to member i mod 3) unless the row says otherwise; values of %d bytes. Ratios are Synod/etcd: above 1 is better for throughput, below 1 is better for latency, CPU, memory and disk.",
+		r.opts.rounds, r.opts.warmup, r.opts.duration, commas(int64(r.opts.clients)), commas(int64(r.opts.conns)), r.opts.valueSize)
 	p("")
 	p("| workload | system | ops/s | p50 | p99 | p99.9 | server CPU s / 1k ops | peak RSS, 3 members | disk growth / key written |")
 	p("|---|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -132,18 +134,17 @@ func (r *report) markdown() string {
 	p("| kernel | Linux %s |", m.kernel)
 	p("| disk | %s; %s sequential 4 KiB write+fdatasync: mean %s, p50 %s, p99 %s, max %s |",
 		m.filesystem, commas(int64(m.fsync.n)), fmtDur(m.fsync.mean), fmtDur(m.fsync.p50), fmtDur(m.fsync.p99), fmtDur(m.fsync.max))
-	for _, sr := range r.runs {
-		p("| other processes during the %s run | %.0f%% of the machine's CPU (%.0f core-seconds in %s); load average before it %s |",
-			sr.system, sr.othersPercent(), sr.othersCPU.Seconds(), sr.elapsed.Round(time.Second), sr.loadBefore)
-	}
+	in := r.interference
+	p("| other processes during the run | %.0f%% of the machine's CPU (%.0f core-seconds in %s); load average before it %s |",
+		in.othersPercent(), in.othersCPU.Seconds(), in.elapsed.Round(time.Second), in.loadBefore)
 	p("| Go | %s |", r.versions.goVersion)
 	p("| etcd | %s (go.etcd.io/etcd/server/v3/embed, default configuration: fsync on, snapshot every 10,000 entries) |", r.versions.etcd)
 	p("| Synod | commit %s (internal/server, default configuration) |", r.versions.synod)
 	p("")
 	p("### Details")
 	p("")
-	p("| workload | system | ops measured | errors in window | load generator CPU s / 1k ops | keys written | disk growth per member |")
-	p("|---|---|--:|--:|--:|--:|--:|")
+	p("| workload | system | ops measured | ops/s by round | errors in window | load generator CPU s / 1k ops | keys written | disk growth per member |")
+	p("|---|---|--:|--:|--:|--:|--:|--:|")
 	for _, w := range workloads() {
 		for _, sr := range r.runs {
 			res := sr.results[w.name]
@@ -154,7 +155,11 @@ func (r *report) markdown() string {
 			if res.firstErr != nil {
 				errs += fmt.Sprintf(" (first: %s)", oneLine(res.firstErr.Error(), 80))
 			}
-			p("| %s | %s | %s | %s | %.3f | %s | %s |", w.name, sr.system, commas(res.ops), errs,
+			var byRound []string
+			for _, rr := range sr.rounds[w.name] {
+				byRound = append(byRound, fmtRate(rr.throughput()))
+			}
+			p("| %s | %s | %s | %s | %s | %.3f | %s | %s |", w.name, sr.system, commas(res.ops), strings.Join(byRound, ", "), errs,
 				res.clientCPUPerKOps(), commas(res.keys), fmtSize(res.diskDelta))
 		}
 	}
@@ -236,7 +241,7 @@ func (r *report) targets(p func(string, ...any)) {
 			continue
 		}
 		got := s.throughput() / e.throughput()
-		p("| %s throughput ≥ %.1fx etcd | %.2fx | %s |", t.workload, t.min, got, yesNo(got >= t.min))
+		p("| %s throughput ≥ %.1fx etcd | %.2fx%s | %s |", t.workload, t.min, got, r.roundRatios(t.workload), yesNo(got >= t.min))
 	}
 	var worse []string
 	checked := 0
@@ -263,6 +268,21 @@ func (r *report) targets(p func(string, ...any)) {
 		p("| single-client put p50 ≤ 2x fsync p50 (%s) | %s = %.1fx | %s |", fmtDur(f), fmtDur(got),
 			float64(got)/float64(f), yesNo(got <= 2*f))
 	}
+}
+
+// roundRatios lists a workload's Synod/etcd throughput round by round,
+// when there was more than one: the spread tells how far to trust the
+// pooled ratio.
+func (r *report) roundRatios(workload string) string {
+	e, s := r.run("etcd").rounds[workload], r.run("synod").rounds[workload]
+	if len(e) < 2 || len(e) != len(s) {
+		return ""
+	}
+	var parts []string
+	for i := range e {
+		parts = append(parts, ratio(s[i].throughput(), e[i].throughput()))
+	}
+	return " (by round: " + strings.Join(parts, ", ") + ")"
 }
 
 func yesNo(b bool) string {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,24 @@ func TestParseOptions(t *testing.T) {
 		if _, err := parseOptions(bad); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+func TestMergeRounds(t *testing.T) {
+	a := &result{ops: 100, window: time.Second, lat: []time.Duration{3, 5}, peakRSS: 10, keys: 100, errors: 1}
+	b := &result{ops: 300, window: time.Second, lat: []time.Duration{1, 4}, peakRSS: 7, keys: 300}
+	m := mergeRounds([]*result{a, b})
+	if got, want := m.throughput(), 200.0; got != want {
+		t.Errorf("throughput: got %v, want %v", got, want)
+	}
+	if got, want := m.lat, []time.Duration{1, 3, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("latencies: got %v, want %v", got, want)
+	}
+	if m.peakRSS != 10 || m.keys != 400 || m.errors != 1 {
+		t.Errorf("peak RSS, keys, errors: got %d, %d, %d, want 10, 400, 1", m.peakRSS, m.keys, m.errors)
+	}
+	failed := &result{na: "failed: boom"}
+	if got := mergeRounds([]*result{a, failed}); got.na != failed.na {
+		t.Errorf("a failed round: got na %q, want %q", got.na, failed.na)
 	}
 }
