@@ -94,6 +94,8 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 			return fmt.Errorf("save hard state of range %d: %w", r.cfg.RangeID, err)
 		}
 	}
+	r.stateSeq.Add(1)
+	defer r.stateSeq.Add(1)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit applied batch of range %d: %w", r.cfg.RangeID, err)
 	}

@@ -216,6 +216,12 @@ type Replica struct {
 	leaderChanges uint64
 	stopped       bool
 	published     atomic.Pointer[Published]
+	// stateSeq is odd from just before a commit that changes the applied
+	// state (an apply batch or a snapshot install) until that state is
+	// published, and even otherwise: a reader that sees the same even value
+	// before and after taking a Pebble snapshot knows the snapshot holds
+	// exactly the published state (see View).
+	stateSeq atomic.Uint64
 
 	proposals map[uint64]*Proposal
 
@@ -311,6 +317,24 @@ func (r *Replica) RangeID() keys.RangeID { return r.cfg.RangeID }
 
 // Published returns the last published state. Safe for concurrent use.
 func (r *Replica) Published() *Published { return r.published.Load() }
+
+// View returns a point-in-time snapshot of the store and, when it can be
+// told cheaply, the published state that is exactly the snapshot's: pub is
+// nil when an apply or install raced with the snapshot, and the caller then
+// reads the applied state from the snapshot (LoadAppliedState). Safe for
+// concurrent use; the caller closes the snapshot.
+func (r *Replica) View() (snap *pebble.Snapshot, pub *Published) {
+	seq := r.stateSeq.Load()
+	if seq&1 != 0 {
+		return r.db.NewSnapshot(), nil
+	}
+	pub = r.published.Load()
+	snap = r.db.NewSnapshot()
+	if r.stateSeq.Load() != seq {
+		return snap, nil
+	}
+	return snap, pub
+}
 
 func (r *Replica) publish() {
 	bs := r.rn.BasicStatus()
@@ -624,17 +648,22 @@ func (r *Replica) persist(rd raft.Ready) error {
 	if rd.MustSync || installing {
 		opts = pebble.Sync
 	}
-	if installing && r.cfg.InstallMu != nil {
+	if !installing {
+		if err := b.Commit(opts); err != nil {
+			return fmt.Errorf("commit raft state of range %d: %w", r.cfg.RangeID, err)
+		}
+		return nil
+	}
+	if r.cfg.InstallMu != nil {
 		r.cfg.InstallMu.Lock()
 		defer r.cfg.InstallMu.Unlock()
 	}
+	r.stateSeq.Add(1)
+	defer r.stateSeq.Add(1)
 	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("commit raft state of range %d: %w", r.cfg.RangeID, err)
 	}
-	if installing {
-		return r.finishSnapshotInstall(rd.Snapshot)
-	}
-	return nil
+	return r.finishSnapshotInstall(rd.Snapshot)
 }
 
 // raftLogger adapts slog to the raft library's logger.

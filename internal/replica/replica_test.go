@@ -380,3 +380,62 @@ func TestFencedCommandOnlyAppliesInItsTerm(t *testing.T) {
 		nw.mustGet(id, "current", "v")
 	}
 }
+
+// TestViewMatchesItsSnapshot reads views while another goroutine applies
+// writes as fast as it can: whenever View hands out the published state, it
+// must be the state stored in the snapshot it returned, never the state of
+// the batch before or after.
+func TestViewMatchesItsSnapshot(t *testing.T) {
+	br := newBenchReplica(t, false)
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		defer close(errc)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			br.propose(raftcmd.KindPut, &etcdpb.PutRequest{Key: []byte(key(i % 100)), Value: []byte("v")})
+			for br.r.HasReady() {
+				out, err := br.r.HandleReady(nullSender{})
+				if err != nil {
+					errc <- err
+					return
+				}
+				out.Complete()
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-errc; err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+	}()
+	fast, raced := 0, 0
+	start := br.r.Published().KV.Revision
+	for br.r.Published().KV.Revision < start+2000 {
+		snap, pub := br.r.View()
+		if pub == nil {
+			raced++
+			snap.Close()
+			continue
+		}
+		fast++
+		st, err := LoadAppliedState(snap, testRange)
+		snap.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Index != pub.Applied || st.KV != pub.KV {
+			t.Fatalf("view: snapshot holds applied index %d, %+v; published state says %d, %+v",
+				st.Index, st.KV, pub.Applied, pub.KV)
+		}
+	}
+	if fast == 0 {
+		t.Fatalf("published state handed out %d times (%d raced), want it used", fast, raced)
+	}
+	t.Logf("%d views with the published state, %d raced with an apply", fast, raced)
+}

@@ -127,12 +127,21 @@ func (s *Server) linearize(ctx context.Context) error {
 var errJoining = status.Error(codes.Unavailable, "synod: member is joining the cluster and has no data yet")
 
 // view returns a consistent point-in-time view of the first range and the KV
-// counters that belong to exactly that view. Reading the counters from the
-// view itself (not from memory) matters: physical compaction removes versions
-// only after the compaction revision is applied, so a view that lacks them
-// also says reads below that revision are compacted.
+// counters that belong to exactly that view. The counters must be the view's
+// own, not merely recent ones: physical compaction removes versions only
+// after the compaction revision is applied, so a view that lacks them also
+// says reads below that revision are compacted, and a revision newer than
+// the view would let a client (a Get, then a Watch from the next revision)
+// skip writes. The replica hands out its published counters when no apply
+// raced with the snapshot; otherwise they are read from the view itself.
 func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
-	snap := s.db.NewSnapshot()
+	snap, pub, err := s.store.View(keys.FirstRangeID)
+	if err != nil {
+		return nil, kv.Meta{}, err
+	}
+	if pub != nil && pub.Initialized {
+		return snap, pub.KV, nil
+	}
 	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
 	if err != nil {
 		snap.Close()

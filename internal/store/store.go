@@ -87,7 +87,7 @@ func (s *Store) AddReplica(id keys.RangeID) error {
 	if err != nil {
 		return fmt.Errorf("load replica of range %d: %w", id, err)
 	}
-	h := &handle{s: s, r: r, pub: r.Published, wake: make(chan struct{}, 1)}
+	h := &handle{s: s, r: r, pub: r.Published, view: r.View, wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctx.Err() != nil {
@@ -145,6 +145,18 @@ func (s *Store) Published(id keys.RangeID) (*replica.Published, error) {
 		return nil, err
 	}
 	return h.pub(), nil
+}
+
+// View returns a point-in-time snapshot of the store and the range's
+// published state when it is exactly the snapshot's (nil when an apply
+// raced; see replica.Replica.View). The caller closes the snapshot.
+func (s *Store) View(id keys.RangeID) (*pebble.Snapshot, *replica.Published, error) {
+	h, err := s.handle(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, pub := h.view()
+	return snap, pub, nil
 }
 
 // Propose submits a proposal to a range and waits for its result or ctx.
