@@ -430,6 +430,11 @@ func runWorkload(ctx context.Context, e *env, w workload) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if res.ops == 0 {
+		// Pooled with the other rounds, a stalled round would only look
+		// like a slow one.
+		return nil, fmt.Errorf("no operation completed in the %s window (%d errors)", win.duration, res.errors)
+	}
 	return res, nil
 }
 
