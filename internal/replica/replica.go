@@ -529,7 +529,7 @@ func mustSendAfterPersist(m *pb.Message) bool {
 
 // HasReady reports whether HandleReady has work to do.
 func (r *Replica) HasReady() bool {
-	return len(r.pendingReads) > 0 || r.rn.HasReady()
+	return r.canFlushReads() || r.rn.HasReady()
 }
 
 // HandleReady processes everything Raft has ready; see the package comment

@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -438,4 +439,63 @@ func TestViewMatchesItsSnapshot(t *testing.T) {
 		t.Fatalf("published state handed out %d times (%d raced), want it used", fast, raced)
 	}
 	t.Logf("%d views with the published state, %d raced with an apply", fast, raced)
+}
+
+// TestReadsWaitForTheRoundInFlight: a read that arrives while a read index
+// round is in flight is not added to it (its index may predate the read)
+// and does not start a round of its own either: it waits, with the reads
+// that arrive after it, for the next round.
+func TestReadsWaitForTheRoundInFlight(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "a", "1")
+	nw.stabilize()
+	rounds := func() int {
+		n := 0
+		for _, m := range nw.queue {
+			if m.GetType() == pb.MsgReadIndex && m.GetFrom() == 3 {
+				n++
+			}
+		}
+		return n
+	}
+	first := NewRead()
+	nw.replicas[3].ReadIndex(first)
+	nw.ready()
+	if got := rounds(); got != 1 {
+		t.Fatalf("rounds asked for by the first read: got %d, want 1", got)
+	}
+	later := []*Read{NewRead(), NewRead(), NewRead()}
+	for _, rd := range later {
+		nw.replicas[3].ReadIndex(rd)
+		nw.ready()
+	}
+	if got := rounds(); got != 1 {
+		t.Fatalf("rounds in flight after 3 more reads: got %d, want 1", got)
+	}
+	sent := 1
+	done := func(rd *Read) bool {
+		select {
+		case err := <-rd.Done():
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			return true
+		default:
+			return false
+		}
+	}
+	pending := append([]*Read{first}, later...)
+	for i := 0; i < 100 && len(pending) > 0; i++ {
+		nw.deliver()
+		nw.ready()
+		sent += rounds()
+		pending = slices.DeleteFunc(pending, done)
+	}
+	if len(pending) > 0 {
+		t.Fatalf("%d reads never completed", len(pending))
+	}
+	if sent != 2 {
+		t.Fatalf("read index rounds for 4 reads: got %d, want 2 (the first, then one shared by the rest)", sent)
+	}
 }

@@ -81,9 +81,24 @@ type readBatch struct {
 	issuedTick uint64
 }
 
-// flushReads asks Raft for one read index covering every pending read.
+// maxReadRoundsInFlight bounds the read index rounds a replica has asked
+// Raft for and not yet heard back about. Reads that arrive meanwhile wait
+// and share the next round, as etcd's read loop does: each round costs the
+// leader a heartbeat to every follower (and a follower a message to the
+// leader), and one round per HandleReady under many concurrent reads made
+// rounds of a few reads each. A read still gets a read index taken after
+// it arrived, never an older one.
+const maxReadRoundsInFlight = 1
+
+// canFlushReads reports whether flushReads would start a round.
+func (r *Replica) canFlushReads() bool {
+	return len(r.pendingReads) > 0 && len(r.inflight) < maxReadRoundsInFlight
+}
+
+// flushReads asks Raft for one read index covering every pending read, once
+// a round may start.
 func (r *Replica) flushReads() {
-	if len(r.pendingReads) == 0 {
+	if !r.canFlushReads() {
 		return
 	}
 	if r.rn.BasicStatus().Lead == raft.None {
