@@ -4,9 +4,13 @@
 //	cd bench && go run . -out ../docs/benchmarks.md
 //
 // It starts a 3-member etcd cluster (go.etcd.io/etcd/server/v3/embed, default
-// durability) and drives it with go.etcd.io/etcd/client/v3, stops it, then
-// does the same with a 3-node Synod cluster (internal/server, default
-// configuration). Each member runs in its own process, so the CPU time and
+// durability) and a 3-node Synod cluster (internal/server, default
+// configuration) side by side, and drives both with go.etcd.io/etcd/client/v3.
+// Each workload runs -rounds times on each system, the systems taking turns
+// and the one that goes first alternating (ABBA with the default 2 rounds), so
+// that the host's drift in speed over minutes falls on both; a system's row
+// pools its rounds, and the report gives each round's throughput too. A round
+// in which no operation completes is reported as a failure. Each member runs in its own process, so the CPU time and
 // peak RSS of the servers are read from /proc without counting the load
 // generator, which runs in this process on the same cores. etcd members are
 // this binary re-executed with the hidden "member" subcommand; Synod members
@@ -15,8 +19,8 @@
 // protobuf registrations clash (Synod's api/v3electionpb reuses etcd's proto
 // names), and this one links no Synod package at all.
 //
-// Workloads, each closed-loop unless said otherwise, measured over -duration
-// after -warmup:
+// Workloads, each closed-loop unless said otherwise, measured per round over
+// -duration after -warmup:
 //
 //   - put-1: puts of new keys (256-byte values) by one client, on the leader;
 //   - put-1000: the same with -clients clients over -conns connections;
