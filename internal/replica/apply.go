@@ -94,14 +94,16 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 			return fmt.Errorf("save hard state of range %d: %w", r.cfg.RangeID, err)
 		}
 	}
+	// Odd until the batch's state is published; it stays odd if the commit
+	// fails (see Replica.View).
 	r.stateSeq.Add(1)
-	defer r.stateSeq.Add(1)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit applied batch of range %d: %w", r.cfg.RangeID, err)
 	}
 	r.state = st
 	r.log.SetConfState(st.ConfState)
 	r.publish()
+	r.stateSeq.Add(1)
 	for _, ar := range results {
 		if p, ok := r.proposals[ar.requestID]; ok {
 			delete(r.proposals, ar.requestID)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -283,6 +284,10 @@ func New(cfg Config) (*Replica, error) {
 		proposals: map[uint64]*Proposal{},
 		inflight:  map[uint64]*readBatch{},
 		outgoing:  map[uint64]*OutgoingSnapshot{},
+		// Read round IDs start at a random point per process start, so that
+		// a late answer to a round of an earlier incarnation (its index
+		// taken before this process queued anything) matches no round.
+		nextReadCtx: rand.Uint64(),
 	}
 	r.log, err = raftlog.Load(cfg.DB, cfg.RangeID, st.ConfState, r.snapshot)
 	if err != nil {
@@ -658,12 +663,18 @@ func (r *Replica) persist(rd raft.Ready) error {
 		r.cfg.InstallMu.Lock()
 		defer r.cfg.InstallMu.Unlock()
 	}
+	// Odd until the installed state is published. On an error it stays
+	// odd: the store may hold a state that is not the published one, so
+	// reads keep taking the counters from their own snapshots.
 	r.stateSeq.Add(1)
-	defer r.stateSeq.Add(1)
 	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("commit raft state of range %d: %w", r.cfg.RangeID, err)
 	}
-	return r.finishSnapshotInstall(rd.Snapshot)
+	if err := r.finishSnapshotInstall(rd.Snapshot); err != nil {
+		return err
+	}
+	r.stateSeq.Add(1)
+	return nil
 }
 
 // raftLogger adapts slog to the raft library's logger.

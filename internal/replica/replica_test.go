@@ -499,3 +499,41 @@ func TestReadsWaitForTheRoundInFlight(t *testing.T) {
 		t.Fatalf("read index rounds for 4 reads: got %d, want 2 (the first, then one shared by the rest)", sent)
 	}
 }
+
+// TestLostReadRoundDoesNotStallLaterReads: Raft drops a read index round
+// silently when one of its messages is lost. The reads of that round wait
+// for expire to ask again (an election timeout), but reads that arrive after
+// it must not wait behind it for that long.
+func TestLostReadRoundDoesNotStallLaterReads(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "a", "1")
+	nw.stabilize()
+	lost := NewRead()
+	nw.replicas[3].ReadIndex(lost)
+	nw.ready()
+	nw.queue = nil // the round's MsgReadIndex never reaches the leader
+	later := NewRead()
+	nw.replicas[3].ReadIndex(later)
+	nw.ready()
+	doneAfter := func(rd *Read, maxTicks int) int {
+		for ticks := 0; ticks <= maxTicks; ticks++ {
+			select {
+			case err := <-rd.Done():
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+				return ticks
+			default:
+			}
+			nw.tick(1)
+		}
+		return -1
+	}
+	if got := doneAfter(later, 10); got < 0 || got > readRoundPatienceTicks {
+		t.Fatalf("ticks before the later read completed: got %d, want 0 to %d (-1: not within 10)", got, readRoundPatienceTicks)
+	}
+	if got := doneAfter(lost, 20); got < 0 {
+		t.Fatal("the read of the lost round was never asked for again")
+	}
+}

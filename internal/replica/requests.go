@@ -90,9 +90,24 @@ type readBatch struct {
 // it arrived, never an older one.
 const maxReadRoundsInFlight = 1
 
+// readRoundPatienceTicks is how long a round counts against
+// maxReadRoundsInFlight. Raft drops a round silently when a message of it is
+// lost or the leader steps down, and expire re-issues it only after an
+// election timeout; later reads must not wait that long behind it.
+const readRoundPatienceTicks = 2
+
 // canFlushReads reports whether flushReads would start a round.
 func (r *Replica) canFlushReads() bool {
-	return len(r.pendingReads) > 0 && len(r.inflight) < maxReadRoundsInFlight
+	if len(r.pendingReads) == 0 {
+		return false
+	}
+	waiting := 0
+	for _, b := range r.inflight {
+		if r.tick-b.issuedTick < readRoundPatienceTicks {
+			waiting++
+		}
+	}
+	return waiting < maxReadRoundsInFlight
 }
 
 // flushReads asks Raft for one read index covering every pending read, once

@@ -414,12 +414,12 @@ func (s *Server) MemberID() uint64 { return s.id.MemberID }
 // ClusterID is the ID of the cluster this node belongs to.
 func (s *Server) ClusterID() uint64 { return s.id.ClusterID }
 
-// Published returns the published state of the first range's replica.
 // clientStreamWorkers is the number of goroutines that serve client
 // requests (see grpc.NumStreamWorkers): enough for the requests a member has
 // in flight under heavy load, which mostly wait for Raft.
 const clientStreamWorkers = 256
 
+// Published returns the published state of the first range's replica.
 func (s *Server) Published() *replica.Published {
 	pub, err := s.store.Published(keys.FirstRangeID)
 	if err != nil {
