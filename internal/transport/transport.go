@@ -296,7 +296,8 @@ func (p *peer) client() (*grpc.ClientConn, error) {
 			MinConnectTimeout: time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
-	}, p.t.cfg.DialOptions...)
+	}, windowDialOptions()...)
+	opts = append(opts, p.t.cfg.DialOptions...)
 	conn, err := grpc.NewClient(p.addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial peer %x at %s: %w", p.id, p.addr, err)
@@ -535,6 +536,27 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.ForceServerCodec(codec{}),
 		grpc.MaxRecvMsgSize(64 << 20),
 		grpc.MaxSendMsgSize(64 << 20),
+		grpc.StaticStreamWindowSize(streamWindow),
+		grpc.StaticConnWindowSize(connWindow),
+	}
+}
+
+// Flow control windows of the peer connections, in both directions. They
+// are static: with gRPC's dynamic windows, every data frame that arrived
+// while no bandwidth probe was outstanding made the receiver send a window
+// update and a BDP ping, and the sender answer the ping, so each Raft
+// message cost its two members extra frames and wake-ups. A stream's window
+// holds a whole frame of Raft messages (maxFrameBytes).
+const (
+	streamWindow = maxFrameBytes
+	connWindow   = 2 * maxFrameBytes
+)
+
+// windowDialOptions are the client side of the static windows.
+func windowDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithStaticStreamWindowSize(streamWindow),
+		grpc.WithStaticConnWindowSize(connWindow),
 	}
 }
 
@@ -725,6 +747,7 @@ func Dial(addr string, extra []grpc.DialOption) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})),
-	}, extra...)
+	}, windowDialOptions()...)
+	opts = append(opts, extra...)
 	return grpc.NewClient(addr, opts...)
 }
