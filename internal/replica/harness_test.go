@@ -306,6 +306,21 @@ func result(t *testing.T, p *Proposal) Result {
 }
 
 // get reads key on replica id's local state.
+// readDone reports whether rd has completed, failing the test if it
+// completed with an error.
+func readDone(t *testing.T, rd *Read) bool {
+	t.Helper()
+	select {
+	case err := <-rd.Done():
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return true
+	default:
+		return false
+	}
+}
+
 func (nw *network) get(id uint64, key string) (string, bool) {
 	nw.t.Helper()
 	db := nw.dbs[id]

@@ -474,23 +474,12 @@ func TestReadsWaitForTheRoundInFlight(t *testing.T) {
 		t.Fatalf("rounds in flight after 3 more reads: got %d, want 1", got)
 	}
 	sent := 1
-	done := func(rd *Read) bool {
-		select {
-		case err := <-rd.Done():
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-			return true
-		default:
-			return false
-		}
-	}
 	pending := append([]*Read{first}, later...)
 	for i := 0; i < 100 && len(pending) > 0; i++ {
 		nw.deliver()
 		nw.ready()
 		sent += rounds()
-		pending = slices.DeleteFunc(pending, done)
+		pending = slices.DeleteFunc(pending, func(rd *Read) bool { return readDone(t, rd) })
 	}
 	if len(pending) > 0 {
 		t.Fatalf("%d reads never completed", len(pending))
@@ -518,13 +507,8 @@ func TestLostReadRoundDoesNotStallLaterReads(t *testing.T) {
 	nw.ready()
 	doneAfter := func(rd *Read, maxTicks int) int {
 		for ticks := 0; ticks <= maxTicks; ticks++ {
-			select {
-			case err := <-rd.Done():
-				if err != nil {
-					t.Fatalf("read: %v", err)
-				}
+			if readDone(t, rd) {
 				return ticks
-			default:
 			}
 			nw.tick(1)
 		}
