@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
 )
@@ -127,6 +128,12 @@ type Config struct {
 	WatchProgressNotifyInterval time.Duration
 
 	Logger *slog.Logger
+
+	// TestingBeforeApply, if set, runs on the range's goroutine before the
+	// node acts on an applied batch (its lease, watch and membership
+	// effects). Tests hold a member's apply back with it; production leaves
+	// it nil.
+	TestingBeforeApply func(replica.ApplyOutput)
 }
 
 func (c *Config) setDefaults() {

@@ -130,6 +130,16 @@ func (s *Server) renewLocal(ctx context.Context, id int64) (int64, error) {
 	}
 	need, err := s.lessor.NeedsReset(id)
 	if errors.Is(err, lease.ErrNotFound) {
+		// Another member may have acknowledged the grant before this one
+		// applied it: answering "not found" now would make the client give
+		// up a live lease. Catch up with everything committed, then look
+		// again.
+		if err := s.linearize(ctx); err != nil {
+			return 0, err
+		}
+		need, err = s.lessor.NeedsReset(id)
+	}
+	if errors.Is(err, lease.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {

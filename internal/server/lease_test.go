@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
+	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
@@ -158,6 +160,84 @@ func TestKeepAliveThroughFollower(t *testing.T) {
 	}
 	if renewals < 3 {
 		t.Fatalf("renewals in 4s of a 1s lease: got %d, want at least 3", renewals)
+	}
+}
+
+// TestKeepAliveWaitsForTheLeadersApply holds back the leader's apply of a
+// grant that a follower has already acknowledged. A keepalive sent then must
+// not be told the lease does not exist (clientv3 would give the lease up for
+// good): the leader first catches up with what is committed.
+func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
+	var (
+		holdOn  atomic.Int64 // 1 + index of the node to hold, 0: none
+		held    = make(chan struct{})
+		release = make(chan struct{})
+	)
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		// Elections 2 s apart: the held leader sends no heartbeats.
+		cfg.ElectionTicks = 200
+		cfg.TestingBeforeApply = func(out replica.ApplyOutput) {
+			if holdOn.Load() != int64(i)+1 || len(out.Leases) == 0 || out.Leases[0].Kind != replica.LeaseGranted {
+				return
+			}
+			holdOn.Store(0)
+			close(held)
+			<-release
+		}
+	}})
+	leader := c.WaitLeader()
+	cli := c.Client(c.Followers(leader)[0])
+	ctx := testcluster.Context(t, 30*time.Second)
+	// A first renewal makes the leader's lessor primary; from then on it
+	// learns of grants only by applying them.
+	first, err := cli.Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.KeepAliveOnce(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	holdOn.Store(int64(leader.Index) + 1)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	l, err := cli.Grant(ctx, 5) // acknowledged by the follower
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatalf("the leader never applied the grant")
+	}
+	type result struct {
+		resp *clientv3.LeaseKeepAliveResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := cli.KeepAliveOnce(ctx, l.ID)
+		done <- result{resp, err}
+	}()
+	// A leader that answers before it has applied the grant answers now;
+	// one that waits answers only once released.
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(500 * time.Millisecond):
+		close(release)
+		r = <-done
+	}
+	if r.err != nil {
+		t.Fatalf("keepalive of a granted lease: got error %v, want its TTL", r.err)
+	}
+	if r.resp.TTL <= 0 {
+		t.Fatalf("keepalive TTL: got %d, want > 0", r.resp.TTL)
 	}
 }
 

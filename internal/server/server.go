@@ -356,6 +356,9 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 }
 
 func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
+	if s.cfg.TestingBeforeApply != nil {
+		s.cfg.TestingBeforeApply(out)
+	}
 	if out.SnapshotInstalled {
 		s.hub.Reset(out.KV)
 		s.metrics.SnapshotsInstalled.Inc()
