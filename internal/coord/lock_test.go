@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/api/v3lockpb"
+	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/server"
+	"github.com/synod-io/synod/internal/testcluster"
 )
 
 // grant grants a lease through raw gRPC.
@@ -128,6 +133,60 @@ func TestLockServiceThroughRawGRPC(t *testing.T) {
 	if status.Convert(err).Message() != "etcdserver: requested lease not found" {
 		t.Fatalf("lock with an unknown lease: got %v, want lease not found", err)
 	}
+}
+
+// TestLockCancelledWhileEnqueuing cancels a Lock while its queue key is
+// being written. A server that stopped waiting for that write would not know
+// whether the key exists, and a key left behind blocks the queue until its
+// lease ends. The member serving the Lock has its apply of the key held back
+// while the caller cancels.
+func TestLockCancelledWhileEnqueuing(t *testing.T) {
+	var (
+		holdOn  atomic.Int64 // 1 + index of the node to hold, 0: none
+		held    = make(chan struct{})
+		release = make(chan struct{})
+	)
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.TestingBeforeApply = func(out replica.ApplyOutput) {
+			if holdOn.Load() != int64(i)+1 || len(out.Events) == 0 || !strings.HasPrefix(string(out.Events[0].KV.Key), "held/") {
+				return
+			}
+			holdOn.Store(0)
+			close(held)
+			<-release
+		}
+	}})
+	leader := c.WaitLeader()
+	node := c.Followers(leader)[0] // holding a follower's apply stalls no one else
+	cli := c.Client()
+	cc := conn(t, node)
+	lk, lc := v3lockpb.NewLockClient(cc), pb.NewLeaseClient(cc)
+	ctx := ctxFor(t, 60*time.Second)
+	lease := grant(t, lc, 30)
+
+	holdOn.Store(int64(node.Index) + 1)
+	var releaseOnce sync.Once
+	releaseHold := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseHold()
+	wctx, cancel := context.WithCancel(ctx)
+	w := lockAsync(wctx, lk, "held", lease)
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatalf("the member never applied the queue key")
+	}
+	cancel()
+	if r := <-w; status.Code(r.err) != codes.Canceled {
+		t.Fatalf("cancelled lock: got %v, want Canceled", r.err)
+	}
+	// A server that gives up on the write does so as soon as it sees the
+	// cancellation; give it that chance before the write completes.
+	time.Sleep(300 * time.Millisecond)
+	releaseHold()
+	waitUntil(t, 10*time.Second, "key of the cancelled Lock removed", func() (bool, string) {
+		n := keysUnder(t, cli, "held/")
+		return n == 0, fmt.Sprintf("%d keys", n)
+	})
 }
 
 func TestLockWaiterGivesUp(t *testing.T) {

@@ -63,11 +63,29 @@ type entry struct {
 }
 
 // enqueue puts the participant's key, with value, on lease at the end of
-// queue pfx, or finds it there (the same lease enqueues once), in one
-// transaction that also reads the head of the queue: when it creates the
-// key, the two newest keys (its own, and its predecessor's if any), and
-// otherwise the first key.
+// queue pfx, or finds it there (the same lease enqueues once).
+//
+// The caller's cancellation does not cut the transaction short (the
+// backend's request timeout still bounds it): a write cancelled after it
+// was proposed has an unknown outcome, and a key left behind that way would
+// hold its place, blocking the queue behind it, until its lease ended. If
+// ctx ended meanwhile, the key is removed again and ctx's error returned.
 func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
+	e, err := s.enqueueTxn(context.WithoutCancel(ctx), pfx, lease, value)
+	if err != nil {
+		return entry{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		s.abandon(ctx, e)
+		return entry{}, err
+	}
+	return e, nil
+}
+
+// enqueueTxn is enqueue's one transaction, which also reads the head of the
+// queue: when it creates the key, the two newest keys (its own, and its
+// predecessor's if any), and otherwise the first key.
+func (s *Services) enqueueTxn(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
 	key := queueKey(pfx, lease)
 	newest := &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{
 		Key: pfx, RangeEnd: keys.PrefixRangeEnd(pfx), Limit: 2, KeysOnly: true,
