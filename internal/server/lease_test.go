@@ -114,10 +114,14 @@ func TestLeaseExpiresAndKeysVanish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, "exp", "x", clientv3.WithLease(l.ID)); err != nil {
+	pr, err := cli.Put(ctx, "exp", "x", clientv3.WithLease(l.ID))
+	if err != nil {
 		t.Fatal(err)
 	}
-	wch := cli.Watch(ctx, "exp")
+	// From the revision after the put: a watch "from now" starts at the
+	// revision of the member serving it, which may not have applied the put
+	// yet (the client spreads its calls over the members).
+	wch := cli.Watch(ctx, "exp", clientv3.WithRev(pr.Header.Revision+1))
 	waitGone(t, cli, "exp", 15*time.Second)
 	if evs := collectEvents(t, wch, 1, 5*time.Second); evs[0].Type != mvccpb.DELETE {
 		t.Fatalf("expiry event: got %s, want DELETE", evs[0].Type)
