@@ -103,7 +103,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	r.state = st
 	r.log.SetConfState(st.ConfState)
 	r.publish()
-	r.stateSeq.Add(1)
+	r.stateChanged()
 	for _, ar := range results {
 		if p, ok := r.proposals[ar.requestID]; ok {
 			delete(r.proposals, ar.requestID)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/raftlog"
 )
@@ -418,7 +419,8 @@ func TestViewMatchesItsSnapshot(t *testing.T) {
 	fast, raced := 0, 0
 	start := br.r.Published().KV.Revision
 	for br.r.Published().KV.Revision < start+2000 {
-		snap, pub := br.r.View()
+		snap := br.r.View()
+		pub := snap.Pub
 		if pub == nil {
 			raced++
 			snap.Close()
@@ -520,4 +522,55 @@ func TestLostReadRoundDoesNotStallLaterReads(t *testing.T) {
 	if got := doneAfter(lost, 20); got < 0 {
 		t.Fatal("the read of the lost round was never asked for again")
 	}
+}
+
+// TestViewsShareOneSnapshotPerState checks that reads of one applied state
+// share a view, that a write ends the sharing, and that a view outlives the
+// state it shows until its last holder closes it. The test's cleanup closes
+// Pebble, which fails on any snapshot left open.
+func TestViewsShareOneSnapshotPerState(t *testing.T) {
+	br := newBenchReplica(t, false)
+	put := func(v string) {
+		br.propose(raftcmd.KindPut, &etcdpb.PutRequest{Key: []byte("k"), Value: []byte(v)})
+		br.drain()
+	}
+	read := func(v *View) string {
+		t.Helper()
+		if v.Pub == nil {
+			t.Fatalf("view of a quiet replica: got no published state")
+		}
+		resp, err := kv.Range(v, v.Pub.KV, &etcdpb.RangeRequest{Key: []byte("k")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 1 {
+			t.Fatalf("read k: got %d keys, want 1", len(resp.Kvs))
+		}
+		return string(resp.Kvs[0].Value)
+	}
+
+	put("1")
+	a, b := br.r.View(), br.r.View()
+	if a != b {
+		t.Fatalf("two views of one state: got distinct views, want one shared")
+	}
+	put("2")
+	c := br.r.View()
+	if c == a {
+		t.Fatalf("view after a write: got the view of the state before it")
+	}
+	a.Close()
+	if got := read(b); got != "1" {
+		t.Fatalf("old view after the write: got %q, want %q", got, "1")
+	}
+	b.Close()
+	if got := read(c); got != "2" {
+		t.Fatalf("new view: got %q, want %q", got, "2")
+	}
+	if d := br.r.View(); d != c {
+		t.Fatalf("second view of the new state: got a distinct view, want the shared one")
+	} else {
+		d.Close()
+	}
+	c.Close()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3"
@@ -134,12 +133,12 @@ var errJoining = status.Error(codes.Unavailable, "synod: member is joining the c
 // the view would let a client (a Get, then a Watch from the next revision)
 // skip writes. The replica hands out its published counters when no apply
 // raced with the snapshot; otherwise they are read from the view itself.
-func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
-	snap, pub, err := s.store.View(keys.FirstRangeID)
+func (s *Server) view() (*replica.View, kv.Meta, error) {
+	snap, err := s.store.View(keys.FirstRangeID)
 	if err != nil {
 		return nil, kv.Meta{}, err
 	}
-	if pub != nil && pub.Initialized {
+	if pub := snap.Pub; pub != nil && pub.Initialized {
 		return snap, pub.KV, nil
 	}
 	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
@@ -155,21 +154,21 @@ func (s *Server) view() (*pebble.Snapshot, kv.Meta, error) {
 
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	return read(ctx, s, !req.Serializable, func(snap *pebble.Snapshot, m kv.Meta) (*pb.RangeResponse, error) {
+	return read(ctx, s, !req.Serializable, func(snap *replica.View, m kv.Meta) (*pb.RangeResponse, error) {
 		return kv.Range(snap, m, req)
 	})
 }
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	return read(ctx, s, true, func(snap *pebble.Snapshot, m kv.Meta) (*pb.TxnResponse, error) {
+	return read(ctx, s, true, func(snap *replica.View, m kv.Meta) (*pb.TxnResponse, error) {
 		return kv.ReadTxn(snap, m, req)
 	})
 }
 
 // read serves fn from a view of the first range, after a ReadIndex round
 // when linearizable.
-func read[T any](ctx context.Context, s *Server, linearizable bool, fn func(*pebble.Snapshot, kv.Meta) (T, error)) (T, error) {
+func read[T any](ctx context.Context, s *Server, linearizable bool, fn func(*replica.View, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	if linearizable {
 		if err := s.linearize(ctx); err != nil {

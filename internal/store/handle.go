@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/synod-io/synod/internal/keys"
@@ -38,7 +37,7 @@ type handle struct {
 	s    *Store
 	r    *replica.Replica // touched only by run
 	pub  func() *replica.Published
-	view func() (*pebble.Snapshot, *replica.Published)
+	view func() *replica.View
 	wake chan struct{}
 
 	mu struct {

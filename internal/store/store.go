@@ -147,16 +147,15 @@ func (s *Store) Published(id keys.RangeID) (*replica.Published, error) {
 	return h.pub(), nil
 }
 
-// View returns a point-in-time snapshot of the store and the range's
-// published state when it is exactly the snapshot's (nil when an apply
-// raced; see replica.Replica.View). The caller closes the snapshot.
-func (s *Store) View(id keys.RangeID) (*pebble.Snapshot, *replica.Published, error) {
+// View returns a point-in-time view of the store, with the range's
+// published state when it is exactly the view's (see replica.Replica.View).
+// The caller closes the view.
+func (s *Store) View(id keys.RangeID) (*replica.View, error) {
 	h, err := s.handle(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	snap, pub := h.view()
-	return snap, pub, nil
+	return h.view(), nil
 }
 
 // Propose submits a proposal to a range and waits for its result or ctx.
