@@ -69,14 +69,18 @@ type entry struct {
 // backend's request timeout still bounds it): a write cancelled after it
 // was proposed has an unknown outcome, and a key left behind that way would
 // hold its place, blocking the queue behind it, until its lease ended. If
-// ctx ended meanwhile, the key is removed again and ctx's error returned.
+// ctx ended meanwhile, the key this call created is removed again and ctx's
+// error returned; a key that existed before (an earlier call on the same
+// lease) is left alone.
 func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
 	e, err := s.enqueueTxn(context.WithoutCancel(ctx), pfx, lease, value)
 	if err != nil {
 		return entry{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		s.abandon(ctx, e)
+		if e.created {
+			s.abandon(ctx, e)
+		}
 		return entry{}, err
 	}
 	return e, nil
