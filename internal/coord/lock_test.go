@@ -135,11 +135,13 @@ func TestLockServiceThroughRawGRPC(t *testing.T) {
 	}
 }
 
-// TestLockCancelledWhileEnqueuing cancels a Lock while its queue key is
-// being written. A server that stopped waiting for that write would not know
-// whether the key exists, and a key left behind blocks the queue until its
-// lease ends. The member serving the Lock has its apply of the key held back
-// while the caller cancels.
+// TestLockCancelledWhileEnqueuing cancels a waiter's Lock while its queue
+// key is being written. A server that stopped waiting for that write would
+// not know whether the key exists, and a key left behind blocks the queue
+// until its lease ends. The member serving the Lock has its apply of the key
+// held back while the caller cancels. The lock is held meanwhile, so the
+// waiter cannot acquire it before the server sees the cancellation, however
+// late that is.
 func TestLockCancelledWhileEnqueuing(t *testing.T) {
 	var (
 		holdOn  atomic.Int64 // 1 + index of the node to hold, 0: none
@@ -162,6 +164,9 @@ func TestLockCancelledWhileEnqueuing(t *testing.T) {
 	cc := conn(t, node)
 	lk, lc := v3lockpb.NewLockClient(cc), pb.NewLeaseClient(cc)
 	ctx := ctxFor(t, 60*time.Second)
+	if _, err := lk.Lock(ctx, &v3lockpb.LockRequest{Name: []byte("held"), Lease: grant(t, lc, 30)}); err != nil {
+		t.Fatal(err)
+	}
 	lease := grant(t, lc, 30)
 
 	holdOn.Store(int64(node.Index) + 1)
@@ -185,7 +190,7 @@ func TestLockCancelledWhileEnqueuing(t *testing.T) {
 	releaseHold()
 	waitUntil(t, 10*time.Second, "key of the cancelled Lock removed", func() (bool, string) {
 		n := keysUnder(t, cli, "held/")
-		return n == 0, fmt.Sprintf("%d keys", n)
+		return n == 1, fmt.Sprintf("%d keys", n)
 	})
 }
 

@@ -73,6 +73,9 @@ type entry struct {
 // error returned; a key that existed before (an earlier call on the same
 // lease) is left alone.
 func (s *Services) enqueue(ctx context.Context, pfx []byte, lease int64, value []byte) (entry, error) {
+	if err := ctx.Err(); err != nil {
+		return entry{}, err // gone already: write nothing
+	}
 	e, err := s.enqueueTxn(context.WithoutCancel(ctx), pfx, lease, value)
 	if err != nil {
 		return entry{}, err

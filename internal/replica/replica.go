@@ -173,6 +173,10 @@ type ApplyOutput struct {
 	// reads are this node's linearizable reads whose read index is applied,
 	// released by Complete after the batch's effects are published too.
 	reads []*Read
+	// retired are shared views of states this batch replaced, closed by
+	// Complete after the requests are answered: closing a Pebble snapshot
+	// takes the DB mutex, which the answers need not wait for.
+	retired []*View
 }
 
 type completion struct {
@@ -198,7 +202,10 @@ func (o *ApplyOutput) Complete() {
 	for _, rd := range o.reads {
 		rd.complete(nil)
 	}
-	o.completions, o.reads = nil, nil
+	for _, v := range o.retired {
+		v.Close()
+	}
+	o.completions, o.reads, o.retired = nil, nil, nil
 }
 
 // Replica is the replica of one range on this node. It is not safe for
@@ -232,6 +239,9 @@ type Replica struct {
 		cur    *View // the view of the state at cur.seq, or nil
 		closed bool  // Stop ran: share nothing more
 	}
+	// retired are shared views dropped by state changes in the current
+	// Ready, handed to its ApplyOutput to close.
+	retired []*View
 
 	proposals map[uint64]*Proposal
 
@@ -339,16 +349,23 @@ type View struct {
 	*pebble.Snapshot
 	// Pub is the published state the view holds exactly, or nil when an
 	// apply or install raced with taking the view: the caller then reads
-	// the applied state from the view itself (LoadAppliedState).
+	// the applied state from the view itself (LoadAppliedState). Only its
+	// applied-state fields (Applied, KV, Initialized, NoSpace) are the
+	// view's; its Raft fields (Term, Lead, Commit, State) may be older than
+	// the replica's, since those are published without a state change.
 	Pub  *Published
 	seq  uint64
 	refs atomic.Int32
 }
 
-// Close releases the caller's reference to the view.
+// Close releases the caller's reference to the view. Closing it twice is
+// a bug that would pull the snapshot from under another reader: it panics.
 func (v *View) Close() error {
-	if v.refs.Add(-1) == 0 {
+	switch n := v.refs.Add(-1); {
+	case n == 0:
 		return v.Snapshot.Close()
+	case n < 0:
+		panic("replica: view closed more often than it was handed out")
 	}
 	return nil
 }
@@ -397,20 +414,23 @@ func (r *Replica) View() *View {
 
 // stateChanged ends a commit that changed the applied state: the sequence
 // is even again, and the view of the former state is no longer shared (so
-// that its snapshot does not pin old data once its reads are done).
+// that its snapshot does not pin old data once its reads are done). The
+// share's reference is released once the Ready's requests are answered.
 func (r *Replica) stateChanged() {
 	r.stateSeq.Add(1)
-	r.dropSharedView()
+	if old := r.unshareView(); old != nil {
+		r.retired = append(r.retired, old)
+	}
 }
 
-func (r *Replica) dropSharedView() {
+// unshareView ends the sharing of the current view and returns it, with
+// the share's reference for the caller to release (nil if none).
+func (r *Replica) unshareView() *View {
 	r.views.Lock()
+	defer r.views.Unlock()
 	old := r.views.cur
 	r.views.cur = nil
-	r.views.Unlock()
-	if old != nil {
-		old.Close()
-	}
+	return old
 }
 
 func (r *Replica) publish() {
@@ -455,6 +475,12 @@ func (r *Replica) Tick() {
 	r.tick++
 	r.rn.Tick()
 	r.expire()
+	// A view shared while nothing is written would otherwise stay open
+	// until the next write, keeping data that physical compaction deleted
+	// (outside apply) from being reclaimed, by a defragmentation too.
+	if old := r.unshareView(); old != nil {
+		old.Close()
+	}
 }
 
 // Campaign makes this replica start an election now.
@@ -569,7 +595,13 @@ func (r *Replica) Stop() {
 	r.views.Lock()
 	r.views.closed = true
 	r.views.Unlock()
-	r.dropSharedView()
+	if old := r.unshareView(); old != nil {
+		old.Close()
+	}
+	for _, v := range r.retired {
+		v.Close()
+	}
+	r.retired = nil
 	for id, p := range r.proposals {
 		delete(r.proposals, id)
 		p.complete(Result{Err: ErrStopped})
@@ -673,6 +705,7 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	r.rn.Advance(rd)
 	r.publish()
 	r.completeReads(&out)
+	out.retired, r.retired = r.retired, nil
 	if r.incoming != nil && r.incoming.index <= r.state.Index {
 		// Raft did not need this snapshot (or has installed it).
 		r.incoming.close()

@@ -525,9 +525,10 @@ func TestLostReadRoundDoesNotStallLaterReads(t *testing.T) {
 }
 
 // TestViewsShareOneSnapshotPerState checks that reads of one applied state
-// share a view, that a write ends the sharing, and that a view outlives the
-// state it shows until its last holder closes it. The test's cleanup closes
-// Pebble, which fails on any snapshot left open.
+// share a view, that a write ends the sharing, that a view outlives the state
+// it shows until its last holder closes it, and that a tick unshares an idle
+// view. Pebble's count of open snapshots shows each release; the test's
+// cleanup closes Pebble, which fails on any snapshot left open.
 func TestViewsShareOneSnapshotPerState(t *testing.T) {
 	br := newBenchReplica(t, false)
 	put := func(v string) {
@@ -548,22 +549,31 @@ func TestViewsShareOneSnapshotPerState(t *testing.T) {
 		}
 		return string(resp.Kvs[0].Value)
 	}
+	open := func(when string, want int) {
+		t.Helper()
+		if got := br.db.Metrics().Snapshots.Count; got != want {
+			t.Fatalf("open snapshots %s: got %d, want %d", when, got, want)
+		}
+	}
 
 	put("1")
 	a, b := br.r.View(), br.r.View()
 	if a != b {
 		t.Fatalf("two views of one state: got distinct views, want one shared")
 	}
+	open("with one shared view", 1)
 	put("2")
 	c := br.r.View()
 	if c == a {
 		t.Fatalf("view after a write: got the view of the state before it")
 	}
+	open("after a write, with the old view still held", 2)
 	a.Close()
 	if got := read(b); got != "1" {
 		t.Fatalf("old view after the write: got %q, want %q", got, "1")
 	}
 	b.Close()
+	open("once the old view's holders closed it", 1)
 	if got := read(c); got != "2" {
 		t.Fatalf("new view: got %q, want %q", got, "2")
 	}
@@ -573,4 +583,12 @@ func TestViewsShareOneSnapshotPerState(t *testing.T) {
 		d.Close()
 	}
 	c.Close()
+	open("with the new view shared but not held", 1)
+	br.r.Tick()
+	open("after a tick", 0)
+	if e := br.r.View(); e == c {
+		t.Fatalf("view after a tick: got the unshared view back")
+	} else {
+		e.Close()
+	}
 }
