@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,20 +141,12 @@ func TestLockServiceThroughRawGRPC(t *testing.T) {
 // waiter cannot acquire it before the server sees the cancellation, however
 // late that is.
 func TestLockCancelledWhileEnqueuing(t *testing.T) {
-	var (
-		holdOn  atomic.Int64 // 1 + index of the node to hold, 0: none
-		held    = make(chan struct{})
-		release = make(chan struct{})
-	)
+	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
+		return len(out.Events) > 0 && strings.HasPrefix(string(out.Events[0].KV.Key), "held/")
+	})
+	defer gate.Release()
 	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
-		cfg.TestingBeforeApply = func(out replica.ApplyOutput) {
-			if holdOn.Load() != int64(i)+1 || len(out.Events) == 0 || !strings.HasPrefix(string(out.Events[0].KV.Key), "held/") {
-				return
-			}
-			holdOn.Store(0)
-			close(held)
-			<-release
-		}
+		cfg.TestingBeforeApply = gate.Hook(i)
 	}})
 	leader := c.WaitLeader()
 	node := c.Followers(leader)[0] // holding a follower's apply stalls no one else
@@ -169,14 +159,11 @@ func TestLockCancelledWhileEnqueuing(t *testing.T) {
 	}
 	lease := grant(t, lc, 30)
 
-	holdOn.Store(int64(node.Index) + 1)
-	var releaseOnce sync.Once
-	releaseHold := func() { releaseOnce.Do(func() { close(release) }) }
-	defer releaseHold()
+	gate.Arm(node)
 	wctx, cancel := context.WithCancel(ctx)
 	w := lockAsync(wctx, lk, "held", lease)
 	select {
-	case <-held:
+	case <-gate.Held():
 	case <-ctx.Done():
 		t.Fatalf("the member never applied the queue key")
 	}
@@ -187,7 +174,7 @@ func TestLockCancelledWhileEnqueuing(t *testing.T) {
 	// A server that gives up on the write does so as soon as it sees the
 	// cancellation; give it that chance before the write completes.
 	time.Sleep(300 * time.Millisecond)
-	releaseHold()
+	gate.Release()
 	waitUntil(t, 10*time.Second, "key of the cancelled Lock removed", func() (bool, string) {
 		n := keysUnder(t, cli, "held/")
 		return n == 1, fmt.Sprintf("%d keys", n)

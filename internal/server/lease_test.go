@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,23 +172,14 @@ func TestKeepAliveThroughFollower(t *testing.T) {
 // not be told the lease does not exist (clientv3 would give the lease up for
 // good): the leader first catches up with what is committed.
 func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
-	var (
-		holdOn  atomic.Int64 // 1 + index of the node to hold, 0: none
-		held    = make(chan struct{})
-		release = make(chan struct{})
-	)
+	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
+		return slices.ContainsFunc(out.Leases, func(c replica.LeaseChange) bool { return c.Kind == replica.LeaseGranted })
+	})
+	defer gate.Release()
 	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		// Elections 2 s apart: the held leader sends no heartbeats.
 		cfg.ElectionTicks = 200
-		cfg.TestingBeforeApply = func(out replica.ApplyOutput) {
-			granted := slices.ContainsFunc(out.Leases, func(c replica.LeaseChange) bool { return c.Kind == replica.LeaseGranted })
-			if holdOn.Load() != int64(i)+1 || !granted {
-				return
-			}
-			holdOn.Store(0)
-			close(held)
-			<-release
-		}
+		cfg.TestingBeforeApply = gate.Hook(i)
 	}})
 	leader := c.WaitLeader()
 	cli := c.Client(c.Followers(leader)[0])
@@ -204,20 +194,13 @@ func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	holdOn.Store(int64(leader.Index) + 1)
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	gate.Arm(leader)
 	l, err := cli.Grant(ctx, 5) // acknowledged by the follower
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-held:
+	case <-gate.Held():
 	case <-ctx.Done():
 		t.Fatalf("the leader never applied the grant")
 	}
@@ -236,7 +219,7 @@ func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
 	select {
 	case r = <-done:
 	case <-time.After(300 * time.Millisecond):
-		close(release)
+		gate.Release()
 		r = <-done
 	}
 	if r.err != nil {
