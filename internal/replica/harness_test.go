@@ -305,7 +305,6 @@ func result(t *testing.T, p *Proposal) Result {
 	}
 }
 
-// get reads key on replica id's local state.
 // readDone reports whether rd has completed, failing the test if it
 // completed with an error.
 func readDone(t *testing.T, rd *Read) bool {
@@ -321,6 +320,7 @@ func readDone(t *testing.T, rd *Read) bool {
 	}
 }
 
+// get reads key on replica id's local state.
 func (nw *network) get(id uint64, key string) (string, bool) {
 	nw.t.Helper()
 	db := nw.dbs[id]
