@@ -287,8 +287,12 @@ const revisionLen = 8
 
 // MVCCKey encodes the Pebble key of the version of userKey written at rev.
 func MVCCKey(userKey []byte, rev int64) []byte {
-	k := AppendMVCCKeyPrefix(make([]byte, 0, len(userKey)+4+revisionLen), userKey)
-	return binary.BigEndian.AppendUint64(k, ^uint64(rev))
+	return AppendMVCCKey(make([]byte, 0, len(userKey)+4+revisionLen), userKey, rev)
+}
+
+// AppendMVCCKey appends MVCCKey(userKey, rev) to dst.
+func AppendMVCCKey(dst, userKey []byte, rev int64) []byte {
+	return binary.BigEndian.AppendUint64(AppendMVCCKeyPrefix(dst, userKey), ^uint64(rev))
 }
 
 // AppendMVCCKeyPrefix appends the encoding of userKey shared by all of its

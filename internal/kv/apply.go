@@ -175,6 +175,10 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	if err := c.moveLease(key, prev.GetLease(), lease); err != nil {
 		return nil, err
 	}
+	if x := c.a.Live; x != nil {
+		x.Put(indexEntry(kv))
+		x.SetRevision(c.rev)
+	}
 	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: c.rev}}
 	if r.GetPrevKv() {
@@ -215,6 +219,10 @@ func (c *command) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse
 		}
 		tombstone := &mvccpb.KeyValue{Key: prev.Key, ModRevision: c.rev}
 		c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_DELETE, KV: tombstone, PrevKV: prev})
+		if x := c.a.Live; x != nil {
+			x.Delete(prev.Key)
+			x.SetRevision(c.rev)
+		}
 	}
 	resp := &pb.DeleteRangeResponse{
 		Header:  &pb.ResponseHeader{Revision: c.currentRev()},

@@ -5,6 +5,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keyindex"
 )
 
 func seedBytes(f *testing.F, msgs ...proto.Message) {
@@ -40,6 +42,11 @@ func FuzzRangeRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	meta := *a.Meta
+	idx, err := BuildIndex(db, meta.Revision)
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap := idx.Snapshot()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var r pb.RangeRequest
 		if proto.Unmarshal(data, &r) != nil {
@@ -57,9 +64,13 @@ func FuzzRangeRequest(f *testing.F) {
 		if _, ok := pb.RangeRequest_SortTarget_name[int32(r.SortTarget)]; !ok {
 			t.Fatalf("accepted sort target %d: got nil error, want ErrGRPCInvalidSortOption", r.SortTarget)
 		}
-		resp, err := Range(db, meta, &r)
+		resp, err := Range(db, nil, meta, &r)
 		if err == nil && r.Limit > 0 && int64(len(resp.Kvs)) > r.Limit {
 			t.Fatalf("range with limit %d: got %d kvs, want at most the limit", r.Limit, len(resp.Kvs))
+		}
+		indexed, ierr := Range(db, snap, meta, &r)
+		if (ierr == nil) != (err == nil) || (err == nil && !proto.Equal(indexed, resp)) {
+			t.Fatalf("range %v through the index: got %v, %v, want %v, %v", &r, indexed, ierr, resp, err)
 		}
 	})
 }
@@ -133,7 +144,8 @@ func FuzzTxnRequest(f *testing.F) {
 		}
 		b := db.NewIndexedBatch()
 		defer b.Close()
-		a := Applier{Batch: b, Meta: &Meta{}, Leases: newFakeLeases()}
+		// The index is that of the empty store, as the batch is.
+		a := Applier{Batch: b, Live: keyindex.New(0), Meta: &Meta{}, Leases: newFakeLeases()}
 		_, _ = a.Txn(&r) // must not panic; the batch is discarded
 	})
 }

@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keyindex"
 )
 
 type quietLogger struct{}
@@ -89,10 +91,13 @@ type env struct {
 	meta   Meta
 	leases *fakeLeases
 	events []Event
+	// idx indexes the live keys, kept up to date by apply as in the
+	// replica; reads check it against the store.
+	idx *keyindex.Index
 }
 
 func newEnv(t testing.TB) *env {
-	return &env{t: t, db: openDB(t), leases: newFakeLeases(1, 2)}
+	return &env{t: t, db: openDB(t), leases: newFakeLeases(1, 2), idx: keyindex.New(0)}
 }
 
 // apply runs fn on an Applier over a fresh batch, commits the batch if fn
@@ -106,8 +111,12 @@ func (e *env) apply(fn func(a *Applier) error) error {
 		}
 	}()
 	before := e.meta
-	a := &Applier{Batch: b, Meta: &e.meta, Leases: e.leases}
+	indexBefore := indexString(e.idx.Snapshot())
+	a := &Applier{Batch: b, Live: e.idx, Meta: &e.meta, Leases: e.leases}
 	if err := fn(a); err != nil {
+		if got := indexString(e.idx.Snapshot()); got != indexBefore {
+			e.t.Errorf("failed command: got index %s, want it unchanged: %s", got, indexBefore)
+		}
 		if b.Count() != 0 {
 			e.t.Errorf("failed command: got %d writes in the batch, want 0", b.Count())
 		}
@@ -124,6 +133,29 @@ func (e *env) apply(fn func(a *Applier) error) error {
 	}
 	e.events = append(e.events, a.Events...)
 	return nil
+}
+
+// checkIndex checks the index kept by apply against one built from the
+// store.
+func (e *env) checkIndex() {
+	e.t.Helper()
+	built, err := BuildIndex(e.db, e.meta.Revision)
+	if err != nil {
+		e.t.Fatalf("build index: %v", err)
+	}
+	if got, want := indexString(e.idx.Snapshot()), indexString(built.Snapshot()); got != want {
+		e.t.Fatalf("index kept by apply:\ngot  %s\nwant %s (built from the store)", got, want)
+	}
+}
+
+func indexString(s *keyindex.Snapshot) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rev %d:", s.Revision())
+	s.Ascend(nil, nil, func(e *keyindex.Entry) bool {
+		fmt.Fprintf(&b, " %q@%d/c%d/v%d/l%d", e.Key, e.ModRevision, e.CreateRevision, e.Version, e.Lease)
+		return true
+	})
+	return b.String()
 }
 
 func (e *env) put(key, value string) *pb.PutResponse {
@@ -166,7 +198,11 @@ func (e *env) txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	var readErr error
 	readOnly := IsReadOnlyTxn(r)
 	if readOnly {
-		readResp, readErr = ReadTxn(e.db, e.meta, r)
+		readResp, readErr = ReadTxn(e.db, nil, e.meta, r)
+		indexed, ierr := ReadTxn(e.db, e.idx.Snapshot(), e.meta, r)
+		if fmt.Sprint(ierr) != fmt.Sprint(readErr) || (ierr == nil && !proto.Equal(indexed, readResp)) {
+			e.t.Errorf("read-only txn %s through the index: got %s, %v, want %s, %v", prototext.Format(r), str(indexed), ierr, str(readResp), readErr)
+		}
 	}
 	var resp *pb.TxnResponse
 	err := e.apply(func(a *Applier) (err error) {
@@ -193,9 +229,15 @@ func (e *env) mustTxn(r *pb.TxnRequest) *pb.TxnResponse {
 	return resp
 }
 
+// rangeReq serves r from the store and through the index, which must agree.
 func (e *env) rangeReq(r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	e.t.Helper()
-	return Range(e.db, e.meta, r)
+	resp, err := Range(e.db, nil, e.meta, r)
+	indexed, ierr := Range(e.db, e.idx.Snapshot(), e.meta, r)
+	if fmt.Sprint(ierr) != fmt.Sprint(err) || (ierr == nil && !proto.Equal(indexed, resp)) {
+		e.t.Errorf("range %s through the index: got %s, %v, want %s, %v", prototext.Format(r), str(indexed), ierr, str(resp), err)
+	}
+	return resp, err
 }
 
 func (e *env) mustRange(r *pb.RangeRequest) *pb.RangeResponse {

@@ -1,9 +1,12 @@
 package kv
 
 import (
+	"fmt"
+
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/mvcc"
 )
 
@@ -62,6 +65,13 @@ type Applier struct {
 	// Reader, used only when Batch is nil, is what a read-only txn served
 	// outside apply reads (see ReadTxn).
 	Reader pebble.Reader
+	// Live, used only with Batch, indexes the keys live in the state being
+	// applied: every write updates it (and its revision), so the reads of a
+	// txn that follow see them, as they see the batch's. nil: none.
+	Live *keyindex.Index
+	// LiveSnapshot, used only with Reader, indexes the keys live in Reader
+	// at Meta's revision (nil: none).
+	LiveSnapshot *keyindex.Snapshot
 	// NoReadResults skips the gets of a txn, which write nothing and whose
 	// results only the member answering the client needs: the others apply
 	// the txn for its writes. Their responses are then empty (a header of
@@ -83,4 +93,39 @@ func (a *Applier) reader() pebble.Reader {
 		return a.Batch
 	}
 	return a.Reader
+}
+
+// index is the index of the keys live in reader(), or nil.
+func (a *Applier) index() keyindex.Reader {
+	switch {
+	case a.Batch != nil && a.Live != nil:
+		return a.Live
+	case a.Batch == nil && a.LiveSnapshot != nil:
+		return a.LiveSnapshot
+	}
+	return nil
+}
+
+// BuildIndex builds the index of the keys live in r at revision rev.
+func BuildIndex(r pebble.Reader, rev int64) (*keyindex.Index, error) {
+	x := keyindex.New(rev)
+	err := mvcc.Live(r, rev, func(kv *mvccpb.KeyValue) error {
+		x.Put(indexEntry(kv))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index live keys at revision %d: %w", rev, err)
+	}
+	return x, nil
+}
+
+// indexEntry is the index entry of a live version; it shares kv.Key.
+func indexEntry(kv *mvccpb.KeyValue) *keyindex.Entry {
+	return &keyindex.Entry{
+		Key:            kv.Key,
+		CreateRevision: kv.CreateRevision,
+		ModRevision:    kv.ModRevision,
+		Version:        kv.Version,
+		Lease:          kv.Lease,
+	}
 }

@@ -518,6 +518,7 @@ func (c *checker) checkState(what string) {
 	if got, want := c.e.leases.attachments(), c.m.attachments(); !slices.Equal(got, want) {
 		c.t.Fatalf("%s: lease attachments: got %q, want %q", what, got, want)
 	}
+	c.e.checkIndex()
 }
 
 func (c *checker) step(g *gen) {

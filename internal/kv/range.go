@@ -12,13 +12,16 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/mvcc"
 )
 
 // Range serves a range request outside apply, from a DB or snapshot reader
 // whose applied state is m. The response header carries m.Revision, the
-// store's current revision, whatever revision was read (as in etcd).
-func Range(r pebble.Reader, m Meta, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+// store's current revision, whatever revision was read (as in etcd). idx,
+// if not nil, indexes the keys live in r at m.Revision: reads at that
+// revision then fetch from r only the values they return.
+func Range(r pebble.Reader, idx *keyindex.Snapshot, m Meta, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkSortOptions(req); err != nil {
 		return nil, err
 	}
@@ -26,7 +29,11 @@ func Range(r pebble.Reader, m Meta, req *pb.RangeRequest) (*pb.RangeResponse, er
 	if err != nil {
 		return nil, err
 	}
-	return executeRange(r, req, rev, m.Revision)
+	var live keyindex.Reader
+	if idx != nil {
+		live = idx
+	}
+	return executeRange(r, live, req, rev, m.Revision)
 }
 
 // readRevision resolves the revision a read at rev is served at: rev <= 0
@@ -103,18 +110,32 @@ func hasRevisionFilter(req *pb.RangeRequest) bool {
 
 // executeRange reads req at revision rev and answers with header revision
 // headerRev.
-func executeRange(r pebble.Reader, req *pb.RangeRequest, rev, headerRev int64) (*pb.RangeResponse, error) {
+func executeRange(r pebble.Reader, idx keyindex.Reader, req *pb.RangeRequest, rev, headerRev int64) (*pb.RangeResponse, error) {
 	p := planRange(req)
 	start, end := rangeBounds(req.GetKey(), req.GetRangeEnd())
-	res, err := mvcc.Range(r, start, end, rev, p.opts)
-	if err != nil {
-		return nil, fmt.Errorf("range [%q, %q) at revision %d: %w", start, end, rev, err)
+	// With an index at the revision read, the KVs come without values, and
+	// only those that survive the filters, the sort and the limit are read
+	// from the store. A sort by value needs them all first: no index then.
+	fromIndex := idx != nil && rev > 0 && idx.Revision() == rev && p.target != pb.RangeRequest_VALUE
+	var res mvcc.RangeResult
+	if fromIndex {
+		res = indexRange(idx, start, end, p.opts)
+	} else {
+		var err error
+		if res, err = mvcc.Range(r, start, end, rev, p.opts); err != nil {
+			return nil, fmt.Errorf("range [%q, %q) at revision %d: %w", start, end, rev, err)
+		}
 	}
 	kvs := filterKVs(res.KVs, req)
 	sortKVs(kvs, p.target, p.order)
 	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: headerRev}, Count: res.Count}
 	if limit := req.GetLimit(); limit > 0 && int64(len(kvs)) > limit {
 		kvs, resp.More = kvs[:limit], true
+	}
+	if fromIndex && !req.GetKeysOnly() {
+		if err := mvcc.FillValues(r, kvs); err != nil {
+			return nil, fmt.Errorf("range [%q, %q) at revision %d: %w", start, end, rev, err)
+		}
 	}
 	if req.GetKeysOnly() {
 		for _, kv := range kvs {
@@ -123,6 +144,32 @@ func executeRange(r pebble.Reader, req *pb.RangeRequest, rev, headerRev int64) (
 	}
 	resp.Kvs = kvs
 	return resp, nil
+}
+
+// indexRange is mvcc.Range served from an index of the live keys at the
+// revision read, with the same result except that the KVs have no values.
+func indexRange(idx keyindex.Reader, start, end []byte, opts mvcc.RangeOptions) mvcc.RangeResult {
+	var res mvcc.RangeResult
+	visit := func(e *keyindex.Entry) bool {
+		res.Count++
+		if opts.CountOnly || (opts.Limit > 0 && int64(len(res.KVs)) >= opts.Limit) {
+			return true
+		}
+		res.KVs = append(res.KVs, &mvccpb.KeyValue{
+			Key:            append([]byte(nil), e.Key...),
+			CreateRevision: e.CreateRevision,
+			ModRevision:    e.ModRevision,
+			Version:        e.Version,
+			Lease:          e.Lease,
+		})
+		return true
+	}
+	if opts.Reverse {
+		idx.Descend(start, end, visit)
+	} else {
+		idx.Ascend(start, end, visit)
+	}
+	return res
 }
 
 // filterKVs drops the KVs outside the request's inclusive mod and create

@@ -8,6 +8,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/synod-io/synod/internal/keyindex"
 )
 
 // Txn applies a txn request in three steps, as etcd does:
@@ -194,7 +196,7 @@ func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) 
 		if rev <= 0 {
 			rev = c.currentRev()
 		}
-		resp, err := executeRange(c.a.reader(), req.RequestRange, rev, c.currentRev())
+		resp, err := executeRange(c.a.reader(), c.a.index(), req.RequestRange, rev, c.currentRev())
 		if err != nil {
 			return nil, err
 		}
@@ -245,10 +247,10 @@ func IsReadOnlyTxn(r *pb.TxnRequest) bool {
 // ReadTxn serves a read-only txn (IsReadOnlyTxn) outside apply, from a DB or
 // snapshot reader whose applied state is m, with the same code, checks and
 // errors as apply: the response is the one applying it would give.
-func ReadTxn(r pebble.Reader, m Meta, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+func ReadTxn(r pebble.Reader, idx *keyindex.Snapshot, m Meta, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if !IsReadOnlyTxn(req) {
 		return nil, fmt.Errorf("txn writes: it must be applied through raft")
 	}
-	a := Applier{Reader: r, Meta: &m}
+	a := Applier{Reader: r, LiveSnapshot: idx, Meta: &m}
 	return a.Txn(req)
 }

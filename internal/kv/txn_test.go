@@ -398,7 +398,7 @@ func TestReadTxnMatchesApply(t *testing.T) {
 
 func TestReadTxnRefusesWrites(t *testing.T) {
 	e := newEnv(t)
-	if _, err := ReadTxn(e.db, e.meta, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("a", "1")}}); err == nil {
+	if _, err := ReadTxn(e.db, nil, e.meta, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("a", "1")}}); err == nil {
 		t.Fatalf("ReadTxn of a txn with a put: got no error, want one")
 	}
 }

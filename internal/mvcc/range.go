@@ -54,11 +54,64 @@ func Range(r pebble.Reader, key, end []byte, rev int64, opts RangeOptions) (res 
 	return s.res, nil
 }
 
+// Live calls fn with every key live at revision rev, in key order, without
+// its value, until fn returns an error. It is how an in-memory index of the
+// live keys (package keyindex) is built from the store.
+func Live(r pebble.Reader, rev int64, fn func(*mvccpb.KeyValue) error) (err error) {
+	if rev <= 0 {
+		return nil
+	}
+	c, err := openCursor(r, keys.MVCCBound(nil), keys.MVCCEnd(nil))
+	if err != nil {
+		return err
+	}
+	defer c.close(&err)
+	s := &rangeScan{rev: rev, opts: RangeOptions{KeysOnly: true}, each: fn}
+	return s.forward(c)
+}
+
+// FillValues reads the values of kvs, each the version of its key at its
+// ModRevision, which must exist, be live and match the other fields: kvs
+// come from an index of the live keys, and a mismatch means the index and
+// the store disagree, which is reported rather than answered.
+func FillValues(r pebble.Reader, kvs []*mvccpb.KeyValue) (err error) {
+	if len(kvs) == 0 {
+		return nil
+	}
+	c, err := openCursor(r, keys.MVCCBound(nil), keys.MVCCEnd(nil))
+	if err != nil {
+		return err
+	}
+	defer c.close(&err)
+	var k []byte
+	for _, kv := range kvs {
+		k = keys.AppendMVCCKey(k[:0], kv.Key, kv.ModRevision)
+		if !c.it.SeekGE(k) || !bytes.Equal(c.it.Key(), k) {
+			if err := c.done(); err != nil {
+				return err
+			}
+			return fmt.Errorf("version of %q at revision %d is missing: %w", kv.Key, kv.ModRevision, ErrCorrupt)
+		}
+		c.userKey = kv.Key
+		rec, err := c.record()
+		if err != nil {
+			return err
+		}
+		if rec.tombstone || rec.createRev != kv.CreateRevision || rec.version != kv.Version || rec.lease != kv.Lease {
+			return fmt.Errorf("version of %q at revision %d is not the indexed one: %w", kv.Key, kv.ModRevision, ErrCorrupt)
+		}
+		kv.Value = append([]byte(nil), rec.value...)
+	}
+	return nil
+}
+
 // rangeScan accumulates the result of one Range call.
 type rangeScan struct {
 	rev  int64
 	opts RangeOptions
 	res  RangeResult
+	// each, if set, receives every live version instead of res.
+	each func(*mvccpb.KeyValue) error
 }
 
 func (s *rangeScan) forward(c *cursor) error {
@@ -115,6 +168,9 @@ func (s *rangeScan) add(c *cursor) error {
 	rec, err := c.record()
 	if err != nil || rec.tombstone {
 		return err
+	}
+	if s.each != nil {
+		return s.each(rec.keyValue(c.userKey, c.rev, true))
 	}
 	s.res.Count++
 	if s.opts.CountOnly || (s.opts.Limit > 0 && int64(len(s.res.KVs)) >= s.opts.Limit) {

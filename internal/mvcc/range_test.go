@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -162,5 +163,38 @@ func TestRangeInBatchSeesOwnWrites(t *testing.T) {
 	want := []*mvccpb.KeyValue{kv("b", "2", 2, 2, 1, 0)}
 	if !sameKVs(got.KVs, want) || got.Count != 1 {
 		t.Errorf("got %s count %d, want %s count 1", kvsString(got.KVs), got.Count, kvsString(want))
+	}
+}
+
+func TestLiveAndFillValues(t *testing.T) {
+	db := openDB(t)
+	commit(t, db, func(b *pebble.Batch) {
+		mustPut(t, b, "a", "a1", 0, 2, 0)
+		mustPut(t, b, "b", "b1", 5, 3, 0)
+		mustPut(t, b, "a", "a2", 0, 4, 0)
+		mustDelete(t, b, "b", 5, 0)
+		mustPut(t, b, "c", "c1", 0, 6, 0)
+	})
+	var live []*mvccpb.KeyValue
+	if err := Live(db, 5, func(kv *mvccpb.KeyValue) error { live = append(live, kv); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(live), fmt.Sprint([]*mvccpb.KeyValue{
+		{Key: []byte("a"), CreateRevision: 2, ModRevision: 4, Version: 2},
+	}); got != want {
+		t.Fatalf("live at 5: got %s, want %s", got, want)
+	}
+	if err := FillValues(db, live); err != nil || string(live[0].Value) != "a2" {
+		t.Fatalf("fill values: got %q, %v, want \"a2\", nil", live[0].Value, err)
+	}
+	for _, bad := range []*mvccpb.KeyValue{
+		{Key: []byte("a"), CreateRevision: 2, ModRevision: 3, Version: 2},           // no such version
+		{Key: []byte("a"), CreateRevision: 2, ModRevision: 4, Version: 1},           // another version number
+		{Key: []byte("b"), CreateRevision: 3, ModRevision: 5, Version: 1, Lease: 5}, // a tombstone
+		{Key: []byte("b"), CreateRevision: 3, ModRevision: 3, Version: 1},           // another lease
+	} {
+		if err := FillValues(db, []*mvccpb.KeyValue{bad}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("fill values of %v: got %v, want ErrCorrupt", bad, err)
+		}
 	}
 }

@@ -38,6 +38,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	w := mvcc.NewWriter(b)
 	defer w.Close()
 	st := r.state
+	firstEvent := len(out.Events)
 	var results []appliedResult
 	var authRev authRevision
 	for _, e := range ents {
@@ -102,6 +103,17 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	}
 	r.state = st
 	r.log.SetConfState(st.ConfState)
+	if r.index.Revision() != st.KV.Revision {
+		// Every write moves the index with it; this is a bug, and reads
+		// would silently stop using the index: rebuild it and say so.
+		r.logger.Error("index of live keys out of step with the applied state: rebuilding it",
+			"index revision", r.index.Revision(), "revision", st.KV.Revision)
+		if err := r.rebuildIndex(); err != nil {
+			return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
+		}
+	} else if len(out.Events) > firstEvent {
+		r.indexSnap = r.index.Snapshot()
+	}
 	r.publish()
 	r.stateChanged()
 	for _, ar := range results {
@@ -166,7 +178,7 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRev
 	// Only the proposer answers the command: other members skip the reads
 	// of a txn (etcd's concurrency Mutex reads the whole queue in each
 	// acquisition's txn).
-	a := kv.Applier{Batch: b, Writer: w, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != r.id}
+	a := kv.Applier{Batch: b, Writer: w, Live: r.index, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != r.id}
 	var resp any
 	var change *LeaseChange
 	var tok *auth.Token

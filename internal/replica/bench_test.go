@@ -218,7 +218,7 @@ func benchmarkRead(b *testing.B, nKeys int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		resp, err := kv.Range(snap, st.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
+		resp, err := kv.Range(snap, nil, st.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
 		if err != nil || len(resp.Kvs) != 1 {
 			b.Fatalf("get %d: %v, %d keys", i, err, len(resp.GetKvs()))
 		}

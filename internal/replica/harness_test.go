@@ -320,7 +320,8 @@ func readDone(t *testing.T, rd *Read) bool {
 	}
 }
 
-// get reads key on replica id's local state.
+// get reads key on replica id's local state, through the replica's view
+// and index of live keys, and checks that a read of the store alone agrees.
 func (nw *network) get(id uint64, key string) (string, bool) {
 	nw.t.Helper()
 	db := nw.dbs[id]
@@ -328,9 +329,19 @@ func (nw *network) get(id uint64, key string) (string, bool) {
 	if err != nil {
 		nw.t.Fatal(err)
 	}
-	resp, err := kv.Range(db, st.KV, &etcdpb.RangeRequest{Key: []byte(key)})
+	req := &etcdpb.RangeRequest{Key: []byte(key)}
+	want, err := kv.Range(db, nil, st.KV, req)
 	if err != nil {
 		nw.t.Fatalf("get %q on %d: %v", key, id, err)
+	}
+	v := nw.replicas[id].View()
+	defer v.Close()
+	if v.Index() == nil || v.Index().Revision() != st.KV.Revision {
+		nw.t.Fatalf("replica %d: view without an index at revision %d", id, st.KV.Revision)
+	}
+	resp, err := kv.Range(v, v.Index(), v.Pub.KV, req)
+	if err != nil || !proto.Equal(resp, want) {
+		nw.t.Fatalf("replica %d: get %q through the index: got %v, %v, want %v", id, key, resp, err, want)
 	}
 	if len(resp.Kvs) == 0 {
 		return "", false

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/auth"
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftlog"
@@ -119,6 +120,8 @@ type Published struct {
 	NoSpace bool
 	// LeaderChanges counts the leader changes this replica has seen.
 	LeaderChanges uint64
+	// Index indexes the keys live in the applied state, at KV.Revision.
+	Index *keyindex.Snapshot
 }
 
 // LeaseChangeKind says what happened to a lease.
@@ -218,7 +221,11 @@ type Replica struct {
 	log    *raftlog.Storage
 	logger *slog.Logger
 
-	state         AppliedState
+	state AppliedState
+	// index holds the keys live in state, kept up to date by apply;
+	// indexSnap is its frozen copy that goes out with the published state.
+	index         *keyindex.Index
+	indexSnap     *keyindex.Snapshot
 	tick          uint64
 	lead          uint64
 	leaderChanges uint64
@@ -312,6 +319,9 @@ func New(cfg Config) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.rebuildIndex(); err != nil {
+		return nil, fmt.Errorf("range %d: %w", cfg.RangeID, err)
+	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
@@ -356,6 +366,15 @@ type View struct {
 	Pub  *Published
 	seq  uint64
 	refs atomic.Int32
+}
+
+// Index returns the index of the keys live in the view, or nil when the
+// view does not hold a published state exactly (Pub is nil).
+func (v *View) Index() *keyindex.Snapshot {
+	if v.Pub == nil {
+		return nil
+	}
+	return v.Pub.Index
 }
 
 // Close releases the caller's reference to the view. Closing it twice is
@@ -450,7 +469,19 @@ func (r *Replica) publish() {
 		Initialized:   r.state.Index > 0,
 		NoSpace:       r.state.NoSpace,
 		LeaderChanges: r.leaderChanges,
+		Index:         r.indexSnap,
 	})
+}
+
+// rebuildIndex builds the index of the live keys from the store, which
+// must hold exactly the applied state.
+func (r *Replica) rebuildIndex() error {
+	x, err := kv.BuildIndex(r.db, r.state.KV.Revision)
+	if err != nil {
+		return err
+	}
+	r.index, r.indexSnap = x, x.Snapshot()
+	return nil
 }
 
 // Status returns Raft's full status (progress of followers when leader).

@@ -540,7 +540,7 @@ func TestViewsShareOneSnapshotPerState(t *testing.T) {
 		if v.Pub == nil {
 			t.Fatalf("view of a quiet replica: got no published state")
 		}
-		resp, err := kv.Range(v, v.Pub.KV, &etcdpb.RangeRequest{Key: []byte("k")})
+		resp, err := kv.Range(v, v.Index(), v.Pub.KV, &etcdpb.RangeRequest{Key: []byte("k")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -243,6 +243,9 @@ func (r *Replica) finishSnapshotInstall(snap *pb.Snapshot) error {
 		delete(r.proposals, id)
 		p.complete(Result{Err: ErrAbandoned})
 	}
+	if err := r.rebuildIndex(); err != nil {
+		return fmt.Errorf("range %d: installed snapshot: %w", r.cfg.RangeID, err)
+	}
 	r.logger.Info("installed snapshot", "index", st.Index, "term", st.Term, "revision", st.KV.Revision)
 	r.publish()
 	return nil

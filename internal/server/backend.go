@@ -155,14 +155,14 @@ func (s *Server) view() (*replica.View, kv.Meta, error) {
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	return read(ctx, s, !req.Serializable, func(snap *replica.View, m kv.Meta) (*pb.RangeResponse, error) {
-		return kv.Range(snap, m, req)
+		return kv.Range(snap, snap.Index(), m, req)
 	})
 }
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	return read(ctx, s, true, func(snap *replica.View, m kv.Meta) (*pb.TxnResponse, error) {
-		return kv.ReadTxn(snap, m, req)
+		return kv.ReadTxn(snap, snap.Index(), m, req)
 	})
 }
 
