@@ -39,6 +39,9 @@ func (x *Index) Put(e *Entry) { x.tree.ReplaceOrInsert(e) }
 // Delete removes key, if live.
 func (x *Index) Delete(key []byte) { x.tree.Delete(&Entry{Key: key}) }
 
+// Has reports whether key is live.
+func (x *Index) Has(key []byte) bool { return x.tree.Has(&Entry{Key: key}) }
+
 // SetRevision records the store revision the index now reflects.
 func (x *Index) SetRevision(rev int64) { x.rev = rev }
 

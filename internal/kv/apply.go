@@ -163,9 +163,14 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	var prev, kv *mvccpb.KeyValue
 	var err error
-	if c.a.Writer != nil {
+	switch x := c.a.Live; {
+	case x != nil && x.Revision() == c.currentRev() && !x.Has(key):
+		// Not live: there is no previous version to read, and a new key
+		// (the common case) would cost a seek through every level.
+		kv, err = mvcc.PutNew(c.a.Batch, key, value, lease, c.rev, c.sub)
+	case c.a.Writer != nil:
 		prev, kv, err = c.a.Writer.Put(key, value, lease, c.rev, c.sub)
-	} else {
+	default:
 		prev, kv, err = mvcc.Put(c.a.Batch, key, value, lease, c.rev, c.sub)
 	}
 	if err != nil {

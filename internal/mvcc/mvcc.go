@@ -135,6 +135,22 @@ func (w *Writer) Put(key, value []byte, lease, rev int64, sub int32) (prev, kv *
 	return prev, rec.keyValue(key, rev, false), nil
 }
 
+// PutNew writes value as the first version of a new life of key at
+// revision rev, without reading: the caller knows that key is not live (it
+// never existed, or its newest version is a tombstone below rev), as an
+// index of the live keys does. The version written is returned; there is no
+// previous one.
+func PutNew(w pebble.Writer, key, value []byte, lease, rev int64, sub int32) (*mvccpb.KeyValue, error) {
+	if err := checkWrite(key, rev, sub); err != nil {
+		return nil, err
+	}
+	rec := record{sub: sub, createRev: rev, version: 1, lease: lease, value: value}
+	if err := w.Set(keys.MVCCKey(key, rev), appendRecord(nil, rec), nil); err != nil {
+		return nil, fmt.Errorf("put %q at revision %d: %w", key, rev, err)
+	}
+	return rec.keyValue(key, rev, false), nil
+}
+
 // Delete writes a tombstone for key at revision rev with sub-revision sub if
 // the key is live, and returns the live version it hid. It writes nothing and
 // returns nil when the key does not exist.

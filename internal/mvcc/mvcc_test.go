@@ -275,3 +275,27 @@ func TestWriterBoundsMatchKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestPutNewStartsANewLife checks that PutNew writes what Put writes for a
+// key that is not live: version 1, created at the write's revision.
+func TestPutNewStartsANewLife(t *testing.T) {
+	db := openDB(t)
+	commit(t, db, func(b *pebble.Batch) {
+		mustPut(t, b, "k", "v1", 0, 2, 0)
+		mustDelete(t, b, "k", 3, 0)
+		for _, k := range []string{"k", "fresh"} {
+			kv, err := PutNew(b, []byte(k), []byte("v2"), 7, 4, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &mvccpb.KeyValue{Key: []byte(k), CreateRevision: 4, ModRevision: 4, Version: 1, Lease: 7, Value: []byte("v2")}
+			if !proto.Equal(kv, want) {
+				t.Errorf("put new %q: got %v, want %v", k, kv, want)
+			}
+			got, err := Get(b, []byte(k), 4)
+			if err != nil || !proto.Equal(got, want) {
+				t.Errorf("get %q after put new: got %v, %v, want %v", k, got, err, want)
+			}
+		}
+	})
+}
