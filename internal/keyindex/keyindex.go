@@ -48,9 +48,6 @@ func (x *Index) SetRevision(rev int64) { x.rev = rev }
 // Revision is the store revision the index reflects.
 func (x *Index) Revision() int64 { return x.rev }
 
-// Len is the number of live keys.
-func (x *Index) Len() int { return x.tree.Len() }
-
 // Snapshot returns a frozen copy of the index, safe to read from any
 // goroutine while the index goes on changing.
 func (x *Index) Snapshot() *Snapshot {
@@ -65,15 +62,6 @@ type Snapshot struct {
 
 // Revision is the store revision the snapshot reflects.
 func (s *Snapshot) Revision() int64 { return s.rev }
-
-// Len is the number of live keys.
-func (s *Snapshot) Len() int { return s.tree.Len() }
-
-// Get returns the entry of key, or nil if it is not live.
-func (s *Snapshot) Get(key []byte) *Entry {
-	e, _ := s.tree.Get(&Entry{Key: key})
-	return e
-}
 
 // Ascend calls fn on the live keys in [start, end) in ascending order until
 // fn returns false. A nil end means no upper bound. The entries must not be

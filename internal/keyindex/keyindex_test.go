@@ -85,7 +85,7 @@ func TestSnapshotsStayFrozen(t *testing.T) {
 		wg.Go(func() {
 			for range 3 {
 				if got := keysOf(s, nil, nil, false); got != strings.Join(want, ",") {
-					errs <- fmt.Errorf("snapshot at revision %d: got %d keys %.40q..., want %d", s.Revision(), s.Len(), got, len(want))
+					errs <- fmt.Errorf("snapshot at revision %d: got keys %.60q..., want %d keys", s.Revision(), got, len(want))
 					return
 				}
 			}
@@ -98,16 +98,18 @@ func TestSnapshotsStayFrozen(t *testing.T) {
 	}
 }
 
-func TestGet(t *testing.T) {
+func TestHasAndFrozenEntries(t *testing.T) {
 	x := New(3)
 	x.Put(&Entry{Key: []byte("a"), CreateRevision: 2, ModRevision: 3, Version: 2, Lease: 7})
 	s := x.Snapshot()
 	x.Delete([]byte("a"))
-	if e := s.Get([]byte("a")); e == nil || e.ModRevision != 3 || e.Lease != 7 {
-		t.Fatalf("get a in the snapshot: got %+v, want mod revision 3, lease 7", e)
+	if x.Has([]byte("a")) {
+		t.Fatalf("has a after delete: got true, want false")
 	}
-	if e := x.Snapshot().Get([]byte("a")); e != nil {
-		t.Fatalf("get a after delete: got %+v, want nil", e)
+	var got []Entry
+	s.Ascend([]byte("a"), nil, func(e *Entry) bool { got = append(got, *e); return true })
+	if len(got) != 1 || got[0].ModRevision != 3 || got[0].Lease != 7 {
+		t.Fatalf("a in the snapshot taken before the delete: got %+v, want mod revision 3, lease 7", got)
 	}
 	if got, want := s.Revision(), int64(3); got != want {
 		t.Fatalf("revision: got %d, want %d", got, want)
