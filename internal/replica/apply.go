@@ -38,7 +38,6 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	w := mvcc.NewWriter(b)
 	defer w.Close()
 	st := r.state
-	firstEvent := len(out.Events)
 	var results []appliedResult
 	var authRev authRevision
 	for _, e := range ents {
@@ -111,7 +110,8 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 		if err := r.rebuildIndex(); err != nil {
 			return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
 		}
-	} else if len(out.Events) > firstEvent {
+	} else if r.indexSnap.Revision() != r.index.Revision() {
+		// The batch wrote: publish the index as it now is.
 		r.indexSnap = r.index.Snapshot()
 	}
 	r.publish()
