@@ -1,9 +1,9 @@
 package raftlog
 
 import (
-	"google.golang.org/protobuf/proto"
-
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/synod-io/synod/internal/raftwire"
 )
 
 // entryCache holds a contiguous suffix of the log, bounded in bytes.
@@ -68,7 +68,7 @@ func (c *entryCache) append(ents []*pb.Entry) {
 		}
 	}
 	for _, e := range ents {
-		s := uint64(proto.Size(e))
+		s := uint64(raftwire.EntrySize(e))
 		c.ents = append(c.ents, e)
 		c.sizes = append(c.sizes, s)
 		c.bytes += s

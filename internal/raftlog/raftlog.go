@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/raftwire"
 )
 
 // TruncatedState is the index and term of the last entry removed from the log.
@@ -209,7 +210,7 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 		if e.GetIndex() != next {
 			return nil, raft.ErrUnavailable
 		}
-		size += uint64(proto.Size(e))
+		size += uint64(raftwire.EntrySize(e))
 		if len(ents) > 0 && size > maxSize {
 			break
 		}
@@ -249,7 +250,7 @@ func (s *Storage) Append(b *pebble.Batch, ents []*pb.Entry) error {
 	var buf []byte
 	for _, e := range ents {
 		var err error
-		buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], e)
+		buf, err = raftwire.AppendEntry(buf[:0], e)
 		if err != nil {
 			return fmt.Errorf("encode log entry %d: %w", e.GetIndex(), err)
 		}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/raftwire"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -341,6 +342,7 @@ func (p *peer) run() {
 	// inFlight holds a message of each range sent on the current stream:
 	// if the stream breaks, they may have been lost.
 	var inFlight []outMsg
+	var buf []byte // reused to encode each batch's messages
 	backoff := 50 * time.Millisecond
 	for {
 		select {
@@ -379,7 +381,8 @@ func (p *peer) run() {
 			}
 			stream, broken, backoff = s, b, 50*time.Millisecond
 		}
-		if err := p.sendBatch(stream, batch); err != nil {
+		var err error
+		if buf, err = p.sendBatch(stream, batch, buf); err != nil {
 			p.dropped(batch)
 			p.t.logger.Debug("peer stream broke", "peer", fmt.Sprintf("%x", p.id), "err", err)
 			stream, broken, inFlight = nil, nil, nil
@@ -434,25 +437,34 @@ func (p *peer) openRaftStream(ctx context.Context) (grpc.ClientStream, <-chan er
 // maxFrameBytes bounds one frame of Raft messages.
 const maxFrameBytes = 8 << 20
 
-func (p *peer) sendBatch(stream grpc.ClientStream, batch []outMsg) error {
-	f := raftFrame{clusterID: p.t.cfg.ClusterID, from: p.t.cfg.NodeID}
+// sendBatch encodes batch into frames and sends them. buf is scratch space
+// for the encoded messages; it is returned for the next batch.
+func (p *peer) sendBatch(stream grpc.ClientStream, batch []outMsg, buf []byte) ([]byte, error) {
+	f := raftFrame{clusterID: p.t.cfg.ClusterID, from: p.t.cfg.NodeID, items: make([]raftItem, 0, len(batch))}
 	size := 0
+	buf = buf[:0]
 	for i, m := range batch {
-		b, err := proto.Marshal(m.msg)
+		start := len(buf)
+		var err error
+		buf, err = raftwire.AppendMessage(buf, m.msg)
 		if err != nil {
-			return fmt.Errorf("encode raft message: %w", err)
+			return buf, fmt.Errorf("encode raft message: %w", err)
 		}
+		b := buf[start:]
 		if size > 0 && size+len(b) > maxFrameBytes {
 			if err := stream.SendMsg(&f); err != nil {
 				p.dropped(batch[i:])
-				return err
+				return buf, err
 			}
 			f.items, size = f.items[:0], 0
 		}
 		f.items = append(f.items, raftItem{rangeID: uint64(m.rangeID), msg: b})
 		size += len(b)
 	}
-	return stream.SendMsg(&f)
+	if cap(buf) > maxFrameBytes {
+		buf = nil // a snapshot-sized batch: do not keep its buffer
+	}
+	return buf, stream.SendMsg(&f)
 }
 
 func (p *peer) dropped(batch []outMsg) {
@@ -656,8 +668,10 @@ func (t *Transport) deliver(f *raftFrame) {
 		}
 	}
 	for _, it := range f.items {
-		m := &pb.Message{}
-		if err := proto.Unmarshal(it.msg, m); err != nil {
+		// The frame was decoded from a private copy (codec.Unmarshal), so
+		// the message may alias it.
+		m, err := raftwire.DecodeMessage(it.msg)
+		if err != nil {
 			t.logger.Warn("dropping undecodable raft message", "from", fmt.Sprintf("%x", f.from), "err", err)
 			continue
 		}
