@@ -544,28 +544,48 @@ func (r *Replica) ReportSnapshot(peer uint64, ok bool) {
 	r.rn.ReportSnapshot(peer, status)
 }
 
-// Propose submits a command. The proposal completes when the command has
+// Propose submits commands. Each proposal completes when its command has
 // been applied on this node, or fails fast when Raft cannot take it.
-func (r *Replica) Propose(p *Proposal) {
+// Proposals submitted together reach Raft as one message: the leader appends
+// them at once and sends each follower one append for all of them, instead of
+// one append (and one acknowledgement) per proposal.
+func (r *Replica) Propose(ps ...*Proposal) {
 	if r.stopped {
-		p.complete(Result{Err: ErrStopped})
+		for _, p := range ps {
+			p.complete(Result{Err: ErrStopped})
+		}
 		return
 	}
-	if _, dup := r.proposals[p.RequestID]; dup {
-		p.complete(Result{Err: fmt.Errorf("duplicate request id %d", p.RequestID)})
+	taken := make([]*Proposal, 0, len(ps))
+	ents := make([]*pb.Entry, 0, len(ps))
+	for _, p := range ps {
+		if _, dup := r.proposals[p.RequestID]; dup {
+			p.complete(Result{Err: fmt.Errorf("duplicate request id %d", p.RequestID)})
+			continue
+		}
+		r.proposals[p.RequestID] = p
+		taken = append(taken, p)
+		ents = append(ents, &pb.Entry{Data: p.Data})
+	}
+	if len(ents) == 0 {
 		return
 	}
-	if err := r.rn.Propose(p.Data); err != nil {
+	err := r.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(r.id), Entries: ents})
+	if err != nil {
 		if r.rn.BasicStatus().Lead == raft.None {
 			err = ErrNoLeader
 		} else if errors.Is(err, raft.ErrProposalDropped) {
 			err = ErrDropped
 		}
-		p.complete(Result{Err: err})
-		return
 	}
-	p.proposedTick = r.tick
-	r.proposals[p.RequestID] = p
+	for _, p := range taken {
+		if err != nil {
+			delete(r.proposals, p.RequestID)
+			p.complete(Result{Err: err})
+			continue
+		}
+		p.proposedTick = r.tick
+	}
 }
 
 // ProposeConfChange submits a Raft configuration change; it completes like a

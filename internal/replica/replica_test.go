@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -590,5 +591,49 @@ func TestViewsShareOneSnapshotPerState(t *testing.T) {
 		t.Fatalf("view after a tick: got the unshared view back")
 	} else {
 		e.Close()
+	}
+}
+
+// TestProposalsSubmittedTogetherShareAnAppend: proposals handed to Propose
+// at once go to each follower in one append, and each still completes with
+// its own result. A duplicate request ID within the batch fails alone.
+func TestProposalsSubmittedTogetherShareAnAppend(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "warm", "up")
+	nw.stabilize()
+	var ps []*Proposal
+	for i := range 10 {
+		payload, _ := proto.Marshal(&etcdpb.PutRequest{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+		nw.nextReq++
+		cmd := raftcmd.Command{RangeID: testRange, Proposer: 1, RequestID: nw.nextReq, Kind: raftcmd.KindPut, Payload: payload}
+		ps = append(ps, NewProposal(nw.nextReq, cmd.Encode(nil)))
+	}
+	dup := NewProposal(ps[3].RequestID, ps[3].Data)
+	nw.replicas[1].Propose(append(ps, dup)...)
+	nw.ready()
+	appends := map[uint64]int{}
+	for _, m := range nw.queue {
+		if m.GetType() == pb.MsgApp && len(m.GetEntries()) > 0 {
+			appends[m.GetTo()]++
+			if got := len(m.GetEntries()); got != len(ps) {
+				t.Fatalf("append to %d: got %d entries, want %d", m.GetTo(), got, len(ps))
+			}
+		}
+	}
+	if appends[2] != 1 || appends[3] != 1 {
+		t.Fatalf("appends per follower: got %v, want one each to 2 and 3", appends)
+	}
+	if res := result(t, dup); res.Err == nil {
+		t.Fatal("duplicate request id in a batch: got no error")
+	}
+	nw.stabilize()
+	for i, p := range ps {
+		if res := result(t, p); res.Err != nil {
+			t.Fatalf("proposal %d: %v", i, res.Err)
+		}
+		for _, id := range nw.ids {
+			nw.mustGet(id, fmt.Sprintf("k%d", i), "v")
+		}
 	}
 }

@@ -147,8 +147,8 @@ func (h *handle) run(ctx context.Context) {
 		for _, peer := range box.unreachable {
 			h.r.ReportUnreachable(peer)
 		}
-		for _, p := range box.proposals {
-			h.r.Propose(p)
+		if len(box.proposals) > 0 {
+			h.r.Propose(box.proposals...)
 		}
 		for _, rd := range box.reads {
 			h.r.ReadIndex(rd)
