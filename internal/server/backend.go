@@ -103,9 +103,7 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 		// The auth revision the request was authorized at, if auth is on.
 		AuthRevision: auth.RevisionFromContext(ctx),
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)))
+	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)), s.timeouts.After(s.cfg.RequestTimeout))
 	if err != nil {
 		s.metrics.ProposalsFailed.Inc()
 		return nil, err
@@ -116,9 +114,7 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 // linearize waits until this node has applied everything committed before
 // the call.
 func (s *Server) linearize(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	return s.store.ReadIndex(ctx, keys.FirstRangeID)
+	return s.store.ReadIndex(ctx, keys.FirstRangeID, s.timeouts.After(s.cfg.RequestTimeout))
 }
 
 // errJoining is the answer of a member that joined a cluster and has not

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
@@ -476,6 +477,40 @@ func TestNoLeaderError(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("put on a node without quorum: got %v, want %v", err, rpctypes.ErrGRPCNoLeader)
 		}
+	}
+}
+
+// TestRequestTimesOutWhileItsReplicaIsStuck holds a member's replica loop
+// (a hung disk would): a write sent to that member must end with etcd's
+// "request timed out" after RequestTimeout, not wait for the client's
+// deadline.
+func TestRequestTimesOutWhileItsReplicaIsStuck(t *testing.T) {
+	gate := testcluster.NewApplyGate(func(replica.ApplyOutput) bool { return true })
+	defer gate.Release()
+	const timeout = 500 * time.Millisecond
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.RequestTimeout = timeout
+		cfg.TestingBeforeApply = gate.Hook(i)
+	}})
+	leader := c.WaitLeader()
+	stuck := c.Followers(leader)[0]
+	gate.Arm(stuck)
+	ctx := testcluster.Context(t, 30*time.Second)
+	if _, err := c.Client(leader).Put(ctx, "a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gate.Held():
+	case <-ctx.Done():
+		t.Fatal("the follower never applied the put")
+	}
+	start := time.Now()
+	_, err := c.Client(stuck).Put(ctx, "b", "2")
+	if !errors.Is(err, rpctypes.ErrTimeout) {
+		t.Fatalf("put through a stuck member: got %v, want %v", err, rpctypes.ErrTimeout)
+	}
+	if took := time.Since(start); took < timeout {
+		t.Fatalf("timed out after %v, before RequestTimeout (%v)", took, timeout)
 	}
 }
 

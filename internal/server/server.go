@@ -26,6 +26,7 @@ import (
 
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/coarsetimer"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
@@ -67,6 +68,8 @@ type Server struct {
 	clientSrv *grpc.Server
 
 	reqIDs atomic.Uint64
+	// timeouts bounds requests' waits for Raft (RequestTimeout).
+	timeouts *coarsetimer.Timer
 	// installMu keeps physical compaction and snapshot installs apart.
 	installMu sync.RWMutex
 	// confMu serializes the membership changes this node makes as leader.
@@ -89,13 +92,14 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, fatal: make(chan error, 1)}
+	s := &Server{cfg: cfg, fatal: make(chan error, 1), timeouts: coarsetimer.New(timeoutResolution)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	s.goBackground(s.timeouts.Run)
 
 	if s.peerLis, err = listen(cfg.PeerListener, cfg.PeerAddr); err != nil {
 		return nil, fmt.Errorf("listen for peers: %w", err)
@@ -421,6 +425,10 @@ func (s *Server) ClusterID() uint64 { return s.id.ClusterID }
 // requests (see grpc.NumStreamWorkers): enough for the requests a member has
 // in flight under heavy load, which mostly wait for Raft.
 const clientStreamWorkers = 256
+
+// timeoutResolution is how late past RequestTimeout a request's wait for Raft
+// may end.
+const timeoutResolution = 100 * time.Millisecond
 
 // Published returns the published state of the first range's replica.
 func (s *Server) Published() *replica.Published {

@@ -159,7 +159,10 @@ func (s *Store) View(id keys.RangeID) (*replica.View, error) {
 }
 
 // Propose submits a proposal to a range and waits for its result or ctx.
-func (s *Store) Propose(ctx context.Context, id keys.RangeID, p *replica.Proposal) (replica.Result, error) {
+//
+// A closed timeout (nil: none) ends the wait with context.DeadlineExceeded,
+// as a deadline on ctx would, without a timer per call.
+func (s *Store) Propose(ctx context.Context, id keys.RangeID, p *replica.Proposal, timeout <-chan struct{}) (replica.Result, error) {
 	h, err := s.handle(id)
 	if err != nil {
 		return replica.Result{}, err
@@ -170,13 +173,16 @@ func (s *Store) Propose(ctx context.Context, id keys.RangeID, p *replica.Proposa
 		return res, nil
 	case <-ctx.Done():
 		return replica.Result{}, ctx.Err()
+	case <-timeout:
+		return replica.Result{}, context.DeadlineExceeded
 	}
 }
 
 // ReadIndex waits until the range's replica has applied everything committed
 // before the call, as confirmed by a quorum: a linearizable read may then be
 // served from local state.
-func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID) error {
+// A closed timeout (nil: none) ends the wait as Propose's does.
+func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID, timeout <-chan struct{}) error {
 	h, err := s.handle(id)
 	if err != nil {
 		return err
@@ -188,6 +194,8 @@ func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-timeout:
+		return context.DeadlineExceeded
 	}
 }
 
