@@ -25,6 +25,10 @@ const degree = 32
 type Index struct {
 	tree *btree.BTreeG[*Entry]
 	rev  int64
+	// probe is the search key of Has and Delete, kept here so that each
+	// lookup does not allocate one (the tree's less function makes it
+	// escape). Snapshots, read from other goroutines, cannot share it.
+	probe Entry
 }
 
 // New returns an empty index at revision rev.
@@ -37,10 +41,19 @@ func New(rev int64) *Index {
 func (x *Index) Put(e *Entry) { x.tree.ReplaceOrInsert(e) }
 
 // Delete removes key, if live.
-func (x *Index) Delete(key []byte) { x.tree.Delete(&Entry{Key: key}) }
+func (x *Index) Delete(key []byte) {
+	x.probe.Key = key
+	x.tree.Delete(&x.probe)
+	x.probe.Key = nil
+}
 
 // Has reports whether key is live.
-func (x *Index) Has(key []byte) bool { return x.tree.Has(&Entry{Key: key}) }
+func (x *Index) Has(key []byte) bool {
+	x.probe.Key = key
+	has := x.tree.Has(&x.probe)
+	x.probe.Key = nil
+	return has
+}
 
 // SetRevision records the store revision the index now reflects.
 func (x *Index) SetRevision(rev int64) { x.rev = rev }

@@ -115,3 +115,17 @@ func TestHasAndFrozenEntries(t *testing.T) {
 		t.Fatalf("revision: got %d, want %d", got, want)
 	}
 }
+
+// TestLookupsDoNotAllocate: Has runs for every put an apply batch writes.
+func TestLookupsDoNotAllocate(t *testing.T) {
+	x := New(0)
+	x.Put(&Entry{Key: []byte("a"), ModRevision: 1})
+	key := []byte("a")
+	if got := testing.AllocsPerRun(100, func() {
+		if !x.Has(key) {
+			t.Fatal("a: not live")
+		}
+	}); got != 0 {
+		t.Fatalf("Has: got %v allocations, want 0", got)
+	}
+}

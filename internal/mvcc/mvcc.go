@@ -129,10 +129,11 @@ func (w *Writer) Put(key, value []byte, lease, rev int64, sub int32) (prev, kv *
 	if prev != nil {
 		rec.createRev, rec.version = prev.CreateRevision, prev.Version+1
 	}
-	if err := rw.Set(keys.MVCCKey(key, rev), appendRecord(nil, rec), nil); err != nil {
+	pk, pv, kv := encodeVersion(key, rev, rec)
+	if err := rw.Set(pk, pv, nil); err != nil {
 		return nil, nil, fmt.Errorf("put %q at revision %d: %w", key, rev, err)
 	}
-	return prev, rec.keyValue(key, rev, false), nil
+	return prev, kv, nil
 }
 
 // PutNew writes value as the first version of a new life of key at
@@ -144,11 +145,11 @@ func PutNew(w pebble.Writer, key, value []byte, lease, rev int64, sub int32) (*m
 	if err := checkWrite(key, rev, sub); err != nil {
 		return nil, err
 	}
-	rec := record{sub: sub, createRev: rev, version: 1, lease: lease, value: value}
-	if err := w.Set(keys.MVCCKey(key, rev), appendRecord(nil, rec), nil); err != nil {
+	pk, pv, kv := encodeVersion(key, rev, record{sub: sub, createRev: rev, version: 1, lease: lease, value: value})
+	if err := w.Set(pk, pv, nil); err != nil {
 		return nil, fmt.Errorf("put %q at revision %d: %w", key, rev, err)
 	}
-	return rec.keyValue(key, rev, false), nil
+	return kv, nil
 }
 
 // Delete writes a tombstone for key at revision rev with sub-revision sub if

@@ -1,12 +1,15 @@
 package mvcc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/synod-io/synod/internal/keys"
 )
 
 // ErrCorrupt is wrapped by every error reporting a malformed stored version.
@@ -26,6 +29,33 @@ type record struct {
 	version   int64
 	lease     int64
 	value     []byte
+}
+
+// maxRecordHeader bounds the bytes appendRecord writes before the value.
+const maxRecordHeader = 1 + 4*binary.MaxVarintLen64
+
+// encodeVersion encodes, in one buffer, the Pebble key and value of r as the
+// version of userKey at rev. It returns them, and the version's KeyValue,
+// whose Value aliases the buffer; its Key is a copy of its own, since an
+// index of live keys may keep it long after the value is gone. Two
+// allocations where four were.
+func encodeVersion(userKey []byte, rev int64, r record) (pk, pv []byte, kv *mvccpb.KeyValue) {
+	// The Pebble key escapes each zero byte of userKey into two.
+	buf := make([]byte, 0, 2*len(userKey)+11+maxRecordHeader+len(r.value))
+	buf = keys.AppendMVCCKey(buf, userKey, rev)
+	k := len(buf)
+	buf = appendRecord(buf, r)
+	kv = &mvccpb.KeyValue{
+		Key:            bytes.Clone(userKey),
+		CreateRevision: r.createRev,
+		ModRevision:    rev,
+		Version:        r.version,
+		Lease:          r.lease,
+	}
+	if len(r.value) > 0 {
+		kv.Value = buf[len(buf)-len(r.value):]
+	}
+	return buf[:k:k], buf[k:], kv
 }
 
 // appendRecord appends the encoding of r to dst.
