@@ -25,7 +25,7 @@ const degree = 32
 type Index struct {
 	tree *btree.BTreeG[*Entry]
 	rev  int64
-	// probe is the search key of Has and Delete, kept here so that each
+	// probe is the search key of Get and Delete, kept here so that each
 	// lookup does not allocate one (the tree's less function makes it
 	// escape). Snapshots, read from other goroutines, cannot share it.
 	probe Entry
@@ -47,12 +47,13 @@ func (x *Index) Delete(key []byte) {
 	x.probe.Key = nil
 }
 
-// Has reports whether key is live.
-func (x *Index) Has(key []byte) bool {
+// Get returns key's entry if key is live. Entries are never modified once
+// put: the caller may keep it.
+func (x *Index) Get(key []byte) (*Entry, bool) {
 	x.probe.Key = key
-	has := x.tree.Has(&x.probe)
+	e, ok := x.tree.Get(&x.probe)
 	x.probe.Key = nil
-	return has
+	return e, ok
 }
 
 // SetRevision records the store revision the index now reflects.

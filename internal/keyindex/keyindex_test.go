@@ -98,13 +98,16 @@ func TestSnapshotsStayFrozen(t *testing.T) {
 	}
 }
 
-func TestHasAndFrozenEntries(t *testing.T) {
+func TestGetAndFrozenEntries(t *testing.T) {
 	x := New(3)
 	x.Put(&Entry{Key: []byte("a"), CreateRevision: 2, ModRevision: 3, Version: 2, Lease: 7})
+	if e, ok := x.Get([]byte("a")); !ok || e.Version != 2 || e.Lease != 7 {
+		t.Fatalf("get a: got %+v, %v, want version 2, lease 7", e, ok)
+	}
 	s := x.Snapshot()
 	x.Delete([]byte("a"))
-	if x.Has([]byte("a")) {
-		t.Fatalf("has a after delete: got true, want false")
+	if _, ok := x.Get([]byte("a")); ok {
+		t.Fatalf("get a after delete: got it, want none")
 	}
 	var got []Entry
 	s.Ascend([]byte("a"), nil, func(e *Entry) bool { got = append(got, *e); return true })
@@ -116,16 +119,16 @@ func TestHasAndFrozenEntries(t *testing.T) {
 	}
 }
 
-// TestLookupsDoNotAllocate: Has runs for every put an apply batch writes.
+// TestLookupsDoNotAllocate: Get runs for every put an apply batch writes.
 func TestLookupsDoNotAllocate(t *testing.T) {
 	x := New(0)
 	x.Put(&Entry{Key: []byte("a"), ModRevision: 1})
 	key := []byte("a")
 	if got := testing.AllocsPerRun(100, func() {
-		if !x.Has(key) {
-			t.Fatal("a: not live")
+		if e, ok := x.Get(key); !ok || e.ModRevision != 1 {
+			t.Fatalf("a: got %v, %v, want the entry at 1", e, ok)
 		}
 	}); got != 0 {
-		t.Fatalf("Has: got %v allocations, want 0", got)
+		t.Fatalf("Get: got %v allocations, want 0", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/mvcc"
 )
 
@@ -163,11 +164,26 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	var prev, kv *mvccpb.KeyValue
 	var err error
-	switch x := c.a.Live; {
-	case x != nil && x.Revision() == c.currentRev() && !x.Has(key):
+	var old *keyindex.Entry
+	live, unread := false, false
+	x := c.a.Live
+	indexed := x != nil && x.Revision() == c.currentRev()
+	if indexed {
+		old, live = x.Get(key)
+	}
+	switch {
+	case indexed && !live:
 		// Not live: there is no previous version to read, and a new key
 		// (the common case) would cost a seek through every level.
 		kv, err = mvcc.PutNew(c.a.Batch, key, value, lease, c.rev, c.sub)
+	case indexed && !r.GetPrevKv():
+		// Live: the index knows the previous version's revisions and lease,
+		// all the new version needs. Its value is read only if a watcher
+		// asks for it (Event.ReadPrev); reading it here cost a seek through
+		// every level of the store for every overwrite.
+		prev = &mvccpb.KeyValue{Key: old.Key, CreateRevision: old.CreateRevision, ModRevision: old.ModRevision, Version: old.Version, Lease: old.Lease}
+		unread = true
+		kv, err = mvcc.PutKnown(c.a.Batch, key, value, lease, c.rev, c.sub, old.CreateRevision, old.Version+1)
 	case c.a.Writer != nil:
 		prev, kv, err = c.a.Writer.Put(key, value, lease, c.rev, c.sub)
 	default:
@@ -184,7 +200,7 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 		x.Put(indexEntry(kv))
 		x.SetRevision(c.rev)
 	}
-	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev})
+	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev, PrevValueUnread: unread})
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: c.rev}}
 	if r.GetPrevKv() {
 		resp.PrevKv = prev

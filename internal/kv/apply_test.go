@@ -1,13 +1,17 @@
 package kv
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/synod-io/synod/internal/mvcc"
 )
 
 func TestPut(t *testing.T) {
@@ -246,5 +250,68 @@ func TestApplierSharesBatchAcrossCommands(t *testing.T) {
 	wantEvs := []string{"PUT k 1=1", "PUT k 2=2 prev=k@1"}
 	if got := eventStrings(a.Events); !slices.Equal(got, wantEvs) {
 		t.Errorf("events: got %q, want %q", got, wantEvs)
+	}
+}
+
+// TestOverwriteLeavesThePreviousValueUnread: a put over a live key takes the
+// previous version's revisions and lease from the index and leaves its value
+// for Event.ReadPrev, unless the request asks for it; once compaction has
+// removed that version, the event goes without one, as in etcd.
+func TestOverwriteLeavesThePreviousValueUnread(t *testing.T) {
+	e := newEnv(t)
+	e.mustPut(&pb.PutRequest{Key: []byte("a"), Value: []byte("v1"), Lease: 1})
+	put := func(r *pb.PutRequest) (*pb.PutResponse, Event) {
+		t.Helper()
+		b := e.db.NewIndexedBatch()
+		defer b.Close()
+		a := &Applier{Batch: b, Live: e.idx, Meta: &e.meta, Leases: e.leases}
+		resp, err := a.Put(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Events) != 1 {
+			t.Fatalf("got %d events, want 1", len(a.Events))
+		}
+		return resp, a.Events[0]
+	}
+
+	_, ev := put(&pb.PutRequest{Key: []byte("a"), Value: []byte("v2")})
+	if got, want := str(ev.PrevKV), str(kv("a", "", 1, 1, 1, 1)); !ev.PrevValueUnread || got != want {
+		t.Fatalf("overwrite: got prev %s (unread %v), want %s, unread", got, ev.PrevValueUnread, want)
+	}
+	if got := e.leases.attachments(); len(got) != 0 {
+		t.Fatalf("lease attachments after moving a off lease 1: got %q, want none", got)
+	}
+	if err := ev.ReadPrev(e.db); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := str(ev.PrevKV), str(kv("a", "v1", 1, 1, 1, 1)); ev.PrevValueUnread || got != want {
+		t.Fatalf("after ReadPrev: got prev %s, want %s", got, want)
+	}
+
+	resp, ev := put(&pb.PutRequest{Key: []byte("a"), Value: []byte("v3"), PrevKv: true})
+	want := str(kv("a", "v2", 1, 2, 2, 0))
+	if got := str(resp.PrevKv); got != want {
+		t.Fatalf("put with prev_kv: got response prev %s, want %s", got, want)
+	}
+	if got := str(ev.PrevKV); ev.PrevValueUnread || got != want {
+		t.Fatalf("put with prev_kv: got event prev %s (unread %v), want %s", got, ev.PrevValueUnread, want)
+	}
+	if got, want := str(e.get("a")), str(kv("a", "v3", 1, 3, 3, 0)); got != want {
+		t.Fatalf("get a: got %s, want %s", got, want)
+	}
+
+	_, ev = put(&pb.PutRequest{Key: []byte("a"), Value: []byte("v4")})
+	if err := mvcc.Compact(context.Background(), e.db, 4, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.ReadPrev(e.db); err != nil {
+		t.Fatal(err)
+	}
+	if ev.PrevKV != nil || ev.PrevValueUnread {
+		t.Fatalf("previous version compacted: got prev %s, want none", str(ev.PrevKV))
 	}
 }

@@ -131,6 +131,13 @@ func (e *env) apply(fn func(a *Applier) error) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		e.t.Fatalf("commit: %v", err)
 	}
+	// What a watcher that asks for previous values gets (the hub reads
+	// them from the committed store, as here).
+	for i := range a.Events {
+		if err := a.Events[i].ReadPrev(e.db); err != nil {
+			e.t.Fatalf("read previous value: %v", err)
+		}
+	}
 	e.events = append(e.events, a.Events...)
 	return nil
 }

@@ -33,12 +33,36 @@ type Limits struct {
 
 // Event is one change produced by applying a command: the new KV (for a
 // delete, a KV with only Key and ModRevision set) and the previous live KV,
-// if there was one. Watch (a later issue) delivers these. The KVs may be
-// shared with the command's response: treat them as read-only.
+// if there was one. The watch hub delivers these. The KVs may be shared with
+// the command's response: treat them as read-only.
 type Event struct {
 	Type   mvccpb.Event_EventType
 	KV     *mvccpb.KeyValue
 	PrevKV *mvccpb.KeyValue
+	// PrevValueUnread means PrevKV has everything but its value, which apply
+	// did not read: a put over a live key learns the previous version's
+	// revisions and lease from the index of live keys, and only watchers
+	// that ask for previous values need more. ReadPrev reads it.
+	PrevValueUnread bool
+}
+
+// ReadPrev reads the value of e's previous version, if apply left it
+// unread, from r, which must hold that version's revision. When compaction
+// has removed it, e is left without a previous version, as etcd sends an
+// event whose previous version it cannot read.
+func (e *Event) ReadPrev(r pebble.Reader) error {
+	if !e.PrevValueUnread {
+		return nil
+	}
+	prev, err := mvcc.Get(r, e.PrevKV.Key, e.PrevKV.ModRevision)
+	if err != nil {
+		return fmt.Errorf("read previous version of %q at %d: %w", e.PrevKV.Key, e.PrevKV.ModRevision, err)
+	}
+	if prev == nil || prev.ModRevision != e.PrevKV.ModRevision {
+		prev = nil // compacted
+	}
+	e.PrevKV, e.PrevValueUnread = prev, false
+	return nil
 }
 
 // Leases tells apply which leases exist and records key attachment. A nil

@@ -142,10 +142,19 @@ func (w *Writer) Put(key, value []byte, lease, rev int64, sub int32) (prev, kv *
 // index of the live keys does. The version written is returned; there is no
 // previous one.
 func PutNew(w pebble.Writer, key, value []byte, lease, rev int64, sub int32) (*mvccpb.KeyValue, error) {
+	return PutKnown(w, key, value, lease, rev, sub, rev, 1)
+}
+
+// PutKnown writes value as the version of key at revision rev, with the
+// create revision and version the caller knows without reading (from an
+// index of the live keys: the previous version's create revision and its
+// version plus one, or rev and 1 for a key that is not live). The version
+// written is returned.
+func PutKnown(w pebble.Writer, key, value []byte, lease, rev int64, sub int32, createRev, version int64) (*mvccpb.KeyValue, error) {
 	if err := checkWrite(key, rev, sub); err != nil {
 		return nil, err
 	}
-	pk, pv, kv := encodeVersion(key, rev, record{sub: sub, createRev: rev, version: 1, lease: lease, value: value})
+	pk, pv, kv := encodeVersion(key, rev, record{sub: sub, createRev: createRev, version: version, lease: lease, value: value})
 	if err := w.Set(pk, pv, nil); err != nil {
 		return nil, fmt.Errorf("put %q at revision %d: %w", key, rev, err)
 	}

@@ -248,11 +248,18 @@ func TestManyWatchersOneStream(t *testing.T) {
 	// A watcher on the prefix and one with filters and prev_kv.
 	all := cli.Watch(ctx, "many/", clientv3.WithPrefix())
 	dels := cli.Watch(ctx, "many/", clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
+	// Apply leaves the previous value of an overwrite unread: the hub
+	// reads it for this watcher.
+	overwrites := cli.Watch(ctx, "many/0003", clientv3.WithPrevKV())
 	for i := 0; i < n; i++ {
 		put(t, cli, fmt.Sprintf("many/%04d", i), fmt.Sprint(i))
 	}
 	if _, err := cli.Delete(ctx, "many/0007"); err != nil {
 		t.Fatal(err)
+	}
+	put(t, cli, "many/0003", "three")
+	if evs := collectEvents(t, overwrites, 2, 20*time.Second); evs[0].PrevKv != nil || evs[1].PrevKv == nil || string(evs[1].PrevKv.Value) != "3" {
+		t.Fatalf("watcher of an overwritten key with prev_kv: got %+v, want the second put with previous value 3", evs)
 	}
 	for i, ch := range chans {
 		evs := collectEvents(t, ch, 1, 20*time.Second)

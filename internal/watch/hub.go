@@ -104,6 +104,26 @@ func (w *Watcher) event(t mvccpb.Event_EventType, kvv, prev *mvccpb.KeyValue) *m
 	return e
 }
 
+// eventLocked builds w's event for e, a published event (in the ring). For
+// a watcher that asks for previous versions it first reads e's previous
+// value if apply left it unread (kv.Event.PrevValueUnread), once for every
+// watcher: the ring keeps what was read.
+func (h *Hub) eventLocked(w *Watcher, e *kv.Event) *mvccpb.Event {
+	if w.opts.PrevKV && e.PrevValueUnread {
+		r, _, release, err := h.cfg.View()
+		if err == nil {
+			err = e.ReadPrev(r)
+			release()
+		}
+		if err != nil {
+			// As etcd does when it cannot read it, send the event without it.
+			h.cfg.Logger.Warn("watch: cannot read a previous version", "key", string(e.PrevKV.Key), "revision", e.PrevKV.ModRevision, "err", err)
+			e.PrevKV, e.PrevValueUnread = nil, false
+		}
+	}
+	return w.event(e.Type, e.KV, e.PrevKV)
+}
+
 // Response is what a watcher has to send.
 type Response struct {
 	Events []*mvccpb.Event
@@ -346,12 +366,13 @@ func (h *Hub) Publish(events []kv.Event, m kv.Meta) {
 		group := events[i:j]
 		i = j
 		h.appendRingLocked(rev, group)
-		for _, e := range group {
+		for k := range group {
+			e := &group[k]
 			h.matchLocked(e.KV.Key, func(w *Watcher) {
 				if w.next > rev || !w.wants(e.Type) {
 					return
 				}
-				targets[w] = append(targets[w], w.event(e.Type, e.KV, e.PrevKV))
+				targets[w] = append(targets[w], h.eventLocked(w, e))
 			})
 		}
 		for w, evs := range targets {
@@ -594,9 +615,9 @@ func (h *Hub) fromRingLocked(w *Watcher) {
 	first, _ := slices.BinarySearchFunc(h.mu.ring, w.next, func(e ringEntry, rev int64) int { return cmp.Compare(e.rev, rev) })
 	for _, entry := range h.mu.ring[first:] {
 		var evs []*mvccpb.Event
-		for _, e := range entry.events {
-			if w.contains(e.KV.Key) && w.wants(e.Type) {
-				evs = append(evs, w.event(e.Type, e.KV, e.PrevKV))
+		for k := range entry.events {
+			if e := &entry.events[k]; w.contains(e.KV.Key) && w.wants(e.Type) {
+				evs = append(evs, h.eventLocked(w, e))
 			}
 		}
 		if len(evs) > 0 && len(w.pending) > 0 && h.roomLocked(w) < len(evs) {

@@ -10,6 +10,7 @@ import (
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/kv"
 )
 
@@ -19,7 +20,9 @@ type store struct {
 	t       *testing.T
 	db      *pebble.DB
 	meta    kv.Meta
-	pending []kv.Event // applied but not yet published
+	idx     *keyindex.Index // as on a node: overwrites leave previous values unread
+	pending []kv.Event      // applied but not yet published
+	views   int             // calls of view
 }
 
 func newStore(t *testing.T) *store {
@@ -28,14 +31,14 @@ func newStore(t *testing.T) *store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &store{t: t, db: db, meta: kv.Meta{Revision: 1}}
+	return &store{t: t, db: db, meta: kv.Meta{Revision: 1}, idx: keyindex.New(1)}
 }
 
 func (s *store) apply(fn func(a *kv.Applier) error) {
 	s.t.Helper()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	a := kv.Applier{Batch: b, Meta: &s.meta}
+	a := kv.Applier{Batch: b, Meta: &s.meta, Live: s.idx}
 	if err := fn(&a); err != nil {
 		s.t.Fatal(err)
 	}
@@ -67,6 +70,7 @@ func (s *store) publish(h *Hub) {
 // view reads the committed state; like the node's, its counters come from
 // the same moment as its data.
 func (s *store) view() (pebble.Reader, kv.Meta, func(), error) {
+	s.views++
 	return s.db, s.meta, func() {}, nil
 }
 
@@ -149,6 +153,42 @@ func TestLiveEventsFiltersAndPrevKV(t *testing.T) {
 	}
 	if k.notified[all] == 0 {
 		t.Fatalf("watcher with events was not notified")
+	}
+}
+
+// TestPrevValuesReadOnlyForWatchersThatAsk: apply leaves the previous value
+// of an overwrite unread; the hub reads it for a watcher with prev_kv, live
+// or catching up from the ring, and not at all when no watcher asks.
+func TestPrevValuesReadOnlyForWatchersThatAsk(t *testing.T) {
+	s := newStore(t)
+	h := NewHub(Config{View: s.view}, s.meta)
+	k := &sink{}
+	plain := h.Watch(Options{Key: []byte("k")}, k)
+	s.put("k", "v1")
+	s.put("k", "v2")
+	if !s.pending[1].PrevValueUnread {
+		t.Fatal("overwrite read the previous value in apply")
+	}
+	s.publish(h)
+	if evs := mustDrain(t, h, plain); len(evs) != 2 || evs[1].PrevKv != nil {
+		t.Fatalf("watcher without prev_kv: got %v, want 2 events without previous versions", evs)
+	}
+	if s.views != 0 {
+		t.Fatalf("views taken with no watcher asking for previous values: got %d, want 0", s.views)
+	}
+	withPrev := h.Watch(Options{Key: []byte("k"), PrevKV: true}, k)
+	s.put("k", "v3")
+	s.publish(h)
+	evs := mustDrain(t, h, withPrev)
+	if len(evs) != 1 || string(evs[0].PrevKv.GetValue()) != "v2" || evs[0].PrevKv.GetModRevision() != 3 {
+		t.Fatalf("live watcher with prev_kv: got %v, want v3 with previous version v2 at 3", evs)
+	}
+	// From the ring: the event at 3, whose previous value nobody read.
+	fromRing := h.Watch(Options{Key: []byte("k"), PrevKV: true, StartRevision: 3}, k)
+	catchUp(h)
+	evs = mustDrain(t, h, fromRing)
+	if len(evs) != 2 || string(evs[0].PrevKv.GetValue()) != "v1" || string(evs[1].PrevKv.GetValue()) != "v2" {
+		t.Fatalf("watcher from the ring with prev_kv: got %v, want previous values v1, v2", evs)
 	}
 }
 
