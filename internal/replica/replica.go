@@ -546,9 +546,10 @@ func (r *Replica) ReportSnapshot(peer uint64, ok bool) {
 
 // Propose submits commands. Each proposal completes when its command has
 // been applied on this node, or fails fast when Raft cannot take it.
-// Proposals submitted together reach Raft as one message: the leader appends
-// them at once and sends each follower one append for all of them, instead of
-// one append (and one acknowledgement) per proposal.
+// Proposals submitted together reach Raft as few messages as proposalBytes
+// allows: the leader appends each message's entries at once and sends each
+// follower one append for them, instead of one append (and one
+// acknowledgement) per proposal; a follower forwards each message whole.
 func (r *Replica) Propose(ps ...*Proposal) {
 	if r.stopped {
 		for _, p := range ps {
@@ -556,20 +557,36 @@ func (r *Replica) Propose(ps ...*Proposal) {
 		}
 		return
 	}
-	taken := make([]*Proposal, 0, len(ps))
-	ents := make([]*pb.Entry, 0, len(ps))
+	var taken []*Proposal
+	var ents []*pb.Entry
+	size := 0
 	for _, p := range ps {
 		if _, dup := r.proposals[p.RequestID]; dup {
 			p.complete(Result{Err: fmt.Errorf("duplicate request id %d", p.RequestID)})
 			continue
 		}
+		if len(ents) > 0 && size+len(p.Data) > proposalBytes {
+			r.stepProposals(taken, ents)
+			taken, ents, size = nil, nil, 0
+		}
 		r.proposals[p.RequestID] = p
 		taken = append(taken, p)
 		ents = append(ents, &pb.Entry{Data: p.Data})
+		size += len(p.Data)
 	}
-	if len(ents) == 0 {
-		return
+	if len(ents) > 0 {
+		r.stepProposals(taken, ents)
 	}
+}
+
+// proposalBytes bounds the commands of one proposal message (one alone may
+// be larger): a follower forwards the message to the leader whole, in one
+// frame of the transport.
+const proposalBytes = 1 << 20
+
+// stepProposals hands Raft one message of the proposals ps, registered in
+// r.proposals, whose entries are ents. If Raft refuses it, they fail.
+func (r *Replica) stepProposals(ps []*Proposal, ents []*pb.Entry) {
 	err := r.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(r.id), Entries: ents})
 	if err != nil {
 		if r.rn.BasicStatus().Lead == raft.None {
@@ -578,7 +595,7 @@ func (r *Replica) Propose(ps ...*Proposal) {
 			err = ErrDropped
 		}
 	}
-	for _, p := range taken {
+	for _, p := range ps {
 		if err != nil {
 			delete(r.proposals, p.RequestID)
 			p.complete(Result{Err: err})

@@ -637,3 +637,48 @@ func TestProposalsSubmittedTogetherShareAnAppend(t *testing.T) {
 		}
 	}
 }
+
+// TestProposalBatchesAreBounded: proposals submitted together on a follower
+// are forwarded to the leader in messages of at most proposalBytes of
+// commands each (the transport sends a message in one frame), and all of
+// them complete.
+func TestProposalBatchesAreBounded(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.put(1, "warm", "up")
+	nw.stabilize()
+	value := bytes.Repeat([]byte("v"), proposalBytes/3)
+	var ps []*Proposal
+	for i := range 8 {
+		payload, _ := proto.Marshal(&etcdpb.PutRequest{Key: fmt.Appendf(nil, "big%d", i), Value: value})
+		nw.nextReq++
+		cmd := raftcmd.Command{RangeID: testRange, Proposer: 2, RequestID: nw.nextReq, Kind: raftcmd.KindPut, Payload: payload}
+		ps = append(ps, NewProposal(nw.nextReq, cmd.Encode(nil)))
+	}
+	nw.replicas[2].Propose(ps...)
+	nw.ready()
+	var forwarded []int
+	for _, m := range nw.queue {
+		if m.GetType() != pb.MsgProp || m.GetFrom() != 2 {
+			continue
+		}
+		size := 0
+		for _, e := range m.GetEntries() {
+			size += len(e.GetData())
+		}
+		if size > proposalBytes {
+			t.Fatalf("forwarded proposal message of %d bytes of commands, want at most %d", size, proposalBytes)
+		}
+		forwarded = append(forwarded, len(m.GetEntries()))
+	}
+	if !slices.Equal(forwarded, []int{2, 2, 2, 2}) {
+		t.Fatalf("entries per forwarded message: got %v, want [2 2 2 2]", forwarded)
+	}
+	nw.stabilize()
+	for i, p := range ps {
+		if res := result(t, p); res.Err != nil {
+			t.Fatalf("proposal %d: %v", i, res.Err)
+		}
+	}
+	nw.mustGet(3, "big7", string(value))
+}
