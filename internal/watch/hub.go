@@ -107,21 +107,43 @@ func (w *Watcher) event(t mvccpb.Event_EventType, kvv, prev *mvccpb.KeyValue) *m
 // eventLocked builds w's event for e, a published event (in the ring). For
 // a watcher that asks for previous versions it first reads e's previous
 // value if apply left it unread (kv.Event.PrevValueUnread), once for every
-// watcher: the ring keeps what was read.
-func (h *Hub) eventLocked(w *Watcher, e *kv.Event) *mvccpb.Event {
+// watcher: the ring keeps what was read, and counts its bytes.
+func (h *Hub) eventLocked(w *Watcher, e *kv.Event, pr *prevReader) *mvccpb.Event {
 	if w.opts.PrevKV && e.PrevValueUnread {
-		r, _, release, err := h.cfg.View()
-		if err == nil {
-			err = e.ReadPrev(r)
-			release()
-		}
-		if err != nil {
+		before := proto.Size(e.PrevKV)
+		if err := pr.read(e); err != nil {
 			// As etcd does when it cannot read it, send the event without it.
 			h.cfg.Logger.Warn("watch: cannot read a previous version", "key", string(e.PrevKV.Key), "revision", e.PrevKV.ModRevision, "err", err)
 			e.PrevKV, e.PrevValueUnread = nil, false
 		}
+		h.addRingBytesLocked(e.KV.ModRevision, proto.Size(e.PrevKV)-before)
 	}
 	return w.event(e.Type, e.KV, e.PrevKV)
+}
+
+// prevReader reads the previous values of one pass over published events
+// from one view of the store, taken when first needed.
+type prevReader struct {
+	h       *Hub
+	r       pebble.Reader
+	release func()
+	err     error
+}
+
+func (p *prevReader) read(e *kv.Event) error {
+	if p.r == nil && p.err == nil {
+		p.r, _, p.release, p.err = p.h.cfg.View()
+	}
+	if p.err != nil {
+		return p.err
+	}
+	return e.ReadPrev(p.r)
+}
+
+func (p *prevReader) close() {
+	if p.release != nil {
+		p.release()
+	}
 }
 
 // Response is what a watcher has to send.
@@ -356,6 +378,8 @@ func (h *Hub) queueLocked(w *Watcher, rev int64, evs []*mvccpb.Event) {
 func (h *Hub) Publish(events []kv.Event, m kv.Meta) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	pr := &prevReader{h: h}
+	defer pr.close()
 	targets := map[*Watcher][]*mvccpb.Event{}
 	for i := 0; i < len(events); {
 		rev := events[i].KV.ModRevision
@@ -372,7 +396,7 @@ func (h *Hub) Publish(events []kv.Event, m kv.Meta) {
 				if w.next > rev || !w.wants(e.Type) {
 					return
 				}
-				targets[w] = append(targets[w], h.eventLocked(w, e))
+				targets[w] = append(targets[w], h.eventLocked(w, e, pr))
 			})
 		}
 		for w, evs := range targets {
@@ -396,6 +420,16 @@ func (h *Hub) matchLocked(key []byte, fn func(w *Watcher)) {
 				fn(w)
 			}
 		}
+	}
+}
+
+// addRingBytesLocked counts n more bytes in the ring entry of revision rev,
+// if the ring still holds it: a previous value read after publishing.
+func (h *Hub) addRingBytesLocked(rev int64, n int) {
+	i, ok := slices.BinarySearchFunc(h.mu.ring, rev, func(e ringEntry, rev int64) int { return cmp.Compare(e.rev, rev) })
+	if ok {
+		h.mu.ring[i].bytes += n
+		h.mu.ringBytes += n
 	}
 }
 
@@ -613,11 +647,13 @@ func (h *Hub) catchUp(w *Watcher, r pebble.Reader, m kv.Meta) (bool, error) {
 // and syncs the watcher if it got all of them.
 func (h *Hub) fromRingLocked(w *Watcher) {
 	first, _ := slices.BinarySearchFunc(h.mu.ring, w.next, func(e ringEntry, rev int64) int { return cmp.Compare(e.rev, rev) })
+	pr := &prevReader{h: h}
+	defer pr.close()
 	for _, entry := range h.mu.ring[first:] {
 		var evs []*mvccpb.Event
 		for k := range entry.events {
 			if e := &entry.events[k]; w.contains(e.KV.Key) && w.wants(e.Type) {
-				evs = append(evs, h.eventLocked(w, e))
+				evs = append(evs, h.eventLocked(w, e, pr))
 			}
 		}
 		if len(evs) > 0 && len(w.pending) > 0 && h.roomLocked(w) < len(evs) {

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/kv"
@@ -178,18 +181,48 @@ func TestPrevValuesReadOnlyForWatchersThatAsk(t *testing.T) {
 	}
 	withPrev := h.Watch(Options{Key: []byte("k"), PrevKV: true}, k)
 	s.put("k", "v3")
+	s.put("k", "v4")
+	s.put("k", "v5")
 	s.publish(h)
 	evs := mustDrain(t, h, withPrev)
-	if len(evs) != 1 || string(evs[0].PrevKv.GetValue()) != "v2" || evs[0].PrevKv.GetModRevision() != 3 {
-		t.Fatalf("live watcher with prev_kv: got %v, want v3 with previous version v2 at 3", evs)
+	if got := prevValues(evs); got != "v2 v3 v4" || evs[0].PrevKv.GetModRevision() != 3 {
+		t.Fatalf("live watcher with prev_kv: got previous values %q (first at %d), want \"v2 v3 v4\" (first at 3)", got, evs[0].PrevKv.GetModRevision())
 	}
-	// From the ring: the event at 3, whose previous value nobody read.
+	if s.views != 1 {
+		t.Fatalf("views taken to read 3 previous values of one publish: got %d, want 1", s.views)
+	}
+	// The ring counts the values it now holds.
+	h.mu.Lock()
+	total := 0
+	for _, entry := range h.mu.ring {
+		want := 0
+		for _, e := range entry.events {
+			want += proto.Size(e.KV) + proto.Size(e.PrevKV)
+		}
+		if entry.bytes != want {
+			t.Errorf("ring entry at %d: got %d bytes, want %d", entry.rev, entry.bytes, want)
+		}
+		total += entry.bytes
+	}
+	if h.mu.ringBytes != total {
+		t.Errorf("ring bytes: got %d, want the entries' %d", h.mu.ringBytes, total)
+	}
+	h.mu.Unlock()
+	// From the ring: the event at 3, whose previous value nobody read yet,
+	// then those read for the live watcher.
 	fromRing := h.Watch(Options{Key: []byte("k"), PrevKV: true, StartRevision: 3}, k)
 	catchUp(h)
-	evs = mustDrain(t, h, fromRing)
-	if len(evs) != 2 || string(evs[0].PrevKv.GetValue()) != "v1" || string(evs[1].PrevKv.GetValue()) != "v2" {
-		t.Fatalf("watcher from the ring with prev_kv: got %v, want previous values v1, v2", evs)
+	if got := prevValues(mustDrain(t, h, fromRing)); got != "v1 v2 v3 v4" {
+		t.Fatalf("watcher from the ring with prev_kv: got previous values %q, want \"v1 v2 v3 v4\"", got)
 	}
+}
+
+func prevValues(evs []*mvccpb.Event) string {
+	var vs []string
+	for _, e := range evs {
+		vs = append(vs, string(e.PrevKv.GetValue()))
+	}
+	return strings.Join(vs, " ")
 }
 
 func mustDrain(t *testing.T, h *Hub, w *Watcher) []*mvccpb.Event {
