@@ -18,6 +18,9 @@ type Timer struct {
 		// end (in resolutions since start); a slot is closed and removed once
 		// Run sees its end pass.
 		slots map[int64]chan struct{}
+		// stopped is set when Run returns: every channel is closed then, and
+		// After returns a closed one.
+		stopped bool
 	}
 }
 
@@ -39,6 +42,9 @@ func (t *Timer) after(elapsed, d time.Duration) <-chan struct{} {
 	end := int64((elapsed + d + t.res - 1) / t.res)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.mu.stopped {
+		return stoppedChan
+	}
 	ch, ok := t.mu.slots[end]
 	if !ok {
 		ch = make(chan struct{})
@@ -47,14 +53,29 @@ func (t *Timer) after(elapsed, d time.Duration) <-chan struct{} {
 	return ch
 }
 
+// stoppedChan is After's answer once the timer has stopped.
+var stoppedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
 // Run closes the channels of passed slots every resolution until ctx is
-// done. Channels still open then stay open.
+// done. Then it closes all of them, early: the server that waits on them is
+// shutting down, and no wait may outlast the timer.
 func (t *Timer) Run(ctx context.Context) {
 	tick := time.NewTicker(t.res)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.mu.stopped = true
+			for end, ch := range t.mu.slots {
+				close(ch)
+				delete(t.mu.slots, end)
+			}
 			return
 		case <-tick.C:
 			t.expire(int64(time.Since(t.start) / t.res))

@@ -91,3 +91,24 @@ func TestRun(t *testing.T) {
 		t.Fatal("timeouts did not fire within 30s")
 	}
 }
+
+// TestStopClosesEverything: when Run returns, waits end, and later ones do
+// not start.
+func TestStopClosesEverything(t *testing.T) {
+	tm := New(time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tm.Run(ctx)
+	}()
+	pending := tm.After(time.Hour)
+	cancel()
+	<-done
+	if !closed(pending) {
+		t.Fatal("a wait outlived the timer's Run")
+	}
+	if !closed(tm.After(time.Hour)) {
+		t.Fatal("After on a stopped timer returned an open channel")
+	}
+}
