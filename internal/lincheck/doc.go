@@ -18,7 +18,8 @@
 //
 // The operations are those of Synod's KV service: Get, Put, Delete and a
 // compare-and-swap Txn. Watches are checked against the store's event log
-// (CheckEventLog, CheckWatchers: every event once, in revision order,
-// agreeing with the history), leases for early expiry (CheckLeases), locks
-// for mutual exclusion of their fenced writes (CheckLock).
+// (CheckEventLog, CheckWatchers: every event once, in revision order, with
+// its previous version, agreeing with the history), leases for early expiry
+// (CheckLeases), locks for mutual exclusion of their fenced writes
+// (CheckLock).
 package lincheck

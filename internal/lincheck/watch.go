@@ -5,19 +5,32 @@ import (
 	"time"
 )
 
-// WatchEvent is one watch event: a put of Value or a delete of Key at Revision.
+// WatchEvent is one watch event: a put of Value or a delete of Key at
+// Revision, and the key's previous version as the event carried it (watches
+// ask for prev_kv): its revision (0: none) and value.
 type WatchEvent struct {
-	Revision int64  `json:"revision"`
-	Key      string `json:"key"`
-	Delete   bool   `json:"delete,omitempty"`
-	Value    string `json:"value,omitempty"`
+	Revision     int64  `json:"revision"`
+	Key          string `json:"key"`
+	Delete       bool   `json:"delete,omitempty"`
+	Value        string `json:"value,omitempty"`
+	PrevRevision int64  `json:"prevRevision,omitempty"`
+	PrevValue    string `json:"prevValue,omitempty"`
+}
+
+func (e WatchEvent) withoutPrev() WatchEvent {
+	e.PrevRevision, e.PrevValue = 0, ""
+	return e
 }
 
 func (e WatchEvent) String() string {
+	s := fmt.Sprintf("put(%s, %q)@%d", e.Key, e.Value, e.Revision)
 	if e.Delete {
-		return fmt.Sprintf("delete(%s)@%d", e.Key, e.Revision)
+		s = fmt.Sprintf("delete(%s)@%d", e.Key, e.Revision)
 	}
-	return fmt.Sprintf("put(%s, %q)@%d", e.Key, e.Value, e.Revision)
+	if e.PrevRevision != 0 {
+		s += fmt.Sprintf(" over %q@%d", e.PrevValue, e.PrevRevision)
+	}
+	return s
 }
 
 // Watcher is what one watcher saw: the events of every key of a range, from
@@ -35,7 +48,9 @@ type Watcher struct {
 // range, read after the run from revision 1) against the history: every
 // acknowledged write is in the log at its revision, and every event in the
 // log is a write some client asked for. Values are unique per write, which
-// is what makes the second check possible.
+// is what makes the second check possible. Each event's previous version
+// must be the key's event before it in the log, if that was a put, and none
+// otherwise (the run compacts nothing).
 func CheckEventLog(log []WatchEvent, history []Op) []string {
 	var problems []string
 	add := func(format string, args ...any) {
@@ -44,11 +59,21 @@ func CheckEventLog(log []WatchEvent, history []Op) []string {
 		}
 	}
 	byRev := map[int64]WatchEvent{}
+	last := map[string]WatchEvent{}
 	for i, e := range log {
 		if i > 0 && e.Revision <= log[i-1].Revision {
 			add("event log out of order: %s after %s", e, log[i-1])
 		}
 		byRev[e.Revision] = e
+		var wantRev int64
+		var wantValue string
+		if l, ok := last[e.Key]; ok && !l.Delete {
+			wantRev, wantValue = l.Revision, l.Value
+		}
+		if e.PrevRevision != wantRev || e.PrevValue != wantValue {
+			add("event %s: want previous version %q@%d (0: none)", e, wantValue, wantRev)
+		}
+		last[e.Key] = e
 	}
 	writes := map[string]Op{} // by value
 	deletes := map[string]bool{}
@@ -67,7 +92,7 @@ func CheckEventLog(log []WatchEvent, history []Op) []string {
 		if !want.Delete {
 			want.Value = o.Input.Value
 		}
-		if !ok || e != want {
+		if !ok || e.withoutPrev() != want {
 			got := "no event"
 			if ok {
 				got = e.String()

@@ -14,7 +14,11 @@ func TestEventLog(t *testing.T) {
 		op(1, 0, 5, put("y", "b"), unknown()),
 		op(0, 2, 3, del("x"), Output{Deleted: 1, Revision: 4}),
 	}
-	good := []WatchEvent{wput(2, "x", "a"), wput(3, "y", "b"), wdel(4, "x")}
+	over := func(e WatchEvent, prev WatchEvent) WatchEvent {
+		e.PrevRevision, e.PrevValue = prev.Revision, prev.Value
+		return e
+	}
+	good := []WatchEvent{wput(2, "x", "a"), wput(3, "y", "b"), over(wdel(4, "x"), wput(2, "x", "a"))}
 	if p := CheckEventLog(good, h); len(p) != 0 {
 		t.Fatalf("good log: got problems %q, want none", p)
 	}
@@ -26,7 +30,9 @@ func TestEventLog(t *testing.T) {
 		{"acknowledged write missing", []WatchEvent{wput(3, "y", "b"), wdel(4, "x")}, `acknowledged write missing from the event log: client 0 [0s, 1ms] put(x, "a")`},
 		{"phantom write", append(append([]WatchEvent{}, good...), wput(5, "x", "ghost")), `event log has put(x, "ghost")@5, which no client asked for`},
 		{"wrong value at a revision", []WatchEvent{wput(2, "x", "b"), wput(3, "y", "b"), wdel(4, "x")}, "at revision 2 the log has put(x, \"b\")@2"},
-		{"out of order", []WatchEvent{wput(3, "y", "b"), wput(2, "x", "a"), wdel(4, "x")}, "event log out of order"},
+		{"out of order", []WatchEvent{wput(3, "y", "b"), wput(2, "x", "a"), good[2]}, "event log out of order"},
+		{"previous version missing", []WatchEvent{good[0], good[1], wdel(4, "x")}, `event delete(x)@4: want previous version "a"@2`},
+		{"previous version wrong", []WatchEvent{good[0], over(wput(3, "y", "b"), wput(2, "y", "a")), good[2]}, `event put(y, "b")@3 over "a"@2: want previous version ""@0`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := CheckEventLog(tt.log, h)

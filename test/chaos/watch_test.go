@@ -36,7 +36,7 @@ func newWatcher(name string, cli *clientv3.Client, start int64) *watcher {
 func (w *watcher) run(ctx context.Context) {
 	next := w.seen.Start
 	for ctx.Err() == nil {
-		for resp := range w.cli.Watch(ctx, watchPrefix, clientv3.WithPrefix(), clientv3.WithRev(next)) {
+		for resp := range w.cli.Watch(ctx, watchPrefix, clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithPrevKV()) {
 			if err := resp.Err(); err != nil {
 				w.mu.Lock()
 				if len(w.fails) < 5 {
@@ -47,10 +47,7 @@ func (w *watcher) run(ctx context.Context) {
 			}
 			w.mu.Lock()
 			for _, ev := range resp.Events {
-				e := lincheck.WatchEvent{Revision: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == mvccpb.DELETE}
-				if !e.Delete {
-					e.Value = string(ev.Kv.Value)
-				}
+				e := watchEvent(ev)
 				w.seen.Events = append(w.seen.Events, e)
 				w.last = max(w.last, e.Revision)
 				next = e.Revision + 1
@@ -81,6 +78,18 @@ func (w *watcher) result() (lincheck.Watcher, []string) {
 	return seen, append([]string(nil), w.fails...)
 }
 
+// watchEvent records an event of a watch with prev_kv.
+func watchEvent(ev *clientv3.Event) lincheck.WatchEvent {
+	e := lincheck.WatchEvent{Revision: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == mvccpb.DELETE}
+	if !e.Delete {
+		e.Value = string(ev.Kv.Value)
+	}
+	if p := ev.PrevKv; p != nil {
+		e.PrevRevision, e.PrevValue = p.ModRevision, string(p.Value)
+	}
+	return e
+}
+
 // eventLog reads every event of the watched range from revision 1 through
 // until, with a fresh watch on the given endpoint.
 func eventLog(ctx context.Context, endpoint string, until int64) ([]lincheck.WatchEvent, error) {
@@ -92,15 +101,12 @@ func eventLog(ctx context.Context, endpoint string, until int64) ([]lincheck.Wat
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var log []lincheck.WatchEvent
-	for resp := range cli.Watch(ctx, watchPrefix, clientv3.WithPrefix(), clientv3.WithRev(1)) {
+	for resp := range cli.Watch(ctx, watchPrefix, clientv3.WithPrefix(), clientv3.WithRev(1), clientv3.WithPrevKV()) {
 		if err := resp.Err(); err != nil {
 			return log, fmt.Errorf("read the event log: %w", err)
 		}
 		for _, ev := range resp.Events {
-			e := lincheck.WatchEvent{Revision: ev.Kv.ModRevision, Key: string(ev.Kv.Key), Delete: ev.Type == mvccpb.DELETE}
-			if !e.Delete {
-				e.Value = string(ev.Kv.Value)
-			}
+			e := watchEvent(ev)
 			log = append(log, e)
 			if e.Revision >= until {
 				return log, nil
