@@ -185,8 +185,9 @@ func BenchmarkApply(b *testing.B) {
 }
 
 // BenchmarkRead measures the read path of a single-key get: serializable is
-// what the server does for a serializable Range (a Pebble snapshot, the KV
-// counters read from it, kv.Range); linearizable adds a ReadIndex round on
+// what the server does for a serializable Range (the replica's shared view,
+// its published KV counters and index of live keys, kv.Range); linearizable
+// adds a ReadIndex round on
 // the replica, with N reads sharing it. With 10,000 keys the data never
 // leaves the memtable; with 300,000 (about 100 MiB of writes with the Raft
 // log, on disk) reads go through SSTables and the block cache, whose hit
@@ -211,14 +212,15 @@ func benchmarkRead(b *testing.B, nKeys int) {
 		br.propose(raftcmd.KindTxn, txn)
 		br.drain()
 	}
+	// A read as the server serves it: through the replica's shared view and
+	// its index of live keys.
 	get := func(b *testing.B, i int) {
-		snap := br.db.NewSnapshot()
-		defer snap.Close()
-		st, err := LoadAppliedState(snap, testRange)
-		if err != nil {
-			b.Fatal(err)
+		v := br.r.View()
+		defer v.Close()
+		if v.Pub == nil || v.Index() == nil {
+			b.Fatal("idle replica's view without its published state and index")
 		}
-		resp, err := kv.Range(snap, nil, st.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
+		resp, err := kv.Range(v, v.Index(), v.Pub.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
 		if err != nil || len(resp.Kvs) != 1 {
 			b.Fatalf("get %d: %v, %d keys", i, err, len(resp.GetKvs()))
 		}
