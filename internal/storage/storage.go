@@ -3,6 +3,8 @@ package storage
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -48,19 +50,43 @@ func Open(o Options) (*pebble.DB, error) {
 	// and every read went to the file system.
 	cache := pebble.NewCache(cacheBytes + memTableStopWritesThreshold*memTableSize)
 	defer cache.Unref()
-	opts := &pebble.Options{
+	db, err := pebble.Open(o.Dir, options(o, fs, cache))
+	if err != nil {
+		return nil, fmt.Errorf("open pebble at %s: %w", o.Dir, err)
+	}
+	return db, nil
+}
+
+// options are the Pebble options of a node's instance.
+func options(o Options, fs vfs.FS, cache *pebble.Cache) *pebble.Options {
+	return &pebble.Options{
 		FS:                          fs,
 		Cache:                       cache,
 		FormatMajorVersion:          pebble.FormatNewest,
 		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: memTableStopWritesThreshold,
 		Logger:                      pebbleLogger{o.Logger},
+		EventListener:               stallListener(o.Logger),
 	}
-	db, err := pebble.Open(o.Dir, opts)
-	if err != nil {
-		return nil, fmt.Errorf("open pebble at %s: %w", o.Dir, err)
+}
+
+// stallListener logs Pebble's write stalls: while one lasts, every write of
+// the node waits (Raft appends, applies, so every proposal), until flushes or
+// compactions catch up. An operator seeing slow writes should see why.
+func stallListener(l *slog.Logger) *pebble.EventListener {
+	if l == nil {
+		return nil
 	}
-	return db, nil
+	var began atomic.Int64 // unix nanoseconds
+	return &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			began.Store(time.Now().UnixNano())
+			l.Warn("storage: writes stalled", "reason", info.Reason)
+		},
+		WriteStallEnd: func() {
+			l.Warn("storage: writes resumed", "stalled", time.Since(time.Unix(0, began.Load())))
+		},
+	}
 }
 
 // pebbleLogger adapts slog to Pebble's printf-style logger.
