@@ -146,8 +146,10 @@ func (a *Applier) checkPutTarget(r *pb.PutRequest, pending *pendingWrites) error
 // put writes a put request whose checks passed.
 func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	key, value, lease := r.GetKey(), r.GetValue(), r.GetLease()
+	var cur *mvccpb.KeyValue // the live version, when the request needs it
 	if r.GetIgnoreValue() || r.GetIgnoreLease() {
-		cur, err := mvcc.Get(c.a.Batch, key, c.rev)
+		var err error
+		cur, err = mvcc.Get(c.a.Batch, key, c.rev)
 		if err != nil {
 			return nil, fmt.Errorf("read %q: %w", key, err)
 		}
@@ -180,9 +182,13 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 		// Live: the index knows the previous version's revisions and lease,
 		// all the new version needs. Its value is read only if a watcher
 		// asks for it (Event.ReadPrev); reading it here cost a seek through
-		// every level of the store for every overwrite.
-		prev = &mvccpb.KeyValue{Key: old.Key, CreateRevision: old.CreateRevision, ModRevision: old.ModRevision, Version: old.Version, Lease: old.Lease}
-		unread = true
+		// every level of the store for every overwrite (ignore_value and
+		// ignore_lease have read it already).
+		prev = cur
+		if prev == nil {
+			prev = &mvccpb.KeyValue{Key: old.Key, CreateRevision: old.CreateRevision, ModRevision: old.ModRevision, Version: old.Version, Lease: old.Lease}
+			unread = true
+		}
 		kv, err = mvcc.PutKnown(c.a.Batch, key, value, lease, c.rev, c.sub, old.CreateRevision, old.Version+1)
 	case c.a.Writer != nil:
 		prev, kv, err = c.a.Writer.Put(key, value, lease, c.rev, c.sub)

@@ -314,4 +314,11 @@ func TestOverwriteLeavesThePreviousValueUnread(t *testing.T) {
 	if ev.PrevKV != nil || ev.PrevValueUnread {
 		t.Fatalf("previous version compacted: got prev %s, want none", str(ev.PrevKV))
 	}
+
+	// ignore_value reads the live version anyway: the event gets it whole.
+	e.put("b", "x")
+	_, ev = put(&pb.PutRequest{Key: []byte("b"), IgnoreValue: true})
+	if got, want := str(ev.PrevKV), str(kv("b", "x", 5, 5, 1, 0)); ev.PrevValueUnread || got != want {
+		t.Fatalf("put with ignore_value: got event prev %s (unread %v), want %s, read", got, ev.PrevValueUnread, want)
+	}
 }
