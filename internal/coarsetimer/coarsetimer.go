@@ -2,6 +2,7 @@ package coarsetimer
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -70,12 +71,9 @@ func (t *Timer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.mu.Lock()
-			defer t.mu.Unlock()
 			t.mu.stopped = true
-			for end, ch := range t.mu.slots {
-				close(ch)
-				delete(t.mu.slots, end)
-			}
+			t.mu.Unlock()
+			t.expire(math.MaxInt64)
 			return
 		case <-tick.C:
 			t.expire(int64(time.Since(t.start) / t.res))

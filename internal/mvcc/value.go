@@ -40,8 +40,9 @@ const maxRecordHeader = 1 + 4*binary.MaxVarintLen64
 // index of live keys may keep it long after the value is gone. Two
 // allocations where four were.
 func encodeVersion(userKey []byte, rev int64, r record) (pk, pv []byte, kv *mvccpb.KeyValue) {
-	// The Pebble key escapes each zero byte of userKey into two.
-	buf := make([]byte, 0, 2*len(userKey)+11+maxRecordHeader+len(r.value))
+	// The Pebble key: a prefix byte, userKey with each zero byte escaped
+	// into two, a two-byte terminator and the 8-byte revision.
+	buf := make([]byte, 0, 1+2*len(userKey)+2+8+maxRecordHeader+len(r.value))
 	buf = keys.AppendMVCCKey(buf, userKey, rev)
 	k := len(buf)
 	buf = appendRecord(buf, r)

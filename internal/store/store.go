@@ -181,6 +181,7 @@ func (s *Store) Propose(ctx context.Context, id keys.RangeID, p *replica.Proposa
 // ReadIndex waits until the range's replica has applied everything committed
 // before the call, as confirmed by a quorum: a linearizable read may then be
 // served from local state.
+//
 // A closed timeout (nil: none) ends the wait as Propose's does.
 func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID, timeout <-chan struct{}) error {
 	h, err := s.handle(id)
