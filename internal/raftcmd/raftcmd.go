@@ -46,6 +46,11 @@ const (
 	KindRoleDelete           Kind = 21 // etcdserverpb.AuthRoleDeleteRequest
 	KindRoleGrantPermission  Kind = 22 // etcdserverpb.AuthRoleGrantPermissionRequest
 	KindRoleRevokePermission Kind = 23 // etcdserverpb.AuthRoleRevokePermissionRequest
+
+	// KindTruncateLog lets every member remove its log's entries up to an
+	// index the leader saw every member hold (EncodeTruncateLog). No client
+	// waits for it.
+	KindTruncateLog Kind = 24
 )
 
 func (k Kind) String() string {
@@ -96,6 +101,8 @@ func (k Kind) String() string {
 		return "role-grant-permission"
 	case KindRoleRevokePermission:
 		return "role-revoke-permission"
+	case KindTruncateLog:
+		return "truncate-log"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -171,6 +178,39 @@ func (c *Command) Size() int {
 }
 
 var errTruncated = errors.New("truncated command")
+
+const fieldTruncateIndex protowire.Number = 1
+
+// EncodeTruncateLog is the payload of a KindTruncateLog command: the last
+// index to remove.
+func EncodeTruncateLog(index uint64) []byte {
+	b := protowire.AppendTag(nil, fieldTruncateIndex, protowire.VarintType)
+	return protowire.AppendVarint(b, index)
+}
+
+// DecodeTruncateLog parses the payload of a KindTruncateLog command.
+func DecodeTruncateLog(payload []byte) (uint64, error) {
+	var index uint64
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return 0, fmt.Errorf("decode truncate-log tag: %w", protowire.ParseError(n))
+		}
+		payload = payload[n:]
+		n = protowire.ConsumeFieldValue(num, typ, payload)
+		if n < 0 {
+			return 0, fmt.Errorf("decode truncate-log field %d: %w", num, protowire.ParseError(n))
+		}
+		if num == fieldTruncateIndex && typ == protowire.VarintType {
+			index, _ = protowire.ConsumeVarint(payload)
+		}
+		payload = payload[n:]
+	}
+	if index == 0 {
+		return 0, errors.New("truncate-log command without an index")
+	}
+	return index, nil
+}
 
 // Decode parses a command. The payload aliases data.
 func Decode(data []byte) (Command, error) {

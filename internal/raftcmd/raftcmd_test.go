@@ -57,3 +57,22 @@ func TestSizeMatchesEncoding(t *testing.T) {
 		}
 	}
 }
+
+func TestTruncateLogPayload(t *testing.T) {
+	for _, index := range []uint64{1, 300, 1<<64 - 1} {
+		got, err := DecodeTruncateLog(EncodeTruncateLog(index))
+		if err != nil || got != index {
+			t.Errorf("round trip of %d: got %d, %v, want %d", index, got, err, index)
+		}
+	}
+	// Unknown fields are skipped, so a later version may add some.
+	withExtra := append(EncodeTruncateLog(77), 0x12, 0x01, 'x')
+	if got, err := DecodeTruncateLog(withExtra); err != nil || got != 77 {
+		t.Errorf("decode with an unknown field: got %d, %v, want 77", got, err)
+	}
+	for _, bad := range [][]byte{nil, {0x08}, {0x08, 0x00}, {0x0a, 0x01, 'x'}, {0xff}} {
+		if got, err := DecodeTruncateLog(bad); err == nil {
+			t.Errorf("decode %x: got %d, want an error", bad, got)
+		}
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -40,6 +42,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	st := r.state
 	var results []appliedResult
 	var authRev authRevision
+	var agreedTrunc uint64 // the highest truncation applied in the batch
 	for _, e := range ents {
 		if e.GetIndex() <= st.Index {
 			continue // already applied (replayed after a restart)
@@ -56,6 +59,10 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 			if err != nil {
 				// Every replica reaches the same verdict on the same bytes.
 				r.logger.Error("skipping undecodable command", "index", e.GetIndex(), "err", err)
+				break
+			}
+			if cmd.Kind == raftcmd.KindTruncateLog {
+				agreedTrunc = max(agreedTrunc, r.truncationOf(cmd, st.Index))
 				break
 			}
 			res, err := r.applyCommand(b, w, &authRev, &st, cmd, e.GetTerm(), out)
@@ -86,7 +93,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	if err := writeAppliedState(b, r.cfg.RangeID, &st); err != nil {
 		return fmt.Errorf("write applied state of range %d: %w", r.cfg.RangeID, err)
 	}
-	if err := r.maybeTruncateLog(b, st.Index); err != nil {
+	if err := r.maybeTruncateLog(b, st.Index, agreedTrunc); err != nil {
 		return err
 	}
 	if hs != nil {
@@ -452,15 +459,65 @@ func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Comman
 	return nil
 }
 
-// maybeTruncateLog stages the removal of old applied entries once the log
-// holds more than LogTruncateThreshold of them, keeping LogKeepEntries.
-func (r *Replica) maybeTruncateLog(b *pebble.Batch, applied uint64) error {
-	trunc := r.log.Truncated().Index
-	if applied-trunc <= r.cfg.LogTruncateThreshold {
-		return nil
+// maybeTruncateLog stages the removal of old applied entries: up to agreed,
+// the highest index an applied KindTruncateLog command named (0 if none),
+// and, once the log holds more than LogTruncateThreshold applied entries
+// anyway, all but LogKeepEntries of them.
+func (r *Replica) maybeTruncateLog(b *pebble.Batch, applied, agreed uint64) error {
+	to := agreed
+	if agreed != 0 {
+		r.truncProposed = false
 	}
-	if err := r.log.Truncate(b, applied-r.cfg.LogKeepEntries); err != nil {
+	if trunc := r.log.Truncated().Index; applied-trunc > r.cfg.LogTruncateThreshold {
+		to = max(to, applied-r.cfg.LogKeepEntries)
+	}
+	if err := r.log.Truncate(b, to); err != nil {
 		return fmt.Errorf("truncate log of range %d: %w", r.cfg.RangeID, err)
 	}
 	return nil
+}
+
+// truncationOf returns the index up to which a KindTruncateLog command
+// removes entries on this replica, whose applied index is applied: never
+// beyond it (the leader named an index it had applied, so this is a guard),
+// and 0 for a command that is not valid.
+func (r *Replica) truncationOf(cmd raftcmd.Command, applied uint64) uint64 {
+	if cmd.RangeID != r.cfg.RangeID {
+		return 0
+	}
+	index, err := raftcmd.DecodeTruncateLog(cmd.Payload)
+	if err != nil {
+		r.logger.Error("skipping undecodable log truncation", "err", err)
+		return 0
+	}
+	return min(index, applied)
+}
+
+// maybeProposeTruncation has the leader propose the removal of the entries
+// every member holds and this one has applied, once there are
+// LogTruncateStep of them. A truncation applied by all members at once,
+// soon after the entries were written, removes most of them while they are
+// still in Pebble's memtable, so that no flush or compaction writes them
+// again; a member that lags holds the point back (its Match does), and the
+// log then grows until LogTruncateThreshold. One proposal is outstanding at
+// a time; a lost one is replaced after an election timeout.
+func (r *Replica) maybeProposeTruncation() {
+	if r.lead != r.id || r.state.Index == 0 {
+		return
+	}
+	if r.truncProposed && r.tick-r.truncProposedTick <= uint64(r.cfg.ElectionTicks) {
+		return
+	}
+	to := r.state.Index
+	r.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+		to = min(to, pr.Match)
+	})
+	if to < r.log.Truncated().Index+r.cfg.LogTruncateStep {
+		return
+	}
+	cmd := raftcmd.Command{RangeID: r.cfg.RangeID, Kind: raftcmd.KindTruncateLog, Payload: raftcmd.EncodeTruncateLog(to)}
+	if err := r.rn.Propose(cmd.Encode(nil)); err != nil {
+		return // no longer leader, or a leadership transfer: the next tick decides again
+	}
+	r.truncProposed, r.truncProposedTick = true, r.tick
 }

@@ -51,12 +51,18 @@ type Config struct {
 	// abandoned (default 100 ticks). Callers normally give up earlier.
 	ProposalTicks int
 
-	// LogTruncateThreshold is the number of applied entries the log may hold
-	// before it is truncated (default 10,000); LogKeepEntries of them are kept
-	// (default 5,000) so that a briefly absent follower catches up from the
-	// log rather than by snapshot.
+	// The log is truncated in two ways. While every member holds the
+	// entries, the leader has them removed everywhere (a KindTruncateLog
+	// command) once LogTruncateStep of them (default 1,000, at most
+	// LogKeepEntries) are applied and held by all: most are then deleted
+	// before the memtable that holds them is flushed, and never reach an
+	// sstable. While a member lags, the log grows up to LogTruncateThreshold
+	// applied entries (default 10,000), and each member then truncates it
+	// on its own keeping LogKeepEntries (default 5,000), so that a briefly
+	// absent follower catches up from the log rather than by snapshot.
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
+	LogTruncateStep      uint64
 
 	// Uninitialized lets the replica start with no state at all, on a node
 	// that joins an existing cluster: it waits, empty, for the snapshot the
@@ -87,6 +93,10 @@ func (c *Config) setDefaults() {
 	if c.LogKeepEntries == 0 || c.LogKeepEntries > c.LogTruncateThreshold {
 		c.LogKeepEntries = c.LogTruncateThreshold / 2
 	}
+	if c.LogTruncateStep == 0 {
+		c.LogTruncateStep = 1000
+	}
+	c.LogTruncateStep = max(min(c.LogTruncateStep, c.LogKeepEntries), 1)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -260,6 +270,11 @@ type Replica struct {
 	nextSnapID uint64
 	outgoing   map[uint64]*OutgoingSnapshot
 	incoming   *incomingSnapshot
+
+	// truncProposed is set from the leader's proposal of a log truncation
+	// (at tick truncProposedTick) until a truncation is applied.
+	truncProposed     bool
+	truncProposedTick uint64
 }
 
 // InitialRevision is the revision of an empty store, as in etcd: the first
@@ -506,6 +521,7 @@ func (r *Replica) Tick() {
 	r.tick++
 	r.rn.Tick()
 	r.expire()
+	r.maybeProposeTruncation()
 	// A view shared while nothing is written would otherwise stay open
 	// until the next write, keeping data that physical compaction deleted
 	// (outside apply) from being reclaimed, by a defragmentation too.

@@ -682,3 +682,61 @@ func TestProposalBatchesAreBounded(t *testing.T) {
 	}
 	nw.mustGet(3, "big7", string(value))
 }
+
+// TestLogTruncatedByAgreement: while every member holds the entries, the
+// leader has them removed on all members soon after they are applied, long
+// before the threshold; a lagging member holds the truncation back, catches
+// up from the log rather than by snapshot, and then lets it go on.
+func TestLogTruncatedByAgreement(t *testing.T) {
+	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 1000, LogKeepEntries: 500, LogTruncateStep: 10})
+	nw.elect(1)
+	writes := func(n int) {
+		for i := 0; i < n; i++ {
+			nw.put(1, key(i), "v")
+			nw.stabilize()
+		}
+	}
+	// wantFirst checks every member's log starts at first.
+	wantFirst := func(when string, first uint64) {
+		t.Helper()
+		for _, id := range nw.ids {
+			if got, _ := nw.replicas[id].LogBounds(); got != first {
+				t.Fatalf("%s: member %d's log starts at %d, want %d", when, id, got, first)
+			}
+		}
+	}
+	writes(5)
+	start, _ := nw.replicas[1].LogBounds()
+	nw.tick(1)
+	wantFirst("fewer entries than the step", start)
+
+	writes(30)
+	applied := nw.replicas[1].AppliedState().Index
+	nw.tick(1)
+	wantFirst("all members hold the entries", applied+1)
+
+	nw.isolate(3, true)
+	writes(30)
+	nw.tick(2)
+	if got, _ := nw.replicas[1].LogBounds(); got != applied+1 {
+		t.Fatalf("member 3 lags: the leader's log starts at %d, want %d (where member 3 stopped)", got, applied+1)
+	}
+
+	nw.isolate(3, false)
+	nw.tick(3) // heartbeats: the leader learns member 3's log, sends it the rest
+	for _, out := range nw.applied[3] {
+		if out.SnapshotInstalled {
+			t.Fatalf("member 3 caught up by snapshot, want from the log")
+		}
+	}
+	nw.mustGet(3, key(29), "v")
+	if got, want := nw.replicas[3].AppliedState().Index, nw.replicas[1].AppliedState().Index; got != want {
+		t.Fatalf("member 3 applied %d, want %d", got, want)
+	}
+	// The truncation went on past the 30 writes member 3 missed.
+	first, _ := nw.replicas[1].LogBounds()
+	if first <= applied+30 {
+		t.Fatalf("member 3 caught up: the leader's log starts at %d, want above %d", first, applied+30)
+	}
+	wantFirst("member 3 caught up", first)
+}

@@ -98,10 +98,12 @@ type Config struct {
 	// (default 5s plus two election timeouts, as etcd).
 	RequestTimeout time.Duration
 
-	// LogTruncateThreshold and LogKeepEntries control Raft log truncation
-	// (defaults 10,000 and 5,000 entries).
+	// LogTruncateThreshold, LogKeepEntries and LogTruncateStep control Raft
+	// log truncation (defaults 10,000, 5,000 and 1,000 entries; see
+	// replica.Config).
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
+	LogTruncateStep      uint64
 
 	// Join lists client endpoints of an existing cluster: a node with an
 	// empty data dir adds itself as a learner through them, catches up by

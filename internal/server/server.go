@@ -194,6 +194,7 @@ func Open(cfg Config) (_ *Server, err error) {
 			ProposalTicks:        int(cfg.RequestTimeout/cfg.TickInterval) + cfg.ElectionTicks,
 			LogTruncateThreshold: cfg.LogTruncateThreshold,
 			LogKeepEntries:       cfg.LogKeepEntries,
+			LogTruncateStep:      cfg.LogTruncateStep,
 			InstallMu:            &s.installMu,
 			// Only a node that joined lacks state; a bootstrapped one wrote
 			// it atomically with its identity.

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/synod-io/synod/internal/lincheck"
+	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -98,7 +99,12 @@ func newRun(t *testing.T, sc scenario, replay string) *run {
 	if sc.process {
 		r.c = startProcesses(t, sc.nodes)
 	} else {
-		tc := testcluster.New(t, testcluster.Options{Nodes: sc.nodes, Rand: stream(sc.seed, streamNetwork)})
+		tc := testcluster.New(t, testcluster.Options{
+			Nodes: sc.nodes, Rand: stream(sc.seed, streamNetwork),
+			// Log truncations by agreement every 50 entries, so that many
+			// of them meet the faults.
+			Configure: func(_ int, cfg *server.Config) { cfg.LogTruncateStep = 50 },
+		})
 		tc.WaitLeader()
 		r.c = inProcess{tc}
 	}
