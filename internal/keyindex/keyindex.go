@@ -1,10 +1,6 @@
 package keyindex
 
-import (
-	"bytes"
-
-	"github.com/google/btree"
-)
+import "bytes"
 
 // Entry is the newest version of a live key.
 type Entry struct {
@@ -15,46 +11,53 @@ type Entry struct {
 	Lease          int64
 }
 
-func less(a, b *Entry) bool { return bytes.Compare(a.Key, b.Key) < 0 }
-
-// degree of the B-tree: nodes of up to 63 entries.
-const degree = 32
+// nodeSize is the most entries of a leaf and children of an inner node.
+const nodeSize = 32
 
 // Index is the mutable index. It is not safe for concurrent use; readers on
 // other goroutines use Snapshots.
 type Index struct {
-	tree *btree.BTreeG[*Entry]
+	root *node
 	rev  int64
-	// probe is the search key of Get and Delete, kept here so that each
-	// lookup does not allocate one (the tree's less function makes it
-	// escape). Snapshots, read from other goroutines, cannot share it.
-	probe Entry
+	// gen is the generation of the nodes this index may change in place:
+	// Snapshot starts a new one, and a node of an older generation, which
+	// a snapshot may share, is copied before it changes.
+	gen uint64
+	// max is the node size (nodeSize; tests make it small for deep trees).
+	max int
 }
 
 // New returns an empty index at revision rev.
-func New(rev int64) *Index {
-	return &Index{tree: btree.NewG(degree, less), rev: rev}
+func New(rev int64) *Index { return newSized(rev, nodeSize) }
+
+func newSized(rev int64, max int) *Index {
+	return &Index{root: &node{gen: 1}, rev: rev, gen: 1, max: max}
 }
 
-// Put makes e the newest version of e.Key. The index keeps e: the caller
-// must not change it afterwards.
-func (x *Index) Put(e *Entry) { x.tree.ReplaceOrInsert(e) }
+// Put makes e the newest version of e.Key. The index copies the key.
+func (x *Index) Put(e Entry) {
+	x.root = x.mutable(x.root)
+	right, low := x.put(x.root, e)
+	if right != nil {
+		x.root = &node{gen: x.gen, children: []*node{x.root, right}, lows: [][]byte{nil, low}}
+	}
+}
 
 // Delete removes key, if live.
 func (x *Index) Delete(key []byte) {
-	x.probe.Key = key
-	x.tree.Delete(&x.probe)
-	x.probe.Key = nil
+	if _, ok := x.Get(key); !ok {
+		return // copy nothing
+	}
+	x.root = x.mutable(x.root)
+	x.delete(x.root, key)
+	if !x.root.isLeaf() && len(x.root.children) == 1 {
+		x.root = x.root.children[0]
+	}
 }
 
-// Get returns key's entry if key is live. Entries are never modified once
-// put: the caller may keep it.
-func (x *Index) Get(key []byte) (*Entry, bool) {
-	x.probe.Key = key
-	e, ok := x.tree.Get(&x.probe)
-	x.probe.Key = nil
-	return e, ok
-}
+// Get returns key's entry if key is live. The entry's Key is the index's
+// copy, which never changes: the caller may keep it.
+func (x *Index) Get(key []byte) (Entry, bool) { return get(x.root, key) }
 
 // SetRevision records the store revision the index now reflects.
 func (x *Index) SetRevision(rev int64) { x.rev = rev }
@@ -63,34 +66,44 @@ func (x *Index) SetRevision(rev int64) { x.rev = rev }
 func (x *Index) Revision() int64 { return x.rev }
 
 // Snapshot returns a frozen copy of the index, safe to read from any
-// goroutine while the index goes on changing.
+// goroutine while the index goes on changing. It takes O(1): the index
+// copies each node it shares with the snapshot before changing it.
 func (x *Index) Snapshot() *Snapshot {
-	return &Snapshot{tree: x.tree.Clone(), rev: x.rev}
+	s := &Snapshot{root: x.root, rev: x.rev}
+	x.gen++
+	return s
 }
 
 // Snapshot is a read-only copy of an Index at one revision.
 type Snapshot struct {
-	tree *btree.BTreeG[*Entry]
+	root *node
 	rev  int64
 }
 
 // Revision is the store revision the snapshot reflects.
 func (s *Snapshot) Revision() int64 { return s.rev }
 
+// Get returns key's entry if key is live in the snapshot.
+func (s *Snapshot) Get(key []byte) (Entry, bool) { return get(s.root, key) }
+
 // Ascend calls fn on the live keys in [start, end) in ascending order until
-// fn returns false. A nil end means no upper bound. The entries must not be
-// changed.
-func (s *Snapshot) Ascend(start, end []byte, fn func(*Entry) bool) { ascend(s.tree, start, end, fn) }
+// fn returns false. A nil end means no upper bound. The Entry passed to fn
+// is reused between calls: fn copies what it keeps (a Key's bytes never
+// change, so keeping the slice itself is fine).
+func (s *Snapshot) Ascend(start, end []byte, fn func(*Entry) bool) { ascend(s.root, start, end, fn) }
 
 // Descend calls fn on the live keys in [start, end) in descending order
-// until fn returns false. A nil end means no upper bound.
-func (s *Snapshot) Descend(start, end []byte, fn func(*Entry) bool) { descend(s.tree, start, end, fn) }
+// until fn returns false. A nil end means no upper bound. fn's Entry is
+// reused, as in Ascend.
+func (s *Snapshot) Descend(start, end []byte, fn func(*Entry) bool) {
+	descend(s.root, start, end, fn)
+}
 
 // Ascend is Snapshot.Ascend on the index as it is now.
-func (x *Index) Ascend(start, end []byte, fn func(*Entry) bool) { ascend(x.tree, start, end, fn) }
+func (x *Index) Ascend(start, end []byte, fn func(*Entry) bool) { ascend(x.root, start, end, fn) }
 
 // Descend is Snapshot.Descend on the index as it is now.
-func (x *Index) Descend(start, end []byte, fn func(*Entry) bool) { descend(x.tree, start, end, fn) }
+func (x *Index) Descend(start, end []byte, fn func(*Entry) bool) { descend(x.root, start, end, fn) }
 
 // Reader is what a read needs of an index: an Index (in apply, where reads
 // see the writes made so far) or a Snapshot.
@@ -101,33 +114,31 @@ type Reader interface {
 	Descend(start, end []byte, fn func(*Entry) bool)
 }
 
-func ascend(t *btree.BTreeG[*Entry], start, end []byte, fn func(*Entry) bool) {
-	if end == nil {
-		t.AscendGreaterOrEqual(&Entry{Key: start}, fn)
-		return
+func get(n *node, key []byte) (Entry, bool) {
+	for !n.isLeaf() {
+		n = n.children[n.childFor(key)]
 	}
-	if bytes.Compare(start, end) >= 0 {
-		return
+	i, ok := n.find(key)
+	if !ok {
+		return Entry{}, false
 	}
-	t.AscendRange(&Entry{Key: start}, &Entry{Key: end}, fn)
+	var e Entry
+	n.entry(i, &e)
+	return e, true
 }
 
-func descend(t *btree.BTreeG[*Entry], start, end []byte, fn func(*Entry) bool) {
+func ascend(root *node, start, end []byte, fn func(*Entry) bool) {
 	if end != nil && bytes.Compare(start, end) >= 0 {
 		return
 	}
-	visit := func(e *Entry) bool {
-		if bytes.Compare(e.Key, start) < 0 {
-			return false
-		}
-		if end != nil && bytes.Compare(e.Key, end) >= 0 {
-			return true // the pivot itself: end is exclusive
-		}
-		return fn(e)
-	}
-	if end == nil {
-		t.Descend(visit)
+	var e Entry
+	root.ascend(start, end, fn, &e)
+}
+
+func descend(root *node, start, end []byte, fn func(*Entry) bool) {
+	if end != nil && bytes.Compare(start, end) >= 0 {
 		return
 	}
-	t.DescendLessOrEqual(&Entry{Key: end}, visit)
+	var e Entry
+	root.descend(start, end, fn, &e)
 }

@@ -1,6 +1,7 @@
 package keyindex
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -24,7 +25,7 @@ func keysOf(s *Snapshot, start, end []byte, desc bool) string {
 func TestAscendDescendBounds(t *testing.T) {
 	x := New(1)
 	for _, k := range []string{"a", "b", "b\x00", "c", "d"} {
-		x.Put(&Entry{Key: []byte(k)})
+		x.Put(Entry{Key: []byte(k)})
 	}
 	s := x.Snapshot()
 	for _, tc := range []struct {
@@ -71,7 +72,7 @@ func TestSnapshotsStayFrozen(t *testing.T) {
 				x.Delete([]byte(k))
 				delete(live, k)
 			} else {
-				x.Put(&Entry{Key: []byte(k), ModRevision: rev})
+				x.Put(Entry{Key: []byte(k), ModRevision: rev})
 				live[k] = true
 			}
 		}
@@ -100,7 +101,7 @@ func TestSnapshotsStayFrozen(t *testing.T) {
 
 func TestGetAndFrozenEntries(t *testing.T) {
 	x := New(3)
-	x.Put(&Entry{Key: []byte("a"), CreateRevision: 2, ModRevision: 3, Version: 2, Lease: 7})
+	x.Put(Entry{Key: []byte("a"), CreateRevision: 2, ModRevision: 3, Version: 2, Lease: 7})
 	if e, ok := x.Get([]byte("a")); !ok || e.Version != 2 || e.Lease != 7 {
 		t.Fatalf("get a: got %+v, %v, want version 2, lease 7", e, ok)
 	}
@@ -122,7 +123,7 @@ func TestGetAndFrozenEntries(t *testing.T) {
 // TestLookupsDoNotAllocate: Get runs for every put an apply batch writes.
 func TestLookupsDoNotAllocate(t *testing.T) {
 	x := New(0)
-	x.Put(&Entry{Key: []byte("a"), ModRevision: 1})
+	x.Put(Entry{Key: []byte("a"), ModRevision: 1})
 	key := []byte("a")
 	if got := testing.AllocsPerRun(100, func() {
 		if e, ok := x.Get(key); !ok || e.ModRevision != 1 {
@@ -130,5 +131,220 @@ func TestLookupsDoNotAllocate(t *testing.T) {
 		}
 	}); got != 0 {
 		t.Fatalf("Get: got %v allocations, want 0", got)
+	}
+}
+
+// model is a sorted map of the live keys, what the index must hold.
+type model map[string]Entry
+
+func (m model) keys(start, end []byte, desc bool) []string {
+	var ks []string
+	for k := range m {
+		if k >= string(start) && (end == nil || k < string(end)) {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks)
+	if desc {
+		slices.Reverse(ks)
+	}
+	return ks
+}
+
+func (m model) clone() model {
+	c := make(model, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// checkAgainst compares every read of r with m: full and bounded scans both
+// ways (stopping early too), and the entries' fields.
+func checkAgainst(t *testing.T, what string, r Reader, get func([]byte) (Entry, bool), m model, rng *rand.Rand) {
+	t.Helper()
+	bound := func() []byte {
+		if rng.IntN(5) == 0 {
+			return nil
+		}
+		return []byte(fmt.Sprintf("k%04d", rng.IntN(2100)))
+	}
+	for range 8 {
+		start, end := bound(), bound()
+		for _, desc := range []bool{false, true} {
+			want := m.keys(start, end, desc)
+			if end != nil && string(start) >= string(end) {
+				want = nil
+			}
+			limit := len(want) + 1 // fn sees at least one entry before it stops
+			if rng.IntN(3) == 0 {
+				limit = 1 + rng.IntN(len(want)+1)
+			}
+			var got []string
+			fn := func(e *Entry) bool {
+				got = append(got, string(e.Key))
+				if w := m[string(e.Key)]; e.CreateRevision != w.CreateRevision || e.ModRevision != w.ModRevision || e.Version != w.Version || e.Lease != w.Lease {
+					t.Fatalf("%s: entry of %q: got %+v, want %+v", what, e.Key, *e, w)
+				}
+				return len(got) < limit
+			}
+			if desc {
+				r.Descend(start, end, fn)
+			} else {
+				r.Ascend(start, end, fn)
+			}
+			if len(want) > limit {
+				want = want[:limit]
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: scan [%q, %q) desc=%v limit %d: got %d keys %.80q, want %d %.80q", what, start, end, desc, limit, len(got), got, len(want), want)
+			}
+		}
+	}
+	for range 16 {
+		k := fmt.Sprintf("k%04d", rng.IntN(2100))
+		e, ok := get([]byte(k))
+		w, live := m[k]
+		if ok != live || (ok && (string(e.Key) != k || e.ModRevision != w.ModRevision || e.Lease != w.Lease)) {
+			t.Fatalf("%s: get %q: got %+v, %v, want %+v, %v", what, k, e, ok, w, live)
+		}
+	}
+}
+
+// checkShape verifies the tree's invariants: keys in order within and
+// across nodes, each inner node's bounds, node sizes, leaves all at one
+// depth, and the bytes counted as used.
+func checkShape(t *testing.T, x *Index) {
+	t.Helper()
+	leafDepth := -1
+	var walk func(n *node, lo, hi []byte, depth int, root bool)
+	walk = func(n *node, lo, hi []byte, depth int, root bool) {
+		if !root && n.size() > x.max {
+			t.Fatalf("node of %d at depth %d: more than %d", n.size(), depth, x.max)
+		}
+		if n.isLeaf() {
+			if leafDepth == -1 {
+				leafDepth = depth
+			} else if leafDepth != depth {
+				t.Fatalf("leaves at depths %d and %d", leafDepth, depth)
+			}
+			used := 0
+			for i := range n.ents {
+				k := n.key(i)
+				used += len(k)
+				if i > 0 && bytes.Compare(n.key(i-1), k) >= 0 {
+					t.Fatalf("leaf keys out of order: %q then %q", n.key(i-1), k)
+				}
+				if (lo != nil && bytes.Compare(k, lo) < 0) || (hi != nil && bytes.Compare(k, hi) >= 0) {
+					t.Fatalf("key %q outside its node's bounds [%q, %q)", k, lo, hi)
+				}
+			}
+			if used != n.used {
+				t.Fatalf("leaf counts %d bytes used, holds %d", n.used, used)
+			}
+			return
+		}
+		if n.size() < 1 {
+			t.Fatalf("inner node without children at depth %d", depth)
+		}
+		if len(n.lows) != len(n.children) || n.lows[0] != nil {
+			t.Fatalf("inner node: %d lows for %d children, first %q", len(n.lows), len(n.children), n.lows[0])
+		}
+		for i, c := range n.children {
+			clo, chi := lo, hi
+			if i > 0 {
+				clo = n.lows[i]
+			}
+			if i+1 < len(n.children) {
+				chi = n.lows[i+1]
+			}
+			walk(c, clo, chi, depth+1, false)
+		}
+	}
+	walk(x.root, nil, nil, 0, true)
+}
+
+// TestAgainstModel runs random puts and deletes, in random and ascending
+// runs of keys, on indexes with nodes small enough for deep trees, and
+// checks the index, and snapshots taken along the way, against a model.
+func TestAgainstModel(t *testing.T) {
+	for _, size := range []int{4, 5, 8, 64} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(size), 7))
+			x := newSized(0, size)
+			m := model{}
+			type frozen struct {
+				s *Snapshot
+				m model
+			}
+			var snaps []frozen
+			for step := range 3000 {
+				rev := int64(step + 1)
+				switch op := rng.IntN(10); {
+				case op < 5:
+					k := fmt.Sprintf("k%04d", rng.IntN(2000))
+					e := Entry{Key: []byte(k), CreateRevision: rev / 2, ModRevision: rev, Version: rev % 7, Lease: rng.Int64N(3)}
+					x.Put(e)
+					e.Key = []byte(k)
+					m[k] = e
+				case op < 8:
+					k := fmt.Sprintf("k%04d", rng.IntN(2000))
+					x.Delete([]byte(k))
+					delete(m, k)
+				case op == 8: // an ascending run, as BuildIndex puts keys
+					from := rng.IntN(2000)
+					for i := from; i < min(from+rng.IntN(200), 2000); i++ {
+						k := fmt.Sprintf("k%04d", i)
+						x.Put(Entry{Key: []byte(k), ModRevision: rev})
+						m[k] = Entry{Key: []byte(k), ModRevision: rev}
+					}
+				default: // delete a run: nodes empty out and merge
+					from := rng.IntN(2000)
+					for i := from; i < min(from+rng.IntN(400), 2000); i++ {
+						k := fmt.Sprintf("k%04d", i)
+						x.Delete([]byte(k))
+						delete(m, k)
+					}
+				}
+				x.SetRevision(rev)
+				if step%50 == 0 {
+					checkShape(t, x)
+					checkAgainst(t, fmt.Sprintf("index at step %d", step), x, x.Get, m, rng)
+				}
+				if rng.IntN(20) == 0 {
+					snaps = append(snaps, frozen{x.Snapshot(), m.clone()})
+				}
+			}
+			checkShape(t, x)
+			checkAgainst(t, "index at the end", x, x.Get, m, rng)
+			for _, f := range snaps {
+				checkAgainst(t, fmt.Sprintf("snapshot at revision %d", f.s.Revision()), f.s, f.s.Get, f.m, rng)
+			}
+		})
+	}
+}
+
+// TestKeysKeptByCallersStay: a key Get returned, and the keys a scan
+// passed, keep their bytes while the index goes on changing around them.
+func TestKeysKeptByCallersStay(t *testing.T) {
+	x := newSized(0, 4)
+	var kept [][]byte
+	var want []string
+	for i := range 200 {
+		k := fmt.Sprintf("k%04d", (i*37)%200)
+		x.Put(Entry{Key: []byte(k)})
+		e, _ := x.Get([]byte(k))
+		kept, want = append(kept, e.Key), append(want, k)
+		if i%3 == 0 {
+			x.Snapshot()
+		}
+		if i%5 == 0 {
+			x.Delete([]byte(fmt.Sprintf("k%04d", (i*53)%200)))
+		}
+	}
+	for i := range kept {
+		if string(kept[i]) != want[i] {
+			t.Fatalf("kept key %d: got %q, want %q", i, kept[i], want[i])
+		}
 	}
 }

@@ -166,7 +166,7 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	var prev, kv *mvccpb.KeyValue
 	var err error
-	var old *keyindex.Entry
+	var old keyindex.Entry
 	live, unread := false, false
 	x := c.a.Live
 	indexed := x != nil && x.Revision() == c.currentRev()

@@ -143,9 +143,9 @@ func BuildIndex(r pebble.Reader, rev int64) (*keyindex.Index, error) {
 	return x, nil
 }
 
-// indexEntry is the index entry of a live version; it shares kv.Key.
-func indexEntry(kv *mvccpb.KeyValue) *keyindex.Entry {
-	return &keyindex.Entry{
+// indexEntry is the index entry of a live version; the index copies the key.
+func indexEntry(kv *mvccpb.KeyValue) keyindex.Entry {
+	return keyindex.Entry{
 		Key:            kv.Key,
 		CreateRevision: kv.CreateRevision,
 		ModRevision:    kv.ModRevision,
