@@ -37,7 +37,7 @@ func newSized(rev int64, max int) *Index {
 // Put makes e the newest version of e.Key. The index copies the key.
 func (x *Index) Put(e Entry) {
 	x.root = x.mutable(x.root)
-	right, low := x.put(x.root, e)
+	right, low := x.put(x.root, e, true)
 	if right != nil {
 		x.root = &node{gen: x.gen, children: []*node{x.root, right}, lows: [][]byte{nil, low}}
 	}

@@ -348,3 +348,35 @@ func TestKeysKeptByCallersStay(t *testing.T) {
 		}
 	}
 }
+
+// TestDescendingKeysFillLeaves: keys put in descending order into the gap
+// after a full leaf share leaves, as keys put in any order do; a split that
+// left the full leaf alone made a leaf per key there.
+func TestDescendingKeysFillLeaves(t *testing.T) {
+	x := newSized(0, 8)
+	for i := range 8 {
+		x.Put(Entry{Key: []byte(fmt.Sprintf("a%03d", i))})
+	}
+	const n = 1000
+	for i := n - 1; i >= 0; i-- {
+		x.Put(Entry{Key: []byte(fmt.Sprintf("b%05d", i))})
+	}
+	x.Put(Entry{Key: []byte("c")})
+	checkShape(t, x)
+	leaves := 0
+	var walk func(*node)
+	walk = func(nd *node) {
+		if nd.isLeaf() {
+			leaves++
+			return
+		}
+		for _, c := range nd.children {
+			walk(c)
+		}
+	}
+	walk(x.root)
+	// Half-full leaves at worst: (n+9)/4 of them.
+	if limit := (n + 9) / 4; leaves > limit {
+		t.Fatalf("%d keys in %d leaves of at most 8, want at most %d", n+9, leaves, limit)
+	}
+}

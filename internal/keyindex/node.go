@@ -171,9 +171,10 @@ func (x *Index) mutable(n *node) *node {
 	}
 }
 
-// put stores e under the mutable node n. If n had to split, it returns the
-// new right half and the low bound of its keys, for n's parent to add.
-func (x *Index) put(n *node, e Entry) (*node, []byte) {
+// put stores e under the mutable node n, which is on the tree's rightmost
+// path if rightmost is set. If n had to split, it returns the new right half
+// and the low bound of its keys, for n's parent to add.
+func (x *Index) put(n *node, e Entry, rightmost bool) (*node, []byte) {
 	if n.isLeaf() {
 		i, found := n.find(e.Key)
 		if found {
@@ -185,12 +186,12 @@ func (x *Index) put(n *node, e Entry) (*node, []byte) {
 		if len(n.ents) <= x.max {
 			return nil, nil
 		}
-		return x.splitLeaf(n, i == len(n.ents)-1)
+		return x.splitLeaf(n, rightmost && i == len(n.ents)-1)
 	}
 	i := n.childFor(e.Key)
 	c := x.mutable(n.children[i])
 	n.children[i] = c
-	right, low := x.put(c, e)
+	right, low := x.put(c, e, rightmost && i == len(n.children)-1)
 	if right == nil {
 		return nil, nil
 	}
@@ -199,12 +200,14 @@ func (x *Index) put(n *node, e Entry) (*node, []byte) {
 	if len(n.children) <= x.max {
 		return nil, nil
 	}
-	return x.splitInner(n, i+1 == len(n.children)-1)
+	return x.splitInner(n, rightmost && i+1 == len(n.children)-1)
 }
 
 // splitAt is where a node of size entries splits: in half, or, when the
-// entry that overflowed it went last (keys put in ascending order, as when
-// the index is built), leaving the left node full.
+// entry that overflowed it went last in the last node of its level (keys put
+// in ascending order, as when the index is built), leaving the left node
+// full. Only there: elsewhere, keys put in descending order into the gap
+// after a full node would each go last and make a node of their own.
 func splitAt(size int, last bool) int {
 	if last {
 		return size - 1
