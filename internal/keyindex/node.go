@@ -106,6 +106,11 @@ func (n *node) appendEntry(src *node, i int) {
 // insert adds e at position i of the leaf n, which must be mutable.
 func (n *node) insert(i int, e *Entry) {
 	off := len(n.keys)
+	if cap(n.keys)-off < len(e.Key) {
+		// Grow by a quarter rather than append's doubling: leaves are
+		// many, and most take few keys between two copies.
+		n.keys = slices.Grow(n.keys, len(e.Key)+off/4)
+	}
 	n.keys = append(n.keys, e.Key...)
 	n.used += len(e.Key)
 	n.ents = slices.Insert(n.ents, i, slot{
@@ -119,8 +124,8 @@ func (n *node) wasteful() bool { return len(n.keys) > 2*n.used+64 }
 
 // packedLeaf returns a new leaf of generation gen with entries [from, to)
 // of the leaves srcs taken in order as one sequence, keys packed anew.
-func packedLeaf(gen uint64, capEnts int, srcs []*node, from, to int) *node {
-	c := &node{gen: gen, ents: make([]slot, 0, capEnts)}
+func packedLeaf(gen uint64, srcs []*node, from, to int) *node {
+	c := &node{gen: gen, ents: make([]slot, 0, to-from+1)}
 	bytesNeeded, i := 0, 0
 	for _, src := range srcs {
 		for j := range src.ents {
@@ -143,6 +148,11 @@ func packedLeaf(gen uint64, capEnts int, srcs []*node, from, to int) *node {
 	return c
 }
 
+// withRoom returns a copy of s with room for one more element: nodes are
+// copied for one change more often than for several, and a copy's size is
+// what every write pays after a snapshot.
+func withRoom[T any](s []T) []T { return append(make([]T, 0, len(s)+1), s...) }
+
 // mutable returns n if the index may change it in place, else a copy of it
 // of the index's generation, which the caller puts in n's place.
 func (x *Index) mutable(n *node) *node {
@@ -151,7 +161,7 @@ func (x *Index) mutable(n *node) *node {
 	}
 	if n.isLeaf() {
 		if n.wasteful() {
-			return packedLeaf(x.gen, x.max+1, []*node{n}, 0, len(n.ents))
+			return packedLeaf(x.gen, []*node{n}, 0, len(n.ents))
 		}
 		// The copy shares n's key bytes and the room after them: n is
 		// frozen and the index copies it only this once (its parent's copy
@@ -160,14 +170,14 @@ func (x *Index) mutable(n *node) *node {
 		return &node{
 			gen:  x.gen,
 			keys: n.keys,
-			ents: append(make([]slot, 0, x.max+1), n.ents...),
+			ents: withRoom(n.ents),
 			used: n.used,
 		}
 	}
 	return &node{
 		gen:      x.gen,
-		children: append(make([]*node, 0, x.max+1), n.children...),
-		lows:     append(make([][]byte, 0, x.max+1), n.lows...),
+		children: withRoom(n.children),
+		lows:     withRoom(n.lows),
 	}
 }
 
@@ -217,12 +227,11 @@ func splitAt(size int, last bool) int {
 
 func (x *Index) splitLeaf(n *node, last bool) (*node, []byte) {
 	k := splitAt(len(n.ents), last)
-	right := packedLeaf(x.gen, x.max+1, []*node{n}, k, len(n.ents))
+	right := packedLeaf(x.gen, []*node{n}, k, len(n.ents))
 	n.ents = n.ents[:k]
 	n.used -= right.used
-	if n.wasteful() {
-		*n = *packedLeaf(x.gen, x.max+1, []*node{n}, 0, k)
-	}
+	// Repack the left half too: half its key bytes are now the right's.
+	*n = *packedLeaf(x.gen, []*node{n}, 0, k)
 	return right, bytes.Clone(right.key(0))
 }
 
@@ -230,8 +239,8 @@ func (x *Index) splitInner(n *node, last bool) (*node, []byte) {
 	k := splitAt(len(n.children), last)
 	right := &node{
 		gen:      x.gen,
-		children: append(make([]*node, 0, x.max+1), n.children[k:]...),
-		lows:     append(make([][]byte, 0, x.max+1), n.lows[k:]...),
+		children: withRoom(n.children[k:]),
+		lows:     withRoom(n.lows[k:]),
 	}
 	low := right.lows[0]
 	right.lows[0] = nil
@@ -251,7 +260,7 @@ func (x *Index) delete(n *node, key []byte) {
 		n.used -= int(n.ents[i].n)
 		n.ents = slices.Delete(n.ents, i, i+1)
 		if n.wasteful() {
-			*n = *packedLeaf(x.gen, x.max+1, []*node{n}, 0, len(n.ents))
+			*n = *packedLeaf(x.gen, []*node{n}, 0, len(n.ents))
 		}
 		return
 	}
@@ -278,14 +287,14 @@ func (x *Index) rebalance(n *node, i int) {
 	if left.isLeaf() {
 		srcs := []*node{left, right}
 		if total <= x.max {
-			n.children[a] = packedLeaf(x.gen, x.max+1, srcs, 0, total)
+			n.children[a] = packedLeaf(x.gen, srcs, 0, total)
 			n.children = slices.Delete(n.children, b, b+1)
 			n.lows = slices.Delete(n.lows, b, b+1)
 			return
 		}
 		h := total / 2
-		n.children[a] = packedLeaf(x.gen, x.max+1, srcs, 0, h)
-		n.children[b] = packedLeaf(x.gen, x.max+1, srcs, h, total)
+		n.children[a] = packedLeaf(x.gen, srcs, 0, h)
+		n.children[b] = packedLeaf(x.gen, srcs, h, total)
 		n.lows[b] = bytes.Clone(n.children[b].key(0))
 		return
 	}
@@ -294,8 +303,8 @@ func (x *Index) rebalance(n *node, i int) {
 	if total <= x.max {
 		n.children[a] = &node{
 			gen:      x.gen,
-			children: append(make([]*node, 0, x.max+1), children...),
-			lows:     append(make([][]byte, 0, x.max+1), lows...),
+			children: withRoom(children),
+			lows:     withRoom(lows),
 		}
 		n.children = slices.Delete(n.children, b, b+1)
 		n.lows = slices.Delete(n.lows, b, b+1)
@@ -304,13 +313,13 @@ func (x *Index) rebalance(n *node, i int) {
 	h := total / 2
 	n.children[a] = &node{
 		gen:      x.gen,
-		children: append(make([]*node, 0, x.max+1), children[:h]...),
-		lows:     append(make([][]byte, 0, x.max+1), lows[:h]...),
+		children: withRoom(children[:h]),
+		lows:     withRoom(lows[:h]),
 	}
 	r := &node{
 		gen:      x.gen,
-		children: append(make([]*node, 0, x.max+1), children[h:]...),
-		lows:     append(make([][]byte, 0, x.max+1), lows[h:]...),
+		children: withRoom(children[h:]),
+		lows:     withRoom(lows[h:]),
 	}
 	n.lows[b] = r.lows[0]
 	r.lows[0] = nil
