@@ -11,7 +11,10 @@ type Entry struct {
 	Lease          int64
 }
 
-// nodeSize is the most entries of a leaf and children of an inner node.
+// nodeSize is the most entries of a leaf and children of an inner node. A
+// write copies the nodes on its path after each snapshot (one per apply
+// batch), so smaller nodes copy less; 64 made BenchmarkApply allocate 11%
+// more per batch than 32.
 const nodeSize = 32
 
 // Index is the mutable index. It is not safe for concurrent use; readers on

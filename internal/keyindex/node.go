@@ -7,9 +7,9 @@ import (
 
 // node is a node of the index's B+tree. A leaf keeps its keys' bytes packed
 // in one byte slice and their other fields in an array of slots, neither of
-// which holds a pointer: the garbage collector marks a leaf of 64 keys as
+// which holds a pointer: the garbage collector marks a leaf of 32 keys as
 // three objects and scans none of their bytes, where a tree with an object
-// per entry and one per key had it visit 128 objects and every entry's
+// per entry and one per key had it visit 64 objects and every entry's
 // pointer. With millions of keys, that was most of each mark phase.
 type node struct {
 	gen uint64 // see Index.gen
