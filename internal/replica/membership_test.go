@@ -99,3 +99,50 @@ func TestRemoveMember(t *testing.T) {
 		t.Fatalf("write with two voters: %v", res.Err)
 	}
 }
+
+// TestTruncationByAgreementWaitsForALearner: a learner counts among the
+// members that must hold the entries before the leader has them removed;
+// once it has caught up (by snapshot, being new), truncation goes on, on
+// the learner too.
+func TestTruncationByAgreementWaitsForALearner(t *testing.T) {
+	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 1000, LogKeepEntries: 500, LogTruncateStep: 10})
+	nw.elect(1)
+	writes := func(n int) {
+		for i := 0; i < n; i++ {
+			nw.put(1, key(i), "v")
+			nw.stabilize()
+		}
+	}
+	writes(30)
+	nw.tick(1)
+	before, _ := nw.replicas[1].LogBounds()
+	if before <= 30 {
+		t.Fatalf("log starts at %d after 30 writes and a tick, want it truncated", before)
+	}
+
+	nw.addUninitialized(4)
+	nw.isolate(4, true)
+	p := nw.confChange(1, pb.ConfChangeAddLearnerNode, 4)
+	nw.stabilize()
+	if res := result(t, p); res.Err != nil {
+		t.Fatalf("add learner: %v", res.Err)
+	}
+	writes(30)
+	nw.tick(2)
+	if got, _ := nw.replicas[1].LogBounds(); got != before {
+		t.Fatalf("the learner holds nothing: the leader's log starts at %d, want %d", got, before)
+	}
+
+	nw.isolate(4, false)
+	nw.tick(5)
+	nw.mustGet(4, key(29), "v")
+	first, _ := nw.replicas[1].LogBounds()
+	if first <= before+30 {
+		t.Fatalf("the learner caught up: the leader's log starts at %d, want above %d", first, before+30)
+	}
+	for _, id := range nw.ids {
+		if got, _ := nw.replicas[id].LogBounds(); got != first {
+			t.Fatalf("member %d's log starts at %d, want %d as on the leader", id, got, first)
+		}
+	}
+}
