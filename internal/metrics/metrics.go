@@ -19,9 +19,11 @@ type Source struct {
 	HasLeader      func() bool
 	CommittedIndex func() uint64
 	AppliedIndex   func() uint64
-	LeaderChanges  func() uint64
-	Revision       func() int64
-	Watchers       func() (watchers, unsynced int)
+	// LogEntries is the number of applied entries the Raft log holds.
+	LogEntries    func() uint64
+	LeaderChanges func() uint64
+	Revision      func() int64
+	Watchers      func() (watchers, unsynced int)
 	// WatchersLeftBehind counts the times a watcher fell back to history.
 	WatchersLeftBehind func() int64
 	Leases             func() int
@@ -66,6 +68,8 @@ func New(src Source) *Metrics {
 		}
 		return float64(c - a)
 	})
+	gauge("raft_log_entries", "Applied Raft entries not yet truncated from the log: about 1,000 or fewer while every member keeps up, up to --log-truncate-threshold while one lags.",
+		func() float64 { return float64(src.LogEntries()) })
 	gauge("kv_revision", "Current KV revision.", func() float64 { return float64(src.Revision()) })
 	gauge("watchers", "Watchers on this node.", func() float64 { w, _ := src.Watchers(); return float64(w) })
 	gauge("watchers_unsynced", "Watchers catching up from history.", func() float64 { _, u := src.Watchers(); return float64(u) })

@@ -130,6 +130,9 @@ type Published struct {
 	NoSpace bool
 	// LeaderChanges counts the leader changes this replica has seen.
 	LeaderChanges uint64
+	// LogFirst is the first index of the Raft log: entries from it to
+	// Applied are applied and not yet truncated.
+	LogFirst uint64
 	// Index indexes the keys live in the applied state, at KV.Revision.
 	Index *keyindex.Snapshot
 }
@@ -484,6 +487,7 @@ func (r *Replica) publish() {
 		Initialized:   r.state.Index > 0,
 		NoSpace:       r.state.NoSpace,
 		LeaderChanges: r.leaderChanges,
+		LogFirst:      r.log.Truncated().Index + 1,
 		Index:         r.indexSnap,
 	})
 }

@@ -703,6 +703,9 @@ func TestLogTruncatedByAgreement(t *testing.T) {
 			if got, _ := nw.replicas[id].LogBounds(); got != first {
 				t.Fatalf("%s: member %d's log starts at %d, want %d", when, id, got, first)
 			}
+			if got := nw.replicas[id].Published().LogFirst; got != first {
+				t.Fatalf("%s: member %d publishes a log starting at %d, want %d", when, id, got, first)
+			}
 		}
 	}
 	writes(5)

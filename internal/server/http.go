@@ -26,8 +26,12 @@ func (s *Server) newMetrics() *metrics.Metrics {
 		HasLeader:      s.HasLeader,
 		CommittedIndex: func() uint64 { return s.Published().Commit },
 		AppliedIndex:   func() uint64 { return s.Published().Applied },
-		LeaderChanges:  func() uint64 { return s.Published().LeaderChanges },
-		Revision:       func() int64 { return s.Published().KV.Revision },
+		LogEntries: func() uint64 {
+			pub := s.Published()
+			return pub.Applied + 1 - min(pub.LogFirst, pub.Applied+1)
+		},
+		LeaderChanges: func() uint64 { return s.Published().LeaderChanges },
+		Revision:      func() int64 { return s.Published().KV.Revision },
 		Watchers: func() (int, int) {
 			st := s.hub.Stats()
 			return st.Watchers, st.Unsynced

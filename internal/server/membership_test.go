@@ -504,7 +504,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	code, body := httpGet(leader, "/metrics")
 	for _, m := range []string{"synod_raft_term", "synod_raft_is_leader 1", "synod_disk_wal_fsync_duration_seconds_count",
-		"synod_grpc_requests_total", "synod_raft_apply_lag", "synod_storage_size_bytes", "synod_watchers", "synod_leases"} {
+		"synod_grpc_requests_total", "synod_raft_apply_lag", "synod_raft_log_entries", "synod_storage_size_bytes", "synod_watchers", "synod_leases"} {
 		if code != 200 || !strings.Contains(body, m) {
 			t.Fatalf("/metrics lacks %q (status %d)", m, code)
 		}
