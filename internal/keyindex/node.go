@@ -125,26 +125,21 @@ func (n *node) wasteful() bool { return len(n.keys) > 2*n.used+64 }
 // packedLeaf returns a new leaf of generation gen with entries [from, to)
 // of the leaves srcs taken in order as one sequence, keys packed anew.
 func packedLeaf(gen uint64, srcs []*node, from, to int) *node {
-	c := &node{gen: gen, ents: make([]slot, 0, to-from+1)}
-	bytesNeeded, i := 0, 0
-	for _, src := range srcs {
-		for j := range src.ents {
-			if i >= from && i < to {
-				bytesNeeded += int(src.ents[j].n)
+	each := func(fn func(src *node, j int)) {
+		i := 0
+		for _, src := range srcs {
+			for j := range src.ents {
+				if i >= from && i < to {
+					fn(src, j)
+				}
+				i++
 			}
-			i++
 		}
 	}
-	c.keys = make([]byte, 0, bytesNeeded)
-	i = 0
-	for _, src := range srcs {
-		for j := range src.ents {
-			if i >= from && i < to {
-				c.appendEntry(src, j)
-			}
-			i++
-		}
-	}
+	size := 0
+	each(func(src *node, j int) { size += int(src.ents[j].n) })
+	c := &node{gen: gen, keys: make([]byte, 0, size), ents: make([]slot, 0, to-from+1)}
+	each(c.appendEntry)
 	return c
 }
 

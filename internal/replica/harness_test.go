@@ -293,6 +293,15 @@ func (nw *network) put(id uint64, key, value string) *Proposal {
 	return nw.propose(id, raftcmd.KindPut, &etcdpb.PutRequest{Key: []byte(key), Value: []byte(value)})
 }
 
+// putKeys puts key(0) to key(n-1) through replica id, one at a time, each
+// applied everywhere before the next.
+func (nw *network) putKeys(id uint64, n int) {
+	for i := 0; i < n; i++ {
+		nw.put(id, key(i), "v")
+		nw.stabilize()
+	}
+}
+
 // result returns a completed proposal's result, failing if it has none.
 func result(t *testing.T, p *Proposal) Result {
 	t.Helper()

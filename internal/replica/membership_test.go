@@ -107,13 +107,7 @@ func TestRemoveMember(t *testing.T) {
 func TestTruncationByAgreementWaitsForALearner(t *testing.T) {
 	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 1000, LogKeepEntries: 500, LogTruncateStep: 10})
 	nw.elect(1)
-	writes := func(n int) {
-		for i := 0; i < n; i++ {
-			nw.put(1, key(i), "v")
-			nw.stabilize()
-		}
-	}
-	writes(30)
+	nw.putKeys(1, 30)
 	nw.tick(1)
 	before, _ := nw.replicas[1].LogBounds()
 	if before <= 30 {
@@ -127,7 +121,7 @@ func TestTruncationByAgreementWaitsForALearner(t *testing.T) {
 	if res := result(t, p); res.Err != nil {
 		t.Fatalf("add learner: %v", res.Err)
 	}
-	writes(30)
+	nw.putKeys(1, 30)
 	nw.tick(2)
 	if got, _ := nw.replicas[1].LogBounds(); got != before {
 		t.Fatalf("the learner holds nothing: the leader's log starts at %d, want %d", got, before)

@@ -690,12 +690,6 @@ func TestProposalBatchesAreBounded(t *testing.T) {
 func TestLogTruncatedByAgreement(t *testing.T) {
 	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 1000, LogKeepEntries: 500, LogTruncateStep: 10})
 	nw.elect(1)
-	writes := func(n int) {
-		for i := 0; i < n; i++ {
-			nw.put(1, key(i), "v")
-			nw.stabilize()
-		}
-	}
 	// wantFirst checks every member's log starts at first.
 	wantFirst := func(when string, first uint64) {
 		t.Helper()
@@ -708,18 +702,18 @@ func TestLogTruncatedByAgreement(t *testing.T) {
 			}
 		}
 	}
-	writes(5)
+	nw.putKeys(1, 5)
 	start, _ := nw.replicas[1].LogBounds()
 	nw.tick(1)
 	wantFirst("fewer entries than the step", start)
 
-	writes(30)
+	nw.putKeys(1, 30)
 	applied := nw.replicas[1].AppliedState().Index
 	nw.tick(1)
 	wantFirst("all members hold the entries", applied+1)
 
 	nw.isolate(3, true)
-	writes(30)
+	nw.putKeys(1, 30)
 	nw.tick(2)
 	if got, _ := nw.replicas[1].LogBounds(); got != applied+1 {
 		t.Fatalf("member 3 lags: the leader's log starts at %d, want %d (where member 3 stopped)", got, applied+1)
