@@ -27,7 +27,9 @@ type Source struct {
 	// WatchersLeftBehind counts the times a watcher fell back to history.
 	WatchersLeftBehind func() int64
 	Leases             func() int
-	DB                 *pebble.DB
+	// QuotaUsed is the size the storage quota counts.
+	QuotaUsed func() int64
+	DB        *pebble.DB
 }
 
 // Metrics holds a node's registry and the metrics updated as things happen.
@@ -76,6 +78,9 @@ func New(src Source) *Metrics {
 	gauge("leases", "Leases tracked by the leader's lessor (0 on followers).", func() float64 { return float64(src.Leases()) })
 	gauge("storage_size_bytes", "Bytes on disk of the node's Pebble instance.", func() float64 {
 		return float64(src.DB.Metrics().DiskSpaceUsage())
+	})
+	gauge("storage_quota_used_bytes", "Bytes of replicated state the storage quota (--quota-backend-bytes) counts: what etcd's Status reports as the DB size.", func() float64 {
+		return float64(src.QuotaUsed())
 	})
 	counter := func(name, help string, f func() float64) {
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "synod", Name: name, Help: help}, f))

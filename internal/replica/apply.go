@@ -344,7 +344,8 @@ func txnHasPuts(r *etcdpb.TxnRequest) bool {
 }
 
 // applyAlarm raises or disarms an alarm and recomputes whether writes are
-// refused for lack of space.
+// refused for lack of space. Only a member of the cluster can have an alarm
+// raised.
 func applyAlarm(b *pebble.Batch, st *AppliedState, req *etcdpb.AlarmRequest) (any, error) {
 	switch req.Action {
 	case etcdpb.AlarmRequest_ACTIVATE, etcdpb.AlarmRequest_DEACTIVATE:
@@ -353,6 +354,16 @@ func applyAlarm(b *pebble.Batch, st *AppliedState, req *etcdpb.AlarmRequest) (an
 	}
 	if req.Alarm == etcdpb.AlarmType_NONE {
 		return &etcdpb.AlarmResponse{}, nil
+	}
+	if req.Action == etcdpb.AlarmRequest_ACTIVATE {
+		// An alarm of no member could never be disarmed by the member
+		// it names. Disarming any ID stays possible, to clear old ones.
+		if _, ok, err := cluster.GetMember(b, req.MemberID); err != nil || !ok {
+			if err == nil {
+				err = rpctypes.ErrGRPCMemberNotFound
+			}
+			return nil, err
+		}
 	}
 	if err := cluster.SetAlarm(b, req.MemberID, req.Alarm, req.Action == etcdpb.AlarmRequest_ACTIVATE); err != nil {
 		return nil, err

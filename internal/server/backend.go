@@ -43,7 +43,7 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	if err != nil {
 		return nil, fmt.Errorf("encode %s request: %w", kind, err)
 	}
-	return s.proposeRaw(ctx, kind, payload)
+	return s.propose(ctx, kind, payload, 0, quotaCost(req))
 }
 
 // proposeFenced is Propose for a decision this node takes as the leader of
@@ -53,17 +53,18 @@ func (s *Server) proposeFenced(ctx context.Context, kind raftcmd.Kind, req proto
 	if err != nil {
 		return nil, fmt.Errorf("encode %s request: %w", kind, err)
 	}
-	return s.propose(ctx, kind, payload, term)
+	return s.propose(ctx, kind, payload, term, 0)
 }
 
 // checkWritable refuses early what the replica would refuse: writes while
-// the node has no data (joining) or while a NOSPACE alarm is raised.
-func (s *Server) checkWritable(kind raftcmd.Kind) error {
+// the node has no data (joining), and requests that add data (a quota cost)
+// while a NOSPACE alarm is raised.
+func (s *Server) checkWritable(cost int64) error {
 	pub := s.Published()
 	if !pub.Initialized {
 		return errJoining
 	}
-	if pub.NoSpace && (kind == raftcmd.KindPut || kind == raftcmd.KindLeaseGrant) {
+	if pub.NoSpace && cost > 0 {
 		return rpctypes.ErrGRPCNoSpace
 	}
 	return nil
@@ -72,14 +73,16 @@ func (s *Server) checkWritable(kind raftcmd.Kind) error {
 // proposeRaw replicates one command of the first range and waits for its
 // result on this node.
 func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []byte) (any, error) {
-	return s.propose(ctx, kind, payload, 0)
+	return s.propose(ctx, kind, payload, 0, 0)
 }
 
-func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte, term uint64) (any, error) {
+// propose replicates a command; cost is what it may add to the replicated
+// state (quotaCost), checked against the storage quota.
+func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte, term uint64, cost int64) (any, error) {
 	if len(payload) > s.cfg.MaxRequestBytes {
 		return nil, etcdapi.ErrTooLarge
 	}
-	if err := s.checkWritable(kind); err != nil {
+	if err := s.checkWritable(cost); err != nil {
 		if !errors.Is(err, rpctypes.ErrGRPCNoSpace) {
 			return nil, err
 		}
@@ -88,9 +91,12 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 		if lerr := s.linearize(ctx); lerr != nil {
 			return nil, lerr
 		}
-		if err := s.checkWritable(kind); err != nil {
+		if err := s.checkWritable(cost); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.checkQuota(cost); err != nil {
+		return nil, err
 	}
 	id := s.reqIDs.Add(1)
 	cmd := raftcmd.Command{
@@ -207,12 +213,13 @@ func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
 		return nil, err
 	}
 	pub := s.Published()
-	m := s.db.Metrics()
 	resp := &pb.StatusResponse{
-		Header:           s.Header(),
-		Version:          APIVersion,
-		DbSize:           int64(m.DiskSpaceUsage()),
-		DbSizeInUse:      int64(m.DiskSpaceUsage()),
+		Header:  s.Header(),
+		Version: APIVersion,
+		// What the quota counts (see storageUsage); the files on disk,
+		// write-ahead log included, are synod_storage_size_bytes.
+		DbSize:           s.dbSize(),
+		DbSizeInUse:      s.dbSize(),
 		Leader:           pub.Lead,
 		RaftIndex:        last,
 		RaftTerm:         pub.Term,

@@ -38,6 +38,7 @@ func (s *Server) newMetrics() *metrics.Metrics {
 		},
 		WatchersLeftBehind: func() int64 { return s.hub.Stats().LeftBehind },
 		Leases:             s.lessor.Len,
+		QuotaUsed:          s.dbSize,
 		DB:                 s.db,
 	})
 }

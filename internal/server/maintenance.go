@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/cluster"
@@ -79,8 +80,12 @@ func (s *Server) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResp
 	return resp, nil
 }
 
-// quotaLoop raises this member's NOSPACE alarm when its storage exceeds the
-// quota. Disarming is the operator's call, after compaction and defragment.
+// quotaLoop raises this member's NOSPACE alarm when its replicated state
+// passes the quota (see storageUsage), or when a write was refused because
+// it would have. It wakes when a flush or compaction ends, when a write finds
+// the quota reached, and every second. Disarming is the operator's call,
+// after compaction and defragmentation; the alarm stays off while the state
+// is under the quota.
 func (s *Server) quotaLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -89,43 +94,94 @@ func (s *Server) quotaLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.usage.changed:
 		}
-		if s.cfg.QuotaBackendBytes < 0 || s.dbSize() <= s.cfg.QuotaBackendBytes || !s.HasLeader() {
+		s.usage.refresh()
+		if s.cfg.QuotaBackendBytes < 0 {
 			continue
 		}
-		alarms, err := cluster.ListAlarms(s.db)
-		if err != nil {
+		refused := s.quotaRefused.Load()
+		if (!refused && s.dbSize() <= s.cfg.QuotaBackendBytes) || !s.HasLeader() {
 			continue
 		}
-		raised := false
-		for _, a := range alarms {
-			raised = raised || (a.MemberID == s.id.MemberID && a.Alarm == pb.AlarmType_NOSPACE)
-		}
-		if raised {
+		if s.noSpaceRaised() {
+			s.quotaRefused.Store(false)
 			continue
 		}
 		s.logger.Warn("storage over quota: raising the NOSPACE alarm", "size", s.dbSize(), "quota", s.cfg.QuotaBackendBytes)
 		actx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		_, err = s.Alarm(actx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id.MemberID, Alarm: pb.AlarmType_NOSPACE})
+		_, err := s.Alarm(actx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: s.id.MemberID, Alarm: pb.AlarmType_NOSPACE})
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			s.quotaRefused.Store(false)
+		case ctx.Err() == nil:
 			s.logger.Error("raise NOSPACE alarm", "err", err)
 		}
 	}
 }
 
-func (s *Server) dbSize() int64 { return int64(s.db.Metrics().DiskSpaceUsage()) }
+// noSpaceRaised reports whether this member's NOSPACE alarm is active, as
+// far as this member has applied.
+func (s *Server) noSpaceRaised() bool {
+	if !s.Published().NoSpace {
+		return false
+	}
+	alarms, err := cluster.ListAlarms(s.db)
+	if err != nil {
+		return false
+	}
+	for _, a := range alarms {
+		if a.MemberID == s.id.MemberID && a.Alarm == pb.AlarmType_NOSPACE {
+			return true
+		}
+	}
+	return false
+}
 
-// Defragment compacts the whole Pebble instance. Unlike etcd's, it does not
-// block the member: Pebble compacts in the background while serving.
+// checkQuota refuses a request that would take this member's replicated
+// state past the quota, and has the NOSPACE alarm raised (as etcd's API
+// layer does), so that every member refuses writes from then on.
+func (s *Server) checkQuota(cost int64) error {
+	if cost == 0 || s.cfg.QuotaBackendBytes < 0 || s.dbSize()+cost <= s.cfg.QuotaBackendBytes {
+		return nil
+	}
+	s.quotaRefused.Store(true)
+	s.usage.notify()
+	return rpctypes.ErrGRPCNoSpace
+}
+
+// dbSize is what the quota counts: the estimated bytes of the replicated
+// state (see storageUsage).
+func (s *Server) dbSize() int64 { return s.usage.size() }
+
+// Defragment flushes and compacts the whole Pebble instance, which drops
+// what compaction and deletes left behind: the size the quota counts
+// shrinks to the live data. Unlike etcd's, it does not block the member:
+// Pebble compacts in the background while serving.
 func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error) {
+	// Catch up with the leader first, so that a compaction acknowledged by
+	// another member is applied here too, and let its old versions be
+	// deleted: the defragmentation then frees them. Without a leader, this
+	// member defragments what it has.
+	lctx, cancel := context.WithTimeout(ctx, 2*s.ElectionTimeout())
+	err := s.linearize(lctx)
+	cancel()
+	if err == nil {
+		if err := s.compactor.wait(ctx, s.Published().KV.CompactRevision); err != nil {
+			return nil, err
+		}
+	} else if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	if err := s.db.Flush(); err != nil {
 		return nil, fmt.Errorf("flush: %w", err)
 	}
 	if err := s.db.Compact(ctx, []byte{0x00}, []byte{0xff, 0xff, 0xff, 0xff}, true); err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
-	s.logger.Info("defragmented", "size", s.dbSize())
+	s.usage.refresh()
+	s.logger.Info("defragmented", "size", s.dbSize(), "disk", s.db.Metrics().DiskSpaceUsage())
 	return &pb.DefragmentResponse{Header: s.Header()}, nil
 }
 

@@ -433,60 +433,6 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 }
 
-func TestNoSpaceAlarm(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
-		cfg.QuotaBackendBytes = 4 << 20
-	}})
-	c.WaitLeader()
-	cli := c.Client()
-	ctx := testcluster.Context(t, 60*time.Second)
-	big := strings.Repeat("x", 256<<10)
-	waitFor(t, 30*time.Second, "NOSPACE alarm raised", func() (bool, string) {
-		_, _ = cli.Put(ctx, fmt.Sprintf("big/%d", time.Now().UnixNano()), big)
-		al, err := cli.AlarmList(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(al.Alarms) > 0, "no alarm"
-	})
-	_, err := cli.Put(ctx, "one-more", "x")
-	if !errors.Is(err, rpctypes.ErrNoSpace) {
-		t.Fatalf("put with NOSPACE raised: got %v, want %v", err, rpctypes.ErrNoSpace)
-	}
-	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("in-txn", "x")).Commit(); !errors.Is(err, rpctypes.ErrNoSpace) {
-		t.Fatalf("txn with a put with NOSPACE raised: got %v, want %v", err, rpctypes.ErrNoSpace)
-	}
-	if _, err := cli.Get(ctx, "big/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
-		t.Fatalf("read with NOSPACE raised: %v", err)
-	}
-	d, err := cli.Delete(ctx, "big/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatalf("delete with NOSPACE raised: %v", err)
-	}
-	if _, err := cli.Compact(ctx, d.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatalf("compact with NOSPACE raised: %v", err)
-	}
-	for _, n := range c.Nodes() {
-		if _, err := cli.Defragment(ctx, n.ClientAddr); err != nil {
-			t.Fatalf("defragment %s: %v", n.Name, err)
-		}
-	}
-	al, err := cli.AlarmList(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range al.Alarms {
-		if _, err := cli.AlarmDisarm(ctx, (*clientv3.AlarmMember)(a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(t, cli, "after-disarm", "x")
-	st, err := cli.Status(ctx, c.Nodes()[0].ClientAddr)
-	if err != nil || st.DbSizeQuota != 4<<20 {
-		t.Fatalf("status quota: got %+v, %v", st, err)
-	}
-}
-
 func TestMetricsAndHealth(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.MetricsAddr = "127.0.0.1:0"
@@ -504,7 +450,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	code, body := httpGet(leader, "/metrics")
 	for _, m := range []string{"synod_raft_term", "synod_raft_is_leader 1", "synod_disk_wal_fsync_duration_seconds_count",
-		"synod_grpc_requests_total", "synod_raft_apply_lag", "synod_raft_log_entries", "synod_storage_size_bytes", "synod_watchers", "synod_leases"} {
+		"synod_grpc_requests_total", "synod_raft_apply_lag", "synod_raft_log_entries", "synod_storage_size_bytes", "synod_storage_quota_used_bytes", "synod_watchers", "synod_leases"} {
 		if code != 200 || !strings.Contains(body, m) {
 			t.Fatalf("/metrics lacks %q (status %d)", m, code)
 		}

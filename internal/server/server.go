@@ -47,6 +47,11 @@ type Server struct {
 	db        *pebble.DB
 	id        ident
 	clientURL string
+	// usage estimates what the storage quota counts; quotaRefused is set
+	// when a write was refused for the quota, until the NOSPACE alarm is
+	// raised.
+	usage        *storageUsage
+	quotaRefused atomic.Bool
 
 	store     *store.Store
 	transport *transport.Transport
@@ -92,7 +97,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, fatal: make(chan error, 1), timeouts: coarsetimer.New(timeoutResolution)}
+	s := &Server{cfg: cfg, usage: newStorageUsage(), fatal: make(chan error, 1), timeouts: coarsetimer.New(timeoutResolution)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -121,7 +126,11 @@ func Open(cfg Config) (_ *Server, err error) {
 		peerURL = cfg.AdvertisePeerURL
 	}
 
-	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger})
+	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger, EventListener: s.usage.listener()})
+	if err != nil {
+		return nil, err
+	}
+	_, existed, err := loadIdent(s.db)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +143,15 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := s.checkNotRemoved(); err != nil {
 		return nil, err
 	}
+	if !existed {
+		// What the new member wrote is in a memtable: flush it, so that the
+		// quota's estimate starts exact (Pebble flushes what it recovers
+		// when it opens an existing instance).
+		if err := s.db.Flush(); err != nil {
+			return nil, fmt.Errorf("flush new data dir: %w", err)
+		}
+	}
+	s.usage.open(s.db)
 	if err := s.checkPeerAddress(peerURL); err != nil {
 		return nil, err
 	}
@@ -364,9 +382,17 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	if s.cfg.TestingBeforeApply != nil {
 		s.cfg.TestingBeforeApply(out)
 	}
+	if s.usage.applied(out.Events) > 0 && s.cfg.QuotaBackendBytes > 0 && s.dbSize() > s.cfg.QuotaBackendBytes {
+		s.usage.notify() // the quota loop raises the alarm
+	}
 	if out.SnapshotInstalled {
 		s.hub.Reset(out.KV)
 		s.metrics.SnapshotsInstalled.Inc()
+		// The installed state is in memtables, which the quota's estimate
+		// does not see: flush them.
+		if _, err := s.db.AsyncFlush(); err != nil {
+			s.logger.Warn("flush after snapshot install", "err", err)
+		}
 	}
 	s.hub.Publish(out.Events, out.KV)
 	s.onLeaseChanges(out.Leases)

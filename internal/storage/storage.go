@@ -21,6 +21,10 @@ type Options struct {
 	CacheBytes int64
 	// Logger receives Pebble's messages; nil discards them.
 	Logger *slog.Logger
+	// EventListener, if set, also receives Pebble's events (the server
+	// follows flushes and compactions to keep its size estimate current).
+	// Its functions run on Pebble's goroutines and must not block.
+	EventListener *pebble.EventListener
 }
 
 // The memtables: their size, and how many may exist before writes stall
@@ -66,8 +70,20 @@ func options(o Options, fs vfs.FS, cache *pebble.Cache) *pebble.Options {
 		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: memTableStopWritesThreshold,
 		Logger:                      pebbleLogger{o.Logger},
-		EventListener:               stallListener(o.Logger),
+		EventListener:               listeners(stallListener(o.Logger), o.EventListener),
 	}
+}
+
+// listeners combines the node's own listener with the caller's.
+func listeners(a, b *pebble.EventListener) *pebble.EventListener {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	l := pebble.TeeEventListener(*a, *b)
+	return &l
 }
 
 // stallListener logs Pebble's write stalls: while one lasts, every write of
