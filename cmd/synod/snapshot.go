@@ -121,7 +121,7 @@ func (a *app) snapshotRestoreCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&name, "name", "default", "name of this member in --initial-cluster")
-	f.StringVar(&dataDir, "data-dir", "", `data dir to create (default "<name>.synod")`)
+	f.StringVar(&dataDir, "data-dir", "", `data dir to create, which must not exist or be empty; it is built in <data-dir>.restoring and renamed into place when complete (default "<name>.synod")`)
 	f.StringVar(&initialCluster, "initial-cluster", "", "members of the new cluster (empty: a single-node cluster)")
 	f.StringVar(&token, "cluster-token", "synod-cluster", "token of the new cluster")
 	f.StringVar(&peerAddr, "peer-addr", "127.0.0.1:2380", "peer address of this member")

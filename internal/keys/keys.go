@@ -23,6 +23,7 @@ const (
 var (
 	identSuffix     = []byte("ident")
 	nodeRemoved     = []byte("removed")
+	nodeDataLost    = []byte("lost")
 	hardStateSuffix = []byte("hs")
 	truncatedSuffix = []byte("rt")
 	raftLogSuffix   = []byte("rl")
@@ -56,6 +57,13 @@ func rangeLocalKey(prefix byte, id RangeID, suffix []byte, extra int) []byte {
 // cluster: a restart with this data refuses to run.
 func NodeRemovedKey() []byte {
 	return append([]byte{localPrefix}, nodeRemoved...)
+}
+
+// NodeDataLostKey marks, on this node only, that the member found its data
+// gone (its log lacked entries it had acknowledged): a restart with this
+// data refuses to run. The value says how it was found.
+func NodeDataLostKey() []byte {
+	return append([]byte{localPrefix}, nodeDataLost...)
 }
 
 // RaftHardStateKey holds the Raft HardState (term, vote, commit) of a range.

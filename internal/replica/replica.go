@@ -36,6 +36,11 @@ var (
 	// ErrStaleLeader means a command fenced to its proposer's term was
 	// appended in another term: the proposer was no longer the leader.
 	ErrStaleLeader = errors.New("proposed by a former leader")
+	// ErrLogLost means the leader counts on entries this replica had
+	// acknowledged and its log does not hold: its data was lost (a data
+	// dir deleted, or emptied, and the member started again). Raft would
+	// panic on the message; the replica must stop instead.
+	ErrLogLost = errors.New("the raft log lacks entries this member acknowledged")
 )
 
 // Config configures a replica.
@@ -546,10 +551,32 @@ func (r *Replica) Step(m *pb.Message) error {
 	if m.GetType() == pb.MsgSnap {
 		return fmt.Errorf("snapshot message from %x without data: use StepSnapshot", m.GetFrom())
 	}
+	if err := r.checkLogHeld(m); err != nil {
+		return err
+	}
 	if err := r.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		return err
 	}
 	return nil
+}
+
+// checkLogHeld refuses a heartbeat whose commit index is past the end of
+// this replica's log. A leader's heartbeat carries the commit index capped
+// at what the follower acknowledged, and a follower acknowledges entries
+// only once they are durable: so such a heartbeat, of the current term or a
+// newer one, means this replica lost entries it had acknowledged. Raft
+// panics on it ("tocommit is out of range"); ErrLogLost lets the node stop
+// and say why.
+func (r *Replica) checkLogHeld(m *pb.Message) error {
+	if m.GetType() != pb.MsgHeartbeat {
+		return nil
+	}
+	last, _ := r.log.LastIndex()
+	if m.GetCommit() <= last || m.GetTerm() < r.rn.BasicStatus().GetTerm() {
+		return nil
+	}
+	return fmt.Errorf("range %d: %w: leader %x commits entries up to %d on this member, whose log ends at %d",
+		r.cfg.RangeID, ErrLogLost, m.GetFrom(), m.GetCommit(), last)
 }
 
 // ReportUnreachable tells Raft that a message to peer could not be sent.

@@ -43,9 +43,13 @@ func (s *Server) newMetrics() *metrics.Metrics {
 	})
 }
 
-// Ready reports whether the node should receive traffic: it knows a leader,
-// has its data, and has applied everything it knows committed.
+// Ready reports whether the node should receive traffic: it has not failed
+// (Fatal), knows a leader, has its data, and has applied everything it knows
+// committed.
 func (s *Server) Ready() (bool, string) {
+	if err := s.failed.Load(); err != nil {
+		return false, (*err).Error()
+	}
 	pub := s.Published()
 	switch {
 	case pub.Lead == 0:
@@ -68,6 +72,12 @@ func (s *Server) serveHTTP(addr string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.failed.Load(); err != nil {
+			// The node stopped serving (Fatal); its process should exit.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, *err)
+			return
+		}
 		fmt.Fprintln(w, "ok") // the process serves
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

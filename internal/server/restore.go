@@ -2,9 +2,11 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -36,6 +38,12 @@ type RestoreConfig struct {
 // backup's: the KV state with its history and revision counters, and the
 // leases. Membership comes from InitialCluster, not from the backup, as etcd's
 // restore does. The backup is verified in full before anything is written.
+//
+// The data dir appears whole or not at all: it is built next to DataDir (in
+// DataDir + ".restoring"), synced, and renamed into place. A restore that is
+// interrupted leaves only that directory, which makes Open refuse DataDir
+// until a restore is run again (it starts over). DataDir must not exist, or
+// be empty.
 func Restore(cfg RestoreConfig) (backup.Header, error) {
 	if cfg.ClusterToken == "" {
 		cfg.ClusterToken = "synod-cluster"
@@ -43,51 +51,96 @@ func Restore(cfg RestoreConfig) (backup.Header, error) {
 	if cfg.Name == "" {
 		cfg.Name = "default"
 	}
+	fs := fsOrDefault(cfg.FS)
 	h, pairs, err := verifyBackup(cfg.Backup)
 	if err != nil {
 		return h, err
 	}
-	db, err := storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger})
-	if err != nil {
-		return h, err
+	target := filepath.Clean(cfg.DataDir)
+	names, err := fs.List(target)
+	exists := err == nil
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return h, fmt.Errorf("read data dir %s: %w", target, err)
+	case len(names) > 0:
+		return h, fmt.Errorf("data dir %s already exists and is not empty: restore into a new directory", target)
 	}
-	defer db.Close()
-	if _, found, err := loadIdent(db); err != nil || found {
-		if err == nil {
-			err = fmt.Errorf("data dir %s already holds a member", cfg.DataDir)
+	tmp := restoringDir(target)
+	if _, err := fs.Stat(tmp); err == nil {
+		if cfg.Logger != nil {
+			cfg.Logger.Info("removing what an interrupted restore left", "dir", tmp)
 		}
-		return h, err
-	}
-	data := db.NewBatch()
-	defer data.Close()
-	keep := restoredSpans()
-	f, err := os.Open(cfg.Backup)
-	if err != nil {
-		return h, err
-	}
-	defer f.Close()
-	if _, err := backup.Read(f, func(k, v []byte) error {
-		for _, sp := range keep {
-			if bytes.Compare(k, sp.Start) >= 0 && bytes.Compare(k, sp.End) < 0 {
-				return data.Set(k, v, nil)
-			}
+		if err := fs.RemoveAll(tmp); err != nil {
+			return h, fmt.Errorf("remove %s: %w", tmp, err)
 		}
-		return nil // membership, alarms and Raft state are the new cluster's
-	}); err != nil {
-		return h, fmt.Errorf("read backup: %w", err)
 	}
-	spec := cfg.InitialCluster
-	if spec == "" {
-		spec = cfg.Name + "=" + cfg.PeerURL
-	}
-	if _, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
-		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}); err != nil {
+	if err := restoreInto(cfg, fs, tmp, h); err != nil {
+		_ = fs.RemoveAll(tmp)
 		return h, err
+	}
+	if exists {
+		// An empty directory in the way of the rename.
+		if err := fs.Remove(target); err != nil {
+			return h, fmt.Errorf("remove the empty %s: %w", target, err)
+		}
+	}
+	if err := fs.Rename(tmp, target); err != nil {
+		return h, fmt.Errorf("move the restored data dir into place: %w", err)
+	}
+	if err := syncDir(fs, fs.PathDir(target)); err != nil {
+		return h, fmt.Errorf("sync %s: %w", fs.PathDir(target), err)
 	}
 	if cfg.Logger != nil {
-		cfg.Logger.Info("restored backup", "pairs", pairs, "revision", h.Revision, "data-dir", cfg.DataDir)
+		cfg.Logger.Info("restored backup", "pairs", pairs, "revision", h.Revision, "data-dir", target)
 	}
 	return h, nil
+}
+
+// restoreInto writes the restored member's data dir at dir, synced.
+func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header) error {
+	db, err := storage.Open(storage.Options{Dir: dir, FS: cfg.FS, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	data := db.NewBatch()
+	err = func() error {
+		defer data.Close()
+		keep := restoredSpans()
+		f, err := os.Open(cfg.Backup) // backups are on the OS's file system
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := backup.Read(f, func(k, v []byte) error {
+			for _, sp := range keep {
+				if bytes.Compare(k, sp.Start) >= 0 && bytes.Compare(k, sp.End) < 0 {
+					return data.Set(k, v, nil)
+				}
+			}
+			return nil // membership, alarms and Raft state are the new cluster's
+		}); err != nil {
+			return fmt.Errorf("read backup: %w", err)
+		}
+		spec := cfg.InitialCluster
+		if spec == "" {
+			spec = cfg.Name + "=" + cfg.PeerURL
+		}
+		id, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
+			kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision})
+		if err != nil {
+			return err
+		}
+		if err := db.Flush(); err != nil {
+			return fmt.Errorf("flush restored data: %w", err)
+		}
+		_, err = writeMemberFile(fs, dir, id)
+		return err
+	}()
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close restored data: %w", cerr)
+	}
+	return err
 }
 
 // restoredSpans are the parts of a backup a restore keeps: user data and

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	raftpb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
@@ -44,9 +45,13 @@ import (
 type Server struct {
 	cfg       Config
 	logger    *slog.Logger
+	fs        vfs.FS
 	db        *pebble.DB
 	id        ident
 	clientURL string
+	// memberFileID is the data dir's member file as it was at start
+	// (watchDataDir).
+	memberFileID fileID
 	// usage estimates what the storage quota counts; quotaRefused is set
 	// when a write was refused for the quota, until the NOSPACE alarm is
 	// raised.
@@ -87,6 +92,7 @@ type Server struct {
 	wg     sync.WaitGroup
 
 	fatal     chan error
+	failed    atomic.Pointer[error] // the first error reported on fatal
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -97,7 +103,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, usage: newStorageUsage(), fatal: make(chan error, 1), timeouts: coarsetimer.New(timeoutResolution)}
+	s := &Server{cfg: cfg, fs: fsOrDefault(cfg.FS), usage: newStorageUsage(), fatal: make(chan error, 1), timeouts: coarsetimer.New(timeoutResolution)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -126,12 +132,15 @@ func Open(cfg Config) (_ *Server, err error) {
 		peerURL = cfg.AdvertisePeerURL
 	}
 
+	existed, err := inspectDataDir(s.fs, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger, EventListener: s.usage.listener()})
 	if err != nil {
 		return nil, err
 	}
-	_, existed, err := loadIdent(s.db)
-	if err != nil {
+	if err := s.checkDataDir(existed); err != nil {
 		return nil, err
 	}
 	id, err := s.establishIdentity(s.ctx, peerURL)
@@ -141,6 +150,12 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.id = id
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", id.MemberID), "name", id.Name)
 	if err := s.checkNotRemoved(); err != nil {
+		return nil, err
+	}
+	if err := s.checkDataNotLost(); err != nil {
+		return nil, err
+	}
+	if s.memberFileID, err = writeMemberFile(s.fs, cfg.DataDir, id); err != nil {
 		return nil, err
 	}
 	if !existed {
@@ -270,6 +285,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
 	s.goBackground(s.publishLoop)
 	s.goBackground(s.quotaLoop)
+	s.goBackground(s.watchDataDir)
 	if len(cfg.Join) > 0 {
 		s.goBackground(s.promoteLoop)
 	}
@@ -414,6 +430,11 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 }
 
 func (s *Server) onFatal(err error) {
+	if s.failed.CompareAndSwap(nil, &err) && errors.Is(err, replica.ErrLogLost) {
+		err = fmt.Errorf("%v: %w", err, ErrDataLost)
+		s.failed.Store(&err)
+		s.recordDataLost(err)
+	}
 	select {
 	case s.fatal <- err:
 	default:

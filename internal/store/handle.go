@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -132,7 +133,15 @@ func (h *handle) run(ctx context.Context) {
 			h.r.Tick()
 		}
 		for _, m := range box.msgs {
-			if err := h.r.Step(m); err != nil {
+			err := h.r.Step(m)
+			if errors.Is(err, replica.ErrLogLost) {
+				h.s.logger.Error("replica stopped: its log lost acknowledged entries", "range", uint64(h.r.RangeID()), "err", err)
+				if h.s.cfg.OnFatal != nil {
+					h.s.cfg.OnFatal(err)
+				}
+				return
+			}
+			if err != nil {
 				h.s.logger.Debug("step failed", "range", uint64(h.r.RangeID()), "type", m.GetType().String(), "err", err)
 			}
 		}

@@ -182,6 +182,20 @@ func (n *Node) Server() *server.Server {
 	return n.srv
 }
 
+// DataDir is the node's data dir, on FS.
+func (n *Node) DataDir() string { return n.dir }
+
+// FS is the file system of the node's data dir: its own in-memory one, or
+// the operating system's with OnDisk. Tests delete or damage data with it.
+func (n *Node) FS() vfs.FS {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.fs == nil {
+		return vfs.Default
+	}
+	return n.fs
+}
+
 // Running reports whether the node is up.
 func (n *Node) Running() bool { return n.Server() != nil }
 
