@@ -23,6 +23,7 @@ const (
 var (
 	identSuffix     = []byte("ident")
 	nodeRemoved     = []byte("removed")
+	peerSecret      = []byte("peersecret")
 	hardStateSuffix = []byte("hs")
 	truncatedSuffix = []byte("rt")
 	raftLogSuffix   = []byte("rl")
@@ -56,6 +57,13 @@ func rangeLocalKey(prefix byte, id RangeID, suffix []byte, extra int) []byte {
 // cluster: a restart with this data refuses to run.
 func NodeRemovedKey() []byte {
 	return append([]byte{localPrefix}, nodeRemoved...)
+}
+
+// NodePeerSecretKey holds the cluster's peer secret on this node, with
+// which it authenticates its peer connections when it has no peer TLS. It
+// is node-local so that no snapshot or backup carries it.
+func NodePeerSecretKey() []byte {
+	return append([]byte{localPrefix}, peerSecret...)
 }
 
 // RaftHardStateKey holds the Raft HardState (term, vote, commit) of a range.
