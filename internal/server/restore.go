@@ -11,6 +11,7 @@ import (
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/storage"
 )
 
@@ -29,7 +30,12 @@ type RestoreConfig struct {
 	// PeerURL is this member's peer URL when InitialCluster is empty (a
 	// single-node cluster).
 	PeerURL string
-	Logger  *slog.Logger
+	// PeerSecret is the new cluster's peer secret, stored in the data dir
+	// (see Config.PeerSecret). nil: a single-member cluster makes its own;
+	// the members of a larger one are given it when they start (or use
+	// peer TLS). The backup never holds the old cluster's.
+	PeerSecret []byte
+	Logger     *slog.Logger
 }
 
 // Restore creates the data dir of a member of a new cluster whose data is a
@@ -37,6 +43,11 @@ type RestoreConfig struct {
 // leases. Membership comes from InitialCluster, not from the backup, as etcd's
 // restore does. The backup is verified in full before anything is written.
 func Restore(cfg RestoreConfig) (backup.Header, error) {
+	if cfg.PeerSecret != nil {
+		if err := peerauth.CheckSecret(cfg.PeerSecret); err != nil {
+			return backup.Header{}, fmt.Errorf("peer secret: %w", err)
+		}
+	}
 	if cfg.ClusterToken == "" {
 		cfg.ClusterToken = "synod-cluster"
 	}
@@ -80,8 +91,12 @@ func Restore(cfg RestoreConfig) (backup.Header, error) {
 	if spec == "" {
 		spec = cfg.Name + "=" + cfg.PeerURL
 	}
+	secret, err := newClusterSecret(cfg.PeerSecret, spec)
+	if err != nil {
+		return h, err
+	}
 	if _, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
-		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}); err != nil {
+		kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, secret); err != nil {
 		return h, err
 	}
 	if cfg.Logger != nil {
