@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -56,6 +58,11 @@ func startCluster(ctx context.Context, system, dir string, l launcher) (_ *clust
 	for i := range clusterSize {
 		initial = append(initial, fmt.Sprintf("n%d=%s", i+1, addrs[3*i+1]))
 	}
+	// Synod's members authenticate each other with a shared peer secret.
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
 	for i := range clusterSize {
 		a := member.Args{
 			Name:           fmt.Sprintf("n%d", i+1),
@@ -64,6 +71,7 @@ func startCluster(ctx context.Context, system, dir string, l launcher) (_ *clust
 			PeerAddr:       addrs[3*i+1],
 			PprofAddr:      addrs[3*i+2],
 			InitialCluster: strings.Join(initial, ","),
+			PeerSecret:     hex.EncodeToString(secret),
 		}
 		m, err := startMember(system, l, a, filepath.Join(dir, a.Name+".log"))
 		if err != nil {

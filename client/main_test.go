@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -56,12 +57,16 @@ func startCluster() (stop func(), err error) {
 		spec = append(spec, fmt.Sprintf("n%d=%s", i+1, pl.Addr()))
 		endpoints = append(endpoints, cl.Addr().String())
 	}
+	secret, err := peerauth.NewSecret()
+	if err != nil {
+		return stop, err
+	}
 	for i := range 3 {
 		s, err := server.Open(server.Config{
 			Name: fmt.Sprintf("n%d", i+1), DataDir: "/data", FS: vfs.NewMem(),
 			PeerListener: peers[i], ClientListener: clients[i],
 			InitialCluster: strings.Join(spec, ","), TickInterval: 10 * time.Millisecond,
-			Logger: slog.New(slog.DiscardHandler),
+			Logger: slog.New(slog.DiscardHandler), PeerSecret: secret,
 		})
 		if err != nil {
 			return stop, err

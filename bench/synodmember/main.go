@@ -16,6 +16,7 @@ import (
 
 	"github.com/synod-io/synod/bench/internal/member"
 	"github.com/synod-io/synod/internal/gcpolicy"
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -44,6 +45,10 @@ func serve(ctx context.Context, a member.Args) error {
 		defer stopPprof()
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	secret, err := peerauth.Parse([]byte(a.PeerSecret))
+	if err != nil {
+		return fmt.Errorf("-peer-secret: %w", err)
+	}
 	s, err := server.Open(server.Config{
 		Name:           a.Name,
 		DataDir:        a.DataDir,
@@ -51,6 +56,7 @@ func serve(ctx context.Context, a member.Args) error {
 		PeerAddr:       a.PeerAddr,
 		InitialCluster: a.InitialCluster,
 		ClusterToken:   "bench",
+		PeerSecret:     secret,
 		Logger:         logger,
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -26,6 +27,7 @@ import (
 type testCluster struct {
 	srvs      []*server.Server
 	endpoints []string
+	secret    []byte // the peer secret the nodes were started with
 }
 
 // startCluster starts three nodes on 127.0.0.1:0 listeners with a short
@@ -47,7 +49,11 @@ func startCluster(t *testing.T) *testCluster {
 		peers, clients = append(peers, pl), append(clients, cl)
 		spec = append(spec, fmt.Sprintf("n%d=%s", i+1, pl.Addr()))
 	}
-	c := &testCluster{}
+	secret, err := peerauth.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testCluster{secret: secret}
 	var nodes []*demoNode
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
@@ -55,6 +61,7 @@ func startCluster(t *testing.T) *testCluster {
 			Name: name, DataDir: t.TempDir(),
 			PeerListener: peers[i], ClientListener: clients[i],
 			InitialCluster: strings.Join(spec, ","), TickInterval: 10 * time.Millisecond,
+			PeerSecret: secret,
 		})
 		if err != nil {
 			t.Fatal(err)

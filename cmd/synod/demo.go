@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/synod-io/synod/internal/certgen"
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -206,6 +207,11 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 	_, _ = out.Write(table.Bytes())
 	fmt.Fprintln(out)
 
+	// One process bootstraps every member: they share one new peer secret.
+	secret, err := peerauth.NewSecret()
+	if err != nil {
+		return err
+	}
 	fatal := make(chan error, len(nodes))
 	for _, n := range nodes {
 		n.srv, err = server.Open(server.Config{
@@ -220,6 +226,7 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			ClientTLS:      demoTLSFiles(o.tls, certs.ServerCert, certs.ServerKey, certs.CA),
 			ClientCertAuth: o.tls,
 			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.PeerCA),
+			PeerSecret:     secret,
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", n.name, err)

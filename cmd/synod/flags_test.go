@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +27,8 @@ func TestBadFlags(t *testing.T) {
 	start := func(args ...string) []string {
 		return append([]string{"start", "--data-dir", dir}, args...)
 	}
+	notHex := writeFile(t, "not-hex", "this is no secret\n")
+	short := writeFile(t, "short", strings.Repeat("ab", 16)+"\n")
 	tests := []struct {
 		args []string
 		want string
@@ -60,6 +64,15 @@ func TestBadFlags(t *testing.T) {
 		{start("--peer-source-ip", "localhost"), `--peer-source-ip must be an IP address, got "localhost"`},
 		{start("--name", "n1", "--advertise-peer-url", "127.0.0.1:9000", "--initial-cluster", "n1=127.0.0.1:2380"),
 			"--initial-cluster gives n1 the peer URL http://127.0.0.1:2380, but --advertise-peer-url is http://127.0.0.1:9000"},
+		{start("--name", "n1", "--initial-cluster", "n1=127.0.0.1:2380,n2=127.0.0.1:22380"),
+			"--initial-cluster has 2 members: without peer TLS they authenticate each other with a shared peer secret; make one with 'synod peer-secret new FILE'"},
+		{start("--initial-cluster-state", "existing", "--initial-cluster", "n1=127.0.0.1:22380"),
+			"--initial-cluster-state existing needs the cluster's --peer-secret-file (write it with 'synod peer-secret get FILE'"},
+		{start("--peer-secret-file", filepath.Join(t.TempDir(), "none")), "--peer-secret-file: open "},
+		{start("--peer-secret-file", notHex), "--peer-secret-file " + notHex + ": a peer secret is written in hex digits"},
+		{start("--peer-secret-file", short), "--peer-secret-file " + short + ": a peer secret has at least 32 bytes (64 hex digits), got 16"},
+		{[]string{"snapshot", "restore", "b.db", "--peer-secret-file", notHex}, "--peer-secret-file " + notHex + ": a peer secret is written in hex digits"},
+		{[]string{"peer-secret", "new", "a", "b"}, "synod peer-secret new takes [FILE], got 2 arguments"},
 		{start("--log-level", "loud"), `--log-level must be debug, info, warn or error, got "loud"`},
 		{start("--log-format", "xml"), `--log-format must be text or json, got "xml"`},
 
@@ -101,6 +114,9 @@ func TestBadFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := execute(t.Context(), "", tt.args...)
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("synod %s made the data dir (%v), want none", strings.Join(tt.args, " "), err)
+		}
 		if code != exitUsage {
 			t.Errorf("synod %s: exit code %d, want %d (stderr %q)", strings.Join(tt.args, " "), code, exitUsage, stderr)
 		}
@@ -160,18 +176,32 @@ func TestUnreachableEndpoint(t *testing.T) {
 	}
 }
 
+// writeFile writes a file in a temporary directory and returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestStartConfig(t *testing.T) {
 	var o startOptions
 	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
 	o.addFlags(fs)
+	secret := strings.Repeat("0123456789abcdef", 4)
 	if err := fs.Parse([]string{"--name", "n2", "--peer-addr", "127.0.0.1:22380",
 		"--initial-cluster", "n1=127.0.0.1:2380,n2=127.0.0.1:22380", "--request-timeout", "3s",
-		"--advertise-client-url", "localhost:2379"}); err != nil {
+		"--advertise-client-url", "localhost:2379", "--peer-secret-file", writeFile(t, "secret", secret+"\n")}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := o.config()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(cfg.PeerSecret); got != secret {
+		t.Errorf("peer secret: got %s, want %s", got, secret)
 	}
 	if cfg.Name != "n2" || cfg.DataDir != "n2.synod" || cfg.PeerAddr != "127.0.0.1:22380" ||
 		cfg.ClientAddr != "127.0.0.1:2379" || cfg.AdvertiseClientURL != "http://localhost:2379" ||
@@ -191,7 +221,8 @@ func TestStartConfigAdvertisedPeer(t *testing.T) {
 	// at 127.0.0.1:9002: --initial-cluster names the proxy.
 	if err := fs.Parse([]string{"--name", "n2", "--peer-addr", "127.0.0.2:7000",
 		"--advertise-peer-url", "127.0.0.1:9002", "--peer-source-ip", "127.0.0.2",
-		"--initial-cluster", "n1=127.0.0.1:9001,n2=127.0.0.1:9002"}); err != nil {
+		"--initial-cluster", "n1=127.0.0.1:9001,n2=127.0.0.1:9002",
+		"--peer-secret-file", writeFile(t, "secret", strings.Repeat("ab", 32))}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := o.config()

@@ -88,7 +88,8 @@ func (a *app) memberAddCmd() *cobra.Command {
 				if learner {
 					kind = "Learner"
 				}
-				return p.write([]byte(fmt.Sprintf("%s %x added to cluster %x\n\nStart it with:\n  synod start --name %s --peer-addr %s --initial-cluster-state existing \\\n    --initial-cluster %s\n",
+				return p.write([]byte(fmt.Sprintf("%s %x added to cluster %x\n\nStart it with:\n  synod start --name %s --peer-addr %s --initial-cluster-state existing \\\n    --initial-cluster %s \\\n    --peer-secret-file FILE\n"+
+					"where FILE holds the cluster's peer secret ('synod peer-secret get FILE'), unless the members use peer TLS.\n",
 					kind, resp.Member.ID, resp.Header.ClusterId, args[0], hostPortOf(peerURLs[0]), strings.Join(spec, ","))))
 			})
 		},

@@ -136,6 +136,7 @@ client commands (put, get, del, txn, ...) or with etcdctl.`,
 		a.roleCmd(),
 		a.authCmd(),
 		a.certCmd(),
+		a.peerSecretCmd(),
 	)
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,7 +19,8 @@ func (a *app) snapshotCmd() *cobra.Command {
 		Long: `A backup is a consistent point-in-time copy of the data (keys with their
 history, leases), taken from one endpoint while it serves. 'restore' creates
 the data dir of a member of a new cluster from it; run it for every member,
-with the same --initial-cluster, then start them.`,
+with the same --initial-cluster and --peer-secret-file, then start them. A
+backup never holds the peer secret of the cluster it was taken from.`,
 	}
 	cmd.AddCommand(a.snapshotSaveCmd(), a.snapshotStatusCmd(), a.snapshotRestoreCmd())
 	return cmd
@@ -94,7 +96,7 @@ func (a *app) snapshotStatusCmd() *cobra.Command {
 }
 
 func (a *app) snapshotRestoreCmd() *cobra.Command {
-	var name, dataDir, initialCluster, token, peerAddr string
+	var name, dataDir, initialCluster, token, peerAddr, secretFile string
 	cmd := &cobra.Command{
 		Use:   "restore FILE --data-dir DIR",
 		Short: "Create a member's data dir for a new cluster from a backup",
@@ -108,15 +110,28 @@ func (a *app) snapshotRestoreCmd() *cobra.Command {
 					return err
 				}
 			}
+			var secret []byte
+			if secretFile != "" {
+				var err error
+				if secret, err = readPeerSecretFile(secretFile); err != nil {
+					return err
+				}
+			}
 			h, err := server.Restore(server.RestoreConfig{
 				Backup: args[0], DataDir: dataDir, Name: name,
 				InitialCluster: initialCluster, ClusterToken: token, PeerURL: "http://" + peerAddr,
+				PeerSecret: secret,
 			})
 			if err != nil {
 				return fmt.Errorf("restore %s: %w", args[0], err)
 			}
-			return a.printer(cmd).write([]byte(fmt.Sprintf("Restored %s into %s at revision %d; start it with:\n  synod start --name %s --data-dir %s --peer-addr %s\n",
-				args[0], dataDir, h.Revision, name, dataDir, peerAddr)))
+			startFlags := ""
+			if secret == nil && initialCluster != "" && strings.Contains(initialCluster, ",") {
+				// The members of the new cluster need a shared secret.
+				startFlags = " --peer-secret-file FILE"
+			}
+			return a.printer(cmd).write([]byte(fmt.Sprintf("Restored %s into %s at revision %d; start it with:\n  synod start --name %s --data-dir %s --peer-addr %s%s\n",
+				args[0], dataDir, h.Revision, name, dataDir, peerAddr, startFlags)))
 		},
 	}
 	f := cmd.Flags()
@@ -125,5 +140,7 @@ func (a *app) snapshotRestoreCmd() *cobra.Command {
 	f.StringVar(&initialCluster, "initial-cluster", "", "members of the new cluster (empty: a single-node cluster)")
 	f.StringVar(&token, "cluster-token", "synod-cluster", "token of the new cluster")
 	f.StringVar(&peerAddr, "peer-addr", "127.0.0.1:2380", "peer address of this member")
+	f.StringVar(&secretFile, "peer-secret-file", "", "the new cluster's peer secret ('synod peer-secret new'), the same for every member (default: a single member makes its own; "+
+		"the members of a larger cluster then take it, or peer TLS, when they start)")
 	return cmd
 }

@@ -43,6 +43,7 @@ type startOptions struct {
 	initialClusterState  string
 	quotaBackendBytes    int64
 	metricsAddr          string
+	peerSecretFile       string
 	tls                  startTLSOptions
 	log                  logOptions
 }
@@ -72,6 +73,8 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz, /readyz and /debug/pprof on (empty: none)")
+	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file with the cluster's peer secret ('synod peer-secret new'), with which members authenticate each other without peer TLS: "+
+		"needed by a new data dir whose --initial-cluster has several members, and with --initial-cluster-state existing; kept in the data dir")
 	o.tls.addFlags(fs)
 	o.log.addFlags(fs, "info")
 }
@@ -195,7 +198,38 @@ func (o *startOptions) config() (server.Config, error) {
 	if err := o.tls.apply(&cfg); err != nil {
 		return server.Config{}, err
 	}
+	if o.peerSecretFile != "" {
+		secret, err := readPeerSecretFile(o.peerSecretFile)
+		if err != nil {
+			return server.Config{}, err
+		}
+		cfg.PeerSecret = secret
+	} else if !cfg.PeerTLS.Enabled() && dataDirIsNew(dataDir) {
+		if err := o.checkNeedsNoSecret(); err != nil {
+			return server.Config{}, err
+		}
+	}
 	return cfg, nil
+}
+
+// checkNeedsNoSecret refuses, before a new data dir is made, a start
+// without peer TLS that needs the cluster's peer secret and was given none:
+// several initial members in separate processes, or a member added with
+// member add.
+func (o *startOptions) checkNeedsNoSecret() error {
+	if o.initialClusterState == "existing" {
+		return usageErrorf("--initial-cluster-state existing needs the cluster's --peer-secret-file (write it with 'synod peer-secret get FILE', " +
+			"as root when auth is enabled), or peer TLS; or start the node with --join instead")
+	}
+	if o.initialCluster == "" {
+		return nil
+	}
+	members, err := cluster.ParseInitialCluster(o.initialCluster)
+	if err != nil || len(members) < 2 {
+		return nil
+	}
+	return usageErrorf("--initial-cluster has %d members: without peer TLS they authenticate each other with a shared peer secret; "+
+		"make one with 'synod peer-secret new FILE', copy it to every member and start each with --peer-secret-file FILE", len(members))
 }
 
 // checkHostPort checks that a flag holds host:port with a valid port.
@@ -247,14 +281,17 @@ func (a *app) startCmd() *cobra.Command {
 		Short: "Run a node",
 		Long: `Run one Synod node until SIGINT or SIGTERM.
 
-A new cluster of several nodes starts with the same --initial-cluster on
-every node, e.g. for the first of three:
+A new cluster of several nodes starts with the same --initial-cluster and
+the same peer secret on every node (without peer TLS, the members prove the
+secret to each other on every connection), e.g. for the first of three:
 
+  synod peer-secret new secret.hex    # once; copy the file to every node
   synod start --name n1 --client-addr 127.0.0.1:2379 --peer-addr 127.0.0.1:2380 \
-    --initial-cluster n1=127.0.0.1:2380,n2=127.0.0.1:22380,n3=127.0.0.1:32380
+    --initial-cluster n1=127.0.0.1:2380,n2=127.0.0.1:22380,n3=127.0.0.1:32380 \
+    --peer-secret-file secret.hex
 
-A node restarted with an existing data dir keeps its identity and membership
-and ignores --initial-cluster.
+A node restarted with an existing data dir keeps its identity, membership
+and peer secret, and ignores --initial-cluster.
 
 To add a node to a running cluster, start it with a new data dir and
 --join (it becomes a learner, catches up by snapshot, and is promoted):
@@ -262,8 +299,10 @@ To add a node to a running cluster, start it with a new data dir and
   synod start --name n4 --client-addr 127.0.0.1:42379 --peer-addr 127.0.0.1:42380 \
     --join 127.0.0.1:2379,127.0.0.1:22379
 
-or the etcd way: 'member add' (synod or etcdctl), then start the node with
-the printed --initial-cluster and --initial-cluster-state existing.`,
+(it fetches the peer secret over the client API: root only when auth is
+enabled), or the etcd way: 'member add' (synod or etcdctl), then start the
+node with the printed --initial-cluster, --initial-cluster-state existing
+and the cluster's --peer-secret-file ('synod peer-secret get FILE').`,
 		Args: argsBetween(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config()
@@ -272,6 +311,9 @@ the printed --initial-cluster and --initial-cluster-state existing.`,
 			}
 			if cfg.Logger, err = o.log.logger(cmd.ErrOrStderr()); err != nil {
 				return err
+			}
+			if o.peerSecretFile != "" {
+				warnLoosePermissions(cfg.Logger, o.peerSecretFile)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -9,6 +9,7 @@
 //	     0x01 "ident"                              node identity (cluster ID, member ID, name)
 //	     0x01 "removed"                            this node was removed from its cluster
 //	     0x01 "lost"                               this node found its data gone (a restart refuses)
+//	     0x01 "peersecret"                         the cluster's peer secret (never in snapshots or backups)
 //	     0x01 "r" <rangeID:8> "hs"                 Raft HardState of a range
 //	     0x01 "r" <rangeID:8> "rt"                 Raft truncated state (index, term)
 //	     0x01 "r" <rangeID:8> "rl" <index:8>       Raft log entry

@@ -24,6 +24,7 @@ var (
 	identSuffix     = []byte("ident")
 	nodeRemoved     = []byte("removed")
 	nodeDataLost    = []byte("lost")
+	peerSecret      = []byte("peersecret")
 	hardStateSuffix = []byte("hs")
 	truncatedSuffix = []byte("rt")
 	raftLogSuffix   = []byte("rl")
@@ -64,6 +65,13 @@ func NodeRemovedKey() []byte {
 // data refuses to run. The value says how it was found.
 func NodeDataLostKey() []byte {
 	return append([]byte{localPrefix}, nodeDataLost...)
+}
+
+// NodePeerSecretKey holds the cluster's peer secret on this node, with
+// which it authenticates its peer connections when it has no peer TLS. It
+// is node-local so that no snapshot or backup carries it.
+func NodePeerSecretKey() []byte {
+	return append([]byte{localPrefix}, peerSecret...)
 }
 
 // RaftHardStateKey holds the Raft HardState (term, vote, commit) of a range.

@@ -99,3 +99,15 @@ func TestSpansDisjoint(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeKeysAreNotReplicated checks that the node-local keys, the peer
+// secret above all, lie outside every span a snapshot or backup copies.
+func TestNodeKeysAreNotReplicated(t *testing.T) {
+	for _, k := range [][]byte{NodeIdentKey(), NodeRemovedKey(), NodePeerSecretKey()} {
+		for _, s := range ReplicatedSpans(FirstRangeID) {
+			if bytes.Compare(k, s.Start) >= 0 && bytes.Compare(k, s.End) < 0 {
+				t.Fatalf("node-local key %q inside the replicated span %q-%q", k, s.Start, s.End)
+			}
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
@@ -65,6 +66,18 @@ type Config struct {
 	// cannot join, send Raft messages or snapshots, or read anything.
 	// Both are reloaded when their files change.
 	PeerTLS tlsconfig.Files
+	// PeerSecret is the cluster's peer secret (at least peerauth.SecretLen
+	// bytes). Without PeerTLS, every peer connection, in both directions,
+	// must prove that it holds it (internal/peerauth) before any peer
+	// service answers. It is stored in the data dir with the node's
+	// identity, never replicated; once stored it may be omitted, and must
+	// match if given. It is needed to bootstrap a cluster of several members
+	// in separate processes (all with the same secret) and to start a member
+	// added with MemberAdd (InitialClusterState "existing"); a single-member
+	// cluster makes its own, and a node started with Join fetches the
+	// cluster's over the client API. With PeerTLS, certificates
+	// authenticate and the secret is not needed.
+	PeerSecret []byte
 
 	// AuthToken is etcd's --auth-token: "simple" (the default) or
 	// "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>[,ttl=<d>]".
@@ -217,6 +230,11 @@ func (c *Config) validate() error {
 	}
 	if c.ClientCertAuth && (c.ClientTLS.CertFile == "" || c.ClientTLS.TrustedCAFile == "") {
 		return errors.New("client cert auth needs the client cert, key and trusted ca files")
+	}
+	if c.PeerSecret != nil {
+		if err := peerauth.CheckSecret(c.PeerSecret); err != nil {
+			return fmt.Errorf("peer secret: %w", err)
+		}
 	}
 	if c.PeerTLS.Enabled() && (c.PeerTLS.CertFile == "" || c.PeerTLS.TrustedCAFile == "") {
 		return errors.New("peer tls needs the peer cert, key and trusted ca files (peers always verify each other)")

@@ -66,6 +66,45 @@ func inspectDataDir(fs vfs.FS, dir string) (bool, error) {
 	return desc.Exists, nil
 }
 
+// listIfExists lists dir, or returns nil if it does not exist.
+func listIfExists(fs vfs.FS, dir string) ([]string, error) {
+	names, err := fs.List(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read data dir %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// discardNewStorage closes the storage a first start opened and removes
+// what it created in the data dir (every entry not among before), after
+// the first start failed before committing an identity: a start with
+// corrected flags is then a first start again. Files the data dir held
+// before (a mount point's lost+found, certificates) are kept.
+func (s *Server) discardNewStorage(before []string) {
+	if s.db != nil {
+		_ = s.db.Close()
+		s.db = nil
+	}
+	keep := map[string]bool{}
+	for _, n := range before {
+		keep[n] = true
+	}
+	names, err := s.fs.List(s.cfg.DataDir)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		if !keep[n] {
+			if err := s.fs.RemoveAll(s.fs.PathJoin(s.cfg.DataDir, n)); err != nil {
+				s.cfg.Logger.Warn("remove what a failed first start created", "path", n, "err", err)
+			}
+		}
+	}
+}
+
 // checkDataDir refuses a data dir that holds a Pebble instance but no
 // member: a first start, join or restore (by an older Synod, which wrote
 // in place) stopped before it was complete. Starting a new member on it

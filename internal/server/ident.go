@@ -89,21 +89,33 @@ func loadIdent(db *pebble.DB) (ident, bool, error) {
 
 // bootstrap creates the state of a new node of a new cluster. Every initial
 // member writes the same first range (same voters, same member records), so
-// they agree without exchanging anything.
-func bootstrap(db *pebble.DB, cfg *Config, peerURL string) (ident, error) {
+// they agree without exchanging anything; the peer secret, which they must
+// share too, is the configured one (or this node's own, when it is the only
+// member). It returns the identity and the peer secret (nil: peer TLS
+// authenticates).
+func bootstrap(db *pebble.DB, cfg *Config, peerURL string, peerTLS bool) (ident, []byte, error) {
 	spec := cfg.InitialCluster
 	if spec == "" {
 		spec = cfg.Name + "=" + peerURL
 	}
+	secret, err := newClusterSecret(cfg.PeerSecret, spec)
+	if err != nil {
+		return ident{}, nil, err
+	}
+	if secret == nil && !peerTLS {
+		return ident{}, nil, errNeedPeerSecret
+	}
 	b := db.NewBatch()
 	defer b.Close()
-	return bootstrapCluster(b, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision})
+	id, err := bootstrapCluster(b, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision}, secret)
+	return id, secret, err
 }
 
 // bootstrapCluster adds to b, and commits with a sync, the first range of a
-// new cluster with the given KV counters. b may already hold the range's
-// data (a restored backup).
-func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta) (ident, error) {
+// new cluster with the given KV counters, and this node's identity and peer
+// secret (nil: none). b may already hold the range's data (a restored
+// backup).
+func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secret []byte) (ident, error) {
 	members, err := cluster.ParseInitialCluster(spec)
 	if err != nil {
 		return ident{}, err
@@ -127,6 +139,9 @@ func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta) (ide
 		}
 	}
 	if err := b.Set(keys.NodeIdentKey(), id.encode(), nil); err != nil {
+		return ident{}, err
+	}
+	if err := putPeerSecret(b, secret); err != nil {
 		return ident{}, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {

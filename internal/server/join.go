@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,7 +13,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
@@ -23,57 +25,72 @@ import (
 // bootstrapping a new cluster, by joining one through its client endpoints
 // (--join), or by looking up the member an operator added (--initial-cluster-
 // state existing). A node that joins starts with no data and receives it by
-// snapshot.
-func (s *Server) establishIdentity(ctx context.Context, peerURL string) (ident, error) {
+// snapshot. It returns the cluster's peer secret too (nil: peer TLS
+// authenticates the members), stored with the identity.
+func (s *Server) establishIdentity(ctx context.Context, peerURL string) (ident, []byte, error) {
 	id, ok, err := loadIdent(s.db)
 	if err != nil {
-		return ident{}, err
+		return ident{}, nil, err
 	}
 	switch {
 	case ok:
 		if s.cfg.InitialCluster != "" || len(s.cfg.Join) > 0 {
 			s.cfg.Logger.Info("data dir already initialized; ignoring --initial-cluster and --join", "data-dir", s.cfg.DataDir)
 		}
-		return id, nil
-	case len(s.cfg.Join) > 0:
-		id, err = s.join(ctx, peerURL)
+		secret, err := s.storedPeerSecret(id)
 		if err != nil {
-			return ident{}, fmt.Errorf("join the cluster at %v: %w", s.cfg.Join, err)
+			return ident{}, nil, err
+		}
+		return id, secret, nil
+	case len(s.cfg.Join) > 0:
+		id, secret, err := s.join(ctx, peerURL)
+		if err != nil {
+			return ident{}, nil, fmt.Errorf("join the cluster at %v: %w", s.cfg.Join, err)
 		}
 		s.cfg.Logger.Info("joined the cluster as a learner", "member", fmt.Sprintf("%x", id.MemberID))
-		return id, nil
+		return id, secret, nil
 	case s.cfg.InitialClusterState == "existing":
+		if s.cfg.PeerSecret == nil && s.peerTLS == nil {
+			return ident{}, nil, fmt.Errorf("a member added with member add looks itself up on the peer port of the others, " +
+				"which needs the cluster's peer secret: give --peer-secret-file with the output of 'synod peer-secret get' " +
+				"(as root when auth is enabled), or configure peer TLS; or start the node with --join instead of member add")
+		}
 		id, err = s.discover(ctx, peerURL)
 		if err != nil {
-			return ident{}, fmt.Errorf("find this member in the existing cluster: %w", err)
+			return ident{}, nil, fmt.Errorf("find this member in the existing cluster: %w", err)
 		}
 		s.cfg.Logger.Info("found this member in the existing cluster", "member", fmt.Sprintf("%x", id.MemberID))
-		return id, nil
+		return id, s.cfg.PeerSecret, nil
 	default:
-		id, err = bootstrap(s.db, &s.cfg, peerURL)
+		id, secret, err := bootstrap(s.db, &s.cfg, peerURL, s.peerTLS != nil)
 		if err != nil {
-			return ident{}, fmt.Errorf("bootstrap: %w", err)
+			return ident{}, nil, fmt.Errorf("bootstrap: %w", err)
 		}
 		s.cfg.Logger.Info("bootstrapped new member", "data-dir", s.cfg.DataDir)
-		return id, nil
+		return id, secret, nil
 	}
 }
 
 // join adds this node as a learner through the client endpoints of an
-// existing cluster. If an earlier attempt added it but it never started, the
-// same member is used again.
-func (s *Server) join(ctx context.Context, peerURL string) (ident, error) {
+// existing cluster, after fetching the cluster's peer secret there. If an
+// earlier attempt added it but it never started, the same member is used
+// again.
+func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error) {
 	tlsCfg, err := s.joinTLS()
 	if err != nil {
-		return ident{}, err
+		return ident{}, nil, err
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.Join, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsCfg})
 	if err != nil {
-		return ident{}, err
+		return ident{}, nil, err
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.RequestTimeout)
 	defer cancel()
+	secret, err := s.joinPeerSecret(ctx, cli)
+	if err != nil {
+		return ident{}, nil, err
+	}
 	var memberID, clusterID uint64
 	var members []*pb.Member
 	resp, err := cli.MemberAddAsLearner(ctx, []string{peerURL})
@@ -83,25 +100,49 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, error) {
 	case errors.Is(err, rpctypes.ErrPeerURLExist):
 		ml, lerr := cli.MemberList(ctx)
 		if lerr != nil {
-			return ident{}, lerr
+			return ident{}, nil, lerr
 		}
 		for _, m := range ml.Members {
 			if !slices.Contains(m.PeerURLs, peerURL) {
 				continue
 			}
 			if m.Name != "" {
-				return ident{}, fmt.Errorf("member %s (%x) already has peer URL %s and has started: remove it first, or use another address", m.Name, m.ID, peerURL)
+				return ident{}, nil, fmt.Errorf("member %s (%x) already has peer URL %s and has started: remove it first, or use another address", m.Name, m.ID, peerURL)
 			}
 			memberID = m.ID
 		}
 		if memberID == 0 {
-			return ident{}, err
+			return ident{}, nil, err
 		}
 		clusterID, members = ml.Header.ClusterId, ml.Members
 	default:
-		return ident{}, err
+		return ident{}, nil, err
 	}
-	return s.writeJoinedIdent(clusterID, memberID, members)
+	id, err := s.writeJoinedIdent(clusterID, memberID, members, secret)
+	return id, secret, err
+}
+
+// joinPeerSecret fetches the peer secret of the cluster to join, unless
+// this node uses peer TLS. A secret given in the configuration must be the
+// cluster's.
+func (s *Server) joinPeerSecret(ctx context.Context, cli *clientv3.Client) ([]byte, error) {
+	if s.peerTLS != nil {
+		return s.cfg.PeerSecret, nil
+	}
+	secret, err := FetchPeerSecret(ctx, cli.ActiveConnection())
+	switch {
+	case err == nil:
+	case status.Code(err) == codes.Unimplemented:
+		return nil, fmt.Errorf("the cluster does not hand out its peer secret (%w): it runs an older Synod; upgrade it first", err)
+	case status.Code(err) == codes.FailedPrecondition:
+		return nil, fmt.Errorf("get the cluster's peer secret: %w: configure this node's peer TLS as the members'", err)
+	default:
+		return nil, fmt.Errorf("get the cluster's peer secret (joining needs the root user when auth is enabled): %w", err)
+	}
+	if s.cfg.PeerSecret != nil && !hmac.Equal(secret, s.cfg.PeerSecret) {
+		return nil, errors.New("the peer secret given (--peer-secret-file) is not the cluster's: give none with --join")
+	}
+	return secret, nil
 }
 
 // discover finds the member an operator added (etcdctl member add) for this
@@ -123,7 +164,7 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 		}
 		for _, pm := range resp.Members {
 			if slices.Contains(pm.PeerURLs, peerURL) {
-				return s.writeJoinedIdent(resp.Header.ClusterId, pm.ID, resp.Members)
+				return s.writeJoinedIdent(resp.Header.ClusterId, pm.ID, resp.Members, s.cfg.PeerSecret)
 			}
 		}
 		return ident{}, fmt.Errorf("no member has peer URL %s: add it first (etcdctl member add %s --peer-urls=%s)", peerURL, s.cfg.Name, peerURL)
@@ -134,25 +175,46 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 	return ident{}, lastErr
 }
 
+// askMembers asks a member's peer service for the members, as a node that
+// does not know its cluster yet.
 func (s *Server) askMembers(ctx context.Context, addr string) (*pb.MemberListResponse, error) {
-	conn, err := transport.Dial(addr, peerDialOptions(s.cfg, s.peerCreds()))
+	creds, err := s.peerCreds(0, s.cfg.PeerSecret)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := transport.Dial(addr, peerDialOptions(s.cfg, creds))
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp := &pb.MemberListResponse{}
-	if err := conn.Invoke(ctx, clusterMembersMethod, &pb.MemberListRequest{}, resp, grpc.WaitForReady(true)); err != nil {
-		return nil, fmt.Errorf("ask %s for the members: %w", addr, err)
+	// Retried while the connection fails (the member may be starting), so
+	// that the error says why, not only that time ran out.
+	var lastErr error
+	for {
+		resp := &pb.MemberListResponse{}
+		err := conn.Invoke(ctx, clusterMembersMethod, &pb.MemberListRequest{}, resp)
+		if err == nil {
+			return resp, nil
+		}
+		if lastErr == nil || status.Code(err) == codes.Unavailable {
+			lastErr = err // a deadline after connection failures keeps their reason
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return nil, fmt.Errorf("ask %s for the members: %s", addr, status.Convert(lastErr).Message())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return resp, nil
 }
 
-// writeJoinedIdent records the identity of a joining node and the members
-// it knows of (so that it can reach them before its first snapshot, which
-// replaces them).
-func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Member) (ident, error) {
+// writeJoinedIdent records the identity of a joining node, the cluster's
+// peer secret (nil: none) and the members it knows of (so that it can
+// reach them before its first snapshot, which replaces them).
+func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Member, secret []byte) (ident, error) {
 	id := ident{ClusterID: clusterID, MemberID: memberID, Name: s.cfg.Name}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -163,6 +225,9 @@ func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Memb
 		}
 	}
 	if err := b.Set(keys.NodeIdentKey(), id.encode(), nil); err != nil {
+		return ident{}, err
+	}
+	if err := putPeerSecret(b, secret); err != nil {
 		return ident{}, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {

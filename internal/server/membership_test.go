@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
@@ -372,6 +374,14 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if h.Revision < r.Header.Revision || pairs < 100 {
 		t.Fatalf("backup header: revision %d (want >= %d), %d pairs", h.Revision, r.Header.Revision, pairs)
 	}
+	// The peer secret is node-local: a backup never carries it.
+	oldSecret, err := server.FetchPeerSecret(ctx, cli.ActiveConnection())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(file); err != nil || bytes.Contains(data, oldSecret) {
+		t.Fatalf("backup holds the cluster's peer secret (read err %v)", err)
+	}
 	orig, err := cli.HashKV(ctx, c.Nodes()[0].ClientAddr, h.Revision)
 	if err != nil {
 		t.Fatal(err)
@@ -387,11 +397,15 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		spec = append(spec, fmt.Sprintf("r%d=%s", i+1, pl.Addr()))
 	}
 	var srvs []*server.Server
+	secret, err := peerauth.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 3; i++ {
 		dir := filepath.Join(t.TempDir(), fmt.Sprintf("r%d", i+1))
 		if _, err := server.Restore(server.RestoreConfig{
 			Backup: file, DataDir: dir, Name: fmt.Sprintf("r%d", i+1),
-			InitialCluster: strings.Join(spec, ","), ClusterToken: "restored",
+			InitialCluster: strings.Join(spec, ","), ClusterToken: "restored", PeerSecret: secret,
 		}); err != nil {
 			t.Fatalf("restore r%d: %v", i+1, err)
 		}

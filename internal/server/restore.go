@@ -13,6 +13,7 @@ import (
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/storage"
 )
 
@@ -31,7 +32,12 @@ type RestoreConfig struct {
 	// PeerURL is this member's peer URL when InitialCluster is empty (a
 	// single-node cluster).
 	PeerURL string
-	Logger  *slog.Logger
+	// PeerSecret is the new cluster's peer secret, stored in the data dir
+	// (see Config.PeerSecret). nil: a single-member cluster makes its own;
+	// the members of a larger one are given it when they start (or use
+	// peer TLS). The backup never holds the old cluster's.
+	PeerSecret []byte
+	Logger     *slog.Logger
 }
 
 // Restore creates the data dir of a member of a new cluster whose data is a
@@ -45,6 +51,11 @@ type RestoreConfig struct {
 // until a restore is run again (it starts over). DataDir must not exist, or
 // be empty.
 func Restore(cfg RestoreConfig) (backup.Header, error) {
+	if cfg.PeerSecret != nil {
+		if err := peerauth.CheckSecret(cfg.PeerSecret); err != nil {
+			return backup.Header{}, fmt.Errorf("peer secret: %w", err)
+		}
+	}
 	if cfg.ClusterToken == "" {
 		cfg.ClusterToken = "synod-cluster"
 	}
@@ -75,7 +86,15 @@ func Restore(cfg RestoreConfig) (backup.Header, error) {
 			return h, fmt.Errorf("remove %s: %w", tmp, err)
 		}
 	}
-	if err := restoreInto(cfg, fs, tmp, h); err != nil {
+	spec := cfg.InitialCluster
+	if spec == "" {
+		spec = cfg.Name + "=" + cfg.PeerURL
+	}
+	secret, err := newClusterSecret(cfg.PeerSecret, spec)
+	if err != nil {
+		return h, err
+	}
+	if err := restoreInto(cfg, fs, tmp, h, spec, secret); err != nil {
 		_ = fs.RemoveAll(tmp)
 		return h, err
 	}
@@ -98,7 +117,7 @@ func Restore(cfg RestoreConfig) (backup.Header, error) {
 }
 
 // restoreInto writes the restored member's data dir at dir, synced.
-func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header) error {
+func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec string, secret []byte) error {
 	db, err := storage.Open(storage.Options{Dir: dir, FS: cfg.FS, Logger: cfg.Logger})
 	if err != nil {
 		return err
@@ -122,12 +141,8 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header) erro
 		}); err != nil {
 			return fmt.Errorf("read backup: %w", err)
 		}
-		spec := cfg.InitialCluster
-		if spec == "" {
-			spec = cfg.Name + "=" + cfg.PeerURL
-		}
 		id, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
-			kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision})
+			kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, secret)
 		if err != nil {
 			return err
 		}

@@ -70,12 +70,14 @@ type Server struct {
 	peerLis   net.Listener
 	clientLis net.Listener
 	clientTLS *tlsconfig.Source // nil: the client API is plaintext
-	peerTLS   *tlsconfig.Source // nil: peer traffic is plaintext
+	peerTLS   *tlsconfig.Source // nil: peer traffic is plaintext, authenticated by peerSecret
 	httpLis   net.Listener
 	httpSrv   *http.Server
 	metrics   *metrics.Metrics
 	peerSrv   *grpc.Server
 	clientSrv *grpc.Server
+	// peerSecret is the cluster's peer secret (nil: none, with peerTLS).
+	peerSecret []byte
 
 	reqIDs atomic.Uint64
 	// timeouts bounds requests' waits for Raft (RequestTimeout).
@@ -136,6 +138,10 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	before, err := listIfExists(s.fs, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	s.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, FS: cfg.FS, Logger: cfg.Logger, EventListener: s.usage.listener()})
 	if err != nil {
 		return nil, err
@@ -143,11 +149,17 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := s.checkDataDir(existed); err != nil {
 		return nil, err
 	}
-	id, err := s.establishIdentity(s.ctx, peerURL)
+	id, secret, err := s.establishIdentity(s.ctx, peerURL)
 	if err != nil {
+		if !existed {
+			// Nothing was committed: leave the data dir as it was, so
+			// that a corrected start is a first start again rather than
+			// one checkDataDir refuses.
+			s.discardNewStorage(before)
+		}
 		return nil, err
 	}
-	s.id = id
+	s.id, s.peerSecret = id, secret
 	s.logger = cfg.Logger.With("member", fmt.Sprintf("%x", id.MemberID), "name", id.Name)
 	if err := s.checkNotRemoved(); err != nil {
 		return nil, err
@@ -178,11 +190,15 @@ func Open(cfg Config) (_ *Server, err error) {
 	// earlier incarnation of this node never match a new request.
 	s.reqIDs.Store(binary.BigEndian.Uint64(seed[:]) >> 1)
 
+	peerCreds, err := s.peerCreds(id.ClusterID, secret)
+	if err != nil {
+		return nil, err
+	}
 	s.transport = transport.New(transport.Config{
 		ClusterID:   id.ClusterID,
 		NodeID:      id.MemberID,
 		Handler:     handlerRef{s},
-		DialOptions: peerDialOptions(cfg, s.peerCreds()),
+		DialOptions: peerDialOptions(cfg, peerCreds),
 		Interceptor: cfg.PeerInterceptor,
 		IsRemoved:   s.isRemoved,
 		OnRemoved:   s.memberRemoved,
@@ -251,7 +267,11 @@ func Open(cfg Config) (_ *Server, err error) {
 		s.goBackground(s.revokeWorker)
 	}
 
-	s.peerSrv = grpc.NewServer(s.peerServerOptions()...)
+	peerOpts, err := s.peerServerOptions()
+	if err != nil {
+		return nil, err
+	}
+	s.peerSrv = grpc.NewServer(peerOpts...)
 	s.transport.Register(s.peerSrv)
 	s.registerLeaseForwarding(s.peerSrv)
 	s.registerClusterForwarding(s.peerSrv)
@@ -279,6 +299,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	pb.RegisterWatchServer(s.clientSrv, etcdapi.NewWatch(s, limits))
 	pb.RegisterLeaseServer(s.clientSrv, etcdapi.NewLease(s))
 	pb.RegisterAuthServer(s.clientSrv, auth.NewService(authBackend{s}, s.authz))
+	s.registerPeerSecretService(s.clientSrv)
 	s.registerCoordination(s.clientSrv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s.clientSrv, hs)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
 )
@@ -54,23 +55,38 @@ func (s *Server) clientCredsOption() grpc.ServerOption {
 	return grpc.Creds(credentials.NewTLS(s.clientTLS.ServerConfig(auth)))
 }
 
-// peerServerOptions are the options of the peer gRPC server: with peer TLS,
-// every connection must present a certificate signed by the peer CA, which
-// guards every peer service (Raft, snapshots, forwarding, member lists).
-func (s *Server) peerServerOptions() []grpc.ServerOption {
+// peerServerOptions are the options of the peer gRPC server. Every
+// connection must prove it comes from a member before any peer service
+// (Raft, snapshots, forwarding, member lists) sees it: with peer TLS by a
+// certificate signed by the peer CA, else by the peer secret handshake.
+func (s *Server) peerServerOptions() ([]grpc.ServerOption, error) {
 	opts := transport.ServerOptions()
 	if s.peerTLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.peerTLS.ServerConfig(tls.RequireAndVerifyClientCert))))
+		return append(opts, grpc.Creds(credentials.NewTLS(s.peerTLS.ServerConfig(tls.RequireAndVerifyClientCert)))), nil
 	}
-	return opts
+	creds, err := s.peerCreds(s.id.ClusterID, s.peerSecret)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, grpc.Creds(creds)), nil
 }
 
-// peerCreds returns the credentials of connections to peers (nil: plaintext).
-func (s *Server) peerCreds() credentials.TransportCredentials {
-	if s.peerTLS == nil {
-		return nil
+// peerCreds returns the credentials of connections to peers: peer TLS, or
+// the peer secret handshake as a member of cluster clusterID (0: a node that
+// does not know its cluster yet).
+func (s *Server) peerCreds(clusterID uint64, secret []byte) (credentials.TransportCredentials, error) {
+	if s.peerTLS != nil {
+		return s.peerTLS.ClientCredentials(), nil
 	}
-	return s.peerTLS.ClientCredentials()
+	logger := s.logger
+	if logger == nil {
+		logger = s.cfg.Logger
+	}
+	creds, err := peerauth.Credentials(peerauth.Config{Secret: secret, ClusterID: clusterID, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("peer credentials: %w", err)
+	}
+	return creds, nil
 }
 
 // joinTLS returns the TLS configuration for dialing the client endpoints of
@@ -94,7 +110,11 @@ func warnPlaintext(logger *slog.Logger, what string, addr net.Addr, src *tlsconf
 	if src != nil || isLoopback(addr) {
 		return
 	}
-	logger.Warn(fmt.Sprintf("the %s listener is not loopback-only and has no TLS: anyone who can reach it can read and write all data; configure %s", what, flags),
+	risk := "anyone who can reach it can read and write all data"
+	if what == "peer" {
+		risk = "members prove their peer secret to each other, but their traffic is not encrypted: anyone on the network path can read it"
+	}
+	logger.Warn(fmt.Sprintf("the %s listener is not loopback-only and has no TLS: %s; configure %s", what, risk, flags),
 		"addr", addr.String())
 }
 

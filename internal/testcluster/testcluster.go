@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -51,6 +52,9 @@ type Cluster struct {
 	spec  string
 	nodes []*Node
 	net   *network
+	// secret is the peer secret of the initial members (a node added later
+	// fetches it from the cluster, as --join does).
+	secret []byte
 }
 
 // Node is one member of a test cluster.
@@ -84,7 +88,11 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(1, 1))
 	}
-	c := &Cluster{t: t, opts: opts, net: newNetwork(opts.Rand)}
+	secret, err := peerauth.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, opts: opts, net: newNetwork(opts.Rand), secret: secret}
 	var spec []string
 	var peerLis, clientLis []net.Listener
 	for i := 0; i < opts.Nodes; i++ {
@@ -147,6 +155,7 @@ func (n *Node) open(pl, cl net.Listener) error {
 		PeerDialOptions:      []grpc.DialOption{grpc.WithContextDialer(n.sw.dial), grpc.WithChainUnaryInterceptor(n.c.net.unaryInterceptor(n.Index))},
 		PeerInterceptor:      interceptor{n: n.c.net, from: n.Index},
 		InitialCluster:       n.c.spec,
+		PeerSecret:           n.c.secret,
 		Join:                 n.join,
 		TickInterval:         n.c.opts.TickInterval,
 		LogTruncateThreshold: n.c.opts.LogTruncateThreshold,
@@ -157,7 +166,7 @@ func (n *Node) open(pl, cl net.Listener) error {
 		cfg.FS = n.fs
 	}
 	if n.join != nil {
-		cfg.InitialCluster = ""
+		cfg.InitialCluster, cfg.PeerSecret = "", nil
 	}
 	if n.c.opts.Configure != nil {
 		n.c.opts.Configure(n.Index, &cfg)

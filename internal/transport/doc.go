@@ -14,7 +14,10 @@
 //
 // The service is described by hand (grpc.ServiceDesc) with a small codec over
 // protobuf wire format, since its messages are internal to Synod. Every frame
-// carries the cluster ID; frames from another cluster are refused.
+// carries the cluster ID; frames from another cluster are refused. Who may
+// connect is decided before any frame, by the transport credentials the
+// server gives (peer TLS, or internal/peerauth's handshake): Config.DialOptions
+// carries them, and a connection without them is refused.
 //
 // An optional Interceptor (Config.Interceptor) sees every outgoing message
 // and snapshot first; tests use it to partition, drop, delay, duplicate and

@@ -77,6 +77,8 @@ type procCluster struct {
 	spec  string
 	proxy *proxy
 	nodes []*procNode
+	// secretFile holds the peer secret every member is started with.
+	secretFile string
 }
 
 type procNode struct {
@@ -148,6 +150,10 @@ func startProcesses(t *testing.T, n int) *procCluster {
 		spec = append(spec, nd.name+"="+nd.advertise)
 	}
 	c.spec = strings.Join(spec, ",")
+	c.secretFile = filepath.Join(c.dir, "peer-secret.hex")
+	if out, err := exec.Command(c.bin, "peer-secret", "new", c.secretFile).CombinedOutput(); err != nil {
+		t.Fatalf("synod peer-secret new: %v: %s", err, out)
+	}
 	t.Cleanup(c.close)
 	for i := range c.nodes {
 		if err := c.restart(i); err != nil {
@@ -273,7 +279,7 @@ func (c *procCluster) restart(i int) error {
 	cmd := exec.Command(c.bin, "start", "--name", n.name, "--data-dir", n.dataDir,
 		"--client-addr", n.clientAddr, "--peer-addr", n.peerAddr,
 		"--advertise-peer-url", "http://"+n.advertise, "--peer-source-ip", n.ip,
-		"--initial-cluster", c.spec, "--tick-interval", "20ms", "--election-ticks", "10",
+		"--initial-cluster", c.spec, "--peer-secret-file", c.secretFile, "--tick-interval", "20ms", "--election-ticks", "10",
 		"--log-level", processLogLevel())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	dieWithParent(cmd)

@@ -15,6 +15,7 @@ func TestAuthWithEtcdctl(t *testing.T) {
 	etcdctlPath(t) // fail loudly if etcdctl is missing
 	ports := freePorts(t, 6)
 	dir := t.TempDir()
+	secret := newPeerSecret(t)
 	var spec, eps []string
 	for i := range 3 {
 		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
@@ -24,7 +25,7 @@ func TestAuthWithEtcdctl(t *testing.T) {
 		startProc(t, fmt.Sprintf("n%d", i+1), "start", "--name", fmt.Sprintf("n%d", i+1),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--initial-cluster", strings.Join(spec, ","),
+			"--initial-cluster", strings.Join(spec, ","), "--peer-secret-file", secret,
 			"--tick-interval", "20ms", "--bcrypt-cost", "4")
 	}
 	all := "--endpoints=" + strings.Join(eps, ",")

@@ -248,6 +248,17 @@ func poll(t *testing.T, timeout time.Duration, what string, f func() (bool, stri
 	}
 }
 
+// newPeerSecret makes a peer secret file as an operator would, with
+// `synod peer-secret new`, and returns its path.
+func newPeerSecret(t *testing.T) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "peer-secret.hex")
+	if r := synod(t, "", "peer-secret", "new", file); r.code != 0 {
+		t.Fatalf("synod peer-secret new: %+v", r)
+	}
+	return file
+}
+
 // etcdctlRevision runs an etcdctl write with -w json and returns its
 // revision.
 func etcdctlRevision(t *testing.T, args ...string) int64 {
@@ -445,6 +456,7 @@ func TestStartBadFlags(t *testing.T) {
 func TestStartClusterKillRestart(t *testing.T) {
 	ports := freePorts(t, 6)
 	dir := t.TempDir()
+	secret := newPeerSecret(t)
 	var spec, eps []string
 	for i := range 3 {
 		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
@@ -454,7 +466,7 @@ func TestStartClusterKillRestart(t *testing.T) {
 		return []string{"start", "--name", fmt.Sprintf("n%d", i+1),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--initial-cluster", strings.Join(spec, ","),
+			"--initial-cluster", strings.Join(spec, ","), "--peer-secret-file", secret,
 			"--tick-interval", "20ms", "--log-level", "debug"}
 	}
 	nodes := make([]*proc, 3)
@@ -590,6 +602,7 @@ func TestMembershipAndMaintenanceWithEtcdctl(t *testing.T) {
 	etcdctlPath(t)
 	ports := freePorts(t, 10)
 	dir := t.TempDir()
+	secret := newPeerSecret(t)
 	var spec, eps []string
 	for i := range 3 {
 		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
@@ -599,7 +612,7 @@ func TestMembershipAndMaintenanceWithEtcdctl(t *testing.T) {
 		startProc(t, fmt.Sprintf("n%d", i+1), "start", "--name", fmt.Sprintf("n%d", i+1),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--initial-cluster", strings.Join(spec, ","), "--tick-interval", "20ms")
+			"--initial-cluster", strings.Join(spec, ","), "--peer-secret-file", secret, "--tick-interval", "20ms")
 	}
 	all := "--endpoints=" + strings.Join(eps, ",")
 	poll(t, 20*time.Second, "cluster serving", func() (bool, string) {
@@ -666,15 +679,20 @@ func TestMembershipAndMaintenanceWithEtcdctl(t *testing.T) {
 	}
 	poll(t, 10*time.Second, "new leader", func() (bool, string) { return leaderID() == target, leaderID() })
 
-	// The etcd way: member add, then start with the printed cluster.
+	// The etcd way: member add, then start with the printed cluster and
+	// the cluster's peer secret, fetched from the running cluster.
 	r := etcdctl(t, "", all, "member", "add", "n4", fmt.Sprintf("--peer-urls=http://127.0.0.1:%d", ports[7]))
 	m := regexp.MustCompile(`ETCD_INITIAL_CLUSTER="([^"]+)"`).FindStringSubmatch(r.stdout)
 	if r.code != 0 || m == nil {
 		t.Fatalf("etcdctl member add: %+v", r)
 	}
+	fetched := filepath.Join(t.TempDir(), "fetched.hex")
+	if r := synod(t, "", "peer-secret", "get", fetched, all); r.code != 0 {
+		t.Fatalf("synod peer-secret get: %+v", r)
+	}
 	n4 := startProc(t, "n4", "start", "--name", "n4", "--data-dir", filepath.Join(dir, "n4"),
 		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[6]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[7]),
-		"--initial-cluster", m[1], "--initial-cluster-state", "existing", "--tick-interval", "20ms")
+		"--initial-cluster", m[1], "--initial-cluster-state", "existing", "--peer-secret-file", fetched, "--tick-interval", "20ms")
 	poll(t, 20*time.Second, "n4 started and serving", func() (bool, string) {
 		r := etcdctl(t, "", fmt.Sprintf("--endpoints=127.0.0.1:%d", ports[6]), "get", "k7")
 		return r.code == 0 && r.stdout == "k7\nv\n", r.stdout + r.stderr

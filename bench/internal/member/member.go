@@ -23,6 +23,9 @@ type Args struct {
 	PeerAddr       string
 	PprofAddr      string
 	InitialCluster string // name=host:port of the peer addresses, comma-separated
+	// PeerSecret is the cluster's peer secret in hex, with which Synod's
+	// members authenticate each other (etcd's ignore it).
+	PeerSecret string
 }
 
 // Flags returns the command-line flags that Parse reads back.
@@ -34,6 +37,7 @@ func (a Args) Flags() []string {
 		"-peer-addr", a.PeerAddr,
 		"-pprof-addr", a.PprofAddr,
 		"-initial-cluster", a.InitialCluster,
+		"-peer-secret", a.PeerSecret,
 	}
 }
 
@@ -45,6 +49,7 @@ func (a *Args) Register(fs *flag.FlagSet) {
 	fs.StringVar(&a.PeerAddr, "peer-addr", "", "peer host:port")
 	fs.StringVar(&a.PprofAddr, "pprof-addr", "", "host:port serving /debug/pprof (empty: none)")
 	fs.StringVar(&a.InitialCluster, "initial-cluster", "", "name=peer-host:port,...")
+	fs.StringVar(&a.PeerSecret, "peer-secret", "", "the cluster's peer secret, hex (Synod only)")
 }
 
 // ServePprof serves the runtime profiles on addr until the returned function
