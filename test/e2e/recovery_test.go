@@ -168,6 +168,7 @@ func TestDeletedDataDirStopsMemberProcess(t *testing.T) {
 	etcdctlPath(t)
 	ports := freePorts(t, 6)
 	dir := t.TempDir()
+	secret := newPeerSecret(t)
 	var spec, eps []string
 	for i := range 3 {
 		spec = append(spec, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
@@ -177,7 +178,7 @@ func TestDeletedDataDirStopsMemberProcess(t *testing.T) {
 		return []string{"start", "--name", fmt.Sprintf("n%d", i+1),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			"--client-addr", eps[i], "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--initial-cluster", strings.Join(spec, ","), "--tick-interval", "20ms"}
+			"--initial-cluster", strings.Join(spec, ","), "--peer-secret-file", secret, "--tick-interval", "20ms"}
 	}
 	nodes := make([]*proc, 3)
 	for i := range 3 {
