@@ -13,6 +13,8 @@
 //     it; no clocks, no randomness: passwords arrive already hashed);
 //   - tokens.go: simple tokens (registered on every node when the
 //     Authenticate command applies, node-local TTL) and signed JWT tokens;
+//   - login.go: the throttling of failed logins per user name and client
+//     address, and password checks that cost the same for unknown users;
 //   - service.go: the etcd Auth gRPC service;
 //   - interceptor.go: unary and stream interceptors that authenticate every
 //     request (token metadata, or the CN of a verified TLS client certificate)

@@ -48,6 +48,8 @@ type Config struct {
 	// request timeout; 0: DefaultRetryTimeout). The request's own deadline
 	// bounds it too.
 	RetryTimeout time.Duration
+	// Login configures the throttling of failed logins.
+	Login LoginConfig
 	// Sync waits until the node has applied, and registered the tokens of,
 	// everything committed before the call. A simple token is assigned
 	// through Raft and handed to the client when it applied on the node
@@ -64,6 +66,8 @@ type Authorizer struct {
 	header       func() *pb.ResponseHeader
 	sync         func(ctx context.Context) error
 	retryTimeout time.Duration
+	logins       *loginThrottle
+	passwords    *passwordChecker
 }
 
 // DefaultRetryTimeout is Config.RetryTimeout's default.
@@ -86,6 +90,8 @@ func New(cfg Config) *Authorizer {
 		header:       cfg.Header,
 		sync:         cfg.Sync,
 		retryTimeout: retry,
+		logins:       newLoginThrottle(cfg.Login),
+		passwords:    &passwordChecker{cost: cost},
 	}
 }
 

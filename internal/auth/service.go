@@ -110,7 +110,15 @@ func (s *Service) AuthStatus(ctx context.Context, _ *pb.AuthStatusRequest) (*pb.
 // Authenticate implements pb.AuthServer: it checks the password against the
 // linearizable auth state and issues a token. A simple token is assigned
 // through Raft so that every node accepts it; a JWT is signed locally.
+// Failed attempts are throttled per user name and client address (see
+// LoginConfig), and every failure costs one bcrypt comparison.
 func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	done, err := s.az.logins.admit(req.Name, clientAddress(ctx))
+	if err != nil {
+		return nil, err
+	}
+	outcome := loginAborted
+	defer func() { done(outcome) }()
 	st, err := s.current(ctx)
 	if err != nil {
 		return nil, err
@@ -119,9 +127,11 @@ func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest)
 		return nil, rpctypes.ErrGRPCAuthNotEnabled
 	}
 	u := st.Users[req.Name]
-	if !checkPassword(u, req.Password) {
+	if !s.az.passwords.check(u, req.Password) {
+		outcome = loginFailed
 		return nil, rpctypes.ErrGRPCAuthFailed
 	}
+	outcome = loginSucceeded
 	if !s.az.tokens.Simple() {
 		tok, err := s.az.tokens.SignJWT(req.Name, st.Revision)
 		if err != nil {
@@ -161,20 +171,13 @@ func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest)
 		}
 		nu := now.Users[req.Name]
 		if nu == nil || !bytes.Equal(nu.Password, u.Password) || !proto.Equal(nu.Options, u.Options) {
-			if !checkPassword(nu, req.Password) {
+			if !s.az.passwords.check(nu, req.Password) {
+				outcome = loginFailed
 				return nil, rpctypes.ErrGRPCAuthFailed
 			}
 		}
 		st, u = now, nu
 	}
-}
-
-// checkPassword reports whether password is u's.
-func checkPassword(u *authpb.User, password string) bool {
-	if u == nil || (u.Options != nil && u.Options.NoPassword) || len(u.Password) == 0 {
-		return false
-	}
-	return bcrypt.CompareHashAndPassword(u.Password, []byte(password)) == nil
 }
 
 // UserAdd implements pb.AuthServer. The password is hashed here, before it

@@ -33,6 +33,7 @@ func (s *Server) newAuthorizer() (*auth.Authorizer, error) {
 		// A request refused as stale is tried again for as long as a
 		// request may wait for its write.
 		RetryTimeout: s.cfg.RequestTimeout,
+		Login:        auth.LoginConfig{Backoff: s.cfg.AuthLoginBackoff, MaxBackoff: s.cfg.AuthLoginMaxBackoff},
 	}), nil
 }
 
