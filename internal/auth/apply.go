@@ -362,3 +362,32 @@ func (a applier) roleRevokePermission(r *pb.AuthRoleRevokePermissionRequest) (an
 	}
 	return &pb.AuthRoleRevokePermissionResponse{}, a.bump()
 }
+
+// Recheck decides at apply what becomes of a request with a login that was
+// checked at an auth revision that has moved since (st is the state it
+// applies in): nil lets it apply, ErrGRPCAuthOldRevision sends it back to
+// be checked again, another error refuses it. As etcd, a request is not
+// refused for the revision alone where the verdict is plain from st:
+// everything is permitted with auth disabled or to root, and auth
+// management needs root (or, for a password change, to be that user), so
+// that concurrent admin calls, each of which moves the revision, do not
+// clash. An Authenticate goes back (the password it was checked with may
+// have changed), as does any other request (its keys' permissions may have).
+func Recheck(st *State, user string, req any) error {
+	if _, ok := req.(*pb.InternalAuthenticateRequest); ok {
+		return rpctypes.ErrGRPCAuthOldRevision
+	}
+	if !st.Enabled || st.IsRoot(user) {
+		return nil
+	}
+	if !IsCommand(req) {
+		return rpctypes.ErrGRPCAuthOldRevision
+	}
+	if _, exists := st.Users[user]; !exists {
+		return rpctypes.ErrGRPCUserNotFound
+	}
+	if r, ok := req.(*pb.AuthUserChangePasswordRequest); ok && r.Name == user {
+		return nil
+	}
+	return rpctypes.ErrGRPCPermissionDenied
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -41,9 +42,14 @@ type Config struct {
 	BcryptCost int
 	// Header returns a response header, for refused watch creations.
 	Header func() *pb.ResponseHeader
-	// LeaseKeys lists the keys attached to a lease (a revocation deletes
-	// them, so it needs write permission on all of them).
-	LeaseKeys func(id int64) ([][]byte, error)
+	// RetryTimeout bounds how long a request refused at apply because the
+	// auth state changed since its check (ErrGRPCAuthOldRevision) is
+	// checked and proposed again, counted from its first refusal (the node's
+	// request timeout; 0: DefaultRetryTimeout). The request's own deadline
+	// bounds it too.
+	RetryTimeout time.Duration
+	// Login configures the throttling of failed logins.
+	Login LoginConfig
 	// Sync waits until the node has applied, and registered the tokens of,
 	// everything committed before the call. A simple token is assigned
 	// through Raft and handed to the client when it applied on the node
@@ -54,13 +60,18 @@ type Config struct {
 
 // Authorizer authenticates and authorizes the client requests of a node.
 type Authorizer struct {
-	cache      *Cache
-	tokens     *Tokens
-	bcryptCost int
-	header     func() *pb.ResponseHeader
-	leaseKeys  func(id int64) ([][]byte, error)
-	sync       func(ctx context.Context) error
+	cache        *Cache
+	tokens       *Tokens
+	bcryptCost   int
+	header       func() *pb.ResponseHeader
+	sync         func(ctx context.Context) error
+	retryTimeout time.Duration
+	logins       *loginThrottle
+	passwords    *passwordChecker
 }
+
+// DefaultRetryTimeout is Config.RetryTimeout's default.
+const DefaultRetryTimeout = 5 * time.Second
 
 // New returns an Authorizer.
 func New(cfg Config) *Authorizer {
@@ -68,13 +79,19 @@ func New(cfg Config) *Authorizer {
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
 	}
+	retry := cfg.RetryTimeout
+	if retry <= 0 {
+		retry = DefaultRetryTimeout
+	}
 	return &Authorizer{
-		cache:      NewCache(cfg.DB),
-		tokens:     cfg.Tokens,
-		bcryptCost: cost,
-		header:     cfg.Header,
-		leaseKeys:  cfg.LeaseKeys,
-		sync:       cfg.Sync,
+		cache:        NewCache(cfg.DB),
+		tokens:       cfg.Tokens,
+		bcryptCost:   cost,
+		header:       cfg.Header,
+		sync:         cfg.Sync,
+		retryTimeout: retry,
+		logins:       newLoginThrottle(cfg.Login),
+		passwords:    &passwordChecker{cost: cost},
 	}
 }
 
@@ -88,19 +105,31 @@ func (a *Authorizer) Invalidate() { a.cache.Invalidate() }
 // Tokens returns the node's token issuer.
 func (a *Authorizer) Tokens() *Tokens { return a.tokens }
 
-type revisionKey struct{}
-
-// WithRevision records in ctx the auth revision a request was authorized at;
-// the node copies it into the request's Raft command (revision fencing).
-func WithRevision(ctx context.Context, rev uint64) context.Context {
-	return context.WithValue(ctx, revisionKey{}, rev)
+// Fence is what a request's Raft command carries of its authorization, so
+// that apply can refuse it if the check no longer holds (see raftcmd.Command).
+type Fence struct {
+	// User is the login the request was authorized for; empty when auth was
+	// disabled at the check (the request then fails at apply, to be checked
+	// again, if auth is enabled by then).
+	User string
+	// Revision is the auth revision the request was checked at; with a
+	// login, the request fails at apply if the auth state changed since.
+	Revision uint64
 }
 
-// RevisionFromContext returns the auth revision recorded by WithRevision, or
-// 0 (no fence) if the request was not authorized (auth disabled).
-func RevisionFromContext(ctx context.Context) uint64 {
-	rev, _ := ctx.Value(revisionKey{}).(uint64)
-	return rev
+type fenceKey struct{}
+
+// WithFence records in ctx how a request was authorized; the node copies it
+// into the request's Raft command.
+func WithFence(ctx context.Context, f Fence) context.Context {
+	return context.WithValue(ctx, fenceKey{}, f)
+}
+
+// FenceFromContext returns the Fence recorded by WithFence; ok is false for
+// a request that passed no check (the node's own commands).
+func FenceFromContext(ctx context.Context) (f Fence, ok bool) {
+	f, ok = ctx.Value(fenceKey{}).(Fence)
+	return f, ok
 }
 
 // openMethods need no authentication even with auth enabled: getting a
@@ -149,10 +178,6 @@ func stateError(err error) error {
 	return status.Error(codes.Internal, fmt.Sprintf("read auth state: %v", err))
 }
 
-// maxAuthRetries bounds how often a request is checked again when the auth
-// state changed between its check and its apply.
-const maxAuthRetries = 3
-
 // Unary returns the interceptor that checks unary requests.
 func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -162,29 +187,35 @@ func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 		var st *State
 		var user string
 		var resp any
-		for attempt := 1; ; attempt++ {
+		var staleSince time.Time
+		for {
 			var err error
 			st, user, err = a.authorize(ctx, req)
 			if err != nil {
 				return nil, err
 			}
-			// Writes carry the revision they were checked at, also while
-			// auth is disabled: one checked just before an AuthEnable must
-			// not apply after it unchecked.
-			hctx := ctx
-			if st.Revision != 0 {
-				hctx = WithRevision(ctx, st.Revision)
+			// Writes carry how they were checked: with a login, the user and
+			// the auth revision; without (auth disabled), a mark that makes
+			// them fail at apply if auth is enabled by then, so that one
+			// checked just before an AuthEnable does not apply after it
+			// unchecked. Only a request with a login is revision-fenced, as
+			// in etcd: admin calls made while auth is disabled, each of
+			// which moves the revision, do not clash.
+			f := Fence{Revision: st.Revision}
+			if st.Enabled {
+				f.User = user
 			}
-			resp, err = handler(hctx, req)
-			if errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) && attempt < maxAuthRetries {
+			resp, err = handler(WithFence(ctx, f), req)
+			if errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) {
 				// The auth state changed between the check and the apply,
 				// which wrote nothing: check again against the new state
-				// (and answer with its verdict) instead of making every
-				// client handle the race.
-				if a.sync != nil {
-					if serr := a.sync(ctx); serr != nil {
-						return nil, serr
-					}
+				// (and answer with its verdict) until the request goes
+				// through, instead of making every client handle the race.
+				if staleSince.IsZero() {
+					staleSince = time.Now()
+				}
+				if werr := a.beforeRetry(ctx, st.Revision, staleSince); werr != nil {
+					return nil, err
 				}
 				continue
 			}
@@ -213,6 +244,30 @@ func (a *Authorizer) Unary() grpc.UnaryServerInterceptor {
 		}
 		return resp, nil
 	}
+}
+
+// errRetryTimeout ends the retries of a request refused as stale.
+var errRetryTimeout = errors.New("retry timeout")
+
+// beforeRetry decides whether a request checked at auth revision rev and
+// refused at apply as stale, first at staleSince, is tried again, and
+// makes sure its next check sees a newer auth state.
+func (a *Authorizer) beforeRetry(ctx context.Context, rev uint64, staleSince time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if time.Since(staleSince) > a.retryTimeout {
+		return errRetryTimeout
+	}
+	// The refusal came from this node's own apply, which invalidated the
+	// cache before it answered: the state is normally newer already.
+	if now, err := a.cache.Current(); err == nil && now.Revision > rev {
+		return nil
+	}
+	if a.sync != nil {
+		return a.sync(ctx)
+	}
+	return nil
 }
 
 // recheckRead checks a linearizable read, checked at auth revision rev
@@ -264,8 +319,8 @@ func (a *Authorizer) try(ctx context.Context, req any, synced bool) (*State, str
 	if req == nil {
 		return st, user, nil
 	}
-	if _, ok := req.(*pb.LeaseRevokeRequest); ok && !synced && !st.IsRoot(user) && a.sync != nil {
-		// The check reads the keys attached to the lease: read them as of
+	if _, ok := req.(*pb.LeaseLeasesRequest); ok && !synced && !st.IsRoot(user) && a.sync != nil {
+		// The check reads the keys attached to every lease: read them as of
 		// now, not as of this node's possibly lagging state.
 		return nil, "", errNeedSync
 	}
@@ -376,26 +431,30 @@ func (a *Authorizer) Check(st *State, user string, req any) error {
 	if st.IsRoot(user) {
 		return nil
 	}
+	switch r := req.(type) {
+	case *pb.LeaseKeepAliveRequest:
+		// Checked where the request enters (the leader, when it is
+		// forwarded, trusts this node): as etcd, against this node's view
+		// of the lease's keys.
+		return allowedIf(leaseKeysWritable(a.cache.db, st, user, r.ID))
+	case *pb.LeaseLeasesRequest:
+		return allowedIf(allLeaseKeysReadable(a.cache.db, st, user))
+	}
 	if checkKeys(st, user, req) {
 		return nil
 	}
-	switch r := req.(type) {
-	case *pb.LeaseRevokeRequest:
-		if a.leaseKeys == nil {
-			return rpctypes.ErrGRPCPermissionDenied
-		}
-		ks, err := a.leaseKeys(r.ID)
-		if err != nil {
-			return stateError(err)
-		}
-		for _, k := range ks {
-			if !st.Allowed(user, k, nil, Write) {
-				return rpctypes.ErrGRPCPermissionDenied
-			}
-		}
-		return nil
-	}
 	return rpctypes.ErrGRPCPermissionDenied
+}
+
+// allowedIf turns the verdict of a check that reads storage into an error.
+func allowedIf(ok bool, err error) error {
+	switch {
+	case err != nil:
+		return stateError(err)
+	case !ok:
+		return rpctypes.ErrGRPCPermissionDenied
+	}
+	return nil
 }
 
 func readWrite(st *State, user string, key, end []byte) bool {
@@ -414,8 +473,13 @@ func checkKeys(st *State, user string, req any) bool {
 		return checkDelete(st, user, r)
 	case *pb.TxnRequest:
 		return checkTxn(st, user, r)
-	case *pb.LeaseGrantRequest, *pb.LeaseKeepAliveRequest, *pb.LeaseTimeToLiveRequest, *pb.LeaseLeasesRequest:
-		return true // leases hold no data; their keys are checked when written
+	case *pb.LeaseGrantRequest, *pb.LeaseTimeToLiveRequest:
+		return true // leases hold no data (a TimeToLive's keys are checked in its answer)
+	case *pb.LeaseRevokeRequest:
+		// Deleting the lease's keys needs write permission on all of
+		// them: checked at apply against the keys attached then
+		// (CheckLeaseUse), as is a put attaching a key to a lease.
+		return true
 	case *pb.AuthUserGetRequest:
 		return r.Name == user
 	case *pb.AuthUserChangePasswordRequest:

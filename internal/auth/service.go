@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -107,7 +110,15 @@ func (s *Service) AuthStatus(ctx context.Context, _ *pb.AuthStatusRequest) (*pb.
 // Authenticate implements pb.AuthServer: it checks the password against the
 // linearizable auth state and issues a token. A simple token is assigned
 // through Raft so that every node accepts it; a JWT is signed locally.
+// Failed attempts are throttled per user name and client address (see
+// LoginConfig), and every failure costs one bcrypt comparison.
 func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
+	done, err := s.az.logins.admit(req.Name, clientAddress(ctx))
+	if err != nil {
+		return nil, err
+	}
+	outcome := loginAborted
+	defer func() { done(outcome) }()
 	st, err := s.current(ctx)
 	if err != nil {
 		return nil, err
@@ -115,13 +126,12 @@ func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest)
 	if !st.Enabled {
 		return nil, rpctypes.ErrGRPCAuthNotEnabled
 	}
-	u, ok := st.Users[req.Name]
-	if !ok || (u.Options != nil && u.Options.NoPassword) || len(u.Password) == 0 {
+	u := st.Users[req.Name]
+	if !s.az.passwords.check(u, req.Password) {
+		outcome = loginFailed
 		return nil, rpctypes.ErrGRPCAuthFailed
 	}
-	if bcrypt.CompareHashAndPassword(u.Password, []byte(req.Password)) != nil {
-		return nil, rpctypes.ErrGRPCAuthFailed
-	}
+	outcome = loginSucceeded
 	if !s.az.tokens.Simple() {
 		tok, err := s.az.tokens.SignJWT(req.Name, st.Revision)
 		if err != nil {
@@ -129,15 +139,45 @@ func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest)
 		}
 		return &pb.AuthenticateResponse{Header: s.header(st.Revision), Token: tok}, nil
 	}
-	tok, err := s.az.tokens.NewSimpleToken()
-	if err != nil {
-		return nil, err
+	var staleSince time.Time
+	for {
+		tok, err := s.az.tokens.NewSimpleToken()
+		if err != nil {
+			return nil, err
+		}
+		// The password checked above must still be the user's when the
+		// token is assigned: the command is fenced at the revision it was
+		// checked at.
+		fctx := WithFence(ctx, Fence{User: req.Name, Revision: st.Revision})
+		resp, err := propose[*pb.AuthenticateResponse](fctx, s, raftcmd.KindAuthenticate,
+			&pb.InternalAuthenticateRequest{Name: req.Name, SimpleToken: tok})
+		if !errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) {
+			return resp, err
+		}
+		// Another auth change applied first: check again against the new
+		// state, comparing the password again only if its hash changed.
+		if staleSince.IsZero() {
+			staleSince = time.Now()
+		}
+		if s.az.beforeRetry(ctx, st.Revision, staleSince) != nil {
+			return nil, err
+		}
+		now, cerr := s.current(ctx)
+		if cerr != nil {
+			return nil, cerr
+		}
+		if !now.Enabled {
+			return nil, rpctypes.ErrGRPCAuthNotEnabled
+		}
+		nu := now.Users[req.Name]
+		if nu == nil || !bytes.Equal(nu.Password, u.Password) || !proto.Equal(nu.Options, u.Options) {
+			if !s.az.passwords.check(nu, req.Password) {
+				outcome = loginFailed
+				return nil, rpctypes.ErrGRPCAuthFailed
+			}
+		}
+		st, u = now, nu
 	}
-	// The password checked above must still be the user's when the token is
-	// assigned: the command is fenced at the revision it was checked at.
-	ctx = WithRevision(ctx, st.Revision)
-	return propose[*pb.AuthenticateResponse](ctx, s, raftcmd.KindAuthenticate,
-		&pb.InternalAuthenticateRequest{Name: req.Name, SimpleToken: tok})
 }
 
 // UserAdd implements pb.AuthServer. The password is hashed here, before it

@@ -52,7 +52,8 @@ func Revision(r pebble.Reader) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-func enabled(r pebble.Reader) (bool, error) {
+// Enabled reads whether auth is enabled.
+func Enabled(r pebble.Reader) (bool, error) {
 	v, closer, err := r.Get(keys.AuthEnabledKey())
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -71,7 +72,7 @@ func Load(r pebble.Reader) (*State, error) {
 	if st.Revision, err = Revision(r); err != nil {
 		return nil, err
 	}
-	if st.Enabled, err = enabled(r); err != nil {
+	if st.Enabled, err = Enabled(r); err != nil {
 		return nil, err
 	}
 	if err := scan(r, keys.AuthUserSpan(), func(v []byte) error {
@@ -121,33 +122,55 @@ func scan(r pebble.Reader, span keys.Span, fn func(v []byte) error) error {
 // after a ReadIndex wait sees every auth change applied before it. Requests
 // pay no storage read (reading the auth revision from Pebble on every
 // request cost a tenth of a node's CPU under load).
+//
+// Every Invalidate starts a new generation; a cached state serves only the
+// generation it was loaded in, so no caller gets a state loaded before an
+// Invalidate that returned before its call.
 type Cache struct {
-	db    pebble.Reader
-	stale atomic.Bool // set by Invalidate: reload before the next use
-	st    atomic.Pointer[State]
-	mu    sync.Mutex // serializes reloads
+	db  pebble.Reader
+	gen atomic.Uint64 // bumped by Invalidate
+	cur atomic.Pointer[cached]
+	mu  sync.Mutex // serializes reloads
+
+	// testingLoaded, if set, runs after a reload read the state and before
+	// it is stored (tests interleave a lock-free caller there).
+	testingLoaded func()
+}
+
+type cached struct {
+	st  *State
+	gen uint64 // the generation current when the load began
 }
 
 // NewCache returns a cache over db.
 func NewCache(db pebble.Reader) *Cache { return &Cache{db: db} }
 
 // Invalidate makes the next Current reload the state from storage.
-func (c *Cache) Invalidate() { c.stale.Store(true) }
+func (c *Cache) Invalidate() { c.gen.Add(1) }
+
+// fresh returns the cached state if it is of the current generation.
+func (c *Cache) fresh() (*State, bool) {
+	if e := c.cur.Load(); e != nil && e.gen == c.gen.Load() {
+		return e.st, true
+	}
+	return nil, false
+}
 
 // Current returns the node's current auth state.
 func (c *Cache) Current() (*State, error) {
 	// The common case, on every request: no lock.
-	if st := c.st.Load(); st != nil && !c.stale.Load() {
+	if st, ok := c.fresh(); ok {
 		return st, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.st.Load(); st != nil && !c.stale.Load() {
+	if st, ok := c.fresh(); ok {
 		return st, nil // another caller reloaded it meanwhile
 	}
-	// Clear the flag first: an Invalidate racing with the load below makes
-	// the next call load again rather than being lost.
-	c.stale.Store(false)
+	// The generation is read before the load: an Invalidate racing with the
+	// load below leaves the stored state of an older generation, which the
+	// next call loads again.
+	gen := c.gen.Load()
 	r := c.db
 	if db, ok := c.db.(*pebble.DB); ok {
 		// One consistent view: an apply committing mid-load must not tear
@@ -158,9 +181,11 @@ func (c *Cache) Current() (*State, error) {
 	}
 	st, err := Load(r)
 	if err != nil {
-		c.stale.Store(true)
 		return nil, err
 	}
-	c.st.Store(st)
+	if c.testingLoaded != nil {
+		c.testingLoaded()
+	}
+	c.cur.Store(&cached{st: st, gen: gen})
 	return st, nil
 }

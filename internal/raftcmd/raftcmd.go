@@ -124,6 +124,16 @@ type Command struct {
 	// the auth state changed since, so a revoked permission cannot be used by
 	// a request checked just before the revocation.
 	AuthRevision uint64
+	// AuthUser is the login the request was authorized for, with
+	// AuthRevision: apply checks against it what the node could not see
+	// reliably at the check, the keys already attached to a lease that a
+	// put attaches a key to or a revoke deletes.
+	AuthUser string
+	// AuthNoLogin marks a client request checked while auth was disabled:
+	// it fails with ErrGRPCAuthOldRevision if auth is enabled when it
+	// applies (the node then checks it again), so a request checked just
+	// before an AuthEnable cannot apply after it unchecked.
+	AuthNoLogin bool
 }
 
 const (
@@ -134,6 +144,8 @@ const (
 	fieldPayload   protowire.Number = 5
 	fieldTerm      protowire.Number = 6
 	fieldAuthRev   protowire.Number = 7
+	fieldAuthUser  protowire.Number = 8
+	fieldNoLogin   protowire.Number = 9
 )
 
 // Encode appends the encoding of c to dst.
@@ -157,6 +169,14 @@ func (c *Command) Encode(dst []byte) []byte {
 		dst = protowire.AppendTag(dst, fieldAuthRev, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, c.AuthRevision)
 	}
+	if c.AuthUser != "" {
+		dst = protowire.AppendTag(dst, fieldAuthUser, protowire.BytesType)
+		dst = protowire.AppendString(dst, c.AuthUser)
+	}
+	if c.AuthNoLogin {
+		dst = protowire.AppendTag(dst, fieldNoLogin, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, 1)
+	}
 	return dst
 }
 
@@ -173,6 +193,12 @@ func (c *Command) Size() int {
 	}
 	if c.AuthRevision != 0 {
 		n += 1 + protowire.SizeVarint(c.AuthRevision)
+	}
+	if c.AuthUser != "" {
+		n += 1 + protowire.SizeBytes(len(c.AuthUser))
+	}
+	if c.AuthNoLogin {
+		n += 2
 	}
 	return n
 }
@@ -241,6 +267,8 @@ func Decode(data []byte) (Command, error) {
 				c.Term = v
 			case fieldAuthRev:
 				c.AuthRevision = v
+			case fieldNoLogin:
+				c.AuthNoLogin = v != 0
 			}
 		case typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(data)
@@ -248,8 +276,11 @@ func Decode(data []byte) (Command, error) {
 				return c, fmt.Errorf("decode command field %d: %w", num, protowire.ParseError(n))
 			}
 			data = data[n:]
-			if num == fieldPayload {
+			switch num {
+			case fieldPayload:
 				c.Payload = v
+			case fieldAuthUser:
+				c.AuthUser = string(v)
 			}
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, data)

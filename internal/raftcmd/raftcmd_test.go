@@ -6,14 +6,20 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	in := Command{RangeID: 7, Proposer: 1 << 60, RequestID: 42, Kind: KindTxn, Payload: []byte("\x00payload\xff"), Term: 9}
-	out, err := Decode(in.Encode(nil))
-	if err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	if out.RangeID != in.RangeID || out.Proposer != in.Proposer || out.RequestID != in.RequestID ||
-		out.Kind != in.Kind || !bytes.Equal(out.Payload, in.Payload) || out.Term != in.Term {
-		t.Fatalf("round trip: got %+v, want %+v", out, in)
+	for _, in := range []Command{
+		{RangeID: 7, Proposer: 1 << 60, RequestID: 42, Kind: KindTxn, Payload: []byte("\x00payload\xff"), Term: 9},
+		{RangeID: 1, Proposer: 2, RequestID: 3, Kind: KindPut, Payload: []byte("p"), AuthRevision: 12, AuthUser: "alice"},
+		{RangeID: 1, Proposer: 2, RequestID: 3, Kind: KindUserAdd, Payload: []byte("p"), AuthNoLogin: true},
+	} {
+		out, err := Decode(in.Encode(nil))
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if out.RangeID != in.RangeID || out.Proposer != in.Proposer || out.RequestID != in.RequestID ||
+			out.Kind != in.Kind || !bytes.Equal(out.Payload, in.Payload) || out.Term != in.Term ||
+			out.AuthRevision != in.AuthRevision || out.AuthUser != in.AuthUser || out.AuthNoLogin != in.AuthNoLogin {
+			t.Fatalf("round trip: got %+v, want %+v", out, in)
+		}
 	}
 }
 
@@ -45,6 +51,7 @@ func TestSizeMatchesEncoding(t *testing.T) {
 		{},
 		{RangeID: 1, Proposer: 1 << 63, RequestID: 1<<64 - 1, Kind: KindTxn, Payload: make([]byte, 300), Term: 1 << 40},
 		{RangeID: 7, Proposer: 3, RequestID: 9, Kind: KindPut, Payload: []byte("x")},
+		{RangeID: 7, Kind: KindPut, Payload: []byte("x"), AuthRevision: 1 << 33, AuthUser: "someone", AuthNoLogin: true},
 	} {
 		enc := c.Encode(nil)
 		if got, want := c.Size(), len(enc); got != want {

@@ -132,23 +132,41 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	return nil
 }
 
-// authRevision is the auth revision as an apply batch sees it, read once
-// per batch (every write is stamped with one once auth has been used) and
-// again after an auth command.
+// authRevision is the auth revision and enabled flag as an apply batch sees
+// them, read once per batch (every client write carries how it was
+// authorized) and again after an auth command.
 type authRevision struct {
-	rev   uint64
-	known bool
+	rev     uint64
+	enabled bool
+	known   bool
 }
 
-func (a *authRevision) get(b *pebble.Batch) (uint64, error) {
+func (a *authRevision) get(b *pebble.Batch) (*authRevision, error) {
 	if !a.known {
 		rev, err := auth.Revision(b)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		a.rev, a.known = rev, true
+		on, err := auth.Enabled(b)
+		if err != nil {
+			return nil, err
+		}
+		a.rev, a.enabled, a.known = rev, on, true
 	}
-	return a.rev, nil
+	return a, nil
+}
+
+// authStateAt returns the auth state in b, whose auth revision is rev.
+func (r *Replica) authStateAt(b *pebble.Batch, rev uint64) (*auth.State, error) {
+	if st := r.authState; st != nil && st.Revision == rev {
+		return st, nil
+	}
+	st, err := auth.Load(b)
+	if err != nil {
+		return nil, err
+	}
+	r.authState = st
+	return st, nil
 }
 
 // applyCommand applies one command. Errors in the result are the command's
@@ -163,20 +181,57 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRev
 	if cmd.Term != 0 && cmd.Term != term {
 		return Result{Err: ErrStaleLeader}, nil
 	}
-	if cmd.AuthRevision != 0 {
-		// The request was authorized at cmd.AuthRevision: if the auth state
-		// changed since, the check may no longer hold (etcd's revision fence).
-		rev, err := authRev.get(b)
-		if err != nil {
-			return Result{}, err
-		}
-		if cmd.AuthRevision < rev {
-			return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil
-		}
-	}
 	req, err := decodeRequest(cmd)
 	if err != nil {
 		return Result{Err: err}, nil
+	}
+	if cmd.AuthRevision != 0 || cmd.AuthNoLogin {
+		// A request with a login was authorized at cmd.AuthRevision: if the
+		// auth state changed since, the check may no longer hold (etcd's
+		// revision fence). One checked while auth was disabled must be
+		// checked again if auth is enabled now (etcd refuses it then).
+		ar, err := authRev.get(b)
+		if err != nil {
+			return Result{}, err
+		}
+		if cmd.AuthNoLogin && ar.enabled {
+			return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil
+		}
+		if cmd.AuthRevision != 0 && cmd.AuthRevision < ar.rev {
+			if cmd.AuthUser == "" {
+				return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil // from before users were recorded
+			}
+			// Where the verdict in the current state is plain (root, auth
+			// management), it decides, as etcd does: concurrent admin
+			// calls, each moving the revision, do not clash.
+			ast, err := r.authStateAt(b, ar.rev)
+			if err != nil {
+				return Result{}, err
+			}
+			if err := auth.Recheck(ast, cmd.AuthUser, req); err != nil {
+				return Result{Err: err}, nil
+			}
+		}
+	}
+	if cmd.AuthUser != "" && auth.UsesLease(req) {
+		// What a user may do with a lease depends on the keys attached to
+		// it, checked here against the keys attached when it applies (as
+		// etcd checks at apply). After the revision check above, a non-root
+		// user's request applies in the auth state it was checked in.
+		ar, err := authRev.get(b)
+		if err != nil {
+			return Result{}, err
+		}
+		ast, err := r.authStateAt(b, ar.rev)
+		if err != nil {
+			return Result{}, err
+		}
+		if err := auth.CheckLeaseUse(b, ast, cmd.AuthUser, req); err != nil {
+			if _, ok := status.FromError(err); !ok {
+				return Result{}, err
+			}
+			return Result{Err: err}, nil
+		}
 	}
 	if st.NoSpace && addsData(req) {
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil

@@ -269,6 +269,9 @@ type Replica struct {
 	retired []*View
 
 	proposals map[uint64]*Proposal
+	// authState is the auth state the last lease permission check at apply
+	// used, reused while the auth revision stays (every change moves it).
+	authState *auth.State
 
 	nextReadCtx  uint64
 	pendingReads []*Read

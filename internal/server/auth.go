@@ -9,7 +9,6 @@ import (
 
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/keys"
-	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/replica"
 )
@@ -30,8 +29,11 @@ func (s *Server) newAuthorizer() (*auth.Authorizer, error) {
 		Tokens:     tokens,
 		BcryptCost: s.cfg.BcryptCost,
 		Header:     s.Header,
-		LeaseKeys:  func(id int64) ([][]byte, error) { return lease.AttachedKeys(s.db, id) },
 		Sync:       s.syncApplied,
+		// A request refused as stale is tried again for as long as a
+		// request may wait for its write.
+		RetryTimeout: s.cfg.RequestTimeout,
+		Login:        auth.LoginConfig{Backoff: s.cfg.AuthLoginBackoff, MaxBackoff: s.cfg.AuthLoginMaxBackoff},
 	}), nil
 }
 

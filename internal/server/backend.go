@@ -106,8 +106,15 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 		Kind:      kind,
 		Payload:   payload,
 		Term:      term,
-		// The auth revision the request was authorized at, if auth is on.
-		AuthRevision: auth.RevisionFromContext(ctx),
+	}
+	if f, ok := auth.FenceFromContext(ctx); ok {
+		// How the client request was authorized, for apply to check that
+		// it still holds (see raftcmd.Command).
+		if f.User != "" {
+			cmd.AuthUser, cmd.AuthRevision = f.User, f.Revision
+		} else {
+			cmd.AuthNoLogin = true
+		}
 	}
 	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)), s.timeouts.After(s.cfg.RequestTimeout))
 	if err != nil {

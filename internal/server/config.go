@@ -86,6 +86,13 @@ type Config struct {
 	AuthTokenTTL time.Duration
 	// BcryptCost is the cost of password hashes (default bcrypt's 10).
 	BcryptCost int
+	// AuthLoginBackoff and AuthLoginMaxBackoff throttle failed logins per
+	// user name and per client address: after three failures in a row, the
+	// next attempt waits AuthLoginBackoff (default 100ms), doubled with every
+	// further failure up to AuthLoginMaxBackoff (default 10s); see
+	// auth.LoginConfig. A negative AuthLoginBackoff turns throttling off.
+	AuthLoginBackoff    time.Duration
+	AuthLoginMaxBackoff time.Duration
 
 	// InitialCluster lists the members of a new cluster,
 	// "n1=127.0.0.1:2380,n2=...". Empty means a single-node cluster of this
