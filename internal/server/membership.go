@@ -236,6 +236,9 @@ func isNotLeader(err error) bool {
 // a timeout: a context code would make etcd clients retry a change that may
 // have been made.
 func (s *Server) forwardToLeader(ctx context.Context, method string, req, resp proto.Message) error {
+	if err := s.WaitLeader(ctx); err != nil {
+		return err
+	}
 	conn, err := s.leaderConn()
 	if err != nil {
 		return err
