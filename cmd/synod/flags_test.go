@@ -60,6 +60,7 @@ func TestBadFlags(t *testing.T) {
 		{start("--peer-source-ip", "localhost"), `--peer-source-ip must be an IP address, got "localhost"`},
 		{start("--name", "n1", "--advertise-peer-url", "127.0.0.1:9000", "--initial-cluster", "n1=127.0.0.1:2380"),
 			"--initial-cluster gives n1 the peer URL http://127.0.0.1:2380, but --advertise-peer-url is http://127.0.0.1:9000"},
+		{start("--enable-pprof"), "--enable-pprof needs --metrics-addr"},
 		{start("--log-level", "loud"), `--log-level must be debug, info, warn or error, got "loud"`},
 		{start("--log-format", "xml"), `--log-format must be text or json, got "xml"`},
 

@@ -488,8 +488,9 @@ func TestNoSpaceAlarm(t *testing.T) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.MetricsAddr = "127.0.0.1:0"
+		cfg.EnablePprof = i == 0
 	}})
 	leader := c.WaitLeader()
 	put(t, c.Client(leader), "m", "1")
@@ -515,8 +516,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	if code, body := httpGet(leader, "/readyz"); code != 200 {
 		t.Fatalf("/readyz of a healthy leader: got %d %q, want 200", code, body)
 	}
-	if code, _ := httpGet(leader, "/debug/pprof/"); code != 200 {
-		t.Fatalf("/debug/pprof/: got %d, want 200", code)
+	// The profiler only where enabled (etcd's --enable-pprof).
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
+		if code, _ := httpGet(c.Node(0), path); code != http.StatusOK {
+			t.Fatalf("%s with EnablePprof: got %d, want 200", path, code)
+		}
+		if code, _ := httpGet(c.Node(1), path); code != http.StatusNotFound {
+			t.Fatalf("%s without EnablePprof: got %d, want 404", path, code)
+		}
 	}
 	// A node cut off from the others loses its leader and is not ready.
 	lone := c.Followers(leader)[0]
