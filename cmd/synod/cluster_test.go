@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -457,9 +458,11 @@ func TestStartInProcess(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	dir := filepath.Join(t.TempDir(), "solo")
+	metricsAddr := freeAddr(t)
 	go func() {
 		done <- run(ctx, []string{"start", "--name", "solo", "--data-dir", dir,
 			"--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0",
+			"--metrics-addr", metricsAddr, "--enable-pprof",
 			"--tick-interval", "10ms", "--log-format", "json"},
 			strings.NewReader(""), &stdout, &stderr)
 	}()
@@ -491,6 +494,16 @@ func TestStartInProcess(t *testing.T) {
 	if code, out, _ := execute(t.Context(), "", "get", "k", ep); code != 0 || out != "k\nv\n" {
 		t.Errorf("get from a single-node cluster: exit %d, stdout %q", code, out)
 	}
+	for _, path := range []string{"/metrics", "/debug/pprof/"} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s with --enable-pprof: got %d, want 200", path, resp.StatusCode)
+		}
+	}
 
 	cancel() // as SIGINT does
 	select {
@@ -507,4 +520,16 @@ func TestStartInProcess(t *testing.T) {
 	if _, err := os.Stat(dir); err != nil {
 		t.Errorf("data dir: %v", err)
 	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }

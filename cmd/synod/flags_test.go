@@ -73,6 +73,10 @@ func TestBadFlags(t *testing.T) {
 		{start("--peer-secret-file", short), "--peer-secret-file " + short + ": a peer secret has at least 32 bytes (64 hex digits), got 16"},
 		{[]string{"snapshot", "restore", "b.db", "--peer-secret-file", notHex}, "--peer-secret-file " + notHex + ": a peer secret is written in hex digits"},
 		{[]string{"peer-secret", "new", "a", "b"}, "synod peer-secret new takes [FILE], got 2 arguments"},
+		{start("--enable-pprof"), "--enable-pprof needs --metrics-addr"},
+		{start("--initial-cluster", "default=127.0.0.1:0"), `--initial-cluster: initial cluster entry "default=127.0.0.1:0": url "http://127.0.0.1:0": port 0 is not in 1-65535`},
+		{start("--advertise-peer-url", "127.0.0.1:99999"), `--advertise-peer-url: url "http://127.0.0.1:99999": port 99999 is not in 1-65535`},
+		{start("--advertise-client-url", "http://:2379"), `--advertise-client-url: url "http://:2379": no host`},
 		{start("--log-level", "loud"), `--log-level must be debug, info, warn or error, got "loud"`},
 		{start("--log-format", "xml"), `--log-format must be text or json, got "xml"`},
 
@@ -102,6 +106,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"compact", "-5"}, "unknown shorthand flag: '5' in -5"},
 		{[]string{"compact", "x"}, `REV must be a positive revision, got "x"`},
 		{[]string{"compact", "0"}, `REV must be a positive revision, got "0"`},
+		{[]string{"member", "add", "n4"}, "--peer-urls is required"},
+		{[]string{"member", "add", "n4", "--peer-urls", "http://127.0.0.1:99999"}, `--peer-urls: url "http://127.0.0.1:99999": port 99999 is not in 1-65535`},
+		{[]string{"member", "add", "n4", "--peer-urls", ":0"}, `--peer-urls: url "http://:0": no host`},
+		{[]string{"member", "add", "n4", "--peer-urls", "http://127.0.0.1:2390,http://127.0.0.1:2391/x"}, `--peer-urls: url "http://127.0.0.1:2391/x": must not have a path`},
+		{[]string{"member", "update", "1f", "--peer-urls", "http://127.0.0.1:0"}, `--peer-urls: url "http://127.0.0.1:0": port 0 is not in 1-65535`},
 		{[]string{"members", "x"}, `synod members takes no arguments, got "x"`},
 		{[]string{"status", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"txn", "x"}, `synod txn takes no arguments, got "x"`},
@@ -113,7 +122,10 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"get", "a", "--command-timeout", "-1s"}, "--command-timeout must be positive"},
 	}
 	for _, tt := range tests {
-		code, stdout, stderr := execute(t.Context(), "", tt.args...)
+		// Bounded: a start that wrongly accepts its flags runs until cancelled.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		code, stdout, stderr := execute(ctx, "", tt.args...)
+		cancel()
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Fatalf("synod %s made the data dir (%v), want none", strings.Join(tt.args, " "), err)
 		}

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/server"
 )
 
@@ -54,8 +55,8 @@ func (a *app) memberAddCmd() *cobra.Command {
 		Short: "Add a member, then print how to start it",
 		Args:  argsBetween(1, 1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(peerURLs) == 0 {
-				return usageErrorf("--peer-urls is required")
+			if err := checkPeerURLs(peerURLs); err != nil {
+				return err
 			}
 			return a.withClient(cmd, func(ctx context.Context, cli *clientv3.Client) error {
 				ctx = withForce(ctx, force)
@@ -98,6 +99,21 @@ func (a *app) memberAddCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&learner, "learner", false, "add as a learner (no vote until promoted)")
 	cmd.Flags().BoolVar(&force, "force", false, "skip the quorum safety check")
 	return cmd
+}
+
+// checkPeerURLs checks --peer-urls as the server will, to say what is wrong
+// with a URL (the server answers only etcd's "given member URLs are
+// invalid").
+func checkPeerURLs(urls []string) error {
+	if len(urls) == 0 {
+		return usageErrorf("--peer-urls is required")
+	}
+	for _, u := range urls {
+		if _, err := cluster.NormalizeURL(u); err != nil {
+			return usageErrorf("--peer-urls: %v", err)
+		}
+	}
+	return nil
 }
 
 func hostPortOf(u string) string {
@@ -171,8 +187,8 @@ func (a *app) memberUpdateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(peerURLs) == 0 {
-				return usageErrorf("--peer-urls is required")
+			if err := checkPeerURLs(peerURLs); err != nil {
+				return err
 			}
 			return a.withClient(cmd, func(ctx context.Context, cli *clientv3.Client) error {
 				resp, err := cli.MemberUpdate(ctx, id, peerURLs)

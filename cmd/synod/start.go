@@ -44,6 +44,7 @@ type startOptions struct {
 	quotaBackendBytes    int64
 	metricsAddr          string
 	peerSecretFile       string
+	enablePprof          bool
 	tls                  startTLSOptions
 	log                  logOptions
 }
@@ -72,9 +73,10 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.join, "join", nil, "client endpoints of an existing cluster to join: this node adds itself as a learner, catches up, and is promoted to voter (data dir must be new)")
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz, /readyz and /debug/pprof on (empty: none)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz and /readyz on, plain HTTP (empty: none)")
 	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file with the cluster's peer secret ('synod peer-secret new'), with which members authenticate each other without peer TLS: "+
 		"needed by a new data dir whose --initial-cluster has several members, and with --initial-cluster-state existing; kept in the data dir")
+	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "also serve Go's profiler on /debug/pprof at --metrics-addr")
 	o.tls.addFlags(fs)
 	o.log.addFlags(fs, "info")
 }
@@ -140,6 +142,8 @@ func (o *startOptions) config() (server.Config, error) {
 		if err := checkHostPort("metrics-addr", o.metricsAddr); err != nil {
 			return server.Config{}, err
 		}
+	} else if o.enablePprof {
+		return server.Config{}, usageErrorf("--enable-pprof needs --metrics-addr, where /debug/pprof is served")
 	}
 	if o.quotaBackendBytes == 0 {
 		return server.Config{}, usageErrorf("--quota-backend-bytes must not be 0 (negative disables the quota)")
@@ -194,6 +198,7 @@ func (o *startOptions) config() (server.Config, error) {
 		InitialClusterState:  o.initialClusterState,
 		QuotaBackendBytes:    o.quotaBackendBytes,
 		MetricsAddr:          o.metricsAddr,
+		EnablePprof:          o.enablePprof,
 	}
 	if err := o.tls.apply(&cfg); err != nil {
 		return server.Config{}, err

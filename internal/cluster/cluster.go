@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -58,8 +59,13 @@ func ParseInitialCluster(s string) ([]Member, error) {
 }
 
 // NormalizeURL turns "host:port" or "scheme://host:port" into a URL string
-// with a scheme, and checks that it names a host and a port.
+// with a scheme, and checks it as etcd checks member URLs, more strictly:
+// the scheme is http or https (Synod has no unix sockets), a host and a port
+// from 1 to 65535 are given, and there is no user, path (but "/"), query or
+// fragment. A URL that no member can be reached at is refused here rather
+// than stored in the membership.
 func NormalizeURL(addr string) (string, error) {
+	addr = strings.TrimSpace(addr)
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
@@ -70,11 +76,24 @@ func NormalizeURL(addr string) (string, error) {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", fmt.Errorf("url %q: scheme must be http or https", addr)
 	}
-	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || port == "" {
 		return "", fmt.Errorf("url %q: want host:port", addr)
+	}
+	if host == "" {
+		return "", fmt.Errorf("url %q: no host", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 32); err != nil || n == 0 || n > 65535 {
+		return "", fmt.Errorf("url %q: port %s is not in 1-65535", addr, port)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("url %q: must not have a user", addr)
 	}
 	if u.Path != "" && u.Path != "/" {
 		return "", fmt.Errorf("url %q: must not have a path", addr)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("url %q: must not have a query or fragment", addr)
 	}
 	return u.Scheme + "://" + u.Host, nil
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -52,5 +53,37 @@ func TestMemberRoundTrip(t *testing.T) {
 	out, err := DecodeMember(in.Encode())
 	if err != nil || !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: got %+v (%v), want %+v", out, err, in)
+	}
+}
+
+func TestNormalizeURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:2380":           "http://127.0.0.1:2380",
+		" http://h:1/ ":            "http://h:1",
+		"https://[::1]:65535":      "https://[::1]:65535",
+		"http://node-1.example:80": "http://node-1.example:80",
+	} {
+		if got, err := NormalizeURL(in); err != nil || got != want {
+			t.Errorf("NormalizeURL(%q): got %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for in, why := range map[string]string{
+		"http://127.0.0.1:99999": "not in 1-65535",
+		"http://127.0.0.1:0":     "not in 1-65535",
+		":0":                     "no host",
+		"http://:2380":           "no host",
+		"http://127.0.0.1":       "want host:port",
+		"http://127.0.0.1:":      "want host:port",
+		"127.0.0.1:http":         "parse url",
+		"unix://sock:1":          "scheme must be http or https",
+		"ftp://h:1":              "scheme must be http or https",
+		"http://u:p@h:1":         "must not have a user",
+		"http://h:1/path":        "must not have a path",
+		"http://h:1?x=1":         "must not have a query",
+		"http://h:1#f":           "must not have a query or fragment",
+	} {
+		if _, err := NormalizeURL(in); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("NormalizeURL(%q): got %v, want an error saying %q", in, err, why)
+		}
 	}
 }

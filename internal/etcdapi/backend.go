@@ -40,6 +40,11 @@ type Backend interface {
 	Hub() *watch.Hub
 	// HasLeader reports whether this node knows a leader.
 	HasLeader() bool
+	// WaitLeader returns at once if this node knows a leader, and otherwise
+	// waits a bounded time for one (a member that has just started has not
+	// heard from the leader yet), failing with replica.ErrNoLeader if none
+	// appears.
+	WaitLeader(ctx context.Context) error
 	// ElectionTimeout is the Raft election timeout.
 	ElectionTimeout() time.Duration
 

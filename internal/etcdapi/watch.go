@@ -45,8 +45,12 @@ func requiresLeader(ctx context.Context) bool {
 func (s *Watch) Watch(stream pb.Watch_WatchServer) error {
 	ctx := stream.Context()
 	needLeader := requiresLeader(ctx)
-	if needLeader && !s.b.HasLeader() {
-		return rpctypes.ErrGRPCNoLeader
+	if needLeader {
+		// clientv3 gives up a watch for good on "no leader": a member that
+		// has not heard from the leader yet waits for it first.
+		if err := s.b.WaitLeader(ctx); err != nil {
+			return toGRPC(ctx, err)
+		}
 	}
 	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1)}
 	ws.mu.watchers = map[int64]*watch.Watcher{}
@@ -201,6 +205,13 @@ func (ws *watchStream) cancelAll() {
 	}
 }
 
+// leaderlessChecks is how many checks in a row, an election timeout apart,
+// must find no leader before a stream that requires one is cancelled: the
+// member has then been without a leader for at least two election timeouts,
+// as long as a new such stream waits for one before it is refused. Reopening
+// streams costs more than waiting (etcd cancels after three checks too).
+const leaderlessChecks = 3
+
 func (ws *watchStream) sendLoop(ctx context.Context, recvDone <-chan error, needLeader bool) error {
 	var leaderCheck <-chan time.Time
 	if needLeader {
@@ -222,7 +233,7 @@ func (ws *watchStream) sendLoop(ctx context.Context, recvDone <-chan error, need
 		case <-leaderCheck:
 			if ws.s.b.HasLeader() {
 				leaderless = 0
-			} else if leaderless++; leaderless >= 2 {
+			} else if leaderless++; leaderless >= leaderlessChecks {
 				return rpctypes.ErrGRPCNoLeader
 			}
 			continue

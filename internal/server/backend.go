@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -116,18 +117,93 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 			cmd.AuthNoLogin = true
 		}
 	}
-	res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, cmd.Encode(nil)), s.timeouts.After(s.cfg.RequestTimeout))
-	if err != nil {
-		s.metrics.ProposalsFailed.Inc()
-		return nil, err
+	data := cmd.Encode(nil)
+	timeout := s.timeouts.After(s.cfg.RequestTimeout)
+	var leaderDeadline <-chan struct{}
+	for {
+		res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, data), timeout)
+		if err == nil && errors.Is(res.Err, replica.ErrNoLeader) {
+			// Raft refused the command without appending it anywhere: it
+			// may be proposed again, with the same request ID, once a
+			// leader is known.
+			if leaderDeadline == nil {
+				leaderDeadline = s.timeouts.After(s.leaderWait())
+			}
+			if err = s.awaitLeader(ctx, leaderDeadline, timeout); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			s.metrics.ProposalsFailed.Inc()
+			return nil, err
+		}
+		return res.Resp, res.Err
 	}
-	return res.Resp, res.Err
 }
 
 // linearize waits until this node has applied everything committed before
-// the call.
+// the call. Without a known leader it waits for one (awaitLeader).
 func (s *Server) linearize(ctx context.Context) error {
-	return s.store.ReadIndex(ctx, keys.FirstRangeID, s.timeouts.After(s.cfg.RequestTimeout))
+	timeout := s.timeouts.After(s.cfg.RequestTimeout)
+	var leaderDeadline <-chan struct{}
+	for {
+		err := s.store.ReadIndex(ctx, keys.FirstRangeID, timeout)
+		if !errors.Is(err, replica.ErrNoLeader) {
+			return err
+		}
+		if leaderDeadline == nil {
+			leaderDeadline = s.timeouts.After(s.leaderWait())
+		}
+		if err := s.awaitLeader(ctx, leaderDeadline, timeout); err != nil {
+			return err
+		}
+	}
+}
+
+// leaderWait is how long a request that needs a leader waits for one when
+// this node knows none: two election timeouts, about the time a member
+// that has just started takes to hear from the leader, or an election
+// (with a split vote) to end. etcd serves no client before its member has
+// heard from a leader, and makes writes and linearizable reads wait for one
+// up to their request timeout; answering "no leader" at once instead made
+// clients of a member that had just started or restarted fail (watches
+// created with WithRequireLeader end for good on that answer).
+func (s *Server) leaderWait() time.Duration { return 2 * s.ElectionTimeout() }
+
+// awaitLeader waits until this node knows a leader of the first range. It
+// fails with replica.ErrNoLeader once deadline or timeout is closed (a nil
+// one never is), even if a leader is known then, so that a request retried
+// after each wait ends by deadline; and with ctx's error. It holds no lock.
+func (s *Server) awaitLeader(ctx context.Context, deadline, timeout <-chan struct{}) error {
+	known, err := s.store.LeaderKnown(keys.FirstRangeID)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-deadline: // the request's retries end here
+		return replica.ErrNoLeader
+	case <-timeout:
+		return replica.ErrNoLeader
+	default:
+	}
+	select {
+	case <-known:
+		return nil
+	case <-deadline:
+	case <-timeout:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return replica.ErrNoLeader
+}
+
+// WaitLeader implements etcdapi.Backend: it returns at once when this node
+// knows a leader, and otherwise waits for one for up to leaderWait.
+func (s *Server) WaitLeader(ctx context.Context) error {
+	if s.HasLeader() {
+		return nil
+	}
+	return s.awaitLeader(ctx, s.timeouts.After(s.leaderWait()), nil)
 }
 
 // errJoining is the answer of a member that joined a cluster and has not

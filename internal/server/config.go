@@ -137,9 +137,13 @@ type Config struct {
 	// QuotaBackendBytes is the storage size above which the member raises
 	// the NOSPACE alarm (default DefaultQuotaBytes; negative: no quota).
 	QuotaBackendBytes int64
-	// MetricsAddr, if set, serves /metrics, /healthz, /readyz and
-	// /debug/pprof over HTTP at this address.
+	// MetricsAddr, if set, serves /metrics, /healthz and /readyz (and
+	// /debug/pprof with EnablePprof) over HTTP at this address.
 	MetricsAddr string
+	// EnablePprof serves Go's profiler on /debug/pprof at MetricsAddr (as
+	// etcd's --enable-pprof). Off by default: profiles reveal the process's
+	// command line and internals, and CPU profiles and traces cost CPU.
+	EnablePprof bool
 
 	// LeaseCheckpointInterval is how often the leader checkpoints the
 	// remaining TTL of leases nobody renews (default 1s): after a failover,

@@ -62,7 +62,8 @@ func (s *Server) Ready() (bool, string) {
 	return true, "ok"
 }
 
-// serveHTTP serves /metrics, /healthz, /readyz and /debug/pprof at addr.
+// serveHTTP serves /metrics, /healthz and /readyz at addr, and
+// /debug/pprof if enabled.
 func (s *Server) serveHTTP(addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -87,11 +88,13 @@ func (s *Server) serveHTTP(addr string) error {
 		}
 		fmt.Fprintln(w, why)
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.goBackground(func(context.Context) {
 		if err := s.httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -109,6 +109,9 @@ func (s *Server) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*
 // LeaseRenew renews a lease and returns its TTL, 0 if it does not exist. The
 // leader's lessor answers; other nodes forward to it.
 func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
+	if err := s.WaitLeader(ctx); err != nil {
+		return 0, err
+	}
 	if s.isLeader() {
 		return s.renewLocal(ctx, id)
 	}
@@ -182,6 +185,9 @@ func notLeader(err error) error {
 // LeaseTimeToLive reports a lease's remaining TTL (-1 if it does not exist)
 // and, on request, its keys. The leader answers; other nodes forward.
 func (s *Server) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if err := s.WaitLeader(ctx); err != nil {
+		return nil, err
+	}
 	if !s.isLeader() {
 		conn, err := s.leaderConn()
 		if err != nil {

@@ -192,7 +192,7 @@ func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	// serves it (etcd's holds what that member applied). Without a quorum the
 	// backup is of this member's state: that is when one is needed most.
 	lctx, cancel := context.WithTimeout(ctx, 2*s.ElectionTimeout())
-	err := s.store.ReadIndex(lctx, keys.FirstRangeID, nil)
+	err := s.linearize(lctx) // a member that has just started waits for the leader
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {

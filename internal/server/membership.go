@@ -150,6 +150,10 @@ func (s *Server) newMemberID(urls []string) (uint64, error) {
 	}
 }
 
+// normalizeURLs checks and normalizes the peer URLs of a member add or
+// update (cluster.NormalizeURL). A bad one is refused with etcd's error
+// (InvalidArgument, "given member URLs are invalid"), which clientv3 turns
+// into rpctypes.ErrMemberBadURLs.
 func normalizeURLs(urls []string) ([]string, error) {
 	if len(urls) == 0 {
 		return nil, rpctypes.ErrGRPCMemberBadURLs
@@ -236,6 +240,9 @@ func isNotLeader(err error) bool {
 // a timeout: a context code would make etcd clients retry a change that may
 // have been made.
 func (s *Server) forwardToLeader(ctx context.Context, method string, req, resp proto.Message) error {
+	if err := s.WaitLeader(ctx); err != nil {
+		return err
+	}
 	conn, err := s.leaderConn()
 	if err != nil {
 		return err
@@ -252,6 +259,10 @@ func (s *Server) forwardToLeader(ctx context.Context, method string, req, resp p
 
 // MemberAdd adds a member, as a voter or a learner.
 func (s *Server) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	// Checked here too, so that bad input fails without a leader's help.
+	if _, err := normalizeURLs(req.PeerURLs); err != nil {
+		return nil, err
+	}
 	resp := &pb.MemberAddResponse{}
 	err := s.viaLeader(ctx, clusterMemberAddMethod, req, resp, func() (proto.Message, error) { return s.memberAdd(ctx, req) })
 	return resp, err

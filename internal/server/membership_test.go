@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -448,8 +449,9 @@ func TestSnapshotSaveRestore(t *testing.T) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.MetricsAddr = "127.0.0.1:0"
+		cfg.EnablePprof = i == 0
 	}})
 	leader := c.WaitLeader()
 	put(t, c.Client(leader), "m", "1")
@@ -475,8 +477,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	if code, body := httpGet(leader, "/readyz"); code != 200 {
 		t.Fatalf("/readyz of a healthy leader: got %d %q, want 200", code, body)
 	}
-	if code, _ := httpGet(leader, "/debug/pprof/"); code != 200 {
-		t.Fatalf("/debug/pprof/: got %d, want 200", code)
+	// The profiler only where enabled (etcd's --enable-pprof).
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
+		if code, _ := httpGet(c.Node(0), path); code != http.StatusOK {
+			t.Fatalf("%s with EnablePprof: got %d, want 200", path, code)
+		}
+		if code, _ := httpGet(c.Node(1), path); code != http.StatusNotFound {
+			t.Fatalf("%s without EnablePprof: got %d, want 404", path, code)
+		}
 	}
 	// A node cut off from the others loses its leader and is not ready.
 	lone := c.Followers(leader)[0]
@@ -489,4 +497,55 @@ func TestMetricsAndHealth(t *testing.T) {
 		code, body := httpGet(lone, "/readyz")
 		return code == http.StatusServiceUnavailable, body
 	})
+}
+
+// TestMemberURLsAreValidated adds and updates members with peer URLs no
+// member could be reached at: etcd's clients must get etcd's error
+// (InvalidArgument, "given member URLs are invalid"), and the membership
+// must not change.
+func TestMemberURLsAreValidated(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	leader := c.WaitLeader()
+	ctx := testcluster.Context(t, 30*time.Second)
+	// Through a follower: it checks before forwarding to the leader.
+	cli := c.Client(c.Followers(leader)[0])
+	before, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// clientv3 refuses some of these itself; the raw API must too.
+	raw := pb.NewClusterClient(cli.ActiveConnection())
+	for _, u := range []string{
+		"http://127.0.0.1:99999", "http://127.0.0.1:0", ":0", "http://:2380", "http://127.0.0.1",
+		"unix://127.0.0.1:2380", "ftp://127.0.0.1:2380", "http://127.0.0.1:2380/path",
+		"http://127.0.0.1:2380?x=1", "http://127.0.0.1:2380#x", "http://user@127.0.0.1:2380",
+	} {
+		_, err := raw.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{u}})
+		wantErr(t, fmt.Sprintf("member add %s", u), err, rpctypes.ErrGRPCMemberBadURLs)
+		_, err = raw.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:2390", u}, IsLearner: true})
+		wantErr(t, fmt.Sprintf("member add as learner %s", u), err, rpctypes.ErrGRPCMemberBadURLs)
+		_, err = raw.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: leader.Server().MemberID(), PeerURLs: []string{u}})
+		wantErr(t, fmt.Sprintf("member update %s", u), err, rpctypes.ErrGRPCMemberBadURLs)
+	}
+	// Those clientv3 lets through: it must see its typed error.
+	for _, u := range []string{"http://127.0.0.1:99999", "http://127.0.0.1:0", "http://:2380"} {
+		if _, err := cli.MemberAdd(ctx, []string{u}); !errors.Is(err, rpctypes.ErrMemberBadURLs) {
+			t.Fatalf("clientv3 member add %s: got %v, want %v", u, err, rpctypes.ErrMemberBadURLs)
+		}
+		if _, err := cli.MemberUpdate(ctx, leader.Server().MemberID(), []string{u}); !errors.Is(err, rpctypes.ErrMemberBadURLs) {
+			t.Fatalf("clientv3 member update %s: got %v, want %v", u, err, rpctypes.ErrMemberBadURLs)
+		}
+	}
+	after, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Members) != len(before.Members) {
+		t.Fatalf("members after refused adds: got %d, want %d", len(after.Members), len(before.Members))
+	}
+	for i, m := range after.Members {
+		if !slices.Equal(m.PeerURLs, before.Members[i].PeerURLs) {
+			t.Fatalf("peer URLs of %x after refused updates: got %v, want %v", m.ID, m.PeerURLs, before.Members[i].PeerURLs)
+		}
+	}
 }

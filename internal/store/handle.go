@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/synod-io/synod/internal/keys"
@@ -40,13 +42,62 @@ type handle struct {
 	pub  func() *replica.Published
 	view func() *replica.View
 	wake chan struct{}
+	// leaderWanted is set while someone waits on mu.leaderKnown: the run
+	// loop then looks at the published leader after each round, and costs
+	// one atomic load per round otherwise.
+	leaderWanted atomic.Bool
 
 	mu struct {
 		sync.Mutex
 		box     mailbox
 		stopped bool
 		done    chan struct{}
+		// leaderKnown, if not nil, is closed once the replica publishes a
+		// leader (see leaderKnownChan).
+		leaderKnown chan struct{}
 	}
+}
+
+// closedChan is leaderKnownChan's answer when a leader is known already.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// leaderKnownChan returns a channel closed once the replica knows a leader:
+// already closed if it does now.
+func (h *handle) leaderKnownChan() <-chan struct{} {
+	if h.pub().Lead != raft.None {
+		return closedChan
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Flag first, then look: either the run loop, which publishes and then
+	// reads the flag, sees it, or this sees what it published.
+	h.leaderWanted.Store(true)
+	if h.pub().Lead != raft.None {
+		return closedChan
+	}
+	if h.mu.leaderKnown == nil {
+		h.mu.leaderKnown = make(chan struct{})
+	}
+	return h.mu.leaderKnown
+}
+
+// noteLeader wakes the waiters of leaderKnownChan if the replica has
+// published a leader.
+func (h *handle) noteLeader() {
+	if !h.leaderWanted.Load() || h.pub().Lead == raft.None {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.leaderKnown != nil {
+		close(h.mu.leaderKnown)
+		h.mu.leaderKnown = nil
+	}
+	h.leaderWanted.Store(false)
 }
 
 // post adds to the mailbox and wakes the goroutine. After the replica has
@@ -176,6 +227,7 @@ func (h *handle) run(ctx context.Context) {
 			}
 			out.Complete()
 		}
+		h.noteLeader()
 	}
 }
 

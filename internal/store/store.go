@@ -200,6 +200,17 @@ func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID, timeout <-chan s
 	}
 }
 
+// LeaderKnown returns a channel that is closed once the range's replica
+// knows a leader (at once if it knows one now). A replica that stops
+// without knowing one never closes it: callers bound their wait.
+func (s *Store) LeaderKnown(id keys.RangeID) (<-chan struct{}, error) {
+	h, err := s.handle(id)
+	if err != nil {
+		return nil, err
+	}
+	return h.leaderKnownChan(), nil
+}
+
 // Do runs fn on the replica's goroutine and waits for it. fn must be quick.
 func (s *Store) Do(ctx context.Context, id keys.RangeID, fn func(r *replica.Replica)) error {
 	h, err := s.handle(id)
