@@ -68,6 +68,11 @@ type Transport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// redialMin and redialMax bound the wait before a peer's stream is
+	// opened again after an attempt failed (it doubles from one to the
+	// other); a frame from the peer ends the wait at once.
+	redialMin, redialMax time.Duration
+
 	mu struct {
 		sync.Mutex
 		addrs  map[uint64]string
@@ -89,7 +94,8 @@ func New(cfg Config) *Transport {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Transport{cfg: cfg, logger: cfg.Logger.With("component", "transport")}
+	t := &Transport{cfg: cfg, logger: cfg.Logger.With("component", "transport"),
+		redialMin: 50 * time.Millisecond, redialMax: time.Second}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.addrs = map[uint64]string{}
 	t.mu.peers = map[uint64]*peer{}
@@ -242,13 +248,16 @@ type peer struct {
 		stopped bool
 	}
 	wake chan struct{}
+	// up is signalled when a frame arrives from the peer while this side
+	// may be waiting out a backoff: the peer is back, retry now.
+	up chan struct{}
 
 	connMu sync.Mutex
 	conn   *grpc.ClientConn
 }
 
 func newPeer(t *Transport, id uint64, addr string) *peer {
-	return &peer{t: t, id: id, addr: addr, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &peer{t: t, id: id, addr: addr, done: make(chan struct{}), wake: make(chan struct{}, 1), up: make(chan struct{}, 1)}
 }
 
 func (p *peer) enqueue(m outMsg) bool {
@@ -307,8 +316,13 @@ func (p *peer) client() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// resetBackoff makes a connection waiting to retry try again now.
+// resetBackoff makes a connection waiting to retry try again now, and so
+// does the stream loop (run) if it is waiting out its own backoff.
 func (p *peer) resetBackoff() {
+	select {
+	case p.up <- struct{}{}:
+	default:
+	}
 	p.connMu.Lock()
 	defer p.connMu.Unlock()
 	if p.conn != nil && p.conn.GetState() == connectivity.TransientFailure {
@@ -343,7 +357,8 @@ func (p *peer) run() {
 	// if the stream breaks, they may have been lost.
 	var inFlight []outMsg
 	var buf []byte // reused to encode each batch's messages
-	backoff := 50 * time.Millisecond
+	backoff := p.t.redialMin
+	peerUp := false // the peer was heard from during the last backoff
 	for {
 		select {
 		case <-ctx.Done():
@@ -368,18 +383,24 @@ func (p *peer) run() {
 			continue
 		}
 		if stream == nil {
-			s, b, err := p.openRaftStream(ctx)
+			s, b, err := p.openRaftStream(ctx, peerUp)
+			peerUp = false
 			if err != nil {
 				p.dropped(batch)
 				p.t.logger.Debug("peer unreachable", "peer", fmt.Sprintf("%x", p.id), "err", err)
+				timer := time.NewTimer(backoff)
 				select {
 				case <-ctx.Done():
-				case <-time.After(backoff):
+				case <-timer.C:
+					backoff = min(backoff*2, p.t.redialMax)
+				case <-p.up:
+					// A restarted peer reached us: it is up again.
+					backoff, peerUp = p.t.redialMin, true
 				}
-				backoff = min(backoff*2, time.Second)
+				timer.Stop()
 				continue
 			}
-			stream, broken, backoff = s, b, 50*time.Millisecond
+			stream, broken, backoff = s, b, p.t.redialMin
 		}
 		var err error
 		if buf, err = p.sendBatch(stream, batch, buf); err != nil {
@@ -411,10 +432,16 @@ func appendNewRanges(dst, batch []outMsg) []outMsg {
 // openRaftStream opens the stream of Raft frames to the peer. The returned
 // channel yields why the stream ended when the peer ends it; the goroutine
 // watching for that ends with the stream.
-func (p *peer) openRaftStream(ctx context.Context) (grpc.ClientStream, <-chan error, error) {
+func (p *peer) openRaftStream(ctx context.Context, waitReady bool) (grpc.ClientStream, <-chan error, error) {
 	conn, err := p.client()
 	if err != nil {
 		return nil, nil, err
+	}
+	if waitReady {
+		// The peer was just heard from and its connection is being made
+		// again (resetBackoff): wait for it, briefly, rather than fail at
+		// once in the state the reset left it in.
+		awaitReady(ctx, conn, time.Second)
 	}
 	stream, err := conn.NewStream(ctx, &serviceDesc.Streams[0], raftMethod)
 	if err != nil {
@@ -432,6 +459,19 @@ func (p *peer) openRaftStream(ctx context.Context) (grpc.ClientStream, <-chan er
 		broken <- err
 	}()
 	return stream, broken, nil
+}
+
+// awaitReady waits until conn is ready, at most d.
+func awaitReady(ctx context.Context, conn *grpc.ClientConn, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		if st == connectivity.Ready || !conn.WaitForStateChange(ctx, st) {
+			return
+		}
+	}
 }
 
 // maxFrameBytes bounds one frame of Raft messages.

@@ -111,12 +111,23 @@ func (r *recorder) count(id keys.RangeID) int {
 }
 
 type node struct {
-	t   *Transport
-	rec *recorder
-	srv *grpc.Server
+	t    *Transport
+	rec  *recorder
+	srv  *grpc.Server
+	addr string
 }
 
 func startNode(t *testing.T, clusterID, id uint64) (*node, string) {
+	t.Helper()
+	n, err := startNodeAt(t, clusterID, id, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, n.addr
+}
+
+// startNodeAt starts a node listening on addr.
+func startNodeAt(t *testing.T, clusterID, id uint64, addr string) (*node, error) {
 	t.Helper()
 	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
 	if err != nil {
@@ -126,9 +137,9 @@ func startNode(t *testing.T, clusterID, id uint64) (*node, string) {
 	tr := New(Config{ClusterID: clusterID, NodeID: id, Handler: rec, SnapshotChunkBytes: 16})
 	srv := grpc.NewServer(ServerOptions()...)
 	tr.Register(srv)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go srv.Serve(l)
 	t.Cleanup(func() {
@@ -141,7 +152,7 @@ func startNode(t *testing.T, clusterID, id uint64) (*node, string) {
 		rec.mu.Unlock()
 		db.Close()
 	})
-	return &node{t: tr, rec: rec, srv: srv}, l.Addr().String()
+	return &node{t: tr, rec: rec, srv: srv, addr: l.Addr().String()}, nil
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -263,4 +274,42 @@ func TestSnapshotStreams(t *testing.T) {
 			t.Fatalf("snapshot key %d: got %q, want %q", i, got[i], want[i])
 		}
 	}
+}
+
+// TestRestartedPeerIsRedialledAtOnce checks that a node waiting out its
+// backoff before opening a stream to a peer again stops waiting as soon as
+// that peer's traffic arrives: a restarted member must hear from its
+// leader within an election timeout, not after the leader's backoff.
+func TestRestartedPeerIsRedialledAtOnce(t *testing.T) {
+	a, addrA := startNode(t, 1, 10)
+	// Nothing listens at b's address yet.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrB := l.Addr().String()
+	l.Close()
+	// Only the peer's traffic can end a's wait within the test.
+	a.t.redialMin, a.t.redialMax = time.Hour, time.Hour
+	a.t.SetPeer(20, addrB)
+	a.t.Send(1, []*pb.Message{heartbeat(10, 20, 1)})
+	waitFor(t, "a failed attempt", func() bool {
+		a.rec.mu.Lock()
+		defer a.rec.mu.Unlock()
+		return a.rec.unreachable > 0
+	})
+
+	b, err := startNodeAt(t, 1, 20, addrB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.t.SetPeer(10, addrA)
+	b.t.Send(1, []*pb.Message{heartbeat(20, 10, 1)})
+	waitFor(t, "b's heartbeat at a", func() bool { return a.rec.count(1) > 0 })
+	i := 1
+	waitFor(t, "a's messages at b", func() bool {
+		i++
+		a.t.Send(1, []*pb.Message{heartbeat(10, 20, i)})
+		return b.rec.count(1) > 0
+	})
 }
