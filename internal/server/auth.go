@@ -29,7 +29,7 @@ func (s *Server) newAuthorizer() (*auth.Authorizer, error) {
 		DB:         s.db,
 		Tokens:     tokens,
 		BcryptCost: s.cfg.BcryptCost,
-		Header:     s.Header,
+		Header:     s.revisionHeader,
 		LeaseKeys:  func(id int64) ([][]byte, error) { return lease.AttachedKeys(s.db, id) },
 		Sync:       s.syncApplied,
 	}), nil
