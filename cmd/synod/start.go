@@ -43,6 +43,7 @@ type startOptions struct {
 	initialClusterState  string
 	quotaBackendBytes    int64
 	metricsAddr          string
+	cors                 []string
 	tls                  startTLSOptions
 	log                  logOptions
 }
@@ -72,6 +73,7 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz, /readyz and /debug/pprof on (empty: none)")
+	fs.StringSliceVar(&o.cors, "cors", nil, `origins whose web pages may read the JSON gateway's answers on the client port, comma-separated ("*": any; default: none, where etcd allows any)`)
 	o.tls.addFlags(fs)
 	o.log.addFlags(fs, "info")
 }
@@ -191,6 +193,7 @@ func (o *startOptions) config() (server.Config, error) {
 		InitialClusterState:  o.initialClusterState,
 		QuotaBackendBytes:    o.quotaBackendBytes,
 		MetricsAddr:          o.metricsAddr,
+		CORS:                 o.cors,
 	}
 	if err := o.tls.apply(&cfg); err != nil {
 		return server.Config{}, err
