@@ -45,6 +45,7 @@ type startOptions struct {
 	metricsAddr          string
 	peerSecretFile       string
 	enablePprof          bool
+	cors                 []string
 	tls                  startTLSOptions
 	log                  logOptions
 }
@@ -77,6 +78,7 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file with the cluster's peer secret ('synod peer-secret new'), with which members authenticate each other without peer TLS: "+
 		"needed by a new data dir whose --initial-cluster has several members, and with --initial-cluster-state existing; kept in the data dir")
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "also serve Go's profiler on /debug/pprof at --metrics-addr")
+	fs.StringSliceVar(&o.cors, "cors", nil, `origins whose web pages may read the JSON gateway's answers on the client port, comma-separated ("*": any; default: none, where etcd allows any)`)
 	o.tls.addFlags(fs)
 	o.log.addFlags(fs, "info")
 }
@@ -199,6 +201,7 @@ func (o *startOptions) config() (server.Config, error) {
 		QuotaBackendBytes:    o.quotaBackendBytes,
 		MetricsAddr:          o.metricsAddr,
 		EnablePprof:          o.enablePprof,
+		CORS:                 o.cors,
 	}
 	if err := o.tls.apply(&cfg); err != nil {
 		return server.Config{}, err

@@ -45,7 +45,7 @@ func New(b Backend, logger *slog.Logger) *Services {
 }
 
 // Register registers the Lock, Election and Groups services with srv.
-func (s *Services) Register(srv *grpc.Server) {
+func (s *Services) Register(srv grpc.ServiceRegistrar) {
 	v3lockpb.RegisterLockServer(srv, &lockServer{s: s})
 	v3electionpb.RegisterElectionServer(srv, &electionServer{s: s})
 	synodpb.RegisterGroupsServer(srv, &groupsServer{s: s})

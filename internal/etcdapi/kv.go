@@ -123,7 +123,7 @@ func (s *KV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, erro
 		if err != nil {
 			return nil, toGRPC(ctx, err)
 		}
-		setTxnHeaders(resp, s.header(resp.GetHeader().GetRevision()))
+		resp.Header = s.header(resp.GetHeader().GetRevision())
 		return resp, nil
 	}
 	out, err := s.b.Propose(ctx, raftcmd.KindTxn, req)
@@ -134,26 +134,8 @@ func (s *KV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, erro
 	if !ok {
 		return nil, toGRPC(ctx, fmt.Errorf("txn returned %T", out))
 	}
-	setTxnHeaders(resp, s.header(resp.GetHeader().GetRevision()))
+	resp.Header = s.header(resp.GetHeader().GetRevision())
 	return resp, nil
-}
-
-// setTxnHeaders gives the txn response and every nested response the
-// header etcd clients see.
-func setTxnHeaders(resp *pb.TxnResponse, h *pb.ResponseHeader) {
-	resp.Header = h
-	for _, r := range resp.Responses {
-		switch op := r.Response.(type) {
-		case *pb.ResponseOp_ResponseRange:
-			op.ResponseRange.Header = h
-		case *pb.ResponseOp_ResponsePut:
-			op.ResponsePut.Header = h
-		case *pb.ResponseOp_ResponseDeleteRange:
-			op.ResponseDeleteRange.Header = h
-		case *pb.ResponseOp_ResponseTxn:
-			setTxnHeaders(op.ResponseTxn, h)
-		}
-	}
 }
 
 // Compact implements KVServer.

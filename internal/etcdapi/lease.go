@@ -17,10 +17,13 @@ type Lease struct {
 // NewLease returns the Lease service.
 func NewLease(b Backend) *Lease { return &Lease{b: b} }
 
+// header returns the response header: h's revision, or (as etcd) the
+// current one.
 func (s *Lease) header(h *pb.ResponseHeader) *pb.ResponseHeader {
 	out := s.b.Header()
-	if h != nil {
-		out.Revision = h.Revision
+	out.Revision = h.GetRevision()
+	if out.Revision == 0 {
+		out.Revision = s.b.Hub().Revision()
 	}
 	return out
 }
@@ -61,7 +64,7 @@ func (s *Lease) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		if err != nil {
 			return toGRPC(ctx, err)
 		}
-		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: s.b.Header(), ID: req.ID, TTL: ttl}); err != nil {
+		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: s.header(nil), ID: req.ID, TTL: ttl}); err != nil {
 			return err
 		}
 	}

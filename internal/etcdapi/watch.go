@@ -283,8 +283,9 @@ func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
 			delete(ws.mu.watchers, id)
 		}
 		ws.mu.Unlock()
+		// etcd's header of this answer has no revision.
 		return ws.stream.Send(&pb.WatchResponse{
-			Header: ws.header(resp.Revision), WatchId: id,
+			Header: ws.header(0), WatchId: id,
 			CompactRevision: resp.CompactRevision, Canceled: true,
 		})
 	}

@@ -28,7 +28,7 @@ func (s *Server) newAuthorizer() (*auth.Authorizer, error) {
 		DB:         s.db,
 		Tokens:     tokens,
 		BcryptCost: s.cfg.BcryptCost,
-		Header:     s.Header,
+		Header:     s.revisionHeader,
 		Sync:       s.syncApplied,
 		// A request refused as stale is tried again for as long as a
 		// request may wait for its write.

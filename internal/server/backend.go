@@ -38,6 +38,14 @@ func (s *Server) Header() *pb.ResponseHeader {
 	}
 }
 
+// revisionHeader returns Header with the current revision, as etcd's
+// header of the responses that name no revision of their own.
+func (s *Server) revisionHeader() *pb.ResponseHeader {
+	h := s.Header()
+	h.Revision = s.Published().KV.Revision
+	return h
+}
+
 // Propose implements etcdapi.Backend.
 func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error) {
 	payload, err := proto.Marshal(req)
@@ -308,6 +316,10 @@ func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
 		RaftTerm:         pub.Term,
 		RaftAppliedIndex: pub.Applied,
 		IsLearner:        learner,
+		// As etcd 3.6 and later report them: the data's format version,
+		// and no downgrade in progress.
+		StorageVersion: APIVersion,
+		DowngradeInfo:  &pb.DowngradeInfo{},
 	}
 	resp.Header.Revision = pub.KV.Revision
 	if s.cfg.QuotaBackendBytes > 0 {

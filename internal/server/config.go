@@ -79,6 +79,10 @@ type Config struct {
 	// authenticate and the secret is not needed.
 	PeerSecret []byte
 
+	// CORS lists the origins whose web pages may read the JSON gateway's
+	// answers (etcd's --cors; "*": any). Empty: none (etcd's default is any).
+	CORS []string
+
 	// AuthToken is etcd's --auth-token: "simple" (the default) or
 	// "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>[,ttl=<d>]".
 	AuthToken string
@@ -209,6 +213,12 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// maxRecvMsgSize is the largest message the client API receives: a
+// request over MaxRequestBytes but within it gets etcd's "request is too
+// large"; gRPC itself refuses larger ones with ResourceExhausted, as etcd's
+// server does.
+func (c *Config) maxRecvMsgSize() int { return c.MaxRequestBytes + 512*1024 }
 
 func (c *Config) validate() error {
 	if c.DataDir == "" {

@@ -39,8 +39,8 @@ func (b coordBackend) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest)
 }
 
 // registerCoordination registers the Lock, Election and Groups services
-// (package coord) with the client gRPC server.
-func (s *Server) registerCoordination(srv *grpc.Server) {
+// (package coord) with the client gRPC server and gateway.
+func (s *Server) registerCoordination(srv grpc.ServiceRegistrar) {
 	limits := etcdapi.Limits{MaxRequestBytes: s.cfg.MaxRequestBytes, MaxTxnOps: s.cfg.MaxTxnOps}
 	b := coordBackend{s: s, kv: etcdapi.NewKV(s, limits), lease: etcdapi.NewLease(s)}
 	coord.New(b, s.logger).Register(srv)

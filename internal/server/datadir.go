@@ -223,7 +223,7 @@ func (s *Server) watchDataDir(ctx context.Context) {
 		s.logger.Error("stopping: data dir gone", "err", err)
 		s.store.Close() // no acknowledgement more
 		s.onFatal(err)
-		stopGRPC(s.clientSrv)
+		s.stopClientAPI()
 		return
 	}
 }

@@ -66,7 +66,7 @@ func (s *Server) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResp
 				out = append(out, a)
 			}
 		}
-		return &pb.AlarmResponse{Header: s.Header(), Alarms: out}, nil
+		return &pb.AlarmResponse{Header: s.revisionHeader(), Alarms: out}, nil
 	}
 	res, err := s.Propose(ctx, raftcmd.KindAlarm, req)
 	if err != nil {
@@ -76,7 +76,7 @@ func (s *Server) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResp
 	if !ok {
 		return nil, fmt.Errorf("alarm returned %T", res)
 	}
-	resp.Header = s.Header()
+	resp.Header = s.revisionHeader()
 	return resp, nil
 }
 
@@ -182,7 +182,7 @@ func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error)
 	}
 	s.usage.refresh()
 	s.logger.Info("defragmented", "size", s.dbSize(), "disk", s.db.Metrics().DiskSpaceUsage())
-	return &pb.DefragmentResponse{Header: s.Header()}, nil
+	return &pb.DefragmentResponse{}, nil // etcd's has no header either
 }
 
 // Snapshot writes a consistent backup of the first range to w.

@@ -616,7 +616,7 @@ func (s *Server) memberRemoved() {
 			s.logger.Error("record removal", "err", err)
 		}
 		s.onFatal(ErrMemberRemoved)
-		s.goBackground(func(context.Context) { stopGRPC(s.clientSrv) })
+		s.goBackground(func(context.Context) { s.stopClientAPI() })
 	})
 }
 

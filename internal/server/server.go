@@ -29,10 +29,12 @@ import (
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/coarsetimer"
 	"github.com/synod-io/synod/internal/etcdapi"
+	"github.com/synod-io/synod/internal/gateway"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/metrics"
+	"github.com/synod-io/synod/internal/portmux"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
@@ -78,6 +80,13 @@ type Server struct {
 	clientSrv *grpc.Server
 	// peerSecret is the cluster's peer secret (nil: none, with peerTLS).
 	peerSecret []byte
+	// clientMux shares the client port between clientSrv and the JSON
+	// gateway's HTTP server; both pass their calls through the
+	// interceptors clientUnary and clientStream.
+	clientMux    *portmux.Mux
+	gateway      *gateway.Gateway
+	clientUnary  []grpc.UnaryServerInterceptor
+	clientStream []grpc.StreamServerInterceptor
 
 	reqIDs atomic.Uint64
 	// timeouts bounds requests' waits for Raft (RequestTimeout).
@@ -278,9 +287,12 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
 	s.goBackground(s.authz.Tokens().Run)
+	s.clientUnary = []grpc.UnaryServerInterceptor{s.metrics.UnaryInterceptor(), s.authz.Unary()}
+	s.clientStream = []grpc.StreamServerInterceptor{s.metrics.StreamInterceptor(), s.authz.Stream()}
+	s.openClientPort()
 	s.clientSrv = grpc.NewServer(
 		s.clientCredsOption(),
-		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes+512*1024),
+		grpc.MaxRecvMsgSize(cfg.maxRecvMsgSize()),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		// Requests run on long-lived workers whose stacks stay grown: with a
@@ -289,21 +301,23 @@ func Open(cfg Config) (_ *Server, err error) {
 		// find every worker busy get their own goroutine as before.
 		grpc.NumStreamWorkers(clientStreamWorkers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(s.metrics.UnaryInterceptor(), s.authz.Unary()),
-		grpc.ChainStreamInterceptor(s.metrics.StreamInterceptor(), s.authz.Stream()),
+		grpc.ChainUnaryInterceptor(s.clientUnary...),
+		grpc.ChainStreamInterceptor(s.clientStream...),
 	)
+	// Every service is served over gRPC and by the JSON gateway.
+	reg := gateway.Tee(s.clientSrv, s.gateway)
 	limits := etcdapi.Limits{MaxRequestBytes: cfg.MaxRequestBytes, MaxTxnOps: cfg.MaxTxnOps}
-	pb.RegisterKVServer(s.clientSrv, etcdapi.NewKV(s, limits))
-	pb.RegisterMaintenanceServer(s.clientSrv, etcdapi.NewMaintenance(s))
-	pb.RegisterClusterServer(s.clientSrv, etcdapi.NewCluster(s))
-	pb.RegisterWatchServer(s.clientSrv, etcdapi.NewWatch(s, limits))
-	pb.RegisterLeaseServer(s.clientSrv, etcdapi.NewLease(s))
-	pb.RegisterAuthServer(s.clientSrv, auth.NewService(authBackend{s}, s.authz))
+	pb.RegisterKVServer(reg, etcdapi.NewKV(s, limits))
+	pb.RegisterMaintenanceServer(reg, etcdapi.NewMaintenance(s))
+	pb.RegisterClusterServer(reg, etcdapi.NewCluster(s))
+	pb.RegisterWatchServer(reg, etcdapi.NewWatch(s, limits))
+	pb.RegisterLeaseServer(reg, etcdapi.NewLease(s))
+	pb.RegisterAuthServer(reg, auth.NewService(authBackend{s}, s.authz))
 	s.registerPeerSecretService(s.clientSrv)
-	s.registerCoordination(s.clientSrv)
+	s.registerCoordination(reg)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s.clientSrv, hs)
-	s.goBackground(func(context.Context) { _ = s.clientSrv.Serve(s.clientLis) })
+	s.serveClientPort()
 	s.goBackground(s.publishLoop)
 	s.goBackground(s.quotaLoop)
 	s.goBackground(s.watchDataDir)
@@ -522,9 +536,7 @@ func (s *Server) Campaign(ctx context.Context) error {
 // call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if s.clientSrv != nil {
-			stopGRPC(s.clientSrv)
-		}
+		s.stopClientAPI()
 		if s.httpSrv != nil {
 			_ = s.httpSrv.Close()
 		}

@@ -42,19 +42,6 @@ func urlScheme(src *tlsconfig.Source) string {
 	return "http://"
 }
 
-// clientCredsOption serves the client API over TLS when configured;
-// clients must present a certificate with ClientCertAuth.
-func (s *Server) clientCredsOption() grpc.ServerOption {
-	if s.clientTLS == nil {
-		return grpc.EmptyServerOption{}
-	}
-	auth := tls.NoClientCert
-	if s.cfg.ClientCertAuth {
-		auth = tls.RequireAndVerifyClientCert
-	}
-	return grpc.Creds(credentials.NewTLS(s.clientTLS.ServerConfig(auth)))
-}
-
 // peerServerOptions are the options of the peer gRPC server. Every
 // connection must prove it comes from a member before any peer service
 // (Raft, snapshots, forwarding, member lists) sees it: with peer TLS by a

@@ -1,0 +1,512 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/synod-io/synod/internal/certgen"
+	"github.com/synod-io/synod/internal/server"
+	"github.com/synod-io/synod/internal/testcluster"
+)
+
+// gwClient sends JSON requests to a node's gateway, as curl does.
+type gwClient struct {
+	t      *testing.T
+	base   string // http://host:port or https://host:port
+	client *http.Client
+	vars   map[string]string // $name -> value, for want documents
+}
+
+func newGWClient(t *testing.T, n *testcluster.Node) *gwClient {
+	t.Helper()
+	s := n.Server()
+	return &gwClient{t: t, base: "http://" + n.ClientAddr, client: &http.Client{Timeout: 30 * time.Second}, vars: map[string]string{
+		"$cid": strconv.FormatUint(s.ClusterID(), 10),
+		"$mid": strconv.FormatUint(s.MemberID(), 10),
+	}}
+}
+
+// term records the node's current Raft term as $term.
+func (g *gwClient) term(n *testcluster.Node) {
+	g.vars["$term"] = strconv.FormatUint(n.Server().Published().Term, 10)
+}
+
+// post sends body to path with the headers given as name, value pairs and
+// returns the status and body.
+func (g *gwClient) post(path, body string, headers ...string) (int, string) {
+	g.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, g.base+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		g.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("POST %s: read: %v", path, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// expect checks an answer field by field: same status, and a JSON document
+// equal to want, in which $names stand for the client's variables.
+func (g *gwClient) expect(what string, gotStatus int, got string, wantStatus int, want string) {
+	g.t.Helper()
+	if gotStatus != wantStatus {
+		g.t.Errorf("%s: got status %d (%s), want %d", what, gotStatus, got, wantStatus)
+		return
+	}
+	g.match(what, got, want)
+}
+
+func (g *gwClient) match(what, got, want string) {
+	g.t.Helper()
+	for k, v := range g.vars {
+		want = strings.ReplaceAll(want, k, v)
+	}
+	var gv, wv any
+	if err := json.Unmarshal([]byte(got), &gv); err != nil {
+		g.t.Errorf("%s: got %q, not JSON: %v", what, got, err)
+		return
+	}
+	if err := json.Unmarshal([]byte(want), &wv); err != nil {
+		g.t.Fatalf("%s: bad want %q: %v", what, want, err)
+	}
+	if !reflect.DeepEqual(gv, wv) {
+		g.t.Errorf("%s:\ngot  %s\nwant %s", what, got, want)
+	}
+}
+
+// field returns a top-level string field of a JSON document.
+func field(t *testing.T, doc, name string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatalf("%q: %v", doc, err)
+	}
+	s, ok := m[name].(string)
+	if !ok {
+		t.Fatalf("%q: no string field %s", doc, name)
+	}
+	return s
+}
+
+// stream opens a streaming call and returns its lines as they come.
+func (g *gwClient) stream(ctx context.Context, path, body string, headers ...string) (*http.Response, <-chan string) {
+	g.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := (&http.Client{Transport: g.client.Transport}).Do(req)
+	if err != nil {
+		g.t.Fatalf("POST %s: %v", path, err)
+	}
+	g.t.Cleanup(func() { resp.Body.Close() })
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return resp, lines
+}
+
+func nextLine(t *testing.T, what string, lines <-chan string) string {
+	t.Helper()
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			t.Fatalf("%s: the stream ended", what)
+		}
+		return l
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: no line after 20 s", what)
+	}
+	return ""
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestGatewayEtcdExamples sends the requests of etcd's gRPC gateway
+// documentation (its curl examples) to a node's client port and checks
+// the answers field by field: etcd's paths, snake_case names, 64-bit
+// integers as strings, bytes in base64, zero fields left out, and etcd's
+// errors. A watch sees, as a line, a put made by a gRPC client on the same
+// port meanwhile.
+func TestGatewayEtcdExamples(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	g.term(n)
+	hdr := func(rev int) string {
+		return fmt.Sprintf(`{"cluster_id":"$cid","member_id":"$mid","revision":"%d","raft_term":"$term"}`, rev)
+	}
+
+	// curl -L http://localhost:2379/v3/kv/put -X POST -d '{"key": "Zm9v", "value": "YmFy"}'
+	st, body := g.post("/v3/kv/put", `{"key": "Zm9v", "value": "YmFy"}`)
+	g.expect("put", st, body, 200, `{"header":`+hdr(2)+`}`)
+	// curl -L http://localhost:2379/v3/kv/range -X POST -d '{"key": "Zm9v"}'
+	st, body = g.post("/v3/kv/range", `{"key": "Zm9v"}`)
+	g.expect("range", st, body, 200, `{"header":`+hdr(2)+`,"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}`)
+	// Range with a prefix: range_end is the prefix plus one.
+	g.post("/v3/kv/put", `{"key":"`+b64("foo/a")+`","value":"`+b64("1")+`"}`)
+	st, body = g.post("/v3/kv/range", `{"key":"`+b64("foo/")+`","range_end":"`+b64("foo0")+`","keys_only":true}`)
+	g.expect("range with prefix", st, body, 200, `{"header":`+hdr(3)+`,"kvs":[{"key":"`+b64("foo/a")+`","create_revision":"3","mod_revision":"3","version":"1"}],"count":"1"}`)
+	// A negative revision reads the current one.
+	st, body = g.post("/v3/kv/range", `{"key":"Zm9v","revision":-1,"count_only":true}`)
+	g.expect("range at revision -1", st, body, 200, `{"header":`+hdr(3)+`,"count":"1"}`)
+	// curl -L http://localhost:2379/v3/kv/txn -X POST -d '{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],"success":[{"requestPut":{"key":"Zm9v","value":"YmFy"}}]}'
+	st, body = g.post("/v3/kv/txn", `{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],"success":[{"requestPut":{"key":"Zm9v","value":"YmFy"}},{"requestRange":{"key":"Zm9v"}}]}`)
+	// As etcd: a nested response's header holds only its revision.
+	g.expect("txn", st, body, 200, `{"header":`+hdr(4)+`,"succeeded":true,"responses":[{"response_put":{"header":{"revision":"4"}}},`+
+		`{"response_range":{"header":{"revision":"4"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"4","version":"2","value":"YmFy"}],"count":"1"}}]}`)
+	st, body = g.post("/v3/kv/deleterange", `{"key":"`+b64("foo/a")+`","prev_kv":true}`)
+	g.expect("delete", st, body, 200, `{"header":`+hdr(5)+`,"deleted":"1","prev_kvs":[{"key":"`+b64("foo/a")+`","create_revision":"3","mod_revision":"3","version":"1","value":"`+b64("1")+`"}]}`)
+
+	// curl -N http://localhost:2379/v3/watch -X POST -d '{"create_request": {"key":"Zm9v"}}'
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, lines := g.stream(ctx, "/v3/watch", `{"create_request": {"key":"Zm9v","prev_kv":true}}`)
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "application/json" {
+		t.Fatalf("watch: got status %d, content type %q, want 200 application/json", resp.StatusCode, ct)
+	}
+	g.match("watch created", nextLine(t, "watch", lines), `{"result":{"header":`+hdr(5)+`,"created":true}}`)
+	cli := c.Client(n) // gRPC, on the same port
+	if _, err := cli.Put(testcluster.Context(t, 10*time.Second), "foo", "baz"); err != nil {
+		t.Fatal(err)
+	}
+	g.match("watch event", nextLine(t, "watch", lines), `{"result":{"header":`+hdr(6)+`,"events":[{"kv":{"key":"Zm9v","create_revision":"2","mod_revision":"6","version":"3","value":"`+b64("baz")+`"},`+
+		`"prev_kv":{"key":"Zm9v","create_revision":"2","mod_revision":"4","version":"2","value":"YmFy"}}]}}`)
+	st, _ = g.post("/v3/kv/deleterange", `{"key":"Zm9v"}`)
+	if st != 200 {
+		t.Fatalf("delete: got status %d", st)
+	}
+	g.match("watch delete event", nextLine(t, "watch", lines), `{"result":{"header":`+hdr(7)+`,"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"7"},`+
+		`"prev_kv":{"key":"Zm9v","create_revision":"2","mod_revision":"6","version":"3","value":"`+b64("baz")+`"}}]}}`)
+	cancel()
+
+	// curl -L http://localhost:2379/v3/lease/grant -X POST -d '{"TTL": 30, "ID": 0}'
+	st, body = g.post("/v3/lease/grant", `{"TTL": 30, "ID": 0}`)
+	if st != 200 {
+		t.Fatalf("lease grant: got %d %s", st, body)
+	}
+	g.vars["$lease"] = field(t, body, "ID")
+	g.expect("lease grant", st, body, 200, `{"header":`+hdr(7)+`,"ID":"$lease","TTL":"30"}`)
+	// curl -L http://localhost:2379/v3/lease/keepalive -X POST -d '{"ID": ...}'
+	resp, lines = g.stream(context.Background(), "/v3/lease/keepalive", `{"ID":"`+g.vars["$lease"]+`"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("keep-alive: got status %d", resp.StatusCode)
+	}
+	g.match("keep-alive", nextLine(t, "keep-alive", lines), `{"result":{"header":`+hdr(7)+`,"ID":"$lease","TTL":"30"}}`)
+	if l, ok := <-lines; ok {
+		t.Errorf("keep-alive: got %q after the answer, want the stream to end with the request body", l)
+	}
+	st, body = g.post("/v3/lease/timetolive", `{"ID":"`+g.vars["$lease"]+`","keys":true}`)
+	if st != 200 || !strings.Contains(body, `"grantedTTL":"30"`) {
+		t.Errorf("lease time to live: got %d %s, want grantedTTL 30", st, body)
+	}
+	// curl -L http://localhost:2379/v3/lease/revoke -X POST -d '{"ID": ...}'
+	st, body = g.post("/v3/lease/revoke", `{"ID":"`+g.vars["$lease"]+`"}`)
+	g.expect("lease revoke", st, body, 200, `{"header":`+hdr(7)+`}`)
+	st, body = g.post("/v3/lease/revoke", `{"ID":"`+g.vars["$lease"]+`"}`)
+	g.expect("lease revoke again", st, body, 404, `{"code":5,"message":"etcdserver: requested lease not found"}`)
+	st, body = g.post("/v3/lease/timetolive", `{"ID":"`+g.vars["$lease"]+`"}`)
+	g.expect("time to live of a revoked lease", st, body, 200, `{"header":`+hdr(7)+`,"ID":"$lease","TTL":"-1"}`)
+
+	// Errors, as etcd's gateway gives them.
+	st, body = g.post("/v3/kv/range", `{}`)
+	g.expect("range without key", st, body, 400, `{"code":3,"message":"etcdserver: key is not provided"}`)
+	st, body = g.post("/v3/kv/range", `{"key":"Zm9v","revision":100}`)
+	g.expect("future revision", st, body, 400, `{"code":11,"message":"etcdserver: mvcc: required revision is a future revision"}`)
+	st, body = g.post("/v3/kv/compaction", `{"revision":"5"}`)
+	g.expect("compaction", st, body, 200, `{"header":`+hdr(7)+`}`)
+	st, body = g.post("/v3/kv/range", `{"key":"Zm9v","revision":3}`)
+	g.expect("compacted revision", st, body, 400, `{"code":11,"message":"etcdserver: mvcc: required revision has been compacted"}`)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	_, lines = g.stream(ctx, "/v3/watch", `{"create_request":{"key":"Zm9v","start_revision":2}}`)
+	g.match("watch from a compacted revision", nextLine(t, "compacted watch", lines), `{"result":{"header":`+hdr(7)+`,"created":true}}`)
+	// As etcd, the cancellation's header has no revision.
+	g.match("watch from a compacted revision", nextLine(t, "compacted watch", lines),
+		`{"result":{"header":{"cluster_id":"$cid","member_id":"$mid","raft_term":"$term"},"canceled":true,"compact_revision":"5"}}`)
+	cancel()
+	st, body = g.post("/v3/kv/range", `{"key":`)
+	g.expect("truncated JSON", st, body, 400, `{"code":3,"message":"unexpected EOF"}`)
+	st, body = g.post("/v3/kv/range", `[1]`)
+	g.expect("not an object", st, body, 400, `{"code":3,"message":"proto: syntax error (line 1:1): unexpected token ["}`)
+	st, body = g.post("/v3/kv/nothing", `{}`)
+	g.expect("unknown path", st, body, 404, `{"code":5,"message":"Not Found"}`)
+	req, _ := http.NewRequest(http.MethodGet, g.base+"/v3/kv/range", nil)
+	if resp, err := g.client.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		g.expect("GET", resp.StatusCode, string(b), 501, `{"code":12,"message":"Method Not Allowed"}`)
+	}
+	// The prefixes of etcd 3.3 and 3.2.
+	for _, p := range []string{"/v3beta", "/v3alpha"} {
+		st, body = g.post(p+"/kv/range", `{"key":"Zm9v"}`)
+		g.expect(p, st, body, 200, `{"header":`+hdr(7)+`}`)
+	}
+}
+
+// TestGatewayServices reaches the other services through the gateway:
+// cluster, maintenance (whose answers have etcd's shape: Status's storage
+// version, an alarm list's revision, defragment's empty answer), lock and
+// election at etcd's paths, Synod's groups, and the request size limits.
+func TestGatewayServices(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	g.term(n)
+
+	// The member publishes its client URL once it runs.
+	var st int
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st, body = g.post("/v3/cluster/member/list", `{}`); strings.Contains(body, "clientURLs") {
+			break
+		}
+	}
+	g.expect("member list", st, body, 200, `{"header":{"cluster_id":"$cid","member_id":"$mid","raft_term":"$term"},`+
+		`"members":[{"ID":"$mid","name":"n1","peerURLs":["http://`+n.PeerAddr+`"],"clientURLs":["http://`+n.ClientAddr+`"]}]}`)
+	st, body = g.post("/v3/maintenance/status", `{}`)
+	if st != 200 || !strings.Contains(body, `"version":"3.6.0"`) || !strings.Contains(body, `"storageVersion":"3.6.0"`) || !strings.Contains(body, `"downgradeInfo":{}`) {
+		t.Errorf("status: got %d %s, want version, storageVersion 3.6.0 and downgradeInfo", st, body)
+	}
+	st, body = g.post("/v3/maintenance/alarm", `{"action":"GET"}`)
+	g.expect("alarm list", st, body, 200, `{"header":{"cluster_id":"$cid","member_id":"$mid","revision":"1","raft_term":"$term"}}`)
+	st, body = g.post("/v3/maintenance/defragment", `{}`)
+	g.expect("defragment", st, body, 200, `{}`)
+	st, body = g.post("/v3/maintenance/downgrade", `{}`)
+	g.expect("downgrade", st, body, 501, `{"code":12,"message":"method Downgrade not implemented"}`)
+
+	// Lock and election.
+	st, body = g.post("/v3/lease/grant", `{"TTL":60}`)
+	lease := field(t, body, "ID")
+	st, body = g.post("/v3/lock/lock", `{"name":"`+b64("l")+`","lease":"`+lease+`"}`)
+	if st != 200 || !strings.Contains(body, `"key":"`) {
+		t.Fatalf("lock: got %d %s", st, body)
+	}
+	key := field(t, body, "key")
+	if k, _ := base64.StdEncoding.DecodeString(key); !strings.HasPrefix(string(k), "l/") {
+		t.Errorf("lock key: got %q, want l/<lease>", k)
+	}
+	st, body = g.post("/v3/lock/unlock", `{"key":"`+key+`"}`)
+	if st != 200 {
+		t.Errorf("unlock: got %d %s", st, body)
+	}
+	st, body = g.post("/v3/election/campaign", `{"name":"`+b64("e")+`","lease":"`+lease+`","value":"`+b64("v1")+`"}`)
+	if st != 200 || !strings.Contains(body, `"leader":{"name":"`+b64("e")+`"`) {
+		t.Fatalf("campaign: got %d %s", st, body)
+	}
+	st, body = g.post("/v3/election/leader", `{"name":"`+b64("e")+`"}`)
+	if st != 200 || !strings.Contains(body, `"value":"`+b64("v1")+`"`) {
+		t.Errorf("leader: got %d %s", st, body)
+	}
+
+	// Groups, under /v3/synod/groups/.
+	st, body = g.post("/v3/synod/groups/join", `{"group":"g","member":"m1","metadata":"`+b64("meta")+`","lease":"`+lease+`"}`)
+	if st != 200 {
+		t.Fatalf("groups join: got %d %s", st, body)
+	}
+	st, body = g.post("/v3/synod/groups/list", `{"group":"g"}`)
+	if st != 200 || !strings.Contains(body, `"id":"m1"`) || !strings.Contains(body, `"metadata":"`+b64("meta")+`"`) {
+		t.Errorf("groups list: got %d %s, want member m1", st, body)
+	}
+
+	// Limits as on gRPC: etcd's error past --max-request-bytes, gRPC's
+	// ResourceExhausted past the server's receive limit.
+	big := strings.Repeat("x", 1600*1024)
+	st, body = g.post("/v3/kv/put", `{"key":"`+b64("k")+`","value":"`+b64(big)+`"}`)
+	g.expect("put over max-request-bytes", st, body, 400, `{"code":3,"message":"etcdserver: request is too large"}`)
+	huge := strings.Repeat("x", 2100*1024)
+	st, body = g.post("/v3/kv/put", `{"key":"`+b64("k")+`","value":"`+b64(huge)+`"}`)
+	if st != 429 || !strings.Contains(body, `"code":8,"message":"grpc: received message larger than max (`) {
+		t.Errorf("put over the receive limit: got %d %s, want 429 ResourceExhausted", st, body)
+	}
+}
+
+// TestGatewayAuth authenticates through the gateway and calls with the
+// token in the Authorization header, as with etcd's gateway; calls without
+// a token, with an invalid one or without permission get etcd's errors.
+func TestGatewayAuth(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) { cfg.BcryptCost = bcrypt.MinCost }})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	for _, step := range []struct{ path, body string }{
+		{"/v3/auth/user/add", `{"name":"root","password":"rootpw"}`},
+		{"/v3/auth/user/grant", `{"user":"root","role":"root"}`},
+		{"/v3/auth/user/add", `{"name":"bob","password":"bobpw"}`},
+		{"/v3/auth/enable", `{}`},
+	} {
+		if st, body := g.post(step.path, step.body); st != 200 {
+			t.Fatalf("%s: got %d %s", step.path, st, body)
+		}
+	}
+	// curl -L http://localhost:2379/v3/auth/authenticate -X POST -d '{"name": "root", "password": "pass"}'
+	st, body := g.post("/v3/auth/authenticate", `{"name": "root", "password": "rootpw"}`)
+	if st != 200 {
+		t.Fatalf("authenticate: got %d %s", st, body)
+	}
+	token := field(t, body, "token")
+	// curl -L http://localhost:2379/v3/kv/put -H 'Authorization : <token>' -X POST -d '{"key": "Zm9v", "value": "YmFy"}'
+	if st, body := g.post("/v3/kv/put", `{"key": "Zm9v", "value": "YmFy"}`, "Authorization", token); st != 200 {
+		t.Fatalf("put with the token: got %d %s", st, body)
+	}
+	st, body = g.post("/v3/kv/range", `{"key": "Zm9v"}`, "Authorization", token)
+	if st != 200 || !strings.Contains(body, `"value":"YmFy"`) {
+		t.Errorf("range with the token: got %d %s", st, body)
+	}
+	// grpc-gateway's metadata headers carry the token too.
+	if st, body := g.post("/v3/kv/range", `{"key": "Zm9v"}`, "Grpc-Metadata-Token", token); st != 200 {
+		t.Errorf("range with the token as metadata: got %d %s", st, body)
+	}
+	st, body = g.post("/v3/kv/range", `{"key": "Zm9v"}`)
+	g.expect("range without a token", st, body, 400, `{"code":3,"message":"etcdserver: user name is empty"}`)
+	req, _ := http.NewRequest(http.MethodPost, g.base+"/v3/kv/range", strings.NewReader(`{"key":"Zm9v"}`))
+	req.Header.Set("Authorization", "bogus")
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	g.expect("range with an invalid token", resp.StatusCode, string(b), 401, `{"code":16,"message":"etcdserver: invalid auth token"}`)
+	if got := resp.Header.Get("WWW-Authenticate"); got != "etcdserver: invalid auth token" {
+		t.Errorf("WWW-Authenticate: got %q, want etcd's message", got)
+	}
+	st, body = g.post("/v3/auth/authenticate", `{"name": "bob", "password": "bobpw"}`)
+	bob := field(t, body, "token")
+	st, body = g.post("/v3/kv/range", `{"key": "Zm9v"}`, "Authorization", bob)
+	g.expect("range without permission", st, body, 403, `{"code":7,"message":"etcdserver: permission denied"}`)
+	st, body = g.post("/v3/auth/authenticate", `{"name": "root", "password": "nope"}`)
+	g.expect("wrong password", st, body, 400, `{"code":3,"message":"etcdserver: authentication failed, invalid user ID or password"}`)
+	// A refused watch, as etcd answers it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, lines := g.stream(ctx, "/v3/watch", `{"create_request":{"key":"Zm9v"}}`, "Authorization", bob)
+	g.term(n)
+	g.match("refused watch", nextLine(t, "refused watch", lines), `{"result":{"header":{"cluster_id":"$cid","member_id":"$mid","revision":"2","raft_term":"$term"},`+
+		`"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = PermissionDenied desc = etcdserver: permission denied"}}`)
+}
+
+// TestGatewayOverTLS serves the gateway over the client port's TLS with
+// client certificates required: HTTP/2 (as curl negotiates over TLS) and
+// HTTP/1.1 work with a certificate, a client without one is refused, a
+// gRPC client works on the same port, and with auth enabled a certificate's
+// CN is the user, as on gRPC.
+func TestGatewayOverTLS(t *testing.T) {
+	ca := newPKI(t, "ca")
+	serverFiles := ca.issue("server", certgen.ServerUsage)
+	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) {
+		cfg.ClientTLS, cfg.ClientCertAuth = serverFiles, true
+		cfg.BcryptCost = bcrypt.MinCost
+	}, ClientTLS: &tls.Config{RootCAs: ca.pool(), Certificates: keyPair(t, ca.issue("root", certgen.ClientUsage))}})
+	n := c.WaitLeader()
+	rootCert := keyPair(t, ca.issue("root", certgen.ClientUsage))
+	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: ca.pool(), Certificates: rootCert}, ForceAttemptHTTP2: true}}
+	h1 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: ca.pool(), Certificates: rootCert, NextProtos: []string{"http/1.1"}},
+		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	base := "https://" + n.ClientAddr
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		proto  string
+	}{{"http/2", h2, "HTTP/2.0"}, {"http/1.1", h1, "HTTP/1.1"}} {
+		resp, err := tc.client.Post(base+"/v3/kv/put", "application/json", strings.NewReader(`{"key":"Zm9v","value":"YmFy"}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Proto != tc.proto || !strings.Contains(string(b), `"header":{"cluster_id"`) {
+			t.Errorf("%s: got %s %d %s, want %s 200 and a header", tc.name, resp.Proto, resp.StatusCode, b, tc.proto)
+		}
+	}
+	// Without a client certificate, the TLS handshake is refused.
+	noCert := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool()}}}
+	if resp, err := noCert.Post(base+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"Zm9v"}`)); err == nil {
+		resp.Body.Close()
+		t.Errorf("without a client certificate: got status %d, want the handshake refused", resp.StatusCode)
+	}
+	// Plaintext HTTP gets nowhere.
+	if resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+n.ClientAddr+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"Zm9v"}`)); err == nil {
+		resp.Body.Close()
+		t.Errorf("plaintext: got status %d, want the connection refused", resp.StatusCode)
+	}
+
+	// gRPC on the same port, at the same time as a watch over HTTP/2.
+	cli := c.Client(n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g := &gwClient{t: t, base: base, client: h2}
+	resp, lines := g.stream(ctx, "/v3/watch", `{"create_request":{"key":"Zm9v"}}`)
+	if resp.Proto != "HTTP/2.0" {
+		t.Errorf("watch: got %s, want HTTP/2.0", resp.Proto)
+	}
+	nextLine(t, "watch created", lines)
+	if _, err := cli.Put(testcluster.Context(t, 10*time.Second), "foo", "over grpc"); err != nil {
+		t.Fatalf("grpc put: %v", err)
+	}
+	if l := nextLine(t, "watch event", lines); !strings.Contains(l, `"value":"`+b64("over grpc")+`"`) {
+		t.Errorf("watch event: got %s", l)
+	}
+
+	// With auth on, the certificate's CN (root) is the user of a request
+	// without a token, over the gateway as over gRPC.
+	for _, step := range []struct{ path, body string }{
+		{"/v3/auth/user/add", `{"name":"root","password":"rootpw"}`},
+		{"/v3/auth/user/grant", `{"user":"root","role":"root"}`},
+		{"/v3/auth/enable", `{}`},
+	} {
+		resp, err := h2.Post(base+step.path, "application/json", strings.NewReader(step.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: got %d", step.path, resp.StatusCode)
+		}
+	}
+	resp, err := h2.Post(base+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"Zm9v"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"value":"`+b64("over grpc")+`"`) {
+		t.Errorf("range as the certificate's user: got %d %s", resp.StatusCode, b)
+	}
+	if _, err := cli.Get(testcluster.Context(t, 10*time.Second), "foo"); err != nil {
+		t.Errorf("grpc get as the certificate's user: %v", err)
+	}
+}
