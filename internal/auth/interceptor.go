@@ -340,7 +340,12 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 		}
 		st, user, err := a.authorize(ss.Context(), nil)
 		if err != nil {
-			return err
+			if info.FullMethod != watchMethod || !isIdentityError(err) {
+				return err
+			}
+			// As etcd: a Watch stream without a (valid) user is opened,
+			// and each watch it asks for is cancelled with the reason.
+			return handler(srv, &checkedStream{ServerStream: ss, a: a})
 		}
 		// Checked also while auth is disabled: it may be enabled while the
 		// stream is open, and what the client sends after must be checked.
@@ -384,14 +389,25 @@ func (s *checkedStream) RecvMsg(m any) error {
 		if !st.Enabled {
 			return nil
 		}
+		wr, ok := m.(*pb.WatchRequest)
 		if !s.identified {
 			user, err := s.a.identify(s.Context(), st)
-			if err != nil {
+			if err != nil && !ok {
 				return err
+			}
+			if err != nil {
+				// A watch stream without a user: refuse what it asks to
+				// watch, with the reason, as etcd does.
+				if wr.GetCreateRequest() == nil {
+					return nil
+				}
+				if err := s.SendMsg(s.a.refusedWatch(err)); err != nil {
+					return err
+				}
+				continue
 			}
 			s.user, s.identified = user, true
 		}
-		wr, ok := m.(*pb.WatchRequest)
 		if !ok {
 			if err := s.a.Check(st, s.user, m); err != nil {
 				return err
@@ -407,16 +423,30 @@ func (s *checkedStream) RecvMsg(m any) error {
 		if cr == nil || st.Allowed(s.user, cr.Key, cr.RangeEnd, Read) {
 			return nil
 		}
-		resp := &pb.WatchResponse{
-			Header:       s.a.header(),
-			WatchId:      -1, // clientv3.InvalidWatchID
-			Created:      true,
-			Canceled:     true,
-			CancelReason: rpctypes.ErrGRPCPermissionDenied.Error(),
-		}
-		if err := s.SendMsg(resp); err != nil {
+		if err := s.SendMsg(s.a.refusedWatch(rpctypes.ErrGRPCPermissionDenied)); err != nil {
 			return err
 		}
+	}
+}
+
+// watchMethod is the Watch service's stream.
+const watchMethod = "/etcdserverpb.Watch/Watch"
+
+// isIdentityError reports whether err says who the caller is not: no
+// user, or a token that names none.
+func isIdentityError(err error) bool {
+	return errors.Is(err, rpctypes.ErrGRPCUserEmpty) || errors.Is(err, rpctypes.ErrGRPCInvalidAuthToken)
+}
+
+// refusedWatch is the answer to a watch creation that auth refuses: created
+// and cancelled at once, with the reason, as etcd answers it.
+func (a *Authorizer) refusedWatch(reason error) *pb.WatchResponse {
+	return &pb.WatchResponse{
+		Header:       a.header(),
+		WatchId:      -1, // clientv3.InvalidWatchID
+		Created:      true,
+		Canceled:     true,
+		CancelReason: reason.Error(),
 	}
 }
 

@@ -3,6 +3,8 @@ package auth
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -127,7 +129,7 @@ func (f *fakeStream) SendMsg(m any) error { f.sent = append(f.sent, m); return n
 
 func (f *fakeStream) RecvMsg(m any) error {
 	if len(f.msgs) == 0 {
-		return errors.New("end of stream")
+		return io.EOF
 	}
 	proto.Reset(m.(proto.Message))
 	proto.Merge(m.(proto.Message), f.msgs[0])
@@ -145,7 +147,9 @@ func TestStreamOpenedBeforeAuthEnableIsChecked(t *testing.T) {
 		want       error
 		wantRefuse int // canceled watch responses sent
 	}{
-		{"no credentials", metadata.MD{}, rpctypes.ErrGRPCUserEmpty, 0},
+		// As etcd: the stream stays open, and each watch it asks for is
+		// refused with the reason.
+		{"no credentials", metadata.MD{}, io.EOF, 2},
 		{"alice", metadata.Pairs(TokenMetadataKey, "tok.1"), nil, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -177,6 +181,13 @@ func TestStreamOpenedBeforeAuthEnableIsChecked(t *testing.T) {
 			}
 			if len(ss.sent) != c.wantRefuse {
 				t.Fatalf("refusals sent: got %d, want %d", len(ss.sent), c.wantRefuse)
+			}
+			if c.md.Len() == 0 {
+				for _, m := range ss.sent {
+					if r := m.(*pb.WatchResponse); !r.Canceled || !strings.Contains(r.CancelReason, "user name is empty") {
+						t.Fatalf("refusal: got %v, want a cancellation for want of a user", r)
+					}
+				}
 			}
 		})
 	}

@@ -20,7 +20,8 @@ import (
 
 // Backend is what the Auth service needs from the node.
 type Backend interface {
-	// Header returns a response header (cluster, member, term).
+	// Header returns a response header (cluster, member, term and the KV
+	// revision this node has applied).
 	Header() *pb.ResponseHeader
 	// Propose replicates a command and returns its response.
 	Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error)
@@ -40,11 +41,9 @@ type Service struct {
 // NewService returns the Auth service of a node.
 func NewService(b Backend, az *Authorizer) *Service { return &Service{b: b, az: az} }
 
-func (s *Service) header(rev uint64) *pb.ResponseHeader {
-	h := s.b.Header()
-	h.Revision = int64(rev)
-	return h
-}
+// header is the header of a response: as etcd's, it carries the store's
+// KV revision, not the auth revision (AuthStatus reports that one).
+func (s *Service) header() *pb.ResponseHeader { return s.b.Header() }
 
 // propose replicates an auth command and sets the response header.
 func propose[R interface{ proto.Message }](ctx context.Context, s *Service, kind raftcmd.Kind, req proto.Message) (R, error) {
@@ -57,9 +56,7 @@ func propose[R interface{ proto.Message }](ctx context.Context, s *Service, kind
 	if !ok {
 		return zero, fmt.Errorf("%s returned %T", kind, out)
 	}
-	if st, err := s.az.cache.Current(); err == nil {
-		setHeader(resp, s.header(st.Revision))
-	}
+	setHeader(resp, s.header())
 	return resp, nil
 }
 
@@ -104,7 +101,7 @@ func (s *Service) AuthStatus(ctx context.Context, _ *pb.AuthStatusRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	return &pb.AuthStatusResponse{Header: s.header(st.Revision), Enabled: st.Enabled, AuthRevision: st.Revision}, nil
+	return &pb.AuthStatusResponse{Header: s.header(), Enabled: st.Enabled, AuthRevision: st.Revision}, nil
 }
 
 // Authenticate implements pb.AuthServer: it checks the password against the
@@ -137,7 +134,7 @@ func (s *Service) Authenticate(ctx context.Context, req *pb.AuthenticateRequest)
 		if err != nil {
 			return nil, err
 		}
-		return &pb.AuthenticateResponse{Header: s.header(st.Revision), Token: tok}, nil
+		return &pb.AuthenticateResponse{Header: s.header(), Token: tok}, nil
 	}
 	var staleSince time.Time
 	for {
@@ -235,7 +232,7 @@ func (s *Service) UserGet(ctx context.Context, req *pb.AuthUserGetRequest) (*pb.
 	if !ok {
 		return nil, rpctypes.ErrGRPCUserNotFound
 	}
-	return &pb.AuthUserGetResponse{Header: s.header(st.Revision), Roles: slices.Clone(u.Roles)}, nil
+	return &pb.AuthUserGetResponse{Header: s.header(), Roles: slices.Clone(u.Roles)}, nil
 }
 
 // UserList implements pb.AuthServer.
@@ -244,7 +241,7 @@ func (s *Service) UserList(ctx context.Context, _ *pb.AuthUserListRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.AuthUserListResponse{Header: s.header(st.Revision)}
+	resp := &pb.AuthUserListResponse{Header: s.header()}
 	for n := range st.Users {
 		resp.Users = append(resp.Users, n)
 	}
@@ -278,7 +275,7 @@ func (s *Service) RoleGet(ctx context.Context, req *pb.AuthRoleGetRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.AuthRoleGetResponse{Header: s.header(st.Revision)}
+	resp := &pb.AuthRoleGetResponse{Header: s.header()}
 	if req.Role == RootRole {
 		// The root role exists implicitly and may do everything.
 		if r, ok := st.Roles[RootRole]; ok {
@@ -308,7 +305,7 @@ func (s *Service) RoleList(ctx context.Context, _ *pb.AuthRoleListRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.AuthRoleListResponse{Header: s.header(st.Revision)}
+	resp := &pb.AuthRoleListResponse{Header: s.header()}
 	for n := range st.Roles {
 		resp.Roles = append(resp.Roles, n)
 	}

@@ -61,7 +61,7 @@ func (s *Server) registerAuthTokens(toks []auth.Token) {
 // authBackend is the Auth service's view of the node.
 type authBackend struct{ s *Server }
 
-func (b authBackend) Header() *pb.ResponseHeader { return b.s.Header() }
+func (b authBackend) Header() *pb.ResponseHeader { return b.s.revisionHeader() }
 
 func (b authBackend) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Message) (any, error) {
 	return b.s.Propose(ctx, kind, req)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -376,4 +378,41 @@ func TestAuthInvalidTokenIsRefused(t *testing.T) {
 
 func metadataToken(ctx context.Context, tok string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "token", tok)
+}
+
+// TestAuthAnswersAsEtcd checks two answers where Synod differed from etcd
+// (found by the JSON gateway's comparison with etcd): the Auth service's
+// header carries the KV revision, not the auth revision; and a Watch
+// stream opened without a user is opened, each watch it asks for being
+// cancelled with the reason (clientv3 reports it on the watch channel).
+func TestAuthAnswersAsEtcd(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
+	c.WaitLeader()
+	ctx := testcluster.Context(t, 30*time.Second)
+	open := c.Client()
+	var rev int64
+	for i := range 5 {
+		r, err := open.Put(ctx, fmt.Sprintf("k%d", i), "v")
+		wantAuthOK(t, "put", err)
+		rev = r.Header.Revision
+	}
+	enableAuth(t, ctx, open)
+	root := authClient(t, c.Nodes(), "root", "rootpw")
+	st, err := root.AuthStatus(ctx)
+	wantAuthOK(t, "auth status", err)
+	if st.Header.Revision != rev || st.AuthRevision == uint64(rev) {
+		t.Fatalf("auth status: got header revision %d (auth revision %d), want the KV revision %d", st.Header.Revision, st.AuthRevision, rev)
+	}
+
+	// Raw gRPC: clientv3 reports a refused stream and a cancelled watch
+	// alike.
+	ws, err := pb.NewWatchClient(open.ActiveConnection()).Watch(ctx)
+	wantAuthOK(t, "open a watch stream without a user", err)
+	if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}); err != nil {
+		t.Fatalf("create a watch without a user: %v", err)
+	}
+	wr, err := ws.Recv()
+	if err != nil || !wr.Created || !wr.Canceled || !strings.Contains(wr.CancelReason, "user name is empty") {
+		t.Fatalf("watch without a user: got %v (err %v), want it created and cancelled for want of a user", wr, err)
+	}
 }
