@@ -8,7 +8,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -51,6 +50,7 @@ func (s *Watch) Watch(stream pb.Watch_WatchServer) error {
 	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1)}
 	ws.mu.watchers = map[int64]*watch.Watcher{}
 	ws.qmu.dirty = map[*watch.Watcher]bool{}
+	defer ws.releaseHeld()
 	defer ws.cancelAll()
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- ws.recvLoop() }() // ends when the stream ends
@@ -63,6 +63,14 @@ type watchStream struct {
 	hub    *watch.Hub
 	stream pb.Watch_WatchServer
 	wake   chan struct{}
+
+	// held is the size of the last response sent, which the hub still
+	// counts against the stream: gRPC may hold its bytes for a while after
+	// Send returns (Send waits only until most of the previous message has
+	// gone out). It is released when the next one is sent or the sender has
+	// nothing left to do. Only the sending goroutine touches these.
+	held  int
+	heldW *watch.Watcher
 
 	// Lock order: mu, then the hub's lock, then qmu. The hub calls Notify
 	// with its lock held, so Notify takes only qmu.
@@ -256,15 +264,45 @@ func (ws *watchStream) flush() error {
 			return err
 		}
 	}
-	return ws.answerProgress()
+	if err := ws.answerProgress(); err != nil {
+		return err
+	}
+	ws.releaseHeld()
+	return nil
 }
 
+// releaseHeld releases the last response sent.
+func (ws *watchStream) releaseHeld() {
+	if ws.heldW != nil {
+		ws.hub.Release(ws.heldW, ws.held)
+		ws.heldW, ws.held = nil, 0
+	}
+}
+
+// sent notes that w's response of n bytes was handed to gRPC: the one
+// before it is released, and this one held.
+func (ws *watchStream) sent(w *watch.Watcher, n int) {
+	prev := ws.heldW
+	if prev == nil {
+		prev = w // nothing held: still tells the hub the stream moves
+	}
+	ws.hub.Release(prev, ws.held)
+	ws.heldW, ws.held = w, n
+}
+
+// sendWatcher sends one response of w, at most about a request's size: the
+// hub queues the watcher again if it has more.
 func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
-	resp, ok := ws.hub.Take(w)
+	limit := ws.s.limits.MaxRequestBytes
+	if limit <= 0 {
+		limit = defaultResponseBytes
+	}
+	resp, ok := ws.hub.TakeChunk(w, limit)
 	if !ok {
 		return nil
 	}
 	id := w.ID()
+	var wr *pb.WatchResponse
 	if resp.CompactRevision > 0 {
 		ws.mu.Lock()
 		if ws.mu.watchers[id] == w {
@@ -272,62 +310,32 @@ func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
 			delete(ws.mu.watchers, id)
 		}
 		ws.mu.Unlock()
-		return ws.stream.Send(&pb.WatchResponse{
+		wr = &pb.WatchResponse{
 			Header: ws.header(resp.Revision), WatchId: id,
 			CompactRevision: resp.CompactRevision, Canceled: true,
-		})
-	}
-	limit := ws.s.limits.MaxRequestBytes
-	if limit <= 0 {
-		limit = defaultResponseBytes
-	}
-	fragment := w.Options().Fragment
-	evs := resp.Events
-	for {
-		// Cut at revision boundaries: a client that resumes after the last
-		// event it got must not lose the rest of a revision.
-		n := revisionChunk(evs, limit)
-		wr := &pb.WatchResponse{WatchId: id, Events: evs[:n]}
-		if n < len(evs) {
-			wr.Header = ws.header(evs[n-1].Kv.ModRevision)
-		} else {
-			wr.Header = ws.header(resp.Revision)
 		}
-		var err error
-		if fragment && proto.Size(wr) > limit {
-			err = ws.sendFragments(wr, limit)
-		} else {
-			err = ws.stream.Send(wr)
-		}
-		if err != nil || n == len(evs) {
-			return err
-		}
-		evs = evs[n:]
+	} else {
+		// The hub cuts responses at revision boundaries: a client that
+		// resumes after the last event it got must not lose the rest of a
+		// revision.
+		wr = &pb.WatchResponse{Header: ws.header(resp.Revision), WatchId: id, Events: resp.Events}
 	}
+	var err error
+	if w.Options().Fragment && proto.Size(wr) > limit {
+		err = ws.sendFragments(wr, limit)
+	} else {
+		err = ws.stream.Send(wr)
+	}
+	if err != nil {
+		ws.hub.Release(w, resp.Bytes)
+		return err
+	}
+	ws.sent(w, resp.Bytes)
+	return nil
 }
 
 // defaultResponseBytes bounds a watch response when no request limit is set.
 const defaultResponseBytes = 1536 * 1024
-
-// revisionChunk returns how many of evs to send in one response: whole
-// revisions, about limit bytes, at least one revision.
-func revisionChunk(evs []*mvccpb.Event, limit int) int {
-	size, n := 0, 0
-	for n < len(evs) {
-		rev := evs[n].Kv.ModRevision
-		end, revSize := n, 0
-		for end < len(evs) && evs[end].Kv.ModRevision == rev {
-			revSize += proto.Size(evs[end])
-			end++
-		}
-		if n > 0 && size+revSize > limit {
-			break
-		}
-		size += revSize
-		n = end
-	}
-	return n
-}
 
 // sendFragments splits a large response into fragments of at most limit
 // bytes (but at least one event each); all but the last are marked Fragment.
