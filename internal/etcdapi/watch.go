@@ -47,7 +47,7 @@ func (s *Watch) Watch(stream pb.Watch_WatchServer) error {
 	if needLeader && !s.b.HasLeader() {
 		return rpctypes.ErrGRPCNoLeader
 	}
-	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1)}
+	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	ws.mu.watchers = map[int64]*watch.Watcher{}
 	ws.qmu.dirty = map[*watch.Watcher]bool{}
 	defer ws.releaseHeld()
@@ -63,6 +63,7 @@ type watchStream struct {
 	hub    *watch.Hub
 	stream pb.Watch_WatchServer
 	wake   chan struct{}
+	room   chan struct{} // signalled when queued responses were taken to send
 
 	// held is the size of the last response sent, which the hub still
 	// counts against the stream: gRPC may hold its bytes for a while after
@@ -84,8 +85,17 @@ type watchStream struct {
 		queue    []streamItem
 		dirty    map[*watch.Watcher]bool
 		progress bool // a progress request awaits an answer
+		// responses counts the ready responses in queue (created and
+		// canceled answers), which the hub's budgets do not bound.
+		responses int
 	}
 }
+
+// maxQueuedResponses bounds the ready responses a stream queues: past it,
+// the stream reads no more requests until its sender has taken them, so
+// that a client that creates and cancels watchers without reading the
+// answers cannot make the queue grow.
+const maxQueuedResponses = 1024
 
 // streamItem is either a ready response or a watcher with something to send.
 type streamItem struct {
@@ -114,6 +124,7 @@ func (ws *watchStream) Notify(w *watch.Watcher) {
 func (ws *watchStream) enqueue(resp *pb.WatchResponse) {
 	ws.qmu.Lock()
 	ws.qmu.queue = append(ws.qmu.queue, streamItem{resp: resp})
+	ws.qmu.responses++
 	ws.qmu.Unlock()
 	ws.signal()
 }
@@ -124,8 +135,29 @@ func (ws *watchStream) header(rev int64) *pb.ResponseHeader {
 	return h
 }
 
+// waitForRoom waits until the stream queues fewer than maxQueuedResponses
+// ready responses.
+func (ws *watchStream) waitForRoom(ctx context.Context) error {
+	for {
+		ws.qmu.Lock()
+		n := ws.qmu.responses
+		ws.qmu.Unlock()
+		if n < maxQueuedResponses {
+			return nil
+		}
+		select {
+		case <-ws.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (ws *watchStream) recvLoop() error {
 	for {
+		if err := ws.waitForRoom(ws.stream.Context()); err != nil {
+			return err
+		}
 		req, err := ws.stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil // the client closed its side; keep sending
@@ -252,7 +284,12 @@ func (ws *watchStream) flush() error {
 			delete(ws.qmu.dirty, it.w)
 		}
 	}
+	ws.qmu.responses = 0
 	ws.qmu.Unlock()
+	select {
+	case ws.room <- struct{}{}:
+	default:
+	}
 	for _, it := range items {
 		if it.resp != nil {
 			if err := ws.stream.Send(it.resp); err != nil {

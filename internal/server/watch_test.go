@@ -517,3 +517,68 @@ func TestStuckWatchersStayWithinBudget(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWatchRequestsWaitForAReader: a client that creates watchers without
+// reading the answers. The node stops taking its requests once a bounded
+// number of answers wait to be sent, rather than queueing answers without
+// end; once the client reads, every request is answered.
+func TestWatchRequestsWaitForAReader(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	c.WaitLeader()
+	node := c.Nodes()[1]
+	conn, err := grpc.NewClient(node.ClientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := testcluster.Context(t, 60*time.Second)
+	stream, err := pb.NewWatchClient(conn).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			err := stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+				Key: fmt.Appendf(nil, "w%d", i),
+			}}})
+			if err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// The node takes requests until its answers fill the stream's window
+	// and the queue; then the count stays put.
+	hub := node.Server().Hub()
+	watchers, stable := 0, time.Now()
+	for time.Since(stable) < time.Second {
+		if w := hub.Stats().Watchers; w != watchers {
+			watchers, stable = w, time.Now()
+		}
+		if watchers == n {
+			t.Fatalf("got all %d watchers created while the client read no answer, want the node to wait for it", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d watchers created before the node waited for the client", watchers)
+	for created := 0; created < n; {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv after %d answers: %v", created, err)
+		}
+		if !resp.Created {
+			t.Fatalf("got %+v, want a created answer", resp)
+		}
+		created++
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if got := hub.Stats().Watchers; got != n {
+		t.Fatalf("watchers after the client read: got %d, want %d", got, n)
+	}
+}
