@@ -53,4 +53,18 @@
 // With -profile-dir it also saves CPU and allocation profiles of every member
 // during the workloads named by -profile; profiling perturbs the numbers, so
 // publish tables from runs without it.
+//
+// The watch-memory subcommand measures instead what watchers whose clients
+// stopped reading cost a member's memory:
+//
+//	cd bench && go run . watch-memory [-systems etcd,synod] [-rounds 2]
+//
+// For each round and system it starts fresh clusters, opens -watchers
+// watchers of one prefix on a follower over -conns gRPC connections whose
+// sockets it then stops reading, writes -puts values of -value-size bytes
+// under the prefix through the leader, and reports the watched follower's
+// resident memory (before, peak, at the end of the writes and at each -after
+// offset), beside the other follower's, which has no watchers. With
+// -synod-member it runs a prebuilt synodmember binary, to measure another
+// version of Synod. It prints a Markdown table.
 package main

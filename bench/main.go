@@ -20,7 +20,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == memberCommand {
 		os.Exit(runMember(os.Args[2:]))
 	}
-	if err := run(os.Args[1:]); err != nil {
+	run := run
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == watchMemoryCommand {
+		run, args = runWatchMemory, args[1:]
+	}
+	if err := run(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}

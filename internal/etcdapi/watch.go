@@ -8,7 +8,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -52,9 +51,10 @@ func (s *Watch) Watch(stream pb.Watch_WatchServer) error {
 			return toGRPC(ctx, err)
 		}
 	}
-	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1)}
+	ws := &watchStream{s: s, hub: s.b.Hub(), stream: stream, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	ws.mu.watchers = map[int64]*watch.Watcher{}
 	ws.qmu.dirty = map[*watch.Watcher]bool{}
+	defer ws.releaseHeld()
 	defer ws.cancelAll()
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- ws.recvLoop() }() // ends when the stream ends
@@ -67,6 +67,15 @@ type watchStream struct {
 	hub    *watch.Hub
 	stream pb.Watch_WatchServer
 	wake   chan struct{}
+	room   chan struct{} // signalled when queued responses were taken to send
+
+	// held is the size of the last response sent, which the hub still
+	// counts against the stream: gRPC may hold its bytes for a while after
+	// Send returns (Send waits only until most of the previous message has
+	// gone out). It is released when the next one is sent or the sender has
+	// nothing left to do. Only the sending goroutine touches these.
+	held  int
+	heldW *watch.Watcher
 
 	// Lock order: mu, then the hub's lock, then qmu. The hub calls Notify
 	// with its lock held, so Notify takes only qmu.
@@ -80,8 +89,17 @@ type watchStream struct {
 		queue    []streamItem
 		dirty    map[*watch.Watcher]bool
 		progress bool // a progress request awaits an answer
+		// responses counts the ready responses in queue (created and
+		// canceled answers), which the hub's budgets do not bound.
+		responses int
 	}
 }
+
+// maxQueuedResponses bounds the ready responses a stream queues: past it,
+// the stream reads no more requests until its sender has taken them, so
+// that a client that creates and cancels watchers without reading the
+// answers cannot make the queue grow.
+const maxQueuedResponses = 1024
 
 // streamItem is either a ready response or a watcher with something to send.
 type streamItem struct {
@@ -110,6 +128,7 @@ func (ws *watchStream) Notify(w *watch.Watcher) {
 func (ws *watchStream) enqueue(resp *pb.WatchResponse) {
 	ws.qmu.Lock()
 	ws.qmu.queue = append(ws.qmu.queue, streamItem{resp: resp})
+	ws.qmu.responses++
 	ws.qmu.Unlock()
 	ws.signal()
 }
@@ -120,8 +139,29 @@ func (ws *watchStream) header(rev int64) *pb.ResponseHeader {
 	return h
 }
 
+// waitForRoom waits until the stream queues fewer than maxQueuedResponses
+// ready responses.
+func (ws *watchStream) waitForRoom(ctx context.Context) error {
+	for {
+		ws.qmu.Lock()
+		n := ws.qmu.responses
+		ws.qmu.Unlock()
+		if n < maxQueuedResponses {
+			return nil
+		}
+		select {
+		case <-ws.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (ws *watchStream) recvLoop() error {
 	for {
+		if err := ws.waitForRoom(ws.stream.Context()); err != nil {
+			return err
+		}
 		req, err := ws.stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil // the client closed its side; keep sending
@@ -255,7 +295,12 @@ func (ws *watchStream) flush() error {
 			delete(ws.qmu.dirty, it.w)
 		}
 	}
+	ws.qmu.responses = 0
 	ws.qmu.Unlock()
+	select {
+	case ws.room <- struct{}{}:
+	default:
+	}
 	for _, it := range items {
 		if it.resp != nil {
 			if err := ws.stream.Send(it.resp); err != nil {
@@ -267,15 +312,45 @@ func (ws *watchStream) flush() error {
 			return err
 		}
 	}
-	return ws.answerProgress()
+	if err := ws.answerProgress(); err != nil {
+		return err
+	}
+	ws.releaseHeld()
+	return nil
 }
 
+// releaseHeld releases the last response sent.
+func (ws *watchStream) releaseHeld() {
+	if ws.heldW != nil {
+		ws.hub.Release(ws.heldW, ws.held)
+		ws.heldW, ws.held = nil, 0
+	}
+}
+
+// sent notes that w's response of n bytes was handed to gRPC: the one
+// before it is released, and this one held.
+func (ws *watchStream) sent(w *watch.Watcher, n int) {
+	prev := ws.heldW
+	if prev == nil {
+		prev = w // nothing held: still tells the hub the stream moves
+	}
+	ws.hub.Release(prev, ws.held)
+	ws.heldW, ws.held = w, n
+}
+
+// sendWatcher sends one response of w, of about responseChunkBytes: the
+// hub queues the watcher again if it has more.
 func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
-	resp, ok := ws.hub.Take(w)
+	limit := ws.s.limits.MaxRequestBytes
+	if limit <= 0 {
+		limit = defaultResponseBytes
+	}
+	resp, ok := ws.hub.TakeChunk(w, min(limit, responseChunkBytes))
 	if !ok {
 		return nil
 	}
 	id := w.ID()
+	var wr *pb.WatchResponse
 	if resp.CompactRevision > 0 {
 		ws.mu.Lock()
 		if ws.mu.watchers[id] == w {
@@ -284,62 +359,41 @@ func (ws *watchStream) sendWatcher(w *watch.Watcher) error {
 		}
 		ws.mu.Unlock()
 		// etcd's header of this answer has no revision.
-		return ws.stream.Send(&pb.WatchResponse{
+		wr = &pb.WatchResponse{
 			Header: ws.header(0), WatchId: id,
 			CompactRevision: resp.CompactRevision, Canceled: true,
-		})
-	}
-	limit := ws.s.limits.MaxRequestBytes
-	if limit <= 0 {
-		limit = defaultResponseBytes
-	}
-	fragment := w.Options().Fragment
-	evs := resp.Events
-	for {
-		// Cut at revision boundaries: a client that resumes after the last
-		// event it got must not lose the rest of a revision.
-		n := revisionChunk(evs, limit)
-		wr := &pb.WatchResponse{WatchId: id, Events: evs[:n]}
-		if n < len(evs) {
-			wr.Header = ws.header(evs[n-1].Kv.ModRevision)
-		} else {
-			wr.Header = ws.header(resp.Revision)
 		}
-		var err error
-		if fragment && proto.Size(wr) > limit {
-			err = ws.sendFragments(wr, limit)
-		} else {
-			err = ws.stream.Send(wr)
-		}
-		if err != nil || n == len(evs) {
-			return err
-		}
-		evs = evs[n:]
+	} else {
+		// The hub cuts responses at revision boundaries: a client that
+		// resumes after the last event it got must not lose the rest of a
+		// revision.
+		wr = &pb.WatchResponse{Header: ws.header(resp.Revision), WatchId: id, Events: resp.Events}
 	}
+	var err error
+	if w.Options().Fragment && proto.Size(wr) > limit {
+		err = ws.sendFragments(wr, limit)
+	} else {
+		err = ws.stream.Send(wr)
+	}
+	if err != nil {
+		ws.hub.Release(w, resp.Bytes)
+		return err
+	}
+	ws.sent(w, resp.Bytes)
+	return nil
 }
 
 // defaultResponseBytes bounds a watch response when no request limit is set.
 const defaultResponseBytes = 1536 * 1024
 
-// revisionChunk returns how many of evs to send in one response: whole
-// revisions, about limit bytes, at least one revision.
-func revisionChunk(evs []*mvccpb.Event, limit int) int {
-	size, n := 0, 0
-	for n < len(evs) {
-		rev := evs[n].Kv.ModRevision
-		end, revSize := n, 0
-		for end < len(evs) && evs[end].Kv.ModRevision == rev {
-			revSize += proto.Size(evs[end])
-			end++
-		}
-		if n > 0 && size+revSize > limit {
-			break
-		}
-		size += revSize
-		n = end
-	}
-	return n
-}
+// responseChunkBytes is the size of the whole revisions a response carries
+// (one revision may be larger). A stream blocked on a client that does not
+// read leaves gRPC holding two or three encoded responses, each in a buffer
+// of its pool's next size up (256 B, 4, 16 and 32 KiB, then 1 MiB): with
+// responses of up to 1.5 MiB, or even of 128 KiB, 10 such streams held 30
+// MB, five times that in heap at GOGC=400. Responses that fit the 32 KiB
+// buffers cost little more to send: the events are the bulk of them.
+const responseChunkBytes = 28 << 10
 
 // sendFragments splits a large response into fragments of at most limit
 // bytes (but at least one event each); all but the last are marked Fragment.

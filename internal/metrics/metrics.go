@@ -26,7 +26,12 @@ type Source struct {
 	Watchers      func() (watchers, unsynced int)
 	// WatchersLeftBehind counts the times a watcher fell back to history.
 	WatchersLeftBehind func() int64
-	Leases             func() int
+	// WatchersOverBudget counts the times a watcher dropped what it had
+	// queued because its stream's or the node's budget was spent.
+	WatchersOverBudget func() int64
+	// WatchQueuedBytes is the bytes of watch events queued for clients.
+	WatchQueuedBytes func() int
+	Leases           func() int
 	// QuotaUsed is the size the storage quota counts.
 	QuotaUsed func() int64
 	DB        *pebble.DB
@@ -75,6 +80,8 @@ func New(src Source) *Metrics {
 	gauge("kv_revision", "Current KV revision.", func() float64 { return float64(src.Revision()) })
 	gauge("watchers", "Watchers on this node.", func() float64 { w, _ := src.Watchers(); return float64(w) })
 	gauge("watchers_unsynced", "Watchers catching up from history.", func() float64 { _, u := src.Watchers(); return float64(u) })
+	gauge("watch_queued_bytes", "Bytes of watch events queued on this node for clients to read (bounded by the node's watch budget).",
+		func() float64 { return float64(src.WatchQueuedBytes()) })
 	gauge("leases", "Leases tracked by the leader's lessor (0 on followers).", func() float64 { return float64(src.Leases()) })
 	gauge("storage_size_bytes", "Bytes on disk of the node's Pebble instance.", func() float64 {
 		return float64(src.DB.Metrics().DiskSpaceUsage())
@@ -85,8 +92,10 @@ func New(src Source) *Metrics {
 	counter := func(name, help string, f func() float64) {
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "synod", Name: name, Help: help}, f))
 	}
-	counter("watchers_left_behind_total", "Times a watcher's buffer was full and it fell back to catching up from history.",
+	counter("watchers_left_behind_total", "Times a watcher had no room for its events and fell back to catching up from history.",
 		func() float64 { return float64(src.WatchersLeftBehind()) })
+	counter("watchers_over_budget_total", "Times a watcher dropped what it had queued because its stream's or the node's watch budget was spent (it catches up from history when its client reads).",
+		func() float64 { return float64(src.WatchersOverBudget()) })
 	counter("raft_leader_changes_total", "Leader changes seen by this node.", func() float64 { return float64(src.LeaderChanges()) })
 	m.ProposalsFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_proposals_failed_total", Help: "Proposals that failed or timed out."})
 	m.SnapshotsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_sent_total", Help: "Snapshots streamed to followers."}, []string{"result"})

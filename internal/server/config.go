@@ -156,6 +156,13 @@ type Config struct {
 	// WatchProgressNotifyInterval is how often watchers that asked for
 	// progress notifications get one (default 10 minutes, as etcd).
 	WatchProgressNotifyInterval time.Duration
+	// WatchMaxStreamBytes bounds the watch events queued on the node for
+	// one Watch stream, and WatchMaxQueuedBytes those for all of them
+	// (defaults 16 MiB and 64 MiB; see watch.Config): a watcher over the
+	// budget drops what it had queued and catches up from history once its
+	// client reads again.
+	WatchMaxStreamBytes int
+	WatchMaxQueuedBytes int
 
 	Logger *slog.Logger
 
@@ -227,7 +234,7 @@ func (c *Config) validate() error {
 	if c.HeartbeatTicks >= c.ElectionTicks {
 		return fmt.Errorf("election ticks (%d) must exceed heartbeat ticks (%d)", c.ElectionTicks, c.HeartbeatTicks)
 	}
-	if c.MaxRequestBytes < 0 || c.MaxTxnOps < 0 {
+	if c.MaxRequestBytes < 0 || c.MaxTxnOps < 0 || c.WatchMaxStreamBytes < 0 || c.WatchMaxQueuedBytes < 0 {
 		return errors.New("limits must not be negative")
 	}
 	if c.InitialClusterState != "new" && c.InitialClusterState != "existing" {

@@ -37,6 +37,8 @@ func (s *Server) newMetrics() *metrics.Metrics {
 			return st.Watchers, st.Unsynced
 		},
 		WatchersLeftBehind: func() int64 { return s.hub.Stats().LeftBehind },
+		WatchersOverBudget: func() int64 { return s.hub.Stats().OverBudget },
+		WatchQueuedBytes:   func() int { return s.hub.Stats().QueuedBytes },
 		Leases:             s.lessor.Len,
 		QuotaUsed:          s.dbSize,
 		DB:                 s.db,

@@ -233,6 +233,8 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.hub = watch.NewHub(watch.Config{
 		View:             s.watchView,
 		ProgressInterval: cfg.WatchProgressNotifyInterval,
+		MaxStreamBytes:   cfg.WatchMaxStreamBytes,
+		MaxQueuedBytes:   cfg.WatchMaxQueuedBytes,
 		Logger:           s.logger,
 	}, applied.KV)
 	s.metrics = s.newMetrics()

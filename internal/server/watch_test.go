@@ -383,3 +383,202 @@ func TestWatchCancelAndDuplicateID(t *testing.T) {
 		t.Fatalf("after cancel, only watcher 0 gets the event: got %+v, %v", r, err)
 	}
 }
+
+// TestStuckWatchersStayWithinBudget: watchers on raw streams whose clients
+// stop reading while many writes run. The node's queued watch bytes stay
+// within its budget meanwhile; when the clients read again, every watcher
+// gets every event once, in order, with the right previous values, and the
+// node's queue empties.
+func TestStuckWatchersStayWithinBudget(t *testing.T) {
+	const (
+		streamBudget = 128 << 10
+		nodeBudget   = 320 << 10
+		slack        = 16 << 10 // one revision, with its previous value, per stream
+	)
+	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
+		cfg.WatchMaxStreamBytes = streamBudget
+		cfg.WatchMaxQueuedBytes = nodeBudget
+		cfg.MaxRequestBytes = 32 << 10 // responses of at most 32 KiB
+	}})
+	c.WaitLeader()
+	node := c.Nodes()[1]
+	ctx := testcluster.Context(t, 120*time.Second)
+	type rawStream struct {
+		stream pb.Watch_WatchClient
+		prev   map[int64]bool // watch ID: with prev_kv
+	}
+	var streams []*rawStream
+	for range 4 {
+		// Static flow-control windows: the server can send 64 KiB on the
+		// stream, and no more until this client reads.
+		conn, err := grpc.NewClient(node.ClientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stream, err := pb.NewWatchClient(conn).Watch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := &rawStream{stream: stream, prev: map[int64]bool{}}
+		for i := range 10 {
+			if err := stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+				Key: []byte("stuck/"), RangeEnd: []byte("stuck0"), WatchId: int64(i + 1), PrevKv: i%3 == 0,
+			}}}); err != nil {
+				t.Fatal(err)
+			}
+			rs.prev[int64(i+1)] = i%3 == 0
+		}
+		for created := 0; created < 10; {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Created {
+				created++
+			}
+		}
+		streams = append(streams, rs)
+	}
+	// The clients read no more. Each watcher is sent ~1.2 MiB while the
+	// node may queue 320 KiB for all 40.
+	cli := c.Client(c.Nodes()[0])
+	value := strings.Repeat("v", 4<<10)
+	const writes = 300
+	var first, last int64
+	for i := range writes {
+		r, err := cli.Put(ctx, fmt.Sprintf("stuck/%d", i%40), value)
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		if i == 0 {
+			first = r.Header.Revision
+		}
+		last = r.Header.Revision
+	}
+	hub := node.Server().Hub()
+	// Let the watched node apply the last write.
+	deadline := time.Now().Add(10 * time.Second)
+	for hub.Revision() < last {
+		if time.Now().After(deadline) {
+			t.Fatalf("watched node at revision %d, want %d", hub.Revision(), last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := hub.Stats()
+	t.Logf("while the clients did not read: %+v", st)
+	if st.PeakQueuedBytes > nodeBudget+4*slack {
+		t.Fatalf("watch bytes queued on the node while its clients did not read: got a peak of %d, want at most %d (+%d)", st.PeakQueuedBytes, nodeBudget, 4*slack)
+	}
+	if st.OverBudget == 0 {
+		t.Fatalf("no watcher went over budget: the test did not exercise the budgets (%+v)", st)
+	}
+	// The clients read again.
+	for _, rs := range streams {
+		got := map[int64][]*mvccpb.Event{}
+		for n := 0; n < 10*writes; {
+			resp, err := rs.stream.Recv()
+			if err != nil {
+				t.Fatalf("recv after %d events: %v", n, err)
+			}
+			got[resp.WatchId] = append(got[resp.WatchId], resp.Events...)
+			n += len(resp.Events)
+		}
+		for id, evs := range got {
+			if len(evs) != writes {
+				t.Fatalf("watcher %d: got %d events, want %d", id, len(evs), writes)
+			}
+			prev := map[string]int64{}
+			for i, e := range evs {
+				if want := first + int64(i); e.Kv.ModRevision != want {
+					t.Fatalf("watcher %d, event %d: got revision %d, want %d", id, i, e.Kv.ModRevision, want)
+				}
+				want := prev[string(e.Kv.Key)]
+				if !rs.prev[id] {
+					want = 0
+				}
+				if got := e.PrevKv.GetModRevision(); got != want {
+					t.Fatalf("watcher %d (prev_kv %v), event at %d: got previous version at %d, want %d", id, rs.prev[id], e.Kv.ModRevision, got, want)
+				}
+				prev[string(e.Kv.Key)] = e.Kv.ModRevision
+			}
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		st = hub.Stats()
+		if st.QueuedBytes == 0 && st.Unsynced == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the clients read everything: got %d bytes queued and %d watchers unsynced, want none", st.QueuedBytes, st.Unsynced)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWatchRequestsWaitForAReader: a client that creates watchers without
+// reading the answers. The node stops taking its requests once a bounded
+// number of answers wait to be sent, rather than queueing answers without
+// end; once the client reads, every request is answered.
+func TestWatchRequestsWaitForAReader(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	c.WaitLeader()
+	node := c.Nodes()[1]
+	conn, err := grpc.NewClient(node.ClientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := testcluster.Context(t, 60*time.Second)
+	stream, err := pb.NewWatchClient(conn).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			err := stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+				Key: fmt.Appendf(nil, "w%d", i),
+			}}})
+			if err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// The node takes requests until its answers fill the stream's window
+	// and the queue; then the count stays put.
+	hub := node.Server().Hub()
+	watchers, stable := 0, time.Now()
+	for time.Since(stable) < time.Second {
+		if w := hub.Stats().Watchers; w != watchers {
+			watchers, stable = w, time.Now()
+		}
+		if watchers == n {
+			t.Fatalf("got all %d watchers created while the client read no answer, want the node to wait for it", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d watchers created before the node waited for the client", watchers)
+	for created := 0; created < n; {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv after %d answers: %v", created, err)
+		}
+		if !resp.Created {
+			t.Fatalf("got %+v, want a created answer", resp)
+		}
+		created++
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if got := hub.Stats().Watchers; got != n {
+		t.Fatalf("watchers after the client read: got %d, want %d", got, n)
+	}
+}

@@ -5,8 +5,8 @@
 // A Hub receives the events of each applied batch (Publish, called by the
 // node right after the batch is committed) and fans them out to its synced
 // watchers, each of which has a bounded buffer of pending events that its
-// stream drains. Writers never wait for watchers: when a watcher's buffer is
-// full, the watcher becomes unsynced and is left behind. Unsynced watchers,
+// stream drains. Writers never wait for watchers: when a watcher's events do
+// not fit, the watcher becomes unsynced and is left behind. Unsynced watchers,
 // and new watchers that start in the past, are caught up by the hub's own
 // goroutine from MVCC history (the idea of etcd's unsynced watcher group),
 // a window of revisions at a time and only as fast as their stream drains;
@@ -19,7 +19,14 @@
 // than the published revision simply makes the hub skip those revisions for
 // that watcher when they are published.
 //
-// Memory is bounded: per watcher by its pending buffer, per hub by the ring.
+// Memory is bounded: per watcher by its pending buffer, per stream (the
+// watchers of one Sink) and per hub by byte budgets that count the pending
+// events and the responses a stream's sender has taken and not yet released,
+// and by the ring. A watcher whose events do not fit drops what it had
+// queued and is left behind; the watchers of a stream are caught up only
+// after its sender has shown it moves, so a client that stops reading makes
+// the hub hold little and read no history for it.
+//
 // A watcher that asks for history below the compaction revision is told the
 // compaction revision and cancelled, as etcd does.
 package watch

@@ -37,8 +37,20 @@ type Config struct {
 	// up from history.
 	MaxPendingEvents int
 	MaxPendingBytes  int
+	// MaxStreamBytes bounds the bytes queued for the watchers of one stream
+	// (the watchers of one Sink): their pending events and the responses
+	// its sender has taken and not yet released (default 16 MiB). A watcher
+	// whose events do not fit is left behind, what it had queued dropped,
+	// and the stream's watchers are caught up only as fast as it sends.
+	MaxStreamBytes int
+	// MaxQueuedBytes bounds the same over the hub (default 64 MiB): past
+	// it, the streams with the most pending are made to drop it and catch
+	// up later.
+	MaxQueuedBytes int
 	// RingBytes bounds the recent events kept in memory to bring watchers
-	// back in sync (default 16 MiB).
+	// back in sync (default 4 MiB). Every node keeps it full under writes,
+	// and at GOGC=400 the heap grows to five times what is live: 16 MiB
+	// cost a node about 70 MB of memory under a stream of 4 KiB puts.
 	RingBytes int
 	// HistoryWindow is the number of revisions one catch-up step reads
 	// (default 10,000).
@@ -68,6 +80,7 @@ type Options struct {
 type Watcher struct {
 	hub   *Hub
 	sink  Sink
+	st    *stream // the watchers of sink
 	opts  Options
 	start []byte
 	end   []byte // nil: unbounded
@@ -77,7 +90,7 @@ type Watcher struct {
 	synced       bool
 	removed      bool
 	pending      []*mvccpb.Event
-	pendingBytes int
+	pendingBytes int // counted in st and the hub's queued bytes
 	compacted    int64
 	progress     bool
 }
@@ -155,7 +168,25 @@ type Response struct {
 	// CompactRevision, if set, means the watcher asked for compacted
 	// history and is cancelled.
 	CompactRevision int64
+	// Bytes is the size of Events as the hub counts it (TakeChunk counts
+	// them against the stream until they are released).
+	Bytes int
 }
+
+// stream is the accounting of the watchers of one Sink, whose responses one
+// sender delivers in turn. Guarded by hub.mu.
+type stream struct {
+	ws       map[*Watcher]struct{}
+	pending  int // bytes pending for its watchers
+	inflight int // bytes taken by TakeChunk and not yet released
+	// waitDrain is set when one of its watchers was left behind for want of
+	// room: none of them is caught up until the sender shows it is moving
+	// (it releases a sent response, or asks and finds nothing), so that a
+	// stream whose client stopped reading makes the hub read no history.
+	waitDrain bool
+}
+
+func (s *stream) queued() int { return s.pending + s.inflight }
 
 type ringEntry struct {
 	rev    int64
@@ -180,7 +211,11 @@ type Hub struct {
 		unsynced   map[*Watcher]struct{}
 		singles    map[string]map[*Watcher]struct{}
 		ranges     map[string]*rangeGroup
+		streams    map[Sink]*stream
+		queued     int // bytes pending or in flight, over all streams
+		peakQueued int
 		leftBehind int64
+		overBudget int64
 	}
 }
 
@@ -188,16 +223,29 @@ type Hub struct {
 type Stats struct {
 	Watchers int
 	Unsynced int
-	// LeftBehind counts the times a synced watcher's buffer was full and it
-	// had to catch up from history.
+	// LeftBehind counts the times a synced watcher had no room for its
+	// events and had to catch up from history.
 	LeftBehind int64
+	// OverBudget counts the times a watcher was left behind, or dropped
+	// what it had queued, because its stream's or the hub's byte budget
+	// was spent.
+	OverBudget int64
+	// QueuedBytes is what is queued for all watchers: pending events and
+	// responses taken by senders and not yet released; PeakQueuedBytes is
+	// its highest value yet.
+	QueuedBytes     int
+	PeakQueuedBytes int
 }
 
 // Stats returns the hub's current statistics.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return Stats{Watchers: len(h.mu.all), Unsynced: len(h.mu.unsynced), LeftBehind: h.mu.leftBehind}
+	return Stats{
+		Watchers: len(h.mu.all), Unsynced: len(h.mu.unsynced),
+		LeftBehind: h.mu.leftBehind, OverBudget: h.mu.overBudget,
+		QueuedBytes: h.mu.queued, PeakQueuedBytes: h.mu.peakQueued,
+	}
 }
 
 type rangeGroup struct {
@@ -213,8 +261,14 @@ func NewHub(cfg Config, m kv.Meta) *Hub {
 	if cfg.MaxPendingBytes <= 0 {
 		cfg.MaxPendingBytes = 4 << 20
 	}
+	if cfg.MaxStreamBytes <= 0 {
+		cfg.MaxStreamBytes = 16 << 20
+	}
+	if cfg.MaxQueuedBytes <= 0 {
+		cfg.MaxQueuedBytes = 64 << 20
+	}
 	if cfg.RingBytes <= 0 {
-		cfg.RingBytes = 16 << 20
+		cfg.RingBytes = 4 << 20
 	}
 	if cfg.HistoryWindow <= 0 {
 		cfg.HistoryWindow = 10000
@@ -231,6 +285,7 @@ func NewHub(cfg Config, m kv.Meta) *Hub {
 	h.mu.unsynced = map[*Watcher]struct{}{}
 	h.mu.singles = map[string]map[*Watcher]struct{}{}
 	h.mu.ranges = map[string]*rangeGroup{}
+	h.mu.streams = map[Sink]*stream{}
 	return h
 }
 
@@ -264,6 +319,12 @@ func (h *Hub) Watch(opts Options, sink Sink) *Watcher {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.mu.all[w] = struct{}{}
+	w.st = h.mu.streams[sink]
+	if w.st == nil {
+		w.st = &stream{ws: map[*Watcher]struct{}{}}
+		h.mu.streams[sink] = w.st
+	}
+	w.st.ws[w] = struct{}{}
 	w.next = opts.StartRevision
 	if w.next <= 0 {
 		w.next = h.mu.rev + 1
@@ -292,7 +353,17 @@ func (h *Hub) removeLocked(w *Watcher) {
 	h.unsyncLocked(w)
 	delete(h.mu.unsynced, w)
 	delete(h.mu.all, w)
-	w.pending, w.pendingBytes = nil, 0
+	h.dropPendingLocked(w)
+	delete(w.st.ws, w)
+	h.forgetStreamLocked(w)
+}
+
+// forgetStreamLocked drops the accounting of w's stream once it has neither
+// watchers nor responses in flight.
+func (h *Hub) forgetStreamLocked(w *Watcher) {
+	if len(w.st.ws) == 0 && w.st.inflight == 0 && h.mu.streams[w.sink] == w.st {
+		delete(h.mu.streams, w.sink)
+	}
 }
 
 func (h *Hub) syncLocked(w *Watcher) {
@@ -346,29 +417,138 @@ func rangeKey(start, end []byte) string {
 
 func eventBytes(e *mvccpb.Event) int { return proto.Size(e) }
 
-// roomLocked is how many more events the watcher may have queued.
-func (h *Hub) roomLocked(w *Watcher) int {
-	if w.pendingBytes >= h.cfg.MaxPendingBytes {
-		return 0
+func eventsBytes(evs []*mvccpb.Event) int {
+	n := 0
+	for _, e := range evs {
+		n += eventBytes(e)
 	}
-	return h.cfg.MaxPendingEvents - len(w.pending)
+	return n
+}
+
+// fitsLocked reports whether n more events of size bytes fit in w's buffer,
+// its stream's budget and, when node is set, the hub's. A limit whose queue
+// is empty lets anything in, so that a revision larger than a budget is
+// still delivered, whole, and a stream with nothing queued always moves.
+func (h *Hub) fitsLocked(w *Watcher, n, size int, node bool) bool {
+	if len(w.pending) > 0 && (len(w.pending)+n > h.cfg.MaxPendingEvents || w.pendingBytes+size > h.cfg.MaxPendingBytes) {
+		return false
+	}
+	q := w.st.queued()
+	if q > 0 && q+size > h.cfg.MaxStreamBytes {
+		return false
+	}
+	return !node || q == 0 || h.mu.queued+size <= h.cfg.MaxQueuedBytes
+}
+
+// canCatchUpLocked reports whether an unsynced watcher may be given more
+// from history: its stream is draining and there is room for something.
+func (h *Hub) canCatchUpLocked(w *Watcher) bool {
+	return !w.removed && !w.synced && w.compacted == 0 && !w.st.waitDrain && h.fitsLocked(w, 1, 1, true)
+}
+
+// budgetLocked is how much an unsynced watcher may be given in one step:
+// events and bytes, of which it is always given at least one revision.
+func (h *Hub) budgetLocked(w *Watcher) (events, size int) {
+	events = h.cfg.MaxPendingEvents - len(w.pending)
+	size = min(h.cfg.MaxPendingBytes-w.pendingBytes, h.cfg.MaxStreamBytes-w.st.queued(), h.cfg.MaxQueuedBytes-h.mu.queued)
+	return max(events, 1), max(size, 1)
+}
+
+// addPendingLocked queues evs, of size bytes, for w.
+func (h *Hub) addPendingLocked(w *Watcher, evs []*mvccpb.Event, size int) {
+	w.pending = append(w.pending, evs...)
+	w.pendingBytes += size
+	w.st.pending += size
+	h.mu.queued += size
+	h.mu.peakQueued = max(h.mu.peakQueued, h.mu.queued)
+}
+
+// dropPendingLocked empties w's buffer.
+func (h *Hub) dropPendingLocked(w *Watcher) {
+	w.st.pending -= w.pendingBytes
+	h.mu.queued -= w.pendingBytes
+	w.pending, w.pendingBytes = nil, 0
+}
+
+// leaveBehindLocked moves a synced watcher that has no room for the events
+// of revision rev to catching up from history. What it had queued is
+// dropped: it will be read again, from the ring or from history, when its
+// stream has drained (the stream waits for its sender before anything more
+// is read for its watchers). Its sender is notified, so that an idle one
+// finds it has nothing and the stream goes on.
+func (h *Hub) leaveBehindLocked(w *Watcher, rev int64, overBudget bool) {
+	if len(w.pending) > 0 {
+		rev = w.pending[0].Kv.ModRevision
+	}
+	h.dropPendingLocked(w)
+	h.unsyncLocked(w)
+	h.mu.unsynced[w] = struct{}{}
+	w.next = rev
+	w.st.waitDrain = true
+	h.mu.leftBehind++
+	if overBudget {
+		h.mu.overBudget++
+	}
+	w.sink.Notify(w)
+	h.signal()
+}
+
+// trimLocked makes room for need more bytes in the hub's budget: while they
+// do not fit, the stream with the most pending drops it, all its watchers
+// falling back to catch-up. A stream that does not read holds the most, so
+// it goes first; responses already in flight cannot be taken back.
+func (h *Hub) trimLocked(need int) {
+	for h.mu.queued+need > h.cfg.MaxQueuedBytes {
+		var big *stream
+		for _, st := range h.mu.streams {
+			if st.pending > 0 && (big == nil || st.pending > big.pending) {
+				big = st
+			}
+		}
+		if big == nil {
+			return
+		}
+		for w := range big.ws {
+			if len(w.pending) == 0 {
+				continue
+			}
+			if w.synced {
+				h.leaveBehindLocked(w, w.next, true)
+				continue
+			}
+			// Caught up this far from history: it goes on from there later.
+			w.next = w.pending[0].Kv.ModRevision
+			h.dropPendingLocked(w)
+			big.waitDrain = true
+			h.mu.overBudget++
+			w.sink.Notify(w)
+		}
+	}
 }
 
 // queueLocked queues the events of revision rev for a synced watcher, or
 // leaves the watcher behind if they do not fit.
 func (h *Hub) queueLocked(w *Watcher, rev int64, evs []*mvccpb.Event) {
-	if len(w.pending) > 0 && h.roomLocked(w) < len(evs) {
-		h.mu.leftBehind++
-		h.unsyncLocked(w)
-		h.mu.unsynced[w] = struct{}{}
-		w.next = rev
-		h.signal()
+	if !w.synced {
+		return // left behind by trimLocked while this revision was fanned out
+	}
+	size := eventsBytes(evs)
+	if !h.fitsLocked(w, len(evs), size, false) {
+		own := len(w.pending) > 0 && (len(w.pending)+len(evs) > h.cfg.MaxPendingEvents || w.pendingBytes+size > h.cfg.MaxPendingBytes)
+		h.leaveBehindLocked(w, rev, !own)
 		return
 	}
-	for _, e := range evs {
-		w.pending = append(w.pending, e)
-		w.pendingBytes += eventBytes(e)
+	if h.mu.queued+size > h.cfg.MaxQueuedBytes {
+		h.trimLocked(size)
+		if !w.synced {
+			return // its own stream had the most
+		}
+		if h.mu.queued+size > h.cfg.MaxQueuedBytes && w.st.queued() > 0 {
+			h.leaveBehindLocked(w, rev, true)
+			return
+		}
 	}
+	h.addPendingLocked(w, evs, size)
 	w.next = rev + 1
 	w.sink.Notify(w)
 }
@@ -480,32 +660,114 @@ func (h *Hub) Reset(m kv.Meta) {
 	h.signal()
 }
 
-// Take returns what the watcher has to send, if anything.
+// Take returns everything the watcher has to send, if anything: for a
+// consumer in this process, which is done with it on return.
 func (h *Hub) Take(w *Watcher) (Response, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	resp, ok := h.takeLocked(w, 0)
+	h.mu.queued -= resp.Bytes
+	h.drainedLocked(w.st)
+	return resp, ok
+}
+
+// TakeChunk returns what the watcher has to send, if anything, in whole
+// revisions of about maxBytes at most (at least one revision); the rest
+// stays pending, and the sink is notified again. The events taken stay
+// counted against the stream until Release is called with their Bytes, so
+// that a sender blocked on a client that does not read holds the budget it
+// uses.
+func (h *Hub) TakeChunk(w *Watcher, maxBytes int) (Response, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	resp, ok := h.takeLocked(w, maxBytes)
+	if !ok {
+		// The sender asks and finds nothing: it is not stuck.
+		h.drainedLocked(w.st)
+		return resp, false
+	}
+	w.st.inflight += resp.Bytes
+	return resp, true
+}
+
+// Release tells the hub that n bytes taken by TakeChunk for a watcher of
+// the same stream as w are sent (or will never be): the stream is draining.
+func (h *Hub) Release(w *Watcher, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.st.inflight -= n
+	h.mu.queued -= n
+	h.drainedLocked(w.st)
+	h.forgetStreamLocked(w)
+}
+
+// drainedLocked notes that st's sender is moving: its unsynced watchers may
+// be caught up again.
+func (h *Hub) drainedLocked(st *stream) {
+	if st.waitDrain {
+		st.waitDrain = false
+		h.signal()
+	}
+}
+
+// takeLocked takes w's response: all its pending events, or with maxBytes
+// > 0 whole revisions of about that many bytes. The bytes taken leave the
+// stream's pending count; the caller decides where they go.
+func (h *Hub) takeLocked(w *Watcher, maxBytes int) (Response, bool) {
 	if w.compacted > 0 {
 		rev := w.compacted
 		w.compacted = 0
 		return Response{CompactRevision: rev, Revision: h.mu.rev}, true
 	}
 	if len(w.pending) > 0 {
-		evs := w.pending
-		w.pending, w.pendingBytes = nil, 0
+		n, size := len(w.pending), w.pendingBytes
+		if maxBytes > 0 && size > maxBytes {
+			n, size = revisionChunk(w.pending, maxBytes)
+		}
+		evs := w.pending[:n:n]
+		w.st.pending -= size
+		w.pendingBytes -= size
+		if n == len(w.pending) {
+			w.pending = nil
+		} else {
+			// A copy: the array left to evs would keep what was sent.
+			w.pending = slices.Clone(w.pending[n:])
+			w.sink.Notify(w) // the rest is for the sender's next turn
+		}
 		w.progress = false
 		rev := evs[len(evs)-1].Kv.ModRevision
-		if w.synced {
+		if w.synced && len(w.pending) == 0 {
 			rev = max(rev, h.mu.rev)
-		} else {
+		}
+		if !w.synced {
 			h.signal() // room again: keep catching up
 		}
-		return Response{Events: evs, Revision: rev}, true
+		return Response{Events: evs, Revision: rev, Bytes: size}, true
 	}
 	if w.progress && w.synced {
 		w.progress = false
 		return Response{Revision: h.mu.rev}, true
 	}
 	return Response{}, false
+}
+
+// revisionChunk returns how many of evs make whole revisions of at most
+// limit bytes (at least one revision), and their size.
+func revisionChunk(evs []*mvccpb.Event, limit int) (n, size int) {
+	for n < len(evs) {
+		rev := evs[n].Kv.ModRevision
+		end, revSize := n, 0
+		for end < len(evs) && evs[end].Kv.ModRevision == rev {
+			revSize += eventBytes(evs[end])
+			end++
+		}
+		if n > 0 && size+revSize > limit {
+			break
+		}
+		size += revSize
+		n = end
+	}
+	return n, size
 }
 
 // Synced reports whether all the given watchers are synced with nothing
@@ -556,13 +818,13 @@ func (h *Hub) markProgress() {
 	}
 }
 
-// catchUpRound advances every unsynced watcher that has room by one step and
-// reports whether any of them is still behind and could go on at once.
+// catchUpRound advances every unsynced watcher that may be given more by
+// one step and reports whether any of them moved and could go on at once.
 func (h *Hub) catchUpRound() bool {
 	h.mu.Lock()
 	var ws []*Watcher
 	for w := range h.mu.unsynced {
-		if h.roomLocked(w) > 0 {
+		if h.canCatchUpLocked(w) {
 			ws = append(ws, w)
 		}
 	}
@@ -570,55 +832,87 @@ func (h *Hub) catchUpRound() bool {
 	if len(ws) == 0 {
 		return false
 	}
-	r, m, release, err := h.cfg.View()
-	if err != nil {
-		h.logger.Error("watch catch-up: open view", "err", err)
-		return false
-	}
-	defer release()
+	v := &catchUpView{h: h}
+	defer v.close()
 	more := false
 	for _, w := range ws {
-		behind, err := h.catchUp(w, r, m)
+		again, err := h.catchUp(w, v)
 		if err != nil {
 			h.logger.Error("watch catch-up", "watch", w.opts.ID, "err", err)
 			continue
 		}
-		more = more || behind
+		more = more || again
 	}
 	return more
 }
 
-// catchUp moves one watcher forward from history read in view r (whose
-// counters are m), and syncs it when it has caught up. It reports whether
-// the watcher is still behind with room to go on.
-func (h *Hub) catchUp(w *Watcher, r pebble.Reader, m kv.Meta) (bool, error) {
+// catchUpView is the view of one catch-up round, opened when a watcher
+// first needs history the ring does not hold.
+type catchUpView struct {
+	h       *Hub
+	r       pebble.Reader
+	m       kv.Meta
+	release func()
+}
+
+func (v *catchUpView) get() (pebble.Reader, kv.Meta, error) {
+	if v.r == nil {
+		r, m, release, err := v.h.cfg.View()
+		if err != nil {
+			return nil, kv.Meta{}, fmt.Errorf("open view: %w", err)
+		}
+		v.r, v.m, v.release = r, m, release
+	}
+	return v.r, v.m, nil
+}
+
+func (v *catchUpView) close() {
+	if v.release != nil {
+		v.release()
+	}
+}
+
+// catchUp moves one watcher forward, from the ring if it holds the
+// watcher's next revision, else from history read in the round's view, and
+// syncs it when it has caught up. It reports whether the watcher moved and
+// may go on at once.
+func (h *Hub) catchUp(w *Watcher, v *catchUpView) (bool, error) {
 	h.mu.Lock()
-	if w.removed || w.synced {
+	if !h.canCatchUpLocked(w) {
 		h.mu.Unlock()
 		return false, nil
 	}
-	from, room := w.next, h.roomLocked(w)
-	h.mu.Unlock()
-	if room <= 0 {
+	from := w.next
+	if from < h.mu.compactRev {
+		h.compactedLocked(w, h.mu.compactRev)
+		h.mu.Unlock()
 		return false, nil
+	}
+	if from >= h.mu.ringFrom || from > h.mu.rev {
+		defer h.mu.Unlock()
+		h.fromRingLocked(w, true)
+		h.afterCatchUpLocked(w)
+		return w.next > from && h.canCatchUpLocked(w), nil
+	}
+	events, size := h.budgetLocked(w)
+	h.mu.Unlock()
+	r, m, err := v.get()
+	if err != nil {
+		return false, err
 	}
 	if from < m.CompactRevision {
 		h.mu.Lock()
-		if !w.removed && w.next == from {
-			w.compacted = m.CompactRevision
-			delete(h.mu.unsynced, w)
-			w.sink.Notify(w)
+		if !w.removed && !w.synced && w.next == from {
+			h.compactedLocked(w, m.CompactRevision)
 		}
 		h.mu.Unlock()
 		return false, nil
 	}
 	var evs []*mvccpb.Event
-	upto := max(from-1, m.Revision)
+	upto, evsSize := max(from-1, m.Revision), 0
 	if from <= m.Revision {
 		to := min(m.Revision, from+h.cfg.HistoryWindow-1)
-		var err error
-		evs, upto, err = h.history(r, w, from, to, room)
-		if err != nil {
+		if evs, evsSize, upto, err = h.history(r, w, from, to, events, size); err != nil {
 			return false, err
 		}
 	}
@@ -627,41 +921,58 @@ func (h *Hub) catchUp(w *Watcher, r pebble.Reader, m kv.Meta) (bool, error) {
 	if w.removed || w.synced || w.next != from {
 		return false, nil
 	}
-	for _, e := range evs {
-		w.pending = append(w.pending, e)
-		w.pendingBytes += eventBytes(e)
+	if len(evs) > 0 {
+		h.addPendingLocked(w, evs, evsSize)
 	}
 	w.next = upto + 1
 	if w.next > h.mu.rev {
 		h.syncLocked(w)
 	} else if w.next >= h.mu.ringFrom {
-		h.fromRingLocked(w)
+		h.fromRingLocked(w, false)
 	}
+	h.afterCatchUpLocked(w)
+	return h.canCatchUpLocked(w), nil
+}
+
+// compactedLocked ends an unsynced watcher whose next revision is compacted
+// away: its sender tells the client the compaction revision.
+func (h *Hub) compactedLocked(w *Watcher, rev int64) {
+	w.compacted = rev
+	h.dropPendingLocked(w)
+	delete(h.mu.unsynced, w)
+	w.sink.Notify(w)
+}
+
+// afterCatchUpLocked notifies the watcher's sender if it has something to
+// send, and enforces the hub's budget.
+func (h *Hub) afterCatchUpLocked(w *Watcher) {
 	if len(w.pending) > 0 || w.synced {
 		w.sink.Notify(w)
 	}
-	return !w.synced && h.roomLocked(w) > 0, nil
+	h.trimLocked(0)
 }
 
 // fromRingLocked queues the ring's events from w.next on, as room allows,
-// and syncs the watcher if it got all of them.
-func (h *Hub) fromRingLocked(w *Watcher) {
-	first, _ := slices.BinarySearchFunc(h.mu.ring, w.next, func(e ringEntry, rev int64) int { return cmp.Compare(e.rev, rev) })
+// and syncs the watcher if it got all of them. With first set, the first
+// revision with events is queued whatever its size.
+func (h *Hub) fromRingLocked(w *Watcher, first bool) {
+	start, _ := slices.BinarySearchFunc(h.mu.ring, w.next, func(e ringEntry, rev int64) int { return cmp.Compare(e.rev, rev) })
 	pr := &prevReader{h: h}
 	defer pr.close()
-	for _, entry := range h.mu.ring[first:] {
+	for _, entry := range h.mu.ring[start:] {
 		var evs []*mvccpb.Event
 		for k := range entry.events {
 			if e := &entry.events[k]; w.contains(e.KV.Key) && w.wants(e.Type) {
 				evs = append(evs, h.eventLocked(w, e, pr))
 			}
 		}
-		if len(evs) > 0 && len(w.pending) > 0 && h.roomLocked(w) < len(evs) {
-			return // stays unsynced; the next round goes on from here
-		}
-		for _, e := range evs {
-			w.pending = append(w.pending, e)
-			w.pendingBytes += eventBytes(e)
+		if len(evs) > 0 {
+			size := eventsBytes(evs)
+			if !first && !h.fitsLocked(w, len(evs), size, true) {
+				return // stays unsynced; the next round goes on from here
+			}
+			first = false
+			h.addPendingLocked(w, evs, size)
 		}
 		w.next = entry.rev + 1
 	}
@@ -670,46 +981,67 @@ func (h *Hub) fromRingLocked(w *Watcher) {
 }
 
 // history reads the watcher's events with revisions in [from, to], in
-// revision order, stopping at a revision boundary once room events are
-// collected. It returns the events and the last revision covered.
-func (h *Hub) history(r pebble.Reader, w *Watcher, from, to int64, room int) ([]*mvccpb.Event, int64, error) {
+// revision order, stopping at a revision boundary before more than events
+// events or size bytes (but taking at least one revision). It returns the
+// events, their size, and the last revision covered. It holds no more than
+// about twice the budget at any time, and copies no value above the
+// revisions it keeps.
+func (h *Hub) history(r pebble.Reader, w *Watcher, from, to int64, events, size int) ([]*mvccpb.Event, int, int64, error) {
 	type change struct {
-		rev int64
-		sub int32
-		ev  *mvccpb.Event
+		rev  int64
+		sub  int32
+		ev   *mvccpb.Event
+		size int
 	}
 	var chs []change
-	err := mvcc.ChangesSince(r, w.start, w.end, from, func(c mvcc.Change) error {
-		rev := c.KV.ModRevision
-		if rev > to || !w.wants(c.Type) {
+	total := 0
+	// trim sorts what was collected and keeps the lowest whole revisions
+	// within the budget, lowering to below the first one dropped.
+	trim := func() {
+		sort.Slice(chs, func(i, j int) bool {
+			if chs[i].rev != chs[j].rev {
+				return chs[i].rev < chs[j].rev
+			}
+			return chs[i].sub < chs[j].sub
+		})
+		n, kept := 0, 0
+		for n < len(chs) {
+			rev := chs[n].rev
+			end, revSize := n, 0
+			for end < len(chs) && chs[end].rev == rev {
+				revSize += chs[end].size
+				end++
+			}
+			if n > 0 && (end > events || kept+revSize > size) {
+				to = rev - 1
+				break
+			}
+			kept += revSize
+			n = end
+		}
+		clear(chs[n:])
+		chs, total = chs[:n], kept
+	}
+	err := mvcc.ChangesBetween(r, w.start, w.end, from, func() int64 { return to }, func(c mvcc.Change) error {
+		if !w.wants(c.Type) {
 			return nil
 		}
-		chs = append(chs, change{rev, c.Sub, w.event(c.Type, c.KV, c.PrevKV)})
+		ev := w.event(c.Type, c.KV, c.PrevKV)
+		n := eventBytes(ev)
+		chs = append(chs, change{c.KV.ModRevision, c.Sub, ev, n})
+		total += n
+		if total > 2*size || len(chs) > 2*events {
+			trim()
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read history of watch %d from %d: %w", w.opts.ID, from, err)
+		return nil, 0, 0, fmt.Errorf("read history of watch %d from %d: %w", w.opts.ID, from, err)
 	}
-	sort.Slice(chs, func(i, j int) bool {
-		if chs[i].rev != chs[j].rev {
-			return chs[i].rev < chs[j].rev
-		}
-		return chs[i].sub < chs[j].sub
-	})
-	var evs []*mvccpb.Event
-	for i := 0; i < len(chs); {
-		rev := chs[i].rev
-		j := i + 1
-		for j < len(chs) && chs[j].rev == rev {
-			j++
-		}
-		if len(evs) > 0 && len(evs)+(j-i) > room {
-			return evs, rev - 1, nil
-		}
-		for _, c := range chs[i:j] {
-			evs = append(evs, c.ev)
-		}
-		i = j
+	trim()
+	evs := make([]*mvccpb.Event, len(chs))
+	for i, c := range chs {
+		evs[i] = c.ev
 	}
-	return evs, to, nil
+	return evs, total, to, nil
 }

@@ -456,3 +456,188 @@ func BenchmarkPublishFullRing(b *testing.B) {
 		publish()
 	}
 }
+
+// testStream is a stream's watchers and what its sender has delivered.
+type testStream struct {
+	sink *sink
+	ws   []*Watcher
+	got  map[*Watcher][]*mvccpb.Event
+}
+
+// send delivers everything the stream's watchers have, a chunk at a time,
+// as the etcd API's sender does.
+func (ts *testStream) send(h *Hub) {
+	for _, w := range ts.ws {
+		for {
+			r, ok := h.TakeChunk(w, 16<<10)
+			if !ok {
+				break
+			}
+			if r.CompactRevision > 0 {
+				panic("unexpected compaction")
+			}
+			ts.got[w] = append(ts.got[w], r.Events...)
+			h.Release(w, r.Bytes)
+		}
+	}
+}
+
+// checkAccounting checks the hub's byte counts against its watchers' buffers
+// and the budgets: a stream may exceed its budget by one revision of one
+// watcher (slack), the hub not at all (nothing is in flight between checks).
+func checkAccounting(t *testing.T, h *Hub, when string, slack int) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	total := 0
+	for _, st := range h.mu.streams {
+		pending := 0
+		for w := range st.ws {
+			if got := eventsBytes(w.pending); got != w.pendingBytes {
+				t.Fatalf("%s: watcher %d counts %d pending bytes, holds %d", when, w.opts.ID, w.pendingBytes, got)
+			}
+			pending += w.pendingBytes
+		}
+		if st.pending != pending {
+			t.Fatalf("%s: stream counts %d pending bytes, its watchers hold %d", when, st.pending, pending)
+		}
+		if st.queued() > h.cfg.MaxStreamBytes+slack {
+			t.Fatalf("%s: stream queues %d bytes, want at most %d (+%d)", when, st.queued(), h.cfg.MaxStreamBytes, slack)
+		}
+		total += st.queued()
+	}
+	if total != h.mu.queued {
+		t.Fatalf("%s: hub counts %d queued bytes, its streams %d", when, h.mu.queued, total)
+	}
+	if h.mu.queued > h.cfg.MaxQueuedBytes {
+		t.Fatalf("%s: hub queues %d bytes, want at most %d", when, h.mu.queued, h.cfg.MaxQueuedBytes)
+	}
+}
+
+// TestStuckStreamsStayWithinBudgets: many watchers on streams whose clients
+// do not read, and many writes. The bytes queued per stream and per hub stay
+// within their budgets, a stuck stream makes the hub read no history, a
+// stream that reads is not held back by the stuck ones, and once the stuck
+// streams drain every watcher gets every event once, in order, with the
+// right previous values.
+func TestStuckStreamsStayWithinBudgets(t *testing.T) {
+	s := newStore(t)
+	const (
+		streamBudget = 8 << 10
+		hubBudget    = 24 << 10
+		valueSize    = 256
+		slack        = 3 * valueSize // one revision: a value and its previous one
+	)
+	h := NewHub(Config{View: s.view, MaxStreamBytes: streamBudget, MaxQueuedBytes: hubBudget, RingBytes: 8 << 10}, s.meta)
+	value := strings.Repeat("v", valueSize)
+	var streams []*testStream
+	for range 6 {
+		ts := &testStream{sink: &sink{}, got: map[*Watcher][]*mvccpb.Event{}}
+		for j := range 6 {
+			opts := Options{ID: int64(j), Key: []byte("k/"), RangeEnd: []byte("k0"), PrevKV: j%4 == 0}
+			ts.ws = append(ts.ws, h.Watch(opts, ts.sink))
+		}
+		streams = append(streams, ts)
+	}
+	healthy, stuck := streams[0], streams[1:]
+	write := func(n int, key func(i int) string) {
+		for i := range n {
+			s.put(key(i), value)
+			s.publish(h)
+			healthy.send(h)
+			catchUp(h)
+			checkAccounting(t, h, fmt.Sprintf("after write %d", s.meta.Revision), slack)
+			checkSeams(t, h, streams, fmt.Sprintf("after write %d", s.meta.Revision))
+		}
+	}
+	// New keys: no previous value to read, so any view would be a history
+	// read.
+	write(100, func(i int) string { return fmt.Sprintf("k/new%d", i) })
+	if s.views != 0 {
+		t.Fatalf("views taken while the stuck streams did not read: got %d, want 0", s.views)
+	}
+	if st := h.Stats(); st.OverBudget == 0 {
+		t.Fatalf("no watcher went over budget: the test did not exercise the budgets (%+v)", st)
+	}
+	// A watcher that starts in the past on a stuck stream gets nothing read
+	// for it either.
+	past := h.Watch(Options{ID: 100, Key: []byte("k/"), RangeEnd: []byte("k0"), StartRevision: 2}, stuck[0].sink)
+	stuck[0].ws = append(stuck[0].ws, past)
+	catchUp(h)
+	h.mu.Lock()
+	pastPending := len(past.pending)
+	h.mu.Unlock()
+	if s.views != 0 || pastPending != 0 {
+		t.Fatalf("watcher in the past on a stuck stream: got %d views and %d events queued, want none", s.views, pastPending)
+	}
+	// Overwrites: watchers with prev_kv get previous values read.
+	write(100, func(i int) string { return fmt.Sprintf("k/new%d", i%20) })
+	for _, w := range healthy.ws {
+		h.mu.Lock()
+		synced := w.synced
+		h.mu.Unlock()
+		if !synced {
+			t.Fatalf("a watcher of the stream that reads fell behind")
+		}
+	}
+	// The stuck streams read again, while writes go on now and then.
+	for round := 0; ; round++ {
+		if round == 1000 {
+			t.Fatalf("watchers still catching up after %d rounds: %+v", round, h.Stats())
+		}
+		for _, ts := range streams {
+			ts.send(h)
+		}
+		catchUp(h)
+		checkAccounting(t, h, fmt.Sprintf("catch-up round %d", round), slack)
+		checkSeams(t, h, streams, fmt.Sprintf("catch-up round %d", round))
+		if round%5 == 0 && round < 50 {
+			write(1, func(int) string { return fmt.Sprintf("k/late%d", round) })
+		}
+		if st := h.Stats(); st.Unsynced == 0 && st.QueuedBytes == 0 && round >= 50 {
+			break
+		}
+	}
+	last := s.meta.Revision
+	for _, ts := range streams {
+		for _, w := range ts.ws {
+			evs := ts.got[w]
+			checkContiguous(t, evs, 2, last)
+			prev := map[string]int64{}
+			for _, e := range evs {
+				if w.opts.PrevKV {
+					if want := prev[string(e.Kv.Key)]; e.PrevKv.GetModRevision() != want || (want != 0 && string(e.PrevKv.Value) != value) {
+						t.Fatalf("watcher %d, event at %d: got previous version at %d, want %d", w.opts.ID, e.Kv.ModRevision, e.PrevKv.GetModRevision(), want)
+					}
+				} else if e.PrevKv != nil {
+					t.Fatalf("watcher %d without prev_kv got a previous version", w.opts.ID)
+				}
+				prev[string(e.Kv.Key)] = e.Kv.ModRevision
+			}
+		}
+	}
+	if st := h.Stats(); st.QueuedBytes != 0 || st.PeakQueuedBytes > hubBudget+slack {
+		t.Fatalf("after draining: got %d bytes queued, peak %d, want 0 and at most %d (+%d)", st.QueuedBytes, st.PeakQueuedBytes, hubBudget, slack)
+	}
+}
+
+func checkSeams(t *testing.T, h *Hub, streams []*testStream, when string) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, ts := range streams {
+		for _, w := range ts.ws {
+			want := int64(2)
+			if g := ts.got[w]; len(g) > 0 {
+				want = g[len(g)-1].Kv.ModRevision + 1
+			}
+			if len(w.pending) > 0 {
+				if w.pending[0].Kv.ModRevision != want {
+					t.Fatalf("%s: stream %d watcher %d: pending from %d, delivered up to %d (synced %v next %d)", when, i, w.opts.ID, w.pending[0].Kv.ModRevision, want-1, w.synced, w.next)
+				}
+			} else if w.next != want && w.compacted == 0 {
+				t.Fatalf("%s: stream %d watcher %d: next %d, delivered up to %d (synced %v)", when, i, w.opts.ID, w.next, want-1, w.synced)
+			}
+		}
+	}
+}
