@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -410,6 +411,19 @@ func TestDemo(t *testing.T) {
 	}
 	if table != 3 {
 		t.Errorf("demo table has %d node rows, want 3:\n%s", table, out)
+	}
+	// The console's address, and the console there.
+	console := regexp.MustCompile(`(?m)^Web console: (http://127\.0\.0\.1:\d+/ui/)$`).FindStringSubmatch(out)
+	if console == nil || !strings.HasPrefix(eps[1], strings.TrimSuffix(strings.TrimPrefix(console[1], "http://"), "/ui/")+",") {
+		t.Errorf("demo output lacks the console URL of n1 (%s):\n%s", eps[1], out)
+	} else if resp, err := http.Get(console[1]); err != nil {
+		t.Errorf("GET %s: %v", console[1], err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "<title>Synod console</title>") {
+			t.Errorf("GET %s: got %d %q, want the console's page", console[1], resp.StatusCode, body)
+		}
 	}
 	if code, got, errOut := execute(t.Context(), "", "put", "hello", "world", "--endpoints", eps[1]); code != 0 || got != "OK\n" {
 		t.Errorf("put against the demo: exit %d, stdout %q, stderr %q", code, got, errOut)

@@ -227,6 +227,7 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			ClientCertAuth: o.tls,
 			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.PeerCA),
 			PeerSecret:     secret,
+			Version:        Version,
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", n.name, err)
@@ -256,6 +257,10 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 			eps, flags, httpsEndpoints(endpoints), flags)
 	} else {
 		fmt.Fprintf(out, "Try:\n  synod put hello world --endpoints %s\n  ETCDCTL_API=3 etcdctl --endpoints %s put hello world\n\n", eps, eps)
+	}
+	fmt.Fprintf(out, "Web console: %s%s/ui/\n", demoScheme(o.tls), nodes[0].clientAddr)
+	if o.tls {
+		fmt.Fprintf(out, "  (the browser must present a client certificate of the demo CA: %s and %s)\n", certs.ClientCert, certs.ClientKey)
 	}
 	fmt.Fprintf(out, "Metrics and health: http://%s/metrics, /healthz, /readyz\n\n", nodes[0].srv.HTTPAddr())
 	fmt.Fprintln(out, "Press Ctrl-C to stop.")

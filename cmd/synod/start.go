@@ -176,6 +176,7 @@ func (o *startOptions) config() (server.Config, error) {
 		return server.Config{}, usageErrorf("--log-keep-entries (%d) must not exceed --log-truncate-threshold (%d)", o.logKeepEntries, o.logTruncateThreshold)
 	}
 	cfg := server.Config{
+		Version:              Version,
 		Name:                 o.name,
 		DataDir:              dataDir,
 		ClientAddr:           o.clientAddr,

@@ -300,6 +300,17 @@ func (a *Authorizer) authorize(ctx context.Context, req any) (*State, string, er
 	return a.try(ctx, req, true)
 }
 
+// Identify returns the node's auth state and the user a request comes
+// from, identified as the interceptors identify every call (its token,
+// else the CN of its verified TLS client certificate); the user is empty
+// while auth is disabled. Without credentials it fails with
+// ErrGRPCUserEmpty, with a token that is not valid (expired, its user's
+// password changed) with ErrGRPCInvalidAuthToken. Handlers outside gRPC
+// (the web console's) use it to apply the same rules.
+func (a *Authorizer) Identify(ctx context.Context) (*State, string, error) {
+	return a.authorize(ctx, nil)
+}
+
 // errNeedSync is try's answer when a check needs a synced state; authorize
 // then syncs and tries again, so it never reaches a client.
 var errNeedSync = errors.New("auth check needs a synced state")

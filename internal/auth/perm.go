@@ -88,6 +88,24 @@ func Covered(perms []*authpb.Permission, key, rangeEnd []byte, a Access) bool {
 	return false
 }
 
+// Interval is a half-open key interval [Start, End); a nil End is
+// unbounded.
+type Interval struct {
+	Start, End []byte
+}
+
+// Coverage returns the key intervals user may access with a in st, sorted
+// and disjoint: the union of the permissions of the user's roles. Root's
+// permissions are not in its roles: check IsRoot first.
+func (st *State) Coverage(user string, a Access) []Interval {
+	c := st.coverageOf(user, a)
+	out := make([]Interval, len(c))
+	for i, iv := range c {
+		out[i] = Interval{Start: iv.start, End: iv.end}
+	}
+	return out
+}
+
 // Allowed reports whether user may access (key, rangeEnd) in state st:
 // root may do everything; others need their roles' permissions to cover the
 // whole interval.

@@ -244,6 +244,19 @@ func callContext(ctx context.Context, r *http.Request) context.Context {
 	return peer.NewContext(ctx, p)
 }
 
+// CallContext returns ctx with what a call through the gateway sees of the
+// HTTP request r: its metadata (the Authorization header as the token) and
+// its peer (address, TLS state). Other handlers of the client port (the
+// web console's) use it to identify a request's user exactly as the
+// gateway's calls are identified.
+func CallContext(ctx context.Context, r *http.Request) context.Context {
+	return callContext(ctx, r)
+}
+
+// WriteError answers with err as the gateway answers a failed call: the
+// HTTP status of its gRPC code and the status as JSON.
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
 // remoteAddr is a client's address as net/http reports it.
 type remoteAddr string
 

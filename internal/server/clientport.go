@@ -9,12 +9,14 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/synod-io/synod/internal/console"
 	"github.com/synod-io/synod/internal/gateway"
 	"github.com/synod-io/synod/internal/portmux"
 )
 
 // openClientPort sets up the client port: one listener for gRPC clients
-// and for the JSON gateway's HTTP clients (package portmux), over the
+// and for the HTTP clients of the JSON gateway and the web console
+// (package portmux), over the
 // client TLS when configured (then clients must present a certificate with
 // ClientCertAuth, on either protocol).
 func (s *Server) openClientPort() {
@@ -37,6 +39,9 @@ func (s *Server) openClientPort() {
 	for _, p := range gateway.Prefixes {
 		mux.Handle(p, s.gateway)
 	}
+	// The web console, and the root pointing a browser at it.
+	mux.Handle(console.Prefix, console.New(consoleBackend{s}, s.logger))
+	mux.Handle("GET /{$}", http.RedirectHandler(console.Prefix, http.StatusFound))
 	s.clientMux = portmux.New(s.clientLis, portmux.Config{
 		TLS: tlsCfg,
 		HTTP: &http.Server{

@@ -83,6 +83,10 @@ type Config struct {
 	// answers (etcd's --cors; "*": any). Empty: none (etcd's default is any).
 	CORS []string
 
+	// Version is the version of the Synod build, shown by the web console
+	// (other members ask for it with the member's status). Empty: unknown.
+	Version string
+
 	// AuthToken is etcd's --auth-token: "simple" (the default) or
 	// "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>[,ttl=<d>]".
 	AuthToken string

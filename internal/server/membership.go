@@ -512,6 +512,7 @@ const (
 	clusterMemberPromoteMethod = "/" + clusterServiceName + "/MemberPromote"
 	clusterMoveLeaderMethod    = "/" + clusterServiceName + "/MoveLeader"
 	clusterMembersMethod       = "/" + clusterServiceName + "/Members"
+	clusterStatusMethod        = "/" + clusterServiceName + "/Status"
 )
 
 type clusterForwarding interface{}
@@ -563,6 +564,8 @@ func (s *Server) registerClusterForwarding(srv *grpc.Server) {
 				}
 				return &pb.MemberListResponse{Header: s.Header(), Members: ms}, nil
 			})},
+			// Status answers the web console's overview on another member.
+			{MethodName: "Status", Handler: forwarded(peerStatus)},
 		},
 		Metadata: "synod/cluster.proto",
 	}, s)

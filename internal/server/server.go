@@ -76,6 +76,8 @@ type Server struct {
 	httpLis   net.Listener
 	httpSrv   *http.Server
 	metrics   *metrics.Metrics
+	// history samples the KV traffic for the web console's charts.
+	history   *metrics.History
 	peerSrv   *grpc.Server
 	clientSrv *grpc.Server
 	// peerSecret is the cluster's peer secret (nil: none, with peerTLS).
@@ -238,6 +240,8 @@ func Open(cfg Config) (_ *Server, err error) {
 		Logger:           s.logger,
 	}, applied.KV)
 	s.metrics = s.newMetrics()
+	s.history = metrics.NewHistory(s.metrics, historyInterval, historySamples)
+	s.goBackground(s.history.Run)
 	// Before the replica starts: replaying committed entries at start may
 	// apply auth commands, whose effects onApply hands the authorizer.
 	if s.authz, err = s.newAuthorizer(); err != nil {
