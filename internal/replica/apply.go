@@ -4,21 +4,13 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/synod-io/synod/internal/auth"
-	"github.com/synod-io/synod/internal/cluster"
-	"github.com/synod-io/synod/internal/kv"
-	"github.com/synod-io/synod/internal/lease"
-	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangesm"
 )
 
 type appliedResult struct {
@@ -37,11 +29,10 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	}
 	b := r.db.NewIndexedBatch()
 	defer b.Close()
-	w := mvcc.NewWriter(b)
-	defer w.Close()
 	st := r.state
+	ba := r.sm.Begin(b, &st, &out.Effects)
+	defer ba.Close()
 	var results []appliedResult
-	var authRev authRevision
 	var agreedTrunc uint64 // the highest truncation applied in the batch
 	for _, e := range ents {
 		if e.GetIndex() <= st.Index {
@@ -65,7 +56,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 				agreedTrunc = max(agreedTrunc, r.truncationOf(cmd, st.Index))
 				break
 			}
-			res, err := r.applyCommand(b, w, &authRev, &st, cmd, e.GetTerm(), out)
+			res, err := r.applyCommand(ba, cmd, e.GetTerm())
 			if err != nil {
 				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
 			}
@@ -74,7 +65,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 				results = append(results, appliedResult{cmd.RequestID, res})
 			}
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
-			res, err := r.applyConfChange(b, &st, e)
+			res, err := r.applyConfChange(ba, &st, e)
 			if err != nil {
 				return err
 			}
@@ -87,10 +78,10 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 		st.Index, st.Term = e.GetIndex(), e.GetTerm()
 	}
 	out.KV = st.KV
-	if err := w.Close(); err != nil {
+	if err := ba.Finish(); err != nil {
 		return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
 	}
-	if err := writeAppliedState(b, r.cfg.RangeID, &st); err != nil {
+	if err := rangesm.WriteAppliedState(b, r.cfg.RangeID, &st); err != nil {
 		return fmt.Errorf("write applied state of range %d: %w", r.cfg.RangeID, err)
 	}
 	if err := r.maybeTruncateLog(b, st.Index, agreedTrunc); err != nil {
@@ -109,17 +100,8 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	}
 	r.state = st
 	r.log.SetConfState(st.ConfState)
-	if r.index.Revision() != st.KV.Revision {
-		// Every write moves the index with it; this is a bug, and reads
-		// would silently stop using the index: rebuild it and say so.
-		r.logger.Error("index of live keys out of step with the applied state: rebuilding it",
-			"index revision", r.index.Revision(), "revision", st.KV.Revision)
-		if err := r.rebuildIndex(); err != nil {
-			return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
-		}
-	} else if r.indexSnap.Revision() != r.index.Revision() {
-		// The batch wrote: publish the index as it now is.
-		r.indexSnap = r.index.Snapshot()
+	if err := ba.Committed(); err != nil {
+		return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
 	}
 	r.publish()
 	r.stateChanged()
@@ -132,323 +114,20 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	return nil
 }
 
-// authRevision is the auth revision and enabled flag as an apply batch sees
-// them, read once per batch (every client write carries how it was
-// authorized) and again after an auth command.
-type authRevision struct {
-	rev     uint64
-	enabled bool
-	known   bool
-}
-
-func (a *authRevision) get(b *pebble.Batch) (*authRevision, error) {
-	if !a.known {
-		rev, err := auth.Revision(b)
-		if err != nil {
-			return nil, err
-		}
-		on, err := auth.Enabled(b)
-		if err != nil {
-			return nil, err
-		}
-		a.rev, a.enabled, a.known = rev, on, true
-	}
-	return a, nil
-}
-
-// authStateAt returns the auth state in b, whose auth revision is rev.
-func (r *Replica) authStateAt(b *pebble.Batch, rev uint64) (*auth.State, error) {
-	if st := r.authState; st != nil && st.Revision == rev {
-		return st, nil
-	}
-	st, err := auth.Load(b)
-	if err != nil {
-		return nil, err
-	}
-	r.authState = st
-	return st, nil
-}
-
-// applyCommand applies one command. Errors in the result are the command's
-// own and deterministic (an undecodable payload, or one of etcd's gRPC
-// errors); the command then left no write in b. The returned error is a
-// storage failure that may have left part of the command in b: the batch
-// must be discarded and the replica stopped.
-func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRevision, st *AppliedState, cmd raftcmd.Command, term uint64, out *ApplyOutput) (Result, error) {
+// applyCommand applies one command through the batch's state machine,
+// after the checks that are the replica's: the command names this range,
+// and a command fenced to its proposer's term was appended in that term.
+func (r *Replica) applyCommand(ba rangesm.BatchApplier, cmd raftcmd.Command, term uint64) (Result, error) {
 	if cmd.RangeID != r.cfg.RangeID {
 		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
 	}
 	if cmd.Term != 0 && cmd.Term != term {
 		return Result{Err: ErrStaleLeader}, nil
 	}
-	req, err := decodeRequest(cmd)
-	if err != nil {
-		return Result{Err: err}, nil
-	}
-	if cmd.AuthRevision != 0 || cmd.AuthNoLogin {
-		// A request with a login was authorized at cmd.AuthRevision: if the
-		// auth state changed since, the check may no longer hold (etcd's
-		// revision fence). One checked while auth was disabled must be
-		// checked again if auth is enabled now (etcd refuses it then).
-		ar, err := authRev.get(b)
-		if err != nil {
-			return Result{}, err
-		}
-		if cmd.AuthNoLogin && ar.enabled {
-			return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil
-		}
-		if cmd.AuthRevision != 0 && cmd.AuthRevision < ar.rev {
-			if cmd.AuthUser == "" {
-				return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil // from before users were recorded
-			}
-			// Where the verdict in the current state is plain (root, auth
-			// management), it decides, as etcd does: concurrent admin
-			// calls, each moving the revision, do not clash.
-			ast, err := r.authStateAt(b, ar.rev)
-			if err != nil {
-				return Result{}, err
-			}
-			if err := auth.Recheck(ast, cmd.AuthUser, req); err != nil {
-				return Result{Err: err}, nil
-			}
-		}
-	}
-	if cmd.AuthUser != "" && auth.UsesLease(req) {
-		// What a user may do with a lease depends on the keys attached to
-		// it, checked here against the keys attached when it applies (as
-		// etcd checks at apply). After the revision check above, a non-root
-		// user's request applies in the auth state it was checked in.
-		ar, err := authRev.get(b)
-		if err != nil {
-			return Result{}, err
-		}
-		ast, err := r.authStateAt(b, ar.rev)
-		if err != nil {
-			return Result{}, err
-		}
-		if err := auth.CheckLeaseUse(b, ast, cmd.AuthUser, req); err != nil {
-			if _, ok := status.FromError(err); !ok {
-				return Result{}, err
-			}
-			return Result{Err: err}, nil
-		}
-	}
-	if st.NoSpace && addsData(req) {
-		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
-	}
-	before := st.KV
-	// Only the proposer answers the command: other members skip the reads
-	// of a txn (etcd's concurrency Mutex reads the whole queue in each
-	// acquisition's txn).
-	a := kv.Applier{Batch: b, Writer: w, Live: r.index, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != r.id}
-	var resp any
-	var change *LeaseChange
-	var tok *auth.Token
-	switch req := req.(type) {
-	case *etcdpb.PutRequest:
-		resp, err = a.Put(req)
-	case *etcdpb.DeleteRangeRequest:
-		resp, err = a.DeleteRange(req)
-	case *etcdpb.TxnRequest:
-		resp, err = a.Txn(req)
-	case *etcdpb.CompactionRequest:
-		if resp, err = a.Compact(req); err == nil {
-			out.Compactions = append(out.Compactions, req.Revision)
-		}
-	case *cluster.Member:
-		err = applyMemberPublish(b, req)
-	case *memberUpdate:
-		err = applyMemberUpdate(b, req)
-	case *etcdpb.LeaseGrantRequest:
-		resp, change, err = applyLeaseGrant(b, &st.KV, req)
-	case *etcdpb.LeaseRevokeRequest:
-		resp, change, err = applyLeaseRevoke(&a, req)
-	case *etcdpb.LeaseCheckpointRequest:
-		err = applyLeaseCheckpoints(b, req, out)
-	case *etcdpb.AlarmRequest:
-		resp, err = applyAlarm(b, st, req)
-	default:
-		if auth.IsCommand(req) {
-			resp, tok, err = auth.Apply(b, req)
-			authRev.known = false
-			out.AuthChanged = true
-		}
-	}
-	if err != nil {
-		if _, ok := status.FromError(err); !ok {
-			return Result{}, err
-		}
-		st.KV = before
-		return Result{Err: err}, nil
-	}
-	out.Events = append(out.Events, a.Events...)
-	if change != nil {
-		out.Leases = append(out.Leases, *change)
-	}
-	if tok != nil {
-		out.AuthTokens = append(out.AuthTokens, *tok)
-	}
-	return Result{Resp: resp}, nil
+	return ba.Apply(cmd, term)
 }
 
-// decodeRequest decodes the payload of a command into the request its kind
-// names.
-func decodeRequest(cmd raftcmd.Command) (any, error) {
-	var msg proto.Message
-	switch cmd.Kind {
-	case raftcmd.KindPut:
-		msg = &etcdpb.PutRequest{}
-	case raftcmd.KindDeleteRange:
-		msg = &etcdpb.DeleteRangeRequest{}
-	case raftcmd.KindTxn:
-		msg = &etcdpb.TxnRequest{}
-	case raftcmd.KindCompact:
-		msg = &etcdpb.CompactionRequest{}
-	case raftcmd.KindLeaseGrant:
-		msg = &etcdpb.LeaseGrantRequest{}
-	case raftcmd.KindLeaseRevoke:
-		msg = &etcdpb.LeaseRevokeRequest{}
-	case raftcmd.KindLeaseCheckpoint:
-		msg = &etcdpb.LeaseCheckpointRequest{}
-	case raftcmd.KindAlarm:
-		msg = &etcdpb.AlarmRequest{}
-	case raftcmd.KindAuthEnable:
-		msg = &etcdpb.AuthEnableRequest{}
-	case raftcmd.KindAuthDisable:
-		msg = &etcdpb.AuthDisableRequest{}
-	case raftcmd.KindAuthenticate:
-		msg = &etcdpb.InternalAuthenticateRequest{}
-	case raftcmd.KindUserAdd:
-		msg = &etcdpb.AuthUserAddRequest{}
-	case raftcmd.KindUserDelete:
-		msg = &etcdpb.AuthUserDeleteRequest{}
-	case raftcmd.KindUserChangePassword:
-		msg = &etcdpb.AuthUserChangePasswordRequest{}
-	case raftcmd.KindUserGrantRole:
-		msg = &etcdpb.AuthUserGrantRoleRequest{}
-	case raftcmd.KindUserRevokeRole:
-		msg = &etcdpb.AuthUserRevokeRoleRequest{}
-	case raftcmd.KindRoleAdd:
-		msg = &etcdpb.AuthRoleAddRequest{}
-	case raftcmd.KindRoleDelete:
-		msg = &etcdpb.AuthRoleDeleteRequest{}
-	case raftcmd.KindRoleGrantPermission:
-		msg = &etcdpb.AuthRoleGrantPermissionRequest{}
-	case raftcmd.KindRoleRevokePermission:
-		msg = &etcdpb.AuthRoleRevokePermissionRequest{}
-	case raftcmd.KindMemberPublish:
-		m, err := cluster.DecodeMember(cmd.Payload)
-		if err != nil {
-			return nil, err
-		}
-		return &m, nil
-	case raftcmd.KindMemberUpdate:
-		m, err := cluster.DecodeMember(cmd.Payload)
-		if err != nil {
-			return nil, err
-		}
-		return (*memberUpdate)(&m), nil
-	default:
-		return nil, fmt.Errorf("unknown command kind %s", cmd.Kind)
-	}
-	if err := proto.Unmarshal(cmd.Payload, msg); err != nil {
-		return nil, fmt.Errorf("decode %s command: %w", cmd.Kind, err)
-	}
-	return msg, nil
-}
-
-// applyMemberPublish records the name and client URLs a member announces
-// when it starts. Unknown members are ignored: they may have been removed.
-func applyMemberPublish(b *pebble.Batch, m *cluster.Member) error {
-	cur, ok, err := cluster.GetMember(b, m.ID)
-	if err != nil || !ok {
-		return err
-	}
-	cur.Name = m.Name
-	cur.ClientURLs = m.ClientURLs
-	return cluster.PutMember(b, cur)
-}
-
-// addsData reports whether a request may grow the store: what a NOSPACE
-// alarm refuses (as etcd: puts, txns with puts, lease grants). Deletes,
-// compactions and revocations, which free space, go on.
-func addsData(req any) bool {
-	switch r := req.(type) {
-	case *etcdpb.PutRequest, *etcdpb.LeaseGrantRequest:
-		return true
-	case *etcdpb.TxnRequest:
-		return txnHasPuts(r)
-	}
-	return false
-}
-
-func txnHasPuts(r *etcdpb.TxnRequest) bool {
-	for _, ops := range [][]*etcdpb.RequestOp{r.Success, r.Failure} {
-		for _, op := range ops {
-			switch o := op.Request.(type) {
-			case *etcdpb.RequestOp_RequestPut:
-				return true
-			case *etcdpb.RequestOp_RequestTxn:
-				if txnHasPuts(o.RequestTxn) {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-// applyAlarm raises or disarms an alarm and recomputes whether writes are
-// refused for lack of space. Only a member of the cluster can have an alarm
-// raised.
-func applyAlarm(b *pebble.Batch, st *AppliedState, req *etcdpb.AlarmRequest) (any, error) {
-	switch req.Action {
-	case etcdpb.AlarmRequest_ACTIVATE, etcdpb.AlarmRequest_DEACTIVATE:
-	default:
-		return nil, status.Error(codes.InvalidArgument, "alarm action must be ACTIVATE or DEACTIVATE")
-	}
-	if req.Alarm == etcdpb.AlarmType_NONE {
-		return &etcdpb.AlarmResponse{}, nil
-	}
-	if req.Action == etcdpb.AlarmRequest_ACTIVATE {
-		// An alarm of no member could never be disarmed by the member
-		// it names. Disarming any ID stays possible, to clear old ones.
-		if _, ok, err := cluster.GetMember(b, req.MemberID); err != nil || !ok {
-			if err == nil {
-				err = rpctypes.ErrGRPCMemberNotFound
-			}
-			return nil, err
-		}
-	}
-	if err := cluster.SetAlarm(b, req.MemberID, req.Alarm, req.Action == etcdpb.AlarmRequest_ACTIVATE); err != nil {
-		return nil, err
-	}
-	noSpace, err := cluster.NoSpace(b)
-	if err != nil {
-		return nil, err
-	}
-	st.NoSpace = noSpace
-	return &etcdpb.AlarmResponse{Alarms: []*etcdpb.AlarmMember{{MemberID: req.MemberID, Alarm: req.Alarm}}}, nil
-}
-
-// memberUpdate is a change of a member's peer URLs.
-type memberUpdate cluster.Member
-
-// applyMemberUpdate sets the peer URLs of an existing member; the result
-// tells the proposer whether the member exists.
-func applyMemberUpdate(b *pebble.Batch, m *memberUpdate) error {
-	cur, ok, err := cluster.GetMember(b, m.ID)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return rpctypes.ErrGRPCMemberNotFound
-	}
-	cur.PeerURLs = m.PeerURLs
-	return cluster.PutMember(b, cur)
-}
-
-func (r *Replica) applyConfChange(b *pebble.Batch, st *AppliedState, e *pb.Entry) (appliedResult, error) {
+func (r *Replica) applyConfChange(ba rangesm.BatchApplier, st *AppliedState, e *pb.Entry) (appliedResult, error) {
 	var cc pb.ConfChangeI
 	if e.GetType() == pb.EntryConfChange {
 		var c pb.ConfChange
@@ -475,54 +154,13 @@ func (r *Replica) applyConfChange(b *pebble.Batch, st *AppliedState, e *pb.Entry
 			r.logger.Error("conf change with undecodable context", "index", e.GetIndex(), "err", err)
 		}
 	}
-	if err := applyMemberChanges(b, v2, cmd); err != nil {
+	if err := ba.ConfChange(v2, cmd); err != nil {
 		return appliedResult{}, err
 	}
 	if cmd.Proposer != r.id || cmd.RequestID == 0 {
 		return appliedResult{}, nil
 	}
 	return appliedResult{requestID: cmd.RequestID, res: Result{Resp: st.ConfState}}, nil
-}
-
-// applyMemberChanges keeps the member records in step with the Raft
-// configuration: an added member gets the record its command carries (or a
-// bare one), a promoted learner becomes a voter, a removed member loses its
-// record and is marked removed.
-func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
-	var rec *cluster.Member
-	if cmd.Kind == raftcmd.KindMemberChange {
-		if m, err := cluster.DecodeMember(cmd.Payload); err == nil {
-			rec = &m
-		}
-	}
-	for _, c := range cc.GetChanges() {
-		id := c.GetNodeId()
-		switch c.GetType() {
-		case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode:
-			cur, ok, err := cluster.GetMember(b, id)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				cur = cluster.Member{ID: id}
-				if rec != nil && rec.ID == id {
-					cur = *rec
-				}
-			}
-			cur.IsLearner = c.GetType() == pb.ConfChangeAddLearnerNode
-			if err := cluster.PutMember(b, cur); err != nil {
-				return err
-			}
-		case pb.ConfChangeRemoveNode:
-			if err := cluster.DeleteMember(b, id); err != nil {
-				return err
-			}
-			if err := cluster.MarkRemoved(b, id); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // maybeTruncateLog stages the removal of old applied entries: up to agreed,

@@ -11,6 +11,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -53,7 +54,7 @@ func newBenchReplica(b testing.TB, onDisk bool) *benchReplica {
 		b.Fatal(err)
 	}
 	_ = batch.Close()
-	r, err := New(Config{RangeID: testRange, ID: 1, DB: db})
+	r, err := New(Config{RangeID: testRange, ID: 1, DB: db, StateMachine: datarange.New(datarange.Config{NodeID: 1, DB: db})})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -217,10 +218,10 @@ func benchmarkRead(b *testing.B, nKeys int) {
 	get := func(b *testing.B, i int) {
 		v := br.r.View()
 		defer v.Close()
-		if v.Pub == nil || v.Index() == nil {
+		if v.Pub == nil || datarange.Index(v.Derived()) == nil {
 			b.Fatal("idle replica's view without its published state and index")
 		}
-		resp, err := kv.Range(v, v.Index(), v.Pub.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
+		resp, err := kv.Range(v, datarange.Index(v.Derived()), v.Pub.KV, &etcdpb.RangeRequest{Key: fmt.Appendf(nil, "get/%06d", i%nKeys)})
 		if err != nil || len(resp.Kvs) != 1 {
 			b.Fatalf("get %d: %v, %d keys", i, err, len(resp.GetKvs()))
 		}

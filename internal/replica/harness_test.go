@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -81,6 +82,7 @@ func (nw *network) openDB(id uint64) *pebble.DB {
 func (nw *network) start(id uint64, db *pebble.DB) {
 	cfg := nw.cfg
 	cfg.RangeID, cfg.ID, cfg.DB = testRange, id, db
+	cfg.StateMachine = datarange.New(datarange.Config{NodeID: id, DB: db})
 	r, err := New(cfg)
 	if err != nil {
 		nw.t.Fatalf("start replica %d: %v", id, err)
@@ -345,10 +347,10 @@ func (nw *network) get(id uint64, key string) (string, bool) {
 	}
 	v := nw.replicas[id].View()
 	defer v.Close()
-	if v.Index() == nil || v.Index().Revision() != st.KV.Revision {
+	if datarange.Index(v.Derived()) == nil || datarange.Index(v.Derived()).Revision() != st.KV.Revision {
 		nw.t.Fatalf("replica %d: view without an index at revision %d", id, st.KV.Revision)
 	}
-	resp, err := kv.Range(v, v.Index(), v.Pub.KV, req)
+	resp, err := kv.Range(v, datarange.Index(v.Derived()), v.Pub.KV, req)
 	if err != nil || !proto.Equal(resp, want) {
 		nw.t.Fatalf("replica %d: get %q through the index: got %v, %v, want %v", id, key, resp, err, want)
 	}
@@ -384,6 +386,7 @@ func (nw *network) addUninitialized(id uint64) {
 	cfg := nw.cfg
 	cfg.Uninitialized = true
 	cfg.RangeID, cfg.ID, cfg.DB = testRange, id, nw.openDB(id)
+	cfg.StateMachine = datarange.New(datarange.Config{NodeID: id, DB: cfg.DB})
 	r, err := New(cfg)
 	if err != nil {
 		nw.t.Fatalf("start uninitialized replica %d: %v", id, err)

@@ -14,11 +14,10 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/synod-io/synod/internal/auth"
-	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftlog"
+	"github.com/synod-io/synod/internal/rangesm"
 )
 
 // Errors a proposal or a read can end with besides the command's own result.
@@ -68,6 +67,9 @@ type Config struct {
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
 	LogTruncateStep      uint64
+
+	// StateMachine gives the range's commands their meaning (required).
+	StateMachine rangesm.StateMachine
 
 	// Uninitialized lets the replica start with no state at all, on a node
 	// that joins an existing cluster: it waits, empty, for the snapshot the
@@ -138,53 +140,28 @@ type Published struct {
 	// LogFirst is the first index of the Raft log: entries from it to
 	// Applied are applied and not yet truncated.
 	LogFirst uint64
-	// Index indexes the keys live in the applied state, at KV.Revision.
-	Index *keyindex.Snapshot
+	// Derived is what the state machine derives from the applied state and
+	// publishes with it (rangesm.StateMachine.Published): for a data range,
+	// the index of the keys live in it, at KV.Revision.
+	Derived any
 }
 
-// LeaseChangeKind says what happened to a lease.
-type LeaseChangeKind int
+// AppliedState is the replicated state a range keeps besides its data.
+type AppliedState = rangesm.AppliedState
 
-// Lease changes reported by ApplyOutput.
-const (
-	LeaseGranted LeaseChangeKind = iota + 1
-	LeaseRevoked
-	LeaseCheckpointed
-)
+// Result is the outcome of an applied command.
+type Result = rangesm.Result
 
-// LeaseChange is one applied change to the lease table, for the lessor.
-type LeaseChange struct {
-	Kind LeaseChangeKind
-	ID   int64
-	// TTL is the granted TTL in seconds (LeaseGranted).
-	TTL int64
-	// RemainingMs is the checkpointed remaining TTL (LeaseCheckpointed).
-	RemainingMs int64
+// LoadAppliedState reads the applied state of a range.
+func LoadAppliedState(r pebble.Reader, id keys.RangeID) (AppliedState, error) {
+	return rangesm.LoadAppliedState(r, id)
 }
 
 // ApplyOutput tells the caller what HandleReady applied, for the work that
 // happens outside the replica (physical compaction, watch notification,
-// lease expiry).
+// lease expiry), and completes this node's requests once that work is done.
 type ApplyOutput struct {
-	// KV is the range's KV counters after the batch.
-	KV kv.Meta
-	// Leases are the applied lease changes, in order.
-	Leases []LeaseChange
-	// Compactions lists the compaction revisions applied, in order.
-	Compactions []int64
-	// Events are the KV changes applied, in revision order.
-	Events []kv.Event
-	// SnapshotInstalled is set when the range's state was replaced by a
-	// snapshot from the leader: derived state must be rebuilt.
-	SnapshotInstalled bool
-	// ConfChanged is set when a configuration change was applied.
-	ConfChanged bool
-	// AuthTokens are the simple tokens assigned by applied Authenticate
-	// commands: every node registers them (node-local, with a TTL).
-	AuthTokens []auth.Token
-	// AuthChanged is set when an auth command was applied: the node's
-	// cached auth state is stale.
-	AuthChanged bool
+	rangesm.Effects
 
 	// completions are the results of this node's proposals, delivered by
 	// Complete once the caller has published the batch's effects (watch
@@ -203,14 +180,6 @@ type ApplyOutput struct {
 type completion struct {
 	p   *Proposal
 	res Result
-}
-
-// HasEffects reports whether the output carries anything for the server
-// to act on (OnApply): events, compactions, lease, membership or auth
-// changes, or an installed snapshot.
-func (o *ApplyOutput) HasEffects() bool {
-	return len(o.Events) > 0 || len(o.Compactions) > 0 || len(o.Leases) > 0 ||
-		o.SnapshotInstalled || o.ConfChanged || len(o.AuthTokens) > 0 || o.AuthChanged
 }
 
 // Complete delivers the results of the proposals applied in this batch and
@@ -240,10 +209,8 @@ type Replica struct {
 	logger *slog.Logger
 
 	state AppliedState
-	// index holds the keys live in state, kept up to date by apply;
-	// indexSnap is its frozen copy that goes out with the published state.
-	index         *keyindex.Index
-	indexSnap     *keyindex.Snapshot
+	// sm gives the range's commands their meaning.
+	sm            rangesm.StateMachine
 	tick          uint64
 	lead          uint64
 	leaderChanges uint64
@@ -269,9 +236,6 @@ type Replica struct {
 	retired []*View
 
 	proposals map[uint64]*Proposal
-	// authState is the auth state the last lease permission check at apply
-	// used, reused while the auth revision stays (every change moves it).
-	authState *auth.State
 
 	nextReadCtx  uint64
 	pendingReads []*Read
@@ -314,15 +278,18 @@ func BootstrapWith(b *pebble.Batch, id keys.RangeID, voters []uint64, m kv.Meta)
 		return err
 	}
 	st := AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: &pb.ConfState{Voters: voters}, KV: m}
-	return writeAppliedState(b, id, &st)
+	return rangesm.WriteAppliedState(b, id, &st)
 }
 
 // New loads a replica from the node's Pebble instance. The range must have
 // been bootstrapped (Bootstrap) or received by snapshot earlier.
 func New(cfg Config) (*Replica, error) {
 	cfg.setDefaults()
+	if cfg.StateMachine == nil {
+		return nil, fmt.Errorf("range %d: no state machine", cfg.RangeID)
+	}
 	st, err := LoadAppliedState(cfg.DB, cfg.RangeID)
-	if errors.Is(err, errNoAppliedState) && cfg.Uninitialized {
+	if errors.Is(err, rangesm.ErrNoAppliedState) && cfg.Uninitialized {
 		st = AppliedState{ConfState: &pb.ConfState{}}
 	} else if err != nil {
 		return nil, err
@@ -333,6 +300,7 @@ func New(cfg Config) (*Replica, error) {
 		db:        cfg.DB,
 		logger:    cfg.Logger.With("range", uint64(cfg.RangeID)),
 		state:     st,
+		sm:        cfg.StateMachine,
 		proposals: map[uint64]*Proposal{},
 		inflight:  map[uint64]*readBatch{},
 		outgoing:  map[uint64]*OutgoingSnapshot{},
@@ -345,7 +313,7 @@ func New(cfg Config) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.rebuildIndex(); err != nil {
+	if err := r.sm.Load(cfg.DB, &r.state); err != nil {
 		return nil, fmt.Errorf("range %d: %w", cfg.RangeID, err)
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
@@ -394,13 +362,14 @@ type View struct {
 	refs atomic.Int32
 }
 
-// Index returns the index of the keys live in the view, or nil when the
-// view does not hold a published state exactly (Pub is nil).
-func (v *View) Index() *keyindex.Snapshot {
+// Derived returns what the state machine published with the state the
+// view holds exactly (Published.Derived), or nil when the view does not
+// hold a published state exactly (Pub is nil).
+func (v *View) Derived() any {
 	if v.Pub == nil {
 		return nil
 	}
-	return v.Pub.Index
+	return v.Pub.Derived
 }
 
 // Close releases the caller's reference to the view. Closing it twice is
@@ -496,19 +465,8 @@ func (r *Replica) publish() {
 		NoSpace:       r.state.NoSpace,
 		LeaderChanges: r.leaderChanges,
 		LogFirst:      r.log.Truncated().Index + 1,
-		Index:         r.indexSnap,
+		Derived:       r.sm.Published(),
 	})
-}
-
-// rebuildIndex builds the index of the live keys from the store, which
-// must hold exactly the applied state.
-func (r *Replica) rebuildIndex() error {
-	x, err := kv.BuildIndex(r.db, r.state.KV.Revision)
-	if err != nil {
-		return err
-	}
-	r.index, r.indexSnap = x, x.Snapshot()
-	return nil
 }
 
 // Status returns Raft's full status (progress of followers when leader).

@@ -13,6 +13,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -541,7 +542,7 @@ func TestViewsShareOneSnapshotPerState(t *testing.T) {
 		if v.Pub == nil {
 			t.Fatalf("view of a quiet replica: got no published state")
 		}
-		resp, err := kv.Range(v, v.Index(), v.Pub.KV, &etcdpb.RangeRequest{Key: []byte("k")})
+		resp, err := kv.Range(v, datarange.Index(v.Derived()), v.Pub.KV, &etcdpb.RangeRequest{Key: []byte("k")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,17 +7,6 @@ import (
 	"go.etcd.io/raft/v3"
 )
 
-// Result is the outcome of an applied command.
-type Result struct {
-	// Index is the log index the command was applied at.
-	Index uint64
-	// Resp is the command's response (for example *etcdserverpb.PutResponse).
-	Resp any
-	// Err is the command's own error (deterministic, the same on every
-	// replica) or why it did not apply.
-	Err error
-}
-
 // Proposal is a command submitted on this node, waiting for its application.
 type Proposal struct {
 	RequestID uint64

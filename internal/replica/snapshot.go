@@ -82,10 +82,10 @@ func NewOutgoingSnapshot(db *pebble.DB, id keys.RangeID) (*OutgoingSnapshot, err
 		snap.Close()
 		return nil, err
 	}
-	return &OutgoingSnapshot{RangeID: id, Meta: st.snapshotMetadata(), snap: snap}, nil
+	return &OutgoingSnapshot{RangeID: id, Meta: snapshotMetadata(&st), snap: snap}, nil
 }
 
-func (s *AppliedState) snapshotMetadata() *pb.SnapshotMetadata {
+func snapshotMetadata(s *AppliedState) *pb.SnapshotMetadata {
 	return &pb.SnapshotMetadata{
 		Index:     proto.Uint64(s.Index),
 		Term:      proto.Uint64(s.Term),
@@ -102,7 +102,7 @@ func (r *Replica) snapshot() (*pb.Snapshot, error) {
 	s := &OutgoingSnapshot{
 		ID:          r.nextSnapID,
 		RangeID:     r.cfg.RangeID,
-		Meta:        r.state.snapshotMetadata(),
+		Meta:        snapshotMetadata(&r.state),
 		snap:        r.db.NewSnapshot(),
 		createdTick: r.tick,
 	}
@@ -243,7 +243,7 @@ func (r *Replica) finishSnapshotInstall(snap *pb.Snapshot) error {
 		delete(r.proposals, id)
 		p.complete(Result{Err: ErrAbandoned})
 	}
-	if err := r.rebuildIndex(); err != nil {
+	if err := r.sm.Load(r.db, &r.state); err != nil {
 		return fmt.Errorf("range %d: installed snapshot: %w", r.cfg.RangeID, err)
 	}
 	r.logger.Info("installed snapshot", "index", st.Index, "term", st.Term, "revision", st.KV.Revision)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
@@ -248,14 +249,14 @@ func (s *Server) view() (*replica.View, kv.Meta, error) {
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	return read(ctx, s, !req.Serializable, func(snap *replica.View, m kv.Meta) (*pb.RangeResponse, error) {
-		return kv.Range(snap, snap.Index(), m, req)
+		return kv.Range(snap, datarange.Index(snap.Derived()), m, req)
 	})
 }
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	return read(ctx, s, true, func(snap *replica.View, m kv.Meta) (*pb.TxnResponse, error) {
-		return kv.ReadTxn(snap, snap.Index(), m, req)
+		return kv.ReadTxn(snap, datarange.Index(snap.Derived()), m, req)
 	})
 }
 

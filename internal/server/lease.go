@@ -16,6 +16,7 @@ import (
 
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -278,15 +279,15 @@ func (s *Server) ensurePrimary() (uint64, error) {
 
 // onLeaseChanges feeds applied lease changes to the lessor (which ignores
 // them unless primary).
-func (s *Server) onLeaseChanges(changes []replica.LeaseChange) {
+func (s *Server) onLeaseChanges(changes []rangesm.LeaseChange) {
 	now := time.Now()
 	for _, c := range changes {
 		switch c.Kind {
-		case replica.LeaseGranted:
+		case rangesm.LeaseGranted:
 			s.lessor.Granted(now, c.ID, c.TTL)
-		case replica.LeaseRevoked:
+		case rangesm.LeaseRevoked:
 			s.lessor.Revoked(c.ID)
-		case replica.LeaseCheckpointed:
+		case rangesm.LeaseCheckpointed:
 			s.lessor.Checkpointed(c.ID, c.RemainingMs)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
@@ -173,7 +174,7 @@ func TestKeepAliveThroughFollower(t *testing.T) {
 // good): the leader first catches up with what is committed.
 func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
 	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
-		return slices.ContainsFunc(out.Leases, func(c replica.LeaseChange) bool { return c.Kind == replica.LeaseGranted })
+		return slices.ContainsFunc(out.Leases, func(c rangesm.LeaseChange) bool { return c.Kind == rangesm.LeaseGranted })
 	})
 	defer gate.Release()
 	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {

@@ -28,6 +28,7 @@ import (
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/coarsetimer"
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/gateway"
 	"github.com/synod-io/synod/internal/keys"
@@ -35,6 +36,7 @@ import (
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/metrics"
 	"github.com/synod-io/synod/internal/portmux"
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
@@ -227,7 +229,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	// A node that joined has no applied state until its first snapshot.
 	applied, err := replica.LoadAppliedState(s.db, keys.FirstRangeID)
 	if err != nil {
-		if ok, berr := replica.IsBootstrapped(s.db, keys.FirstRangeID); berr != nil || ok {
+		if ok, berr := rangesm.IsBootstrapped(s.db, keys.FirstRangeID); berr != nil || ok {
 			return nil, err
 		}
 		applied = replica.AppliedState{}
@@ -263,6 +265,9 @@ func Open(cfg Config) (_ *Server, err error) {
 			// Only a node that joined lacks state; a bootstrapped one wrote
 			// it atomically with its identity.
 			Uninitialized: true,
+		},
+		NewStateMachine: func(keys.RangeID) rangesm.StateMachine {
+			return datarange.New(datarange.Config{NodeID: id.MemberID, DB: s.db, Logger: s.logger})
 		},
 		OnApply: s.onApply,
 		OnFatal: s.onFatal,

@@ -12,6 +12,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -31,9 +32,12 @@ type Config struct {
 	Transport Transport
 	// TickInterval is the duration of one Raft tick (default 100ms).
 	TickInterval time.Duration
-	// Replica is the template configuration of every replica; RangeID, ID
-	// and DB are filled in by the store.
+	// Replica is the template configuration of every replica; RangeID, ID,
+	// DB and StateMachine are filled in by the store.
 	Replica replica.Config
+	// NewStateMachine returns the state machine of a range's replica on
+	// this node.
+	NewStateMachine func(id keys.RangeID) rangesm.StateMachine
 	// OnApply, if set, is called on the replica's goroutine after each
 	// HandleReady that applied something. It must not block for long.
 	OnApply func(rangeID keys.RangeID, out replica.ApplyOutput)
@@ -80,6 +84,7 @@ func Open(cfg Config) *Store {
 func (s *Store) AddReplica(id keys.RangeID) error {
 	rc := s.cfg.Replica
 	rc.RangeID, rc.ID, rc.DB = id, s.cfg.NodeID, s.cfg.DB
+	rc.StateMachine = s.cfg.NewStateMachine(id)
 	if rc.Logger == nil {
 		rc.Logger = s.logger
 	}

@@ -1,4 +1,4 @@
-package replica
+package datarange
 
 import (
 	"github.com/cockroachdb/pebble/v2"
@@ -7,11 +7,12 @@ import (
 
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/rangesm"
 )
 
 // applyLeaseGrant records a new lease. Its ID and TTL were chosen by the
 // proposer, so every replica records the same lease.
-func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *LeaseChange, error) {
+func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *rangesm.LeaseChange, error) {
 	t := lease.Table{RW: b}
 	exists, err := t.Exists(req.ID)
 	if err != nil {
@@ -24,12 +25,12 @@ func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest)
 		return nil, nil, err
 	}
 	resp := &etcdpb.LeaseGrantResponse{Header: &etcdpb.ResponseHeader{Revision: m.Revision}, ID: req.ID, TTL: req.TTL}
-	return resp, &LeaseChange{Kind: LeaseGranted, ID: req.ID, TTL: req.TTL}, nil
+	return resp, &rangesm.LeaseChange{Kind: rangesm.LeaseGranted, ID: req.ID, TTL: req.TTL}, nil
 }
 
 // applyLeaseRevoke deletes a lease and every key attached to it, all in one
 // revision, so that watchers see the deletions together.
-func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *LeaseChange, error) {
+func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *rangesm.LeaseChange, error) {
 	t := lease.Table{RW: a.Batch}
 	exists, err := t.Exists(req.ID)
 	if err != nil {
@@ -57,12 +58,12 @@ func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *Leas
 		return nil, nil, err
 	}
 	resp := &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: a.Meta.Revision}}
-	return resp, &LeaseChange{Kind: LeaseRevoked, ID: req.ID}, nil
+	return resp, &rangesm.LeaseChange{Kind: rangesm.LeaseRevoked, ID: req.ID}, nil
 }
 
 // applyLeaseCheckpoints records the remaining TTLs the leader checkpointed.
 // Leases that no longer exist are skipped.
-func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, out *ApplyOutput) error {
+func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, out *rangesm.Effects) error {
 	for _, cp := range req.Checkpoints {
 		rec, ok, err := lease.Get(b, cp.ID)
 		if err != nil {
@@ -75,7 +76,7 @@ func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, 
 		if err := (lease.Table{RW: b}).Put(rec); err != nil {
 			return err
 		}
-		out.Leases = append(out.Leases, LeaseChange{Kind: LeaseCheckpointed, ID: cp.ID, RemainingMs: cp.Remaining_TTL})
+		out.Leases = append(out.Leases, rangesm.LeaseChange{Kind: rangesm.LeaseCheckpointed, ID: cp.ID, RemainingMs: cp.Remaining_TTL})
 	}
 	return nil
 }

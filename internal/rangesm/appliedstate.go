@@ -1,4 +1,4 @@
-package replica
+package rangesm
 
 import (
 	"errors"
@@ -107,14 +107,15 @@ func decodeAppliedState(data []byte) (AppliedState, error) {
 	return s, nil
 }
 
-// errNoAppliedState means the range has never been bootstrapped on this node.
-var errNoAppliedState = errors.New("range has no applied state")
+// ErrNoAppliedState means the range has never been bootstrapped on this
+// node (or, on a node that joined, has not received its first snapshot).
+var ErrNoAppliedState = errors.New("range has no applied state")
 
 // LoadAppliedState reads the applied state of a range.
 func LoadAppliedState(r pebble.Reader, id keys.RangeID) (AppliedState, error) {
 	v, closer, err := r.Get(keys.RangeAppliedStateKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return AppliedState{}, errNoAppliedState
+		return AppliedState{}, ErrNoAppliedState
 	}
 	if err != nil {
 		return AppliedState{}, fmt.Errorf("read applied state of range %d: %w", id, err)
@@ -127,7 +128,8 @@ func LoadAppliedState(r pebble.Reader, id keys.RangeID) (AppliedState, error) {
 	return s, nil
 }
 
-func writeAppliedState(w pebble.Writer, id keys.RangeID, s *AppliedState) error {
+// WriteAppliedState stages the applied state of a range in w.
+func WriteAppliedState(w pebble.Writer, id keys.RangeID, s *AppliedState) error {
 	v, err := s.encode()
 	if err != nil {
 		return err
@@ -138,7 +140,7 @@ func writeAppliedState(w pebble.Writer, id keys.RangeID, s *AppliedState) error 
 // IsBootstrapped reports whether the range has state on this node.
 func IsBootstrapped(r pebble.Reader, id keys.RangeID) (bool, error) {
 	_, err := LoadAppliedState(r, id)
-	if errors.Is(err, errNoAppliedState) {
+	if errors.Is(err, ErrNoAppliedState) {
 		return false, nil
 	}
 	return err == nil, err
