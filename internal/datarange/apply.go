@@ -59,11 +59,15 @@ func (m *Machine) authStateAt(b *pebble.Batch, rev uint64) (*auth.State, error) 
 // Apply implements rangesm.BatchApplier. Errors in the result are the
 // command's own and deterministic (an undecodable payload, or one of etcd's
 // gRPC errors); the command then left no write in the batch.
-func (a *batch) Apply(cmd raftcmd.Command, _ uint64) (Result, error) {
+func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	b, st, out, authRev := a.b, a.st, a.out, &a.authRev
-	req, err := decodeRequest(cmd)
-	if err != nil {
-		return Result{Err: err}, nil
+	ext, isExt := a.m.exts[cmd.Kind]
+	var req any = cmd // an extension decodes its own commands
+	if !isExt {
+		var err error
+		if req, err = decodeRequest(cmd); err != nil {
+			return Result{Err: err}, nil
+		}
 	}
 	if cmd.AuthRevision != 0 || cmd.AuthNoLogin {
 		// A request with a login was authorized at cmd.AuthRevision: if the
@@ -113,15 +117,16 @@ func (a *batch) Apply(cmd raftcmd.Command, _ uint64) (Result, error) {
 			return Result{Err: err}, nil
 		}
 	}
+	if isExt {
+		return a.applyExtension(ext, cmd, index, term)
+	}
 	if st.NoSpace && addsData(req) {
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
 	}
 	before := st.KV
-	// Only the proposer answers the command: other members skip the reads
-	// of a txn (etcd's concurrency Mutex reads the whole queue in each
-	// acquisition's txn).
-	ka := kv.Applier{Batch: b, Writer: a.w, Live: a.m.index, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != a.m.cfg.NodeID}
+	ka := a.kvApplier(cmd)
 	var resp any
+	var err error
 	var change *rangesm.LeaseChange
 	var tok *auth.Token
 	switch req := req.(type) {
@@ -142,7 +147,9 @@ func (a *batch) Apply(cmd raftcmd.Command, _ uint64) (Result, error) {
 	case *etcdpb.LeaseGrantRequest:
 		resp, change, err = applyLeaseGrant(b, &st.KV, req)
 	case *etcdpb.LeaseRevokeRequest:
-		resp, change, err = applyLeaseRevoke(&ka, req)
+		if resp, change, err = applyLeaseRevoke(&ka, req); err == nil {
+			err = a.leaseRevoked(&ka, cmd, index, term, req.ID)
+		}
 	case *etcdpb.LeaseCheckpointRequest:
 		err = applyLeaseCheckpoints(b, req, out)
 	case *etcdpb.AlarmRequest:
@@ -367,4 +374,50 @@ func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Comman
 		}
 	}
 	return nil
+}
+
+// applyExtension applies a command of one of the services whose data lives
+// in the range.
+func (a *batch) applyExtension(ext Extension, cmd raftcmd.Command, index, term uint64) (Result, error) {
+	st, out := a.st, a.out
+	before := st.KV
+	ka := a.kvApplier(cmd)
+	env := a.env(&ka, cmd, index, term)
+	res, err := ext.Apply(env, cmd)
+	a.touch(ext)
+	if err != nil {
+		return Result{}, err
+	}
+	if res.Err != nil {
+		st.KV = before
+		return res, nil
+	}
+	out.Events = append(out.Events, ka.Events...)
+	return res, nil
+}
+
+// leaseRevoked tells every extension that lease id is revoked, in the
+// batch (and through the applier) that revokes it.
+func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term uint64, id int64) error {
+	for _, ext := range a.m.cfg.Extensions {
+		if err := ext.LeaseRevoked(a.env(ka, cmd, index, term), id); err != nil {
+			return fmt.Errorf("%s: lease %x revoked: %w", ext.Name(), id, err)
+		}
+		a.touch(ext)
+	}
+	return nil
+}
+
+// kvApplier returns the KV applier of a command. Only the proposer answers
+// the command: other members skip the reads of a txn (etcd's concurrency
+// Mutex reads the whole queue in each acquisition's txn).
+func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
+	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: lease.Table{RW: a.b}, NoReadResults: cmd.Proposer != a.m.cfg.NodeID}
+}
+
+func (a *batch) env(ka *kv.Applier, cmd raftcmd.Command, index, term uint64) *Env {
+	return &Env{
+		Batch: a.b, KV: ka, Leases: lease.Table{RW: a.b}, Term: term, Index: index,
+		Local: cmd.Proposer == a.m.cfg.NodeID, NoSpace: a.st.NoSpace, Effects: a.out,
+	}
 }

@@ -25,8 +25,12 @@ type Config struct {
 	NodeID uint64
 	// DB is the node's Pebble instance, from which the index of live keys
 	// is rebuilt when it is found out of step (a bug).
-	DB     *pebble.DB
-	Logger *slog.Logger
+	DB *pebble.DB
+	// Extensions apply the commands of the services whose data lives in
+	// data ranges (job queues, rate limiters): a new instance of each for
+	// every data range.
+	Extensions []Extension
+	Logger     *slog.Logger
 }
 
 // Machine is the state machine of a data range: it applies etcd's KV and
@@ -44,16 +48,23 @@ type Machine struct {
 	// authState is the auth state the last permission check at apply used,
 	// reused while the auth revision stays (every change moves it).
 	authState *auth.State
+	// exts maps the extensions' command kinds to them.
+	exts map[raftcmd.Kind]Extension
 }
 
 var _ rangesm.StateMachine = (*Machine)(nil)
 
 // New returns the state machine of a data range; Load gives it its state.
-func New(cfg Config) *Machine {
+// It fails if two extensions claim the same command kind.
+func New(cfg Config) (*Machine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Machine{cfg: cfg}
+	exts, err := extensionKinds(cfg.Extensions)
+	if err != nil {
+		return nil, err
+	}
+	return &Machine{cfg: cfg, exts: exts}, nil
 }
 
 // Load implements rangesm.StateMachine: it builds the index of the live
@@ -65,6 +76,11 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	}
 	m.index, m.indexSnap = x, x.Snapshot()
 	m.authState = nil
+	for _, ext := range m.cfg.Extensions {
+		if err := ext.Load(r); err != nil {
+			return fmt.Errorf("load %s: %w", ext.Name(), err)
+		}
+	}
 	return nil
 }
 
@@ -93,6 +109,8 @@ type batch struct {
 	out *rangesm.Effects
 	// authRev is the auth state as this batch sees it.
 	authRev authRevision
+	// touched are the extensions that applied something in this batch.
+	touched []Extension
 }
 
 // ConfChange implements rangesm.BatchApplier: the member records follow the
@@ -125,7 +143,20 @@ func (a *batch) Committed() error {
 		// The batch wrote: publish the index as it now is.
 		m.indexSnap = m.index.Snapshot()
 	}
+	for _, ext := range a.touched {
+		ext.Committed()
+	}
 	return nil
+}
+
+// touch records that ext applied something in this batch.
+func (a *batch) touch(ext Extension) {
+	for _, t := range a.touched {
+		if t == ext {
+			return
+		}
+	}
+	a.touched = append(a.touched, ext)
 }
 
 // Close implements rangesm.BatchApplier.

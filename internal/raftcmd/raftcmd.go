@@ -51,6 +51,16 @@ const (
 	// index the leader saw every member hold (EncodeTruncateLog). No client
 	// waits for it.
 	KindTruncateLog Kind = 24
+
+	// Kinds from 100 up are the commands of the services whose data lives
+	// in data ranges, in key spans of their own, applied by extensions of
+	// the data range's state machine (datarange.Extension): 100-149 the
+	// job queues', 150-199 the rate limiters'. Each service numbers its own
+	// within its block, and persists them in logs like these.
+	KindQueueFirst Kind = 100
+	KindQueueLast  Kind = 149
+	KindLimitFirst Kind = 150
+	KindLimitLast  Kind = 199
 )
 
 func (k Kind) String() string {

@@ -59,6 +59,10 @@ type Effects struct {
 	// AuthChanged is set when an auth command was applied: the node's
 	// cached auth state is stale.
 	AuthChanged bool
+	// Extensions are what the data range's extensions (job queues, rate
+	// limiters) recorded for their services on this node, in apply order;
+	// each service knows its own types.
+	Extensions []any
 }
 
 // HasEffects reports whether there is anything for the node to act on:
@@ -66,5 +70,5 @@ type Effects struct {
 // snapshot.
 func (e *Effects) HasEffects() bool {
 	return len(e.Events) > 0 || len(e.Compactions) > 0 || len(e.Leases) > 0 ||
-		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged
+		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged || len(e.Extensions) > 0
 }

@@ -36,12 +36,12 @@ type StateMachine interface {
 
 // A BatchApplier applies the entries of one batch, in log order.
 type BatchApplier interface {
-	// Apply applies one command appended in term. An error in the Result
+	// Apply applies one command, at index in term. An error in the Result
 	// is the command's own and deterministic (the command then left no
 	// write in the batch); a returned error is a storage failure that may
 	// have left part of the command in the batch, which must be discarded
 	// (the replica stops).
-	Apply(cmd raftcmd.Command, term uint64) (Result, error)
+	Apply(cmd raftcmd.Command, index, term uint64) (Result, error)
 	// ConfChange applies what a configuration change means to the
 	// machine's state (member records), given the command its context
 	// carries (zero if none). Raft's configuration is the replica's.

@@ -56,7 +56,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 				agreedTrunc = max(agreedTrunc, r.truncationOf(cmd, st.Index))
 				break
 			}
-			res, err := r.applyCommand(ba, cmd, e.GetTerm())
+			res, err := r.applyCommand(ba, cmd, e.GetIndex(), e.GetTerm())
 			if err != nil {
 				return fmt.Errorf("range %d: apply %s at %d: %w", r.cfg.RangeID, cmd.Kind, e.GetIndex(), err)
 			}
@@ -117,14 +117,14 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 // applyCommand applies one command through the batch's state machine,
 // after the checks that are the replica's: the command names this range,
 // and a command fenced to its proposer's term was appended in that term.
-func (r *Replica) applyCommand(ba rangesm.BatchApplier, cmd raftcmd.Command, term uint64) (Result, error) {
+func (r *Replica) applyCommand(ba rangesm.BatchApplier, cmd raftcmd.Command, index, term uint64) (Result, error) {
 	if cmd.RangeID != r.cfg.RangeID {
 		return Result{Err: fmt.Errorf("command for range %d applied on range %d", cmd.RangeID, r.cfg.RangeID)}, nil
 	}
 	if cmd.Term != 0 && cmd.Term != term {
 		return Result{Err: ErrStaleLeader}, nil
 	}
-	return ba.Apply(cmd, term)
+	return ba.Apply(cmd, index, term)
 }
 
 func (r *Replica) applyConfChange(ba rangesm.BatchApplier, st *AppliedState, e *pb.Entry) (appliedResult, error) {

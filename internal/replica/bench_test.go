@@ -54,7 +54,7 @@ func newBenchReplica(b testing.TB, onDisk bool) *benchReplica {
 		b.Fatal(err)
 	}
 	_ = batch.Close()
-	r, err := New(Config{RangeID: testRange, ID: 1, DB: db, StateMachine: datarange.New(datarange.Config{NodeID: 1, DB: db})})
+	r, err := New(Config{RangeID: testRange, ID: 1, DB: db, StateMachine: newMachine(b, 1, db)})
 	if err != nil {
 		b.Fatal(err)
 	}

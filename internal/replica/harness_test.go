@@ -82,7 +82,7 @@ func (nw *network) openDB(id uint64) *pebble.DB {
 func (nw *network) start(id uint64, db *pebble.DB) {
 	cfg := nw.cfg
 	cfg.RangeID, cfg.ID, cfg.DB = testRange, id, db
-	cfg.StateMachine = datarange.New(datarange.Config{NodeID: id, DB: db})
+	cfg.StateMachine = newMachine(nw.t, id, db)
 	r, err := New(cfg)
 	if err != nil {
 		nw.t.Fatalf("start replica %d: %v", id, err)
@@ -386,7 +386,7 @@ func (nw *network) addUninitialized(id uint64) {
 	cfg := nw.cfg
 	cfg.Uninitialized = true
 	cfg.RangeID, cfg.ID, cfg.DB = testRange, id, nw.openDB(id)
-	cfg.StateMachine = datarange.New(datarange.Config{NodeID: id, DB: cfg.DB})
+	cfg.StateMachine = newMachine(nw.t, id, cfg.DB)
 	r, err := New(cfg)
 	if err != nil {
 		nw.t.Fatalf("start uninitialized replica %d: %v", id, err)
@@ -408,4 +408,14 @@ func (nw *network) confChange(via uint64, typ pb.ConfChangeType, id uint64) *Pro
 	p := NewProposal(nw.nextReq, nil)
 	nw.replicas[via].ProposeConfChange(p, cc)
 	return p
+}
+
+// newMachine returns the state machine of a data range for a test replica.
+func newMachine(t testing.TB, id uint64, db *pebble.DB) *datarange.Machine {
+	t.Helper()
+	m, err := datarange.New(datarange.Config{NodeID: id, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -266,7 +266,7 @@ func Open(cfg Config) (_ *Server, err error) {
 			// it atomically with its identity.
 			Uninitialized: true,
 		},
-		NewStateMachine: func(keys.RangeID) rangesm.StateMachine {
+		NewStateMachine: func(keys.RangeID) (rangesm.StateMachine, error) {
 			return datarange.New(datarange.Config{NodeID: id.MemberID, DB: s.db, Logger: s.logger})
 		},
 		OnApply: s.onApply,

@@ -37,7 +37,7 @@ type Config struct {
 	Replica replica.Config
 	// NewStateMachine returns the state machine of a range's replica on
 	// this node.
-	NewStateMachine func(id keys.RangeID) rangesm.StateMachine
+	NewStateMachine func(id keys.RangeID) (rangesm.StateMachine, error)
 	// OnApply, if set, is called on the replica's goroutine after each
 	// HandleReady that applied something. It must not block for long.
 	OnApply func(rangeID keys.RangeID, out replica.ApplyOutput)
@@ -84,7 +84,11 @@ func Open(cfg Config) *Store {
 func (s *Store) AddReplica(id keys.RangeID) error {
 	rc := s.cfg.Replica
 	rc.RangeID, rc.ID, rc.DB = id, s.cfg.NodeID, s.cfg.DB
-	rc.StateMachine = s.cfg.NewStateMachine(id)
+	sm, err := s.cfg.NewStateMachine(id)
+	if err != nil {
+		return fmt.Errorf("state machine of range %d: %w", id, err)
+	}
+	rc.StateMachine = sm
 	if rc.Logger == nil {
 		rc.Logger = s.logger
 	}
