@@ -184,7 +184,7 @@ func TestTable(t *testing.T) {
 		t.Fatalf("list: got %+v, want %+v", recs, want)
 	}
 	b2 := db.NewIndexedBatch()
-	if err := (Table{RW: b2}).Delete(5); err != nil {
+	if err := (Table{RW: b2}).Delete(5, [][]byte{[]byte("a")}); err != nil {
 		t.Fatal(err)
 	}
 	_ = b2.Commit(pebble.Sync)

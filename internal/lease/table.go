@@ -88,13 +88,21 @@ func (t Table) Put(r Record) error {
 	return t.RW.Set(keys.LeaseKey(r.ID), r.encode(), nil)
 }
 
-// Delete removes a lease record and its attachment index.
-func (t Table) Delete(id int64) error {
+// Delete removes a lease record and its attachment index, whose keys the
+// caller read (AttachedKeys) in the same batch. It writes point deletions
+// only: a range deletion per revoked lease piles up in Pebble's memtable,
+// which re-fragments every range tombstone it holds at the first read after
+// a new one, so that each lookup of an expiry storm cost more than the last.
+func (t Table) Delete(id int64, attached [][]byte) error {
 	if err := t.RW.Delete(keys.LeaseKey(id), nil); err != nil {
 		return err
 	}
-	p := keys.LeaseAttachmentPrefix(id)
-	return t.RW.DeleteRange(p, keys.PrefixEnd(p), nil)
+	for _, k := range attached {
+		if err := t.Detach(id, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Get reads one lease record.

@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"bytes"
+
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -42,6 +44,7 @@ func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *Leas
 	if err != nil {
 		return nil, nil, err
 	}
+	events := len(a.Events)
 	if len(attached) > 0 {
 		txn := &etcdpb.TxnRequest{}
 		for _, k := range attached {
@@ -53,11 +56,29 @@ func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *Leas
 			return nil, nil, err
 		}
 	}
-	if err := t.Delete(req.ID); err != nil {
+	if err := t.Delete(req.ID, notDetached(attached, a.Events[events:], req.ID)); err != nil {
 		return nil, nil, err
 	}
 	resp := &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: a.Meta.Revision}}
 	return resp, &LeaseChange{Kind: LeaseRevoked, ID: req.ID}, nil
+}
+
+// notDetached returns the attached keys (in key order) whose deletion,
+// recorded in events (in the same order), did not detach them from lease
+// id: none, unless the index of attached keys and the keys disagree.
+func notDetached(attached [][]byte, events []kv.Event, id int64) [][]byte {
+	var left [][]byte
+	for _, k := range attached {
+		if len(events) > 0 && bytes.Equal(events[0].KV.GetKey(), k) {
+			if events[0].PrevKV.GetLease() != id {
+				left = append(left, k)
+			}
+			events = events[1:]
+			continue
+		}
+		left = append(left, k)
+	}
+	return left
 }
 
 // applyLeaseCheckpoints records the remaining TTLs the leader checkpointed.
