@@ -2,6 +2,7 @@ package lease
 
 import (
 	"errors"
+	"io"
 	"reflect"
 	"testing"
 	"time"
@@ -289,5 +290,75 @@ func TestRenewalsMoveLeasesLazily(t *testing.T) {
 	}
 	if got := l.Expired(at(35*time.Second), 2*n); len(got) != n {
 		t.Fatalf("expired at 35s: got %d leases, want %d", len(got), n)
+	}
+}
+
+// countingRW counts the reads made through it.
+type countingRW struct {
+	ReadWriter
+	reads int
+}
+
+func (c *countingRW) Get(key []byte) ([]byte, io.Closer, error) {
+	c.reads++
+	return c.ReadWriter.Get(key)
+}
+
+func (c *countingRW) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
+	c.reads++
+	return c.ReadWriter.NewIter(o)
+}
+
+// TestTableTTLsAnswerLookups checks that a table with its TTLs in memory
+// answers lookups (a put naming a lease, a revocation, a checkpoint) without
+// reading storage, and keeps them current.
+func TestTableTTLsAnswerLookups(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := db.NewIndexedBatch()
+	if err := (Table{RW: b}).Put(Record{ID: 1, TTL: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	ttls, err := LoadTTLs(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &countingRW{ReadWriter: db.NewIndexedBatch()}
+	tb := Table{RW: rw, TTLs: ttls}
+	if ok, err := tb.Exists(1); err != nil || !ok {
+		t.Fatalf("exists 1: got %v, %v, want true", ok, err)
+	}
+	if err := tb.Put(Record{ID: 2, TTL: 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id     int64
+		exists bool
+	}{{1, true}, {2, true}, {3, false}} {
+		if ok, err := tb.Checkpoint(c.id, 500); err != nil || ok != c.exists {
+			t.Fatalf("checkpoint %d: got %v, %v, want %v", c.id, ok, err, c.exists)
+		}
+	}
+	if err := tb.Delete(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := tb.Exists(1); ok {
+		t.Fatalf("exists after delete: got true")
+	}
+	if rw.reads != 0 {
+		t.Fatalf("lookups read storage %d times, want 0", rw.reads)
+	}
+	recs, err := List(rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Record{{ID: 2, TTL: 20, RemainingMs: 500}}; !reflect.DeepEqual(recs, want) || !ttls.Equal(recs) {
+		t.Fatalf("table: got %+v (TTLs equal: %v), want %+v", recs, ttls.Equal(recs), want)
 	}
 }

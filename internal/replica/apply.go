@@ -185,7 +185,8 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRev
 	// Only the proposer answers the command: other members skip the reads
 	// of a txn (etcd's concurrency Mutex reads the whole queue in each
 	// acquisition's txn).
-	a := kv.Applier{Batch: b, Writer: w, Live: r.index, Meta: &st.KV, Leases: lease.Table{RW: b}, NoReadResults: cmd.Proposer != r.id}
+	leases := lease.Table{RW: b, TTLs: r.leaseTTLs}
+	a := kv.Applier{Batch: b, Writer: w, Live: r.index, Meta: &st.KV, Leases: leases, NoReadResults: cmd.Proposer != r.id}
 	var resp any
 	var change *LeaseChange
 	var tok *auth.Token
@@ -205,11 +206,11 @@ func (r *Replica) applyCommand(b *pebble.Batch, w *mvcc.Writer, authRev *authRev
 	case *memberUpdate:
 		err = applyMemberUpdate(b, req)
 	case *etcdpb.LeaseGrantRequest:
-		resp, change, err = applyLeaseGrant(b, &st.KV, req)
+		resp, change, err = applyLeaseGrant(leases, &st.KV, req)
 	case *etcdpb.LeaseRevokeRequest:
-		resp, change, err = applyLeaseRevoke(&a, req)
+		resp, change, err = applyLeaseRevoke(&a, leases, req)
 	case *etcdpb.LeaseCheckpointRequest:
-		err = applyLeaseCheckpoints(b, req, out)
+		err = applyLeaseCheckpoints(leases, req, out)
 	case *etcdpb.AlarmRequest:
 		resp, err = applyAlarm(b, st, req)
 	default:

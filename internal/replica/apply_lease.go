@@ -3,7 +3,6 @@ package replica
 import (
 	"bytes"
 
-	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
@@ -13,8 +12,7 @@ import (
 
 // applyLeaseGrant records a new lease. Its ID and TTL were chosen by the
 // proposer, so every replica records the same lease.
-func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *LeaseChange, error) {
-	t := lease.Table{RW: b}
+func applyLeaseGrant(t lease.Table, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *LeaseChange, error) {
 	exists, err := t.Exists(req.ID)
 	if err != nil {
 		return nil, nil, err
@@ -31,8 +29,7 @@ func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest)
 
 // applyLeaseRevoke deletes a lease and every key attached to it, all in one
 // revision, so that watchers see the deletions together.
-func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *LeaseChange, error) {
-	t := lease.Table{RW: a.Batch}
+func applyLeaseRevoke(a *kv.Applier, t lease.Table, req *etcdpb.LeaseRevokeRequest) (any, *LeaseChange, error) {
 	exists, err := t.Exists(req.ID)
 	if err != nil {
 		return nil, nil, err
@@ -83,18 +80,14 @@ func notDetached(attached [][]byte, events []kv.Event, id int64) [][]byte {
 
 // applyLeaseCheckpoints records the remaining TTLs the leader checkpointed.
 // Leases that no longer exist are skipped.
-func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, out *ApplyOutput) error {
+func applyLeaseCheckpoints(t lease.Table, req *etcdpb.LeaseCheckpointRequest, out *ApplyOutput) error {
 	for _, cp := range req.Checkpoints {
-		rec, ok, err := lease.Get(b, cp.ID)
+		ok, err := t.Checkpoint(cp.ID, cp.Remaining_TTL)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
-		}
-		rec.RemainingMs = cp.Remaining_TTL
-		if err := (lease.Table{RW: b}).Put(rec); err != nil {
-			return err
 		}
 		out.Leases = append(out.Leases, LeaseChange{Kind: LeaseCheckpointed, ID: cp.ID, RemainingMs: cp.Remaining_TTL})
 	}

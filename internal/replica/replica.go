@@ -18,6 +18,7 @@ import (
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftlog"
 )
 
@@ -237,8 +238,10 @@ type Replica struct {
 	state AppliedState
 	// index holds the keys live in state, kept up to date by apply;
 	// indexSnap is its frozen copy that goes out with the published state.
-	index         *keyindex.Index
-	indexSnap     *keyindex.Snapshot
+	index     *keyindex.Index
+	indexSnap *keyindex.Snapshot
+	// leaseTTLs holds the leases in state, kept up to date by apply.
+	leaseTTLs     *lease.TTLs
 	tick          uint64
 	lead          uint64
 	leaderChanges uint64
@@ -492,14 +495,18 @@ func (r *Replica) publish() {
 	})
 }
 
-// rebuildIndex builds the index of the live keys from the store, which
-// must hold exactly the applied state.
+// rebuildIndex builds the index of the live keys, and the leases' TTLs,
+// from the store, which must hold exactly the applied state.
 func (r *Replica) rebuildIndex() error {
 	x, err := kv.BuildIndex(r.db, r.state.KV.Revision)
 	if err != nil {
 		return err
 	}
-	r.index, r.indexSnap = x, x.Snapshot()
+	ttls, err := lease.LoadTTLs(r.db)
+	if err != nil {
+		return err
+	}
+	r.index, r.indexSnap, r.leaseTTLs = x, x.Snapshot(), ttls
 	return nil
 }
 
