@@ -70,3 +70,27 @@ func BenchmarkLessorIdleTick(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTTLsMemory reports the heap every replica holds per lease for
+// apply's lookups.
+func BenchmarkTTLsMemory(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
+			var perLease float64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				t := &TTLs{m: map[int64]int64{}}
+				for i := range n {
+					t.m[int64(i+1)] = 3600
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perLease = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+				runtime.KeepAlive(t)
+			}
+			b.ReportMetric(perLease, "heap-B/lease")
+		})
+	}
+}
