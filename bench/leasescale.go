@@ -48,6 +48,9 @@ type idlePoint struct {
 	// the first grant, per lease, in bytes (heap: in use after a GC).
 	heapPerLease float64
 	rssPerLease  float64
+	// leaderChanged: the leader measured is not the one that led when
+	// the leases were granted.
+	leaderChanged bool
 }
 
 type idleRun struct {
@@ -196,14 +199,17 @@ func idleScenario(ctx context.Context, o *options, c *cluster, e *env, run *idle
 	if err != nil {
 		return err
 	}
-	leader := c.members[lead]
-	heapBefore, err := goHeap(ctx, leader)
-	if err != nil {
-		return err
-	}
-	rssBefore, err := statusField(leader.cmd.Process.Pid, "VmRSS")
-	if err != nil {
-		return err
+	// Every member's baseline: the leader may change (an overloaded one
+	// loses its leadership).
+	heapBefore := make([]uint64, len(c.members))
+	rssBefore := make([]uint64, len(c.members))
+	for i, m := range c.members {
+		if heapBefore[i], err = goHeap(ctx, m); err != nil {
+			return err
+		}
+		if rssBefore[i], err = statusField(m.cmd.Process.Pid, "VmRSS"); err != nil {
+			return err
+		}
 	}
 	granted := 0
 	for _, target := range o.idleLeases {
@@ -219,9 +225,15 @@ func idleScenario(ctx context.Context, o *options, c *cluster, e *env, run *idle
 		if err := sleepCtx(ctx, o.idleSettle); err != nil {
 			return err
 		}
-		if now, err := c.waitLeader(ctx, 30*time.Second); err != nil || now != lead {
-			return fmt.Errorf("leader changed while granting (was member %d, now %d, %v)", lead, now, err)
+		now, err := c.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return err
 		}
+		if now != lead {
+			logf("%s: the leader changed while granting (member %d, now %d)", c.system, lead, now)
+			p.leaderChanged, lead = true, now
+		}
+		leader := c.members[lead]
 		for w := range o.rounds {
 			leaderCPU, membersCPU, err := idleWindow(ctx, c, leader, o.idleWindow)
 			if err != nil {
@@ -239,8 +251,8 @@ func idleScenario(ctx context.Context, o *options, c *cluster, e *env, run *idle
 		if err != nil {
 			return err
 		}
-		p.heapPerLease = (float64(heapAfter) - float64(heapBefore)) / float64(target)
-		p.rssPerLease = (float64(rssAfter) - float64(rssBefore)) / float64(target)
+		p.heapPerLease = (float64(heapAfter) - float64(heapBefore[lead])) / float64(target)
+		p.rssPerLease = (float64(rssAfter) - float64(rssBefore[lead])) / float64(target)
 		logf("%s: leader heap %.0f B/lease, RSS %.0f B/lease", c.system, p.heapPerLease, p.rssPerLease)
 		if o.profileDir != "" {
 			path := filepath.Join(o.profileDir, fmt.Sprintf("%s-lease-idle-%d-leader.cpu.pprof", strings.ReplaceAll(c.system, "@", "-"), target))
@@ -610,7 +622,12 @@ func (r *leaseReport) markdown() string {
 	p("%s", (&report{opts: r.opts}).command())
 	p("```")
 	p("")
-	p("Each system on a 3-member cluster of its own, started for the scenario (for each storm round), one cluster at a time. `synod@<rev>` is Synod built from that commit, for comparison.")
+	p("Each system on a 3-member cluster of its own, started for the scenario (for each storm round), one cluster at a time.")
+	for _, s := range r.opts.systems {
+		if rev, ok := strings.CutPrefix(s, "synod@"); ok {
+			p("`%s` is Synod built from commit %s, for comparison.", s, rev)
+		}
+	}
 	if len(r.idle) > 0 {
 		p("")
 		p("### Idle leases")
@@ -630,7 +647,11 @@ func (r *leaseReport) markdown() string {
 				if i > 0 {
 					added -= r.opts.idleLeases[i-1]
 				}
-				p("| %s | %s | %s | %s | %s B | %s B | %s/s |", commas(int64(target)), run.system,
+				system := run.system
+				if pt.leaderChanged {
+					system += " (the leader changed while granting)"
+				}
+				p("| %s | %s | %s | %s | %s B | %s B | %s/s |", commas(int64(target)), system,
 					pctList(pt.leaderCPU), pctList(pt.membersCPU), commas(int64(math.Round(pt.heapPerLease))),
 					commas(int64(math.Round(pt.rssPerLease))), fmtRate(float64(added)/pt.grantTime.Seconds()))
 			}
