@@ -67,4 +67,28 @@
 // offset), beside the other follower's, which has no watchers. With
 // -synod-member it runs a prebuilt synodmember binary, to measure another
 // version of Synod. It prints a Markdown table.
+//
+// Lease scenarios (issue 21). With -leases idle,storm the command runs these
+// instead of the workloads, each system on a cluster of its own started for
+// the scenario, one cluster at a time, and writes them into a section of
+// their own (leasescale.go):
+//
+//   - idle: grants leases (10-hour TTL, 256 concurrent clients) up to each
+//     count of -idle-leases (default 250,000 then 1,000,000), rests
+//     -idle-settle, then measures the leader's CPU (and the three members')
+//     over -rounds windows of -idle-window with no traffic, and the leader's
+//     heap (HeapInuse after a GC, from its pprof endpoint) and RSS growth per
+//     lease;
+//   - storm: grants -storm-leases leases (default 100,000), each with one key,
+//     each with the TTL that makes it expire -storm-ttl after the first grant
+//     (to the second), puts at -storm-put-rate per second (open loop) until
+//     the storm is over, and times every deletion with a watch: the clear
+//     time, the revoke rate by 10 s, the put latencies during the storm and
+//     the CPU used; -rounds storms per system, each on a new cluster.
+//
+// There -systems may also name synod@<commit>: Synod built from that commit of
+// the work tree (git archive, and the bench module with its replace directive
+// pointed there), to measure before and after in one run. With -profile-dir
+// the idle leader is profiled for one more window at each count, and the
+// storm's leader for 30 s from 5 s into the storm.
 package main

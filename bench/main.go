@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,17 @@ type options struct {
 	profile      []string
 	keep         bool
 
+	// The lease scenarios (leasescale.go), run instead of the workloads
+	// when leaseScenarios is set.
+	leaseScenarios []string
+	idleLeases     []int
+	idleWindow     time.Duration
+	idleSettle     time.Duration
+	stormLeases    int
+	stormTTL       time.Duration
+	stormPutRate   float64
+	stormTimeout   time.Duration
+
 	args []string // as given, for the report
 }
 
@@ -78,12 +90,37 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile-dir", "", "save CPU and allocation profiles of the members here (perturbs the numbers)")
 	fs.StringVar(&profile, "profile", "put-1000,txn-4-puts", "workloads to profile when -profile-dir is set")
 	fs.BoolVar(&o.keep, "keep", false, "keep the members' data directories and logs")
+	var leases, idleLeases string
+	fs.StringVar(&leases, "leases", "", "lease scenarios to run instead of the workloads: idle, storm or both (comma-separated); -systems may then name synod@<commit> too")
+	fs.StringVar(&idleLeases, "idle-leases", "250000,1000000", "idle scenario: the numbers of leases to measure at, ascending")
+	fs.DurationVar(&o.idleWindow, "idle-window", 30*time.Second, "idle scenario: each measured window (-rounds of them per number of leases)")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 30*time.Second, "idle scenario: rest after granting, before measuring")
+	fs.IntVar(&o.stormLeases, "storm-leases", 100000, "storm scenario: leases expiring together, one key each")
+	fs.DurationVar(&o.stormTTL, "storm-ttl", 2*time.Minute, "storm scenario: when the leases expire, from the first grant (granting must finish before)")
+	fs.Float64Var(&o.stormPutRate, "storm-put-rate", 100, "storm scenario: puts per second during the storm (open loop)")
+	fs.DurationVar(&o.stormTimeout, "storm-timeout", 15*time.Minute, "storm scenario: give up waiting for the deletions after this")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	o.leaseScenarios = splitList(leases)
+	for _, sc := range o.leaseScenarios {
+		if sc != "idle" && sc != "storm" {
+			return nil, fmt.Errorf("-leases: unknown scenario %q", sc)
+		}
+	}
+	for _, f := range splitList(idleLeases) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || (len(o.idleLeases) > 0 && n <= o.idleLeases[len(o.idleLeases)-1]) {
+			return nil, fmt.Errorf("-idle-leases: %q is not a positive count above the one before", f)
+		}
+		o.idleLeases = append(o.idleLeases, n)
+	}
+	if o.stormLeases < 1 || o.stormPutRate <= 0 {
+		return nil, errors.New("-storm-leases and -storm-put-rate must be positive")
+	}
 	o.systems = splitList(systems)
 	for _, s := range o.systems {
-		if s != "etcd" && s != "synod" {
+		if s != "etcd" && s != "synod" && !(len(o.leaseScenarios) > 0 && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
 			return nil, fmt.Errorf("-systems: unknown system %q", s)
 		}
 	}
@@ -197,11 +234,32 @@ func run(args []string) error {
 		case "synod":
 			logf("building %s", synodMemberPackage)
 			l, err = buildSynodMember(ctx, work)
+		default: // synod@<commit>
+			logf("building %s against %s", synodMemberPackage, system)
+			l, err = buildSynodMemberAt(ctx, work, strings.TrimPrefix(system, "synod@"))
 		}
 		if err != nil {
 			return err
 		}
 		launchers[system] = l
+	}
+
+	if len(o.leaseScenarios) > 0 {
+		rep, err := runLeaseScenarios(ctx, o, work, launchers)
+		if err != nil {
+			return err
+		}
+		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
+		md := rep.markdown()
+		if o.out == "" {
+			fmt.Print(md)
+			return nil
+		}
+		if err := writeSection(o.out, leaseBeginMarker, leaseEndMarker, md); err != nil {
+			return err
+		}
+		logf("wrote %s", o.out)
+		return nil
 	}
 
 	runs, in, err := runInterleaved(ctx, o, work, launchers)

@@ -364,6 +364,12 @@ func oneLine(s string, n int) string {
 // section between the markers if there is one, keeping the rest of the file,
 // or creates the file with a skeleton around it.
 func writeGenerated(path, generated string) error {
+	return writeSection(path, beginMarker, endMarker, generated)
+}
+
+// writeSection puts a generated section, between the markers begin and
+// end, into path as writeGenerated does.
+func writeSection(path, beginMarker, endMarker, generated string) error {
 	old, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		doc := "# Benchmarks: Synod against etcd\n\n" + generated +
@@ -374,8 +380,13 @@ func writeGenerated(path, generated string) error {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
 	begin := bytes.Index(old, []byte(beginMarker))
-	end := bytes.Index(old, []byte(endMarker))
-	if begin < 0 || end < begin {
+	end := -1
+	if begin >= 0 {
+		if i := bytes.Index(old[begin:], []byte(endMarker)); i >= 0 {
+			end = begin + i
+		}
+	}
+	if end < 0 {
 		return writeFile(path, append(append(old, '\n'), generated...))
 	}
 	var out []byte

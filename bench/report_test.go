@@ -110,3 +110,30 @@ func TestMergeRounds(t *testing.T) {
 		t.Errorf("a failed round: got na %q, want %q", got.na, failed.na)
 	}
 }
+
+func TestWriteSectionLeavesTheOtherSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	doc := "intro\n" + beginMarker + "\nmain\n" + endMarker + "\nmiddle\n" + leaseBeginMarker + "\nold leases\n" + leaseEndMarker + "\nend\n"
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, leaseBeginMarker, leaseEndMarker, leaseBeginMarker+"\nnew leases\n"+leaseEndMarker+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "intro\n" + beginMarker + "\nmain\n" + endMarker + "\nmiddle\n" + leaseBeginMarker + "\nnew leases\n" + leaseEndMarker + "\nend\n"
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestParseHeapInuse(t *testing.T) {
+	prof := "heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 100\n# HeapInuse = 123456\n# Stack = 1\n"
+	got, err := parseHeapInuse(strings.NewReader(prof))
+	if err != nil || got != 123456 {
+		t.Fatalf("got %d, %v, want 123456", got, err)
+	}
+}

@@ -145,13 +145,13 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	case *memberUpdate:
 		err = applyMemberUpdate(b, req)
 	case *etcdpb.LeaseGrantRequest:
-		resp, change, err = applyLeaseGrant(b, &st.KV, req)
+		resp, change, err = applyLeaseGrant(ka.Leases.(lease.Table), &st.KV, req)
 	case *etcdpb.LeaseRevokeRequest:
-		if resp, change, err = applyLeaseRevoke(&ka, req); err == nil {
+		if resp, change, err = applyLeaseRevoke(&ka, ka.Leases.(lease.Table), req); err == nil {
 			err = a.leaseRevoked(&ka, cmd, index, term, req.ID)
 		}
 	case *etcdpb.LeaseCheckpointRequest:
-		err = applyLeaseCheckpoints(b, req, out)
+		err = applyLeaseCheckpoints(ka.Leases.(lease.Table), req, out)
 	case *etcdpb.AlarmRequest:
 		resp, err = applyAlarm(b, st, req)
 	default:
@@ -412,12 +412,16 @@ func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term ui
 // the command: other members skip the reads of a txn (etcd's concurrency
 // Mutex reads the whole queue in each acquisition's txn).
 func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
-	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: lease.Table{RW: a.b}, NoReadResults: cmd.Proposer != a.m.cfg.NodeID}
+	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases(), NoReadResults: cmd.Proposer != a.m.cfg.NodeID}
 }
 
 func (a *batch) env(ka *kv.Applier, cmd raftcmd.Command, index, term uint64) *Env {
 	return &Env{
-		Batch: a.b, KV: ka, Leases: lease.Table{RW: a.b}, Term: term, Index: index,
+		Batch: a.b, KV: ka, Leases: a.leases(), Term: term, Index: index,
 		Local: cmd.Proposer == a.m.cfg.NodeID, NoSpace: a.st.NoSpace, Effects: a.out,
 	}
 }
+
+// leases is the range's lease table as the batch sees it: its records in
+// the batch, their TTLs in memory (lookups read no storage).
+func (a *batch) leases() lease.Table { return lease.Table{RW: a.b, TTLs: a.m.leaseTTLs} }

@@ -1,7 +1,8 @@
 package datarange
 
 import (
-	"github.com/cockroachdb/pebble/v2"
+	"bytes"
+
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
@@ -12,8 +13,7 @@ import (
 
 // applyLeaseGrant records a new lease. Its ID and TTL were chosen by the
 // proposer, so every replica records the same lease.
-func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *rangesm.LeaseChange, error) {
-	t := lease.Table{RW: b}
+func applyLeaseGrant(t lease.Table, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (any, *rangesm.LeaseChange, error) {
 	exists, err := t.Exists(req.ID)
 	if err != nil {
 		return nil, nil, err
@@ -30,8 +30,7 @@ func applyLeaseGrant(b *pebble.Batch, m *kv.Meta, req *etcdpb.LeaseGrantRequest)
 
 // applyLeaseRevoke deletes a lease and every key attached to it, all in one
 // revision, so that watchers see the deletions together.
-func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *rangesm.LeaseChange, error) {
-	t := lease.Table{RW: a.Batch}
+func applyLeaseRevoke(a *kv.Applier, t lease.Table, req *etcdpb.LeaseRevokeRequest) (any, *rangesm.LeaseChange, error) {
 	exists, err := t.Exists(req.ID)
 	if err != nil {
 		return nil, nil, err
@@ -43,6 +42,7 @@ func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *rang
 	if err != nil {
 		return nil, nil, err
 	}
+	events := len(a.Events)
 	if len(attached) > 0 {
 		txn := &etcdpb.TxnRequest{}
 		for _, k := range attached {
@@ -54,27 +54,41 @@ func applyLeaseRevoke(a *kv.Applier, req *etcdpb.LeaseRevokeRequest) (any, *rang
 			return nil, nil, err
 		}
 	}
-	if err := t.Delete(req.ID); err != nil {
+	if err := t.Delete(req.ID, notDetached(attached, a.Events[events:], req.ID)); err != nil {
 		return nil, nil, err
 	}
 	resp := &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: a.Meta.Revision}}
 	return resp, &rangesm.LeaseChange{Kind: rangesm.LeaseRevoked, ID: req.ID}, nil
 }
 
+// notDetached returns the attached keys (in key order) whose deletion,
+// recorded in events (in the same order), did not detach them from lease
+// id: none, unless the index of attached keys and the keys disagree.
+func notDetached(attached [][]byte, events []kv.Event, id int64) [][]byte {
+	var left [][]byte
+	for _, k := range attached {
+		if len(events) > 0 && bytes.Equal(events[0].KV.GetKey(), k) {
+			if events[0].PrevKV.GetLease() != id {
+				left = append(left, k)
+			}
+			events = events[1:]
+			continue
+		}
+		left = append(left, k)
+	}
+	return left
+}
+
 // applyLeaseCheckpoints records the remaining TTLs the leader checkpointed.
 // Leases that no longer exist are skipped.
-func applyLeaseCheckpoints(b *pebble.Batch, req *etcdpb.LeaseCheckpointRequest, out *rangesm.Effects) error {
+func applyLeaseCheckpoints(t lease.Table, req *etcdpb.LeaseCheckpointRequest, out *rangesm.Effects) error {
 	for _, cp := range req.Checkpoints {
-		rec, ok, err := lease.Get(b, cp.ID)
+		ok, err := t.Checkpoint(cp.ID, cp.Remaining_TTL)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
-		}
-		rec.RemainingMs = cp.Remaining_TTL
-		if err := (lease.Table{RW: b}).Put(rec); err != nil {
-			return err
 		}
 		out.Leases = append(out.Leases, rangesm.LeaseChange{Kind: rangesm.LeaseCheckpointed, ID: cp.ID, RemainingMs: cp.Remaining_TTL})
 	}

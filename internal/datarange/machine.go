@@ -10,6 +10,7 @@ import (
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
@@ -48,6 +49,9 @@ type Machine struct {
 	// authState is the auth state the last permission check at apply used,
 	// reused while the auth revision stays (every change moves it).
 	authState *auth.State
+	// leaseTTLs holds the leases of the applied state, kept up to date by
+	// apply.
+	leaseTTLs *lease.TTLs
 	// exts maps the extensions' command kinds to them.
 	exts map[raftcmd.Kind]Extension
 }
@@ -74,7 +78,11 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	if err != nil {
 		return err
 	}
-	m.index, m.indexSnap = x, x.Snapshot()
+	ttls, err := lease.LoadTTLs(r)
+	if err != nil {
+		return err
+	}
+	m.index, m.indexSnap, m.leaseTTLs = x, x.Snapshot(), ttls
 	m.authState = nil
 	for _, ext := range m.cfg.Extensions {
 		if err := ext.Load(r); err != nil {
@@ -161,3 +169,7 @@ func (a *batch) touch(ext Extension) {
 
 // Close implements rangesm.BatchApplier.
 func (a *batch) Close() { _ = a.w.Close() }
+
+// LeaseTTLs returns the TTLs of the range's leases the machine keeps in
+// memory (tests compare them with the table).
+func (m *Machine) LeaseTTLs() *lease.TTLs { return m.leaseTTLs }

@@ -10,7 +10,9 @@
 // node which leases to revoke (through Raft, so that all replicas delete the
 // attached keys in the same revision) and which remaining TTLs to checkpoint.
 // The Lessor reads no clock: callers pass the time, which keeps it
-// deterministic in tests.
+// deterministic in tests. Its leases wait in indexed min-heaps, so that its
+// periodic work (Expired, Checkpoints) costs what is due, not what exists,
+// and a renewal costs O(1) there (see Lessor).
 //
 // Leader changes. A new leader does not expire leases wholesale, nor reset
 // them to their full TTL blindly: it starts each lease from the remaining TTL

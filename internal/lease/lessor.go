@@ -1,8 +1,10 @@
 package lease
 
 import (
+	"cmp"
 	"errors"
-	"sort"
+	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -34,6 +36,21 @@ type Config struct {
 }
 
 // Lessor tracks lease expiry on the leader. It is safe for concurrent use.
+//
+// Its periodic work costs what is due, not what exists. Leases wait in
+// indexed min-heaps: the expiry heap (by expiry) until they are handed out
+// for revocation, then the pending heap (by when) until RevokeRetry; and
+// the checkpoint heap (by when they next need a checkpoint) until they are
+// seen there past their expiry. Expired and Checkpoints look only at the
+// tops of the heaps that are due.
+//
+// A renewal only moves a lease's expiry later: it leaves the lease's place
+// in the heaps alone (O(1)), and the heaps keep the earlier time as a lower
+// bound. When that time comes round, the lease is put back at its real
+// time (O(log n)), once per renewal at most: the heap work follows the
+// keep-alive rate, and Expired and Checkpoints still see the leases in the
+// order of their real times. An applied checkpoint moves the lease in the
+// checkpoint heap at once.
 type Lessor struct {
 	cfg Config
 
@@ -42,16 +59,60 @@ type Lessor struct {
 		primary bool
 		term    uint64 // the Raft term the lessor was promoted in
 		leases  map[int64]*timer
+		// base is the time the timers' offsets count from: the first
+		// time the lessor was given (an offset is a third of a time.Time).
+		base     time.Time
+		hasBase  bool
+		expiry   timerHeap // leases not handed out, by expiry
+		pending  timerHeap // leases handed out for revocation, by when
+		cps      timerHeap // leases not seen expired, by next checkpoint
+		examined int       // heap entries looked at by Expired and Checkpoints (tests)
 	}
 }
 
+// timer is one lease. Times are nanoseconds since the lessor's base.
 type timer struct {
+	id     int64
 	ttl    time.Duration
-	expiry time.Time
+	expiry int64
 	// checkpointed is the remaining TTL in the replicated record (0: none).
 	checkpointed time.Duration
-	// revokeAt is when the lease was handed out for revocation (zero: not).
-	revokeAt time.Time
+	// idx is the lease's position in the expiry heap if it is 0 or more,
+	// or -idx-1 in the pending heap.
+	idx int32
+	// cpIdx is its position in the checkpoint heap (-1: not in it).
+	cpIdx int32
+}
+
+func (t *timer) pending() bool { return t.idx < 0 }
+
+// checkpointAt is the first time the lease needs a checkpoint: once its
+// remaining TTL is below half its TTL and, if it has a checkpoint, that
+// has dropped by interval. It is due only while the lease has not expired.
+func (t *timer) checkpointAt(interval time.Duration) int64 {
+	at := add(sub(t.expiry, int64(t.ttl/2)), 1)
+	if t.checkpointed > 0 {
+		at = max(at, add(sub(t.expiry, int64(t.checkpointed)), int64(interval)))
+	}
+	return at
+}
+
+// add and sub saturate: a TTL may be 285 years.
+func add(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	if b < 0 && a < math.MinInt64-b {
+		return math.MinInt64
+	}
+	return a + b
+}
+
+func sub(a, b int64) int64 {
+	if b == math.MinInt64 {
+		return add(add(a, math.MaxInt64), 1)
+	}
+	return add(a, -b)
 }
 
 // NewLessor returns a lessor that is not primary.
@@ -63,8 +124,23 @@ func NewLessor(cfg Config) *Lessor {
 		cfg.RevokeRetry = 5 * time.Second
 	}
 	l := &Lessor{cfg: cfg}
-	l.mu.leases = map[int64]*timer{}
+	l.resetLocked()
 	return l
+}
+
+func (l *Lessor) resetLocked() {
+	l.mu.leases = map[int64]*timer{}
+	l.mu.expiry = timerHeap{kind: expiryHeap}
+	l.mu.pending = timerHeap{kind: pendingHeap}
+	l.mu.cps = timerHeap{kind: checkpointHeap}
+}
+
+// offsetLocked converts a time to the timers' offsets.
+func (l *Lessor) offsetLocked(now time.Time) int64 {
+	if !l.mu.hasBase {
+		l.mu.base, l.mu.hasBase = now, true
+	}
+	return int64(now.Sub(l.mu.base))
 }
 
 // Primary reports whether the lessor is the leader's.
@@ -83,7 +159,7 @@ func (l *Lessor) Promote(term uint64) {
 	defer l.mu.Unlock()
 	l.mu.primary = true
 	l.mu.term = term
-	l.mu.leases = map[int64]*timer{}
+	l.resetLocked()
 }
 
 // Term returns the term the lessor was promoted in (0 if not primary).
@@ -105,17 +181,23 @@ func (l *Lessor) Merge(now time.Time, recs []Record) {
 	if !l.mu.primary {
 		return
 	}
+	off := l.offsetLocked(now)
 	for _, r := range recs {
 		if _, ok := l.mu.leases[r.ID]; ok {
 			continue // an apply hook got there first, with newer state
 		}
-		t := &timer{ttl: seconds(r.TTL), checkpointed: time.Duration(r.RemainingMs) * time.Millisecond}
-		t.expiry = now.Add(t.ttl)
+		t := &timer{id: r.ID, ttl: seconds(r.TTL), checkpointed: time.Duration(r.RemainingMs) * time.Millisecond}
+		t.expiry = add(off, int64(t.ttl))
 		if t.checkpointed > 0 {
-			t.expiry = now.Add(t.checkpointed)
+			t.expiry = add(off, int64(t.checkpointed))
 		}
 		l.mu.leases[r.ID] = t
+		l.mu.expiry.append(t, t.expiry)
+		l.mu.cps.append(t, t.checkpointAt(l.cfg.CheckpointInterval))
 	}
+	// Building the heaps at once is linear in the number of leases.
+	l.mu.expiry.init()
+	l.mu.cps.init()
 }
 
 // Demote forgets every lease: this node is no longer the leader.
@@ -124,7 +206,7 @@ func (l *Lessor) Demote() {
 	defer l.mu.Unlock()
 	l.mu.primary = false
 	l.mu.term = 0
-	l.mu.leases = map[int64]*timer{}
+	l.resetLocked()
 }
 
 func seconds(s int64) time.Duration { return time.Duration(s) * time.Second }
@@ -136,15 +218,36 @@ func (l *Lessor) Granted(now time.Time, id, ttlSeconds int64) {
 	if !l.mu.primary {
 		return
 	}
+	if old, ok := l.mu.leases[id]; ok {
+		l.removeLocked(old)
+	}
 	ttl := seconds(ttlSeconds)
-	l.mu.leases[id] = &timer{ttl: ttl, expiry: now.Add(ttl)}
+	t := &timer{id: id, ttl: ttl, expiry: add(l.offsetLocked(now), int64(ttl))}
+	l.mu.leases[id] = t
+	l.mu.expiry.push(t, t.expiry)
+	l.mu.cps.push(t, t.checkpointAt(l.cfg.CheckpointInterval))
+}
+
+// removeLocked takes a lease out of the map and the heaps.
+func (l *Lessor) removeLocked(t *timer) {
+	delete(l.mu.leases, t.id)
+	if t.pending() {
+		l.mu.pending.remove(int(-t.idx - 1))
+	} else {
+		l.mu.expiry.remove(int(t.idx))
+	}
+	if t.cpIdx >= 0 {
+		l.mu.cps.remove(int(t.cpIdx))
+	}
 }
 
 // Revoked records an applied revocation.
 func (l *Lessor) Revoked(id int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.mu.leases, id)
+	if t, ok := l.mu.leases[id]; ok {
+		l.removeLocked(t)
+	}
 }
 
 // Checkpointed records an applied checkpoint (remainingMs 0: reset).
@@ -153,6 +256,30 @@ func (l *Lessor) Checkpointed(id, remainingMs int64) {
 	defer l.mu.Unlock()
 	if t, ok := l.mu.leases[id]; ok {
 		t.checkpointed = time.Duration(remainingMs) * time.Millisecond
+		if t.cpIdx >= 0 {
+			i := int(t.cpIdx)
+			l.mu.cps.e[i].at = t.checkpointAt(l.cfg.CheckpointInterval)
+			l.mu.cps.fix(i)
+		}
+	}
+}
+
+// earlierLocked moves a lease up in the heaps whose real time for it is
+// now earlier than its place there; later times are left for the heap's
+// top to find.
+func (l *Lessor) earlierLocked(t *timer) {
+	if !t.pending() {
+		if i := int(t.idx); t.expiry < l.mu.expiry.e[i].at {
+			l.mu.expiry.e[i].at = t.expiry
+			l.mu.expiry.up(i)
+		}
+	}
+	if t.cpIdx >= 0 {
+		i := int(t.cpIdx)
+		if at := t.checkpointAt(l.cfg.CheckpointInterval); at < l.mu.cps.e[i].at {
+			l.mu.cps.e[i].at = at
+			l.mu.cps.up(i)
+		}
 	}
 }
 
@@ -182,7 +309,8 @@ func (l *Lessor) getLocked(id int64) (*timer, error) {
 
 // Renew extends a lease to its full TTL and returns the TTL in seconds. A
 // lease past its expiry cannot be renewed. The caller must have reset any
-// checkpoint first (NeedsReset); Renew then forgets it locally.
+// checkpoint first (NeedsReset); Renew then forgets it locally. It moves
+// nothing in the heaps (see Lessor).
 func (l *Lessor) Renew(now time.Time, id int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -190,12 +318,25 @@ func (l *Lessor) Renew(now time.Time, id int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if !now.Before(t.expiry) {
+	off := l.offsetLocked(now)
+	if off >= t.expiry {
 		return 0, ErrNotFound
 	}
-	t.expiry = now.Add(t.ttl)
+	t.expiry = add(off, int64(t.ttl))
 	t.checkpointed = 0
-	t.revokeAt = time.Time{}
+	if t.pending() {
+		// Handed out for revocation although not expired: only a clock
+		// going back (in tests) gets here.
+		l.mu.pending.remove(int(-t.idx - 1))
+		l.mu.expiry.push(t, t.expiry)
+	}
+	if t.cpIdx < 0 {
+		l.mu.cps.push(t, t.checkpointAt(l.cfg.CheckpointInterval))
+	}
+	// A lease renewed with its checkpoint not reset may need its next
+	// checkpoint sooner than its place says (and so may any lease when the
+	// clock goes back, in tests).
+	l.earlierLocked(t)
 	return int64(t.ttl / time.Second), nil
 }
 
@@ -208,45 +349,49 @@ func (l *Lessor) Remaining(now time.Time, id int64) (remaining time.Duration, tt
 	if err != nil {
 		return 0, 0, err
 	}
-	return max(t.expiry.Sub(now), 0), int64(t.ttl / time.Second), nil
+	return time.Duration(max(sub(t.expiry, l.offsetLocked(now)), 0)), int64(t.ttl / time.Second), nil
 }
 
 // Expired hands out up to limit leases past their expiry, soonest expired
 // first, and marks them as being revoked. A lease whose revocation has not
-// been applied within RevokeRetry is handed out again.
+// been applied within RevokeRetry is handed out again. It looks only at the
+// leases it hands out, those whose retry is due, and renewed leases whose
+// former expiry has come.
 func (l *Lessor) Expired(now time.Time, limit int) []int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.mu.primary {
 		return nil
 	}
-	type due struct {
-		id     int64
-		expiry time.Time
+	off := l.offsetLocked(now)
+	retry := int64(l.cfg.RevokeRetry)
+	// Revocations not applied in time become eligible again, keeping
+	// their place by expiry.
+	for l.mu.pending.len() > 0 {
+		l.mu.examined++
+		top := l.mu.pending.e[0]
+		if sub(off, top.at) < retry {
+			break
+		}
+		l.mu.pending.remove(0)
+		l.mu.expiry.push(top.t, top.t.expiry)
 	}
-	var dues []due
-	for id, t := range l.mu.leases {
-		if now.Before(t.expiry) {
+	var out []int64
+	for len(out) < limit && l.mu.expiry.len() > 0 {
+		l.mu.examined++
+		top := l.mu.expiry.e[0]
+		if off < top.at {
+			break
+		}
+		if t := top.t; top.at < t.expiry {
+			// Renewed since it took this place: move it to its expiry.
+			l.mu.expiry.e[0].at = t.expiry
+			l.mu.expiry.down(0)
 			continue
 		}
-		if !t.revokeAt.IsZero() && now.Sub(t.revokeAt) < l.cfg.RevokeRetry {
-			continue
-		}
-		dues = append(dues, due{id, t.expiry})
-	}
-	sort.Slice(dues, func(i, j int) bool {
-		if !dues[i].expiry.Equal(dues[j].expiry) {
-			return dues[i].expiry.Before(dues[j].expiry)
-		}
-		return dues[i].id < dues[j].id
-	})
-	if len(dues) > limit {
-		dues = dues[:limit]
-	}
-	out := make([]int64, len(dues))
-	for i, d := range dues {
-		l.mu.leases[d.id].revokeAt = now
-		out[i] = d.id
+		l.mu.expiry.remove(0)
+		l.mu.pending.push(top.t, off)
+		out = append(out, top.t.id)
 	}
 	return out
 }
@@ -255,33 +400,63 @@ func (l *Lessor) Expired(now time.Time, limit int) []int64 {
 func (l *Lessor) RevokeFailed(id int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t, ok := l.mu.leases[id]; ok {
-		t.revokeAt = time.Time{}
+	if t, ok := l.mu.leases[id]; ok && t.pending() {
+		l.mu.pending.remove(int(-t.idx - 1))
+		l.mu.expiry.push(t, t.expiry)
 	}
 }
 
-// Checkpoints returns the remaining TTLs to record through Raft: those of
-// leases unrenewed for half their TTL whose remaining time dropped by the
-// checkpoint interval since their last checkpoint. Healthy leases, renewed
-// every third of their TTL, never qualify.
+// Checkpoints returns the remaining TTLs to record through Raft, ordered by
+// lease ID: those of leases unrenewed for half their TTL whose remaining
+// time dropped by the checkpoint interval since their last checkpoint.
+// Healthy leases, renewed every third of their TTL, never qualify. A lease
+// stays due, and is returned again, until its checkpoint is applied
+// (Checkpointed). It looks only at the due leases, renewed leases whose
+// former checkpoint time has come, and the heap children that bound them.
 func (l *Lessor) Checkpoints(now time.Time) []Checkpoint {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.mu.primary {
 		return nil
 	}
+	off := l.offsetLocked(now)
+	h := &l.mu.cps
 	var out []Checkpoint
-	for id, t := range l.mu.leases {
-		remaining := t.expiry.Sub(now)
-		if remaining <= 0 || remaining >= t.ttl/2 {
+	var gone, later []*timer
+	// Every lease due has its place in the subtree of places due under the
+	// root: walk it without popping, since a due lease stays due.
+	stack := []int{0}
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= h.len() {
 			continue
 		}
-		if t.checkpointed > 0 && t.checkpointed-remaining < l.cfg.CheckpointInterval {
+		l.mu.examined++
+		e := h.e[i]
+		if e.at > off {
 			continue
 		}
-		out = append(out, Checkpoint{ID: id, RemainingMs: max(remaining.Milliseconds(), 1)})
+		stack = append(stack, 2*i+1, 2*i+2)
+		t := e.t
+		switch remaining := sub(t.expiry, off); {
+		case t.checkpointAt(l.cfg.CheckpointInterval) > off:
+			later = append(later, t) // renewed since it took this place
+		case remaining <= 0:
+			gone = append(gone, t) // expired: never checkpointed again
+		default:
+			out = append(out, Checkpoint{ID: t.id, RemainingMs: max(time.Duration(remaining).Milliseconds(), 1)})
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	for _, t := range later {
+		i := int(t.cpIdx)
+		h.e[i].at = t.checkpointAt(l.cfg.CheckpointInterval)
+		h.down(i)
+	}
+	for _, t := range gone {
+		h.remove(int(t.cpIdx))
+	}
+	slices.SortFunc(out, func(a, b Checkpoint) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -290,4 +465,130 @@ func (l *Lessor) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.mu.leases)
+}
+
+// heapKind says which of a timer's positions a heap keeps.
+type heapKind uint8
+
+const (
+	expiryHeap heapKind = iota
+	pendingHeap
+	checkpointHeap
+)
+
+// entry is a place in a heap: a lease and its time there, which for the
+// expiry and checkpoint heaps may be earlier than the lease's real time
+// (see Lessor), never later. Keeping the time in the entry keeps sifting
+// within the heap's array.
+type entry struct {
+	at int64
+	t  *timer
+}
+
+// timerHeap is a min-heap of entries by time, then lease ID, that keeps
+// each timer's position in it up to date.
+type timerHeap struct {
+	kind heapKind
+	e    []entry
+}
+
+func (h *timerHeap) len() int { return len(h.e) }
+
+func (h *timerHeap) less(i, j int) bool {
+	a, b := &h.e[i], &h.e[j]
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return a.t.id < b.t.id
+}
+
+func (h *timerHeap) setPos(i int) {
+	t := h.e[i].t
+	switch h.kind {
+	case expiryHeap:
+		t.idx = int32(i)
+	case pendingHeap:
+		t.idx = int32(-i - 1)
+	case checkpointHeap:
+		t.cpIdx = int32(i)
+	}
+}
+
+func (h *timerHeap) swap(i, j int) {
+	h.e[i], h.e[j] = h.e[j], h.e[i]
+	h.setPos(i)
+	h.setPos(j)
+}
+
+// append adds an entry without restoring the heap order (see init).
+func (h *timerHeap) append(t *timer, at int64) {
+	h.e = append(h.e, entry{at: at, t: t})
+	h.setPos(len(h.e) - 1)
+}
+
+func (h *timerHeap) init() {
+	for i := len(h.e)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *timerHeap) push(t *timer, at int64) {
+	h.append(t, at)
+	h.up(len(h.e) - 1)
+}
+
+// remove takes out the entry at i.
+func (h *timerHeap) remove(i int) {
+	n := len(h.e) - 1
+	t := h.e[i].t
+	if i != n {
+		h.swap(i, n)
+	}
+	h.e[n] = entry{}
+	h.e = h.e[:n]
+	if i != n {
+		h.fix(i)
+	}
+	if h.kind == checkpointHeap {
+		t.cpIdx = -1
+	}
+}
+
+// fix restores the order after the time of the entry at i changed.
+func (h *timerHeap) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h *timerHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+// down sifts the entry at i0 down and reports whether it moved.
+func (h *timerHeap) down(i0 int) bool {
+	n := len(h.e)
+	i := i0
+	for {
+		j := 2*i + 1
+		if j >= n || j < 0 {
+			break
+		}
+		if r := j + 1; r < n && h.less(r, j) {
+			j = r
+		}
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
 }

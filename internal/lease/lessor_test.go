@@ -2,6 +2,7 @@ package lease
 
 import (
 	"errors"
+	"io"
 	"reflect"
 	"testing"
 	"time"
@@ -184,7 +185,7 @@ func TestTable(t *testing.T) {
 		t.Fatalf("list: got %+v, want %+v", recs, want)
 	}
 	b2 := db.NewIndexedBatch()
-	if err := (Table{RW: b2}).Delete(5); err != nil {
+	if err := (Table{RW: b2}).Delete(5, [][]byte{[]byte("a")}); err != nil {
 		t.Fatal(err)
 	}
 	_ = b2.Commit(pebble.Sync)
@@ -193,5 +194,171 @@ func TestTable(t *testing.T) {
 	}
 	if ks, _ := AttachedKeys(db, -3); len(ks) != 1 {
 		t.Fatalf("delete of 5 touched lease -3's attachments: %q", ks)
+	}
+}
+
+// TestExpiryWorkFollowsDueLeases checks that the leader's periodic work
+// (Expired every 100 ms, Checkpoints every second) looks at the leases that
+// are due, not at every lease: with a million idle leases, walking them all
+// each tick cost more than a core.
+func TestExpiryWorkFollowsDueLeases(t *testing.T) {
+	const due = 10
+	bound := func(n int) int { return 3*n + 3 } // the due ones, their heap children, the stop
+	for _, idle := range []int{0, 1000, 20_000} {
+		l := NewLessor(Config{CheckpointInterval: time.Second, RevokeRetry: 2 * time.Second})
+		l.Promote(1)
+		for i := range idle {
+			l.Granted(at(0), int64(1_000_000+i), 3600)
+		}
+		for i := range due {
+			l.Granted(at(0), int64(1+i), 10)
+		}
+		step := func(what string, wantOut, wantDue int, f func() int) {
+			t.Helper()
+			before := l.mu.examined
+			n := f()
+			examined := l.mu.examined - before
+			if n != wantOut {
+				t.Fatalf("%d idle leases, %s: got %d leases out, want %d", idle, what, n, wantOut)
+			}
+			if examined > bound(wantDue) {
+				t.Fatalf("%d idle leases, %s: examined %d leases, want at most %d (%d due)", idle, what, examined, bound(wantDue), wantDue)
+			}
+		}
+		expired := func(d time.Duration) func() int { return func() int { return len(l.Expired(at(d), 100)) } }
+		checkpoints := func(d time.Duration) func() int { return func() int { return len(l.Checkpoints(at(d))) } }
+		step("Expired with none due", 0, 0, expired(time.Second))
+		step("Checkpoints with none due", 0, 0, checkpoints(time.Second))
+		step("Checkpoints past half the TTL", due, due, checkpoints(6*time.Second))
+		for i := range due {
+			l.Checkpointed(int64(1+i), 4000)
+		}
+		step("Checkpoints before the interval", 0, 0, checkpoints(6500*time.Millisecond))
+		step("Checkpoints after the interval", due, due, checkpoints(7*time.Second))
+		step("Expired at the TTL", due, due, expired(10*time.Second))
+		step("Checkpoints of expired leases", 0, due, checkpoints(10*time.Second))
+		step("Expired while revocations are pending", 0, 0, expired(11*time.Second))
+		step("Expired after the retry delay", due, due, expired(12*time.Second))
+		for i := range due {
+			l.Revoked(int64(1 + i))
+		}
+		step("Expired after the revocations", 0, 0, expired(20*time.Second))
+		if got, want := l.Len(), idle; got != want {
+			t.Fatalf("%d idle leases: got %d leases left, want %d", idle, got, want)
+		}
+	}
+}
+
+// TestRenewalsMoveLeasesLazily checks that renewals cost the periodic work
+// at most one look per lease and per period of renewals, however often the
+// lease was renewed: a renewal leaves the lease's place in the heaps, which
+// it takes up again when that place comes round.
+func TestRenewalsMoveLeasesLazily(t *testing.T) {
+	const n = 1000
+	l := NewLessor(Config{CheckpointInterval: time.Second})
+	l.Promote(1)
+	for i := range n {
+		l.Granted(at(0), int64(1+i), 30)
+	}
+	for r := 1; r <= 5; r++ {
+		for i := range n {
+			if _, err := l.Renew(at(time.Duration(r)*time.Second), int64(1+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Every 100 ms until after the first expiry (30 s), the renewals put
+	// the real one at 35 s; checkpoints every second until the lease is
+	// unrenewed for half its TTL (20 s).
+	calls := 0
+	for d := 100 * time.Millisecond; d <= 34*time.Second; d += 100 * time.Millisecond {
+		calls++
+		if got := l.Expired(at(d), 100); len(got) != 0 {
+			t.Fatalf("expired at %v: got %d leases, want none", d, len(got))
+		}
+		if d%time.Second == 0 && d <= 20*time.Second {
+			calls++
+			if got := l.Checkpoints(at(d)); len(got) != 0 {
+				t.Fatalf("checkpoints at %v: got %d, want none", d, len(got))
+			}
+		}
+	}
+	// Each lease is looked at once in each heap when its old place comes
+	// round; each call looks at one place that is not due.
+	if want := 2*n + 3*calls; l.mu.examined > want {
+		t.Fatalf("examined %d heap entries, want at most %d", l.mu.examined, want)
+	}
+	if got := l.Expired(at(35*time.Second), 2*n); len(got) != n {
+		t.Fatalf("expired at 35s: got %d leases, want %d", len(got), n)
+	}
+}
+
+// countingRW counts the reads made through it.
+type countingRW struct {
+	ReadWriter
+	reads int
+}
+
+func (c *countingRW) Get(key []byte) ([]byte, io.Closer, error) {
+	c.reads++
+	return c.ReadWriter.Get(key)
+}
+
+func (c *countingRW) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
+	c.reads++
+	return c.ReadWriter.NewIter(o)
+}
+
+// TestTableTTLsAnswerLookups checks that a table with its TTLs in memory
+// answers lookups (a put naming a lease, a revocation, a checkpoint) without
+// reading storage, and keeps them current.
+func TestTableTTLsAnswerLookups(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := db.NewIndexedBatch()
+	if err := (Table{RW: b}).Put(Record{ID: 1, TTL: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	ttls, err := LoadTTLs(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := &countingRW{ReadWriter: db.NewIndexedBatch()}
+	tb := Table{RW: rw, TTLs: ttls}
+	if ok, err := tb.Exists(1); err != nil || !ok {
+		t.Fatalf("exists 1: got %v, %v, want true", ok, err)
+	}
+	if err := tb.Put(Record{ID: 2, TTL: 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id     int64
+		exists bool
+	}{{1, true}, {2, true}, {3, false}} {
+		if ok, err := tb.Checkpoint(c.id, 500); err != nil || ok != c.exists {
+			t.Fatalf("checkpoint %d: got %v, %v, want %v", c.id, ok, err, c.exists)
+		}
+	}
+	if err := tb.Delete(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := tb.Exists(1); ok {
+		t.Fatalf("exists after delete: got true")
+	}
+	if rw.reads != 0 {
+		t.Fatalf("lookups read storage %d times, want 0", rw.reads)
+	}
+	recs, err := List(rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Record{{ID: 2, TTL: 20, RemainingMs: 500}}; !reflect.DeepEqual(recs, want) || !ttls.Equal(recs) {
+		t.Fatalf("table: got %+v (TTLs equal: %v), want %+v", recs, ttls.Equal(recs), want)
 	}
 }

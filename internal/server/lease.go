@@ -30,7 +30,7 @@ const (
 	// does not flood Raft (etcd uses the same figure).
 	leaseRevokeRate = 1000
 	// leaseRevokeWorkers propose revocations concurrently.
-	leaseRevokeWorkers = 4
+	leaseRevokeWorkers = 16
 )
 
 // minLeaseTTL is the shortest TTL granted, as in etcd: one and a half
