@@ -72,6 +72,7 @@ func startCluster(ctx context.Context, system, dir string, l launcher) (_ *clust
 			PprofAddr:      addrs[3*i+2],
 			InitialCluster: strings.Join(initial, ","),
 			PeerSecret:     hex.EncodeToString(secret),
+			QuotaBytes:     l.quotaBytes,
 		}
 		m, err := startMember(system, l, a, filepath.Join(dir, a.Name+".log"))
 		if err != nil {
@@ -110,7 +111,11 @@ func startMember(system string, l launcher, a member.Args, logPath string) (*mem
 	if err != nil {
 		return nil, fmt.Errorf("create member log: %w", err)
 	}
-	cmd := exec.Command(l.path, append(append([]string(nil), l.prefix...), a.Flags()...)...)
+	flags := a.Flags()
+	if l.flags != nil {
+		flags = l.flags(a)
+	}
+	cmd := exec.Command(l.path, append(append([]string(nil), l.prefix...), flags...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The member dies with the harness, whatever happens to the harness.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

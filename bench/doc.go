@@ -59,6 +59,11 @@
 //
 //	cd bench && go run . watch-memory [-systems etcd,synod] [-rounds 2]
 //
+// The job queues are measured against River on PostgreSQL by another
+// command, queuebench (see its doc comment):
+//
+//	cd bench && go run ./queuebench
+//
 // For each round and system it starts fresh clusters, opens -watchers
 // watchers of one prefix on a follower over -conns gRPC connections whose
 // sockets it then stops reading, writes -puts values of -value-size bytes
@@ -85,6 +90,22 @@
 //     the storm is over, and times every deletion with a watch: the clear
 //     time, the revoke rate by 10 s, the put latencies during the storm and
 //     the CPU used; -rounds storms per system, each on a new cluster.
+//
+// Bulk load (issue 21, item 3). With -bulk 4096,32768 the command loads
+// -bulk-bytes (default 4GiB) of random values of each size under sequential
+// keys from -bulk-clients (64) closed-loop clients, each system on a new
+// cluster, one at a time (bulk.go): MB/s overall and by GiB, put latencies,
+// write amplification (the members' write_bytes from /proc/<pid>/io over the
+// values' bytes), disk, CPU and peak RSS.
+//
+// etcd's own tool (issue 21, item 4). With -etcd-tool all (or a list of
+// put, put-1, range-l, range-s, txn-put, lease-keepalive, stm) the command
+// builds etcd's benchmark command from the peers module (bench/peers, a
+// module of its own that pins go.etcd.io/etcd/v3/tools/benchmark and etcd
+// 3.6's server) and runs it against every system with the flags of etcd's
+// performance guide, the clusters side by side, the systems taking turns
+// (etcdtool.go). -systems may then name etcd@3.6: etcd 3.6's own binary,
+// built from the same module, beside the embedded etcd 3.7.
 //
 // There -systems may also name synod@<commit>: Synod built from that commit of
 // the work tree (git archive, and the bench module with its replace directive

@@ -26,6 +26,9 @@ func main() {
 	if len(args) > 0 && args[0] == watchMemoryCommand {
 		run, args = runWatchMemory, args[1:]
 	}
+	if len(args) > 0 && args[0] == limitsCommand {
+		run, args = runLimits, args[1:]
+	}
 	if err := run(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -66,6 +69,17 @@ type options struct {
 	stormPutRate   float64
 	stormTimeout   time.Duration
 
+	// The bulk-load scenario (bulk.go), run instead of the workloads when
+	// bulkSizes is set.
+	bulkSizes   []int
+	bulkBytes   int64
+	bulkClients int
+
+	// The etcd-tool mode (etcdtool.go), run instead of the workloads when
+	// etcdTool is set.
+	etcdTool      []string
+	etcdToolScale float64
+
 	args []string // as given, for the report
 }
 
@@ -99,8 +113,42 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.stormTTL, "storm-ttl", 2*time.Minute, "storm scenario: when the leases expire, from the first grant (granting must finish before)")
 	fs.Float64Var(&o.stormPutRate, "storm-put-rate", 100, "storm scenario: puts per second during the storm (open loop)")
 	fs.DurationVar(&o.stormTimeout, "storm-timeout", 15*time.Minute, "storm scenario: give up waiting for the deletions after this")
+	var bulk, bulkBytes string
+	fs.StringVar(&bulk, "bulk", "", "bulk-load scenario instead of the workloads: comma-separated value sizes in bytes (e.g. 4096,32768); -systems may then name synod@<commit> too")
+	fs.StringVar(&bulkBytes, "bulk-bytes", "4GiB", "bulk load: bytes of values to write at each size (e.g. 4GiB, 512MiB)")
+	fs.IntVar(&o.bulkClients, "bulk-clients", 64, "bulk load: concurrent clients (closed loop)")
+	var etcdTool string
+	fs.StringVar(&etcdTool, "etcd-tool", "", "run etcd's benchmark tool instead of the workloads: comma-separated commands ("+strings.Join(toolCommandNames(), ", ")+") or all; -systems may then name "+etcd36System+" too")
+	fs.Float64Var(&o.etcdToolScale, "etcd-tool-scale", 1, "etcd-tool: scale of every command's --total")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if etcdTool == "all" {
+		o.etcdTool = toolCommandNames()
+	} else {
+		o.etcdTool = splitList(etcdTool)
+	}
+	for _, n := range o.etcdTool {
+		if !slices.Contains(toolCommandNames(), n) {
+			return nil, fmt.Errorf("-etcd-tool: unknown command %q", n)
+		}
+	}
+	if o.etcdToolScale <= 0 {
+		return nil, errors.New("-etcd-tool-scale must be positive")
+	}
+	for _, f := range splitList(bulk) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-bulk: %q is not a positive size", f)
+		}
+		o.bulkSizes = append(o.bulkSizes, n)
+	}
+	var err error
+	if o.bulkBytes, err = parseBytes(bulkBytes); err != nil {
+		return nil, fmt.Errorf("-bulk-bytes: %w", err)
+	}
+	if o.bulkClients < 1 {
+		return nil, errors.New("-bulk-clients must be positive")
 	}
 	o.leaseScenarios = splitList(leases)
 	for _, sc := range o.leaseScenarios {
@@ -120,7 +168,10 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o.systems = splitList(systems)
 	for _, s := range o.systems {
-		if s != "etcd" && s != "synod" && !(len(o.leaseScenarios) > 0 && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
+		if s == etcd36System && len(o.etcdTool) > 0 {
+			continue
+		}
+		if s != "etcd" && s != "synod" && !((len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0) && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
 			return nil, fmt.Errorf("-systems: unknown system %q", s)
 		}
 	}
@@ -231,6 +282,9 @@ func run(args []string) error {
 		switch system {
 		case "etcd":
 			l, err = etcdLauncher()
+		case etcd36System:
+			logf("building etcd 3.6")
+			l, err = etcd36Launcher(ctx, work)
 		case "synod":
 			logf("building %s", synodMemberPackage)
 			l, err = buildSynodMember(ctx, work)
@@ -242,6 +296,42 @@ func run(args []string) error {
 			return err
 		}
 		launchers[system] = l
+	}
+
+	if len(o.etcdTool) > 0 {
+		rep, err := runEtcdTool(ctx, o, work, launchers)
+		if err != nil {
+			return err
+		}
+		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
+		md := rep.markdown()
+		if o.out == "" {
+			fmt.Print(md)
+			return nil
+		}
+		if err := writeSection(o.out, etcdToolBeginMarker, etcdToolEndMarker, md); err != nil {
+			return err
+		}
+		logf("wrote %s", o.out)
+		return nil
+	}
+
+	if len(o.bulkSizes) > 0 {
+		rep, err := runBulk(ctx, o, work, launchers)
+		if err != nil {
+			return err
+		}
+		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
+		md := rep.markdown()
+		if o.out == "" {
+			fmt.Print(md)
+			return nil
+		}
+		if err := writeSection(o.out, bulkBeginMarker, bulkEndMarker, md); err != nil {
+			return err
+		}
+		logf("wrote %s", o.out)
+		return nil
 	}
 
 	if len(o.leaseScenarios) > 0 {

@@ -153,6 +153,8 @@ type window struct {
 	duration time.Duration
 	// during, if set, runs concurrently with the measured window (profiling).
 	during func(ctx context.Context, d time.Duration)
+	// started and ended, if set, are called as the window opens and closes.
+	started, ended func()
 }
 
 func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*result, error) {
@@ -186,6 +188,9 @@ func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*re
 	}
 	clientBefore := selfCPU()
 	rec.startNs.Store(rec.now())
+	if w.started != nil {
+		w.started()
+	}
 	var profWG sync.WaitGroup
 	if w.during != nil {
 		profWG.Add(1)
@@ -196,6 +201,9 @@ func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*re
 	}
 	measureErr := sleep(ctx, w.duration, run)
 	rec.endNs.Store(rec.now())
+	if w.ended != nil {
+		w.ended()
+	}
 	after, err := w.cluster.stats()
 	if err != nil {
 		return nil, err

@@ -28,6 +28,11 @@ const memberCommand = "member"
 type launcher struct {
 	path   string
 	prefix []string
+	// flags renders a member's arguments for the program; nil means
+	// member.Args.Flags (the bench command's and synodmember's).
+	flags func(member.Args) []string
+	// quotaBytes is every member's storage quota (member.Args.QuotaBytes).
+	quotaBytes int64
 }
 
 // etcdLauncher re-executes this binary as an etcd member.
@@ -104,6 +109,9 @@ func serveEtcd(ctx context.Context, a member.Args) error {
 	}
 	cfg.InitialCluster = strings.Join(members, ",")
 	cfg.InitialClusterToken = "bench"
+	if a.QuotaBytes != 0 {
+		cfg.QuotaBackendBytes = a.QuotaBytes
+	}
 	cfg.ClusterState = embed.ClusterStateFlagNew
 
 	e, err := embed.StartEtcd(cfg)

@@ -34,6 +34,7 @@ type Config struct {
 type Client struct {
 	*clientv3.Client
 	groups synodpb.GroupsClient
+	limits synodpb.LimitsClient
 }
 
 // New connects to the cluster: it returns once a connection to one of the
@@ -62,13 +63,14 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cli.Close()
 		return nil, fmt.Errorf("client: connect to %v: %w", cfg.Endpoints, err)
 	}
-	return &Client{Client: cli, groups: synodpb.NewGroupsClient(cli.ActiveConnection())}, nil
+	return FromEtcd(cli), nil
 }
 
 // FromEtcd returns a Client on an existing etcd client, using its
 // endpoints, credentials and connection. Close closes cli.
 func FromEtcd(cli *clientv3.Client) *Client {
-	return &Client{Client: cli, groups: synodpb.NewGroupsClient(cli.ActiveConnection())}
+	conn := cli.ActiveConnection()
+	return &Client{Client: cli, groups: synodpb.NewGroupsClient(conn), limits: synodpb.NewLimitsClient(conn)}
 }
 
 // WaitReady waits until the client's connection to some endpoint is ready:

@@ -36,4 +36,15 @@
 // A Group tracks the live members of a service. Members join with an ID and
 // metadata on their session, and Watch reports joins, updates, leaves and
 // expiries in revision order, from a revision, without gaps.
+//
+// # Rate limits
+//
+// Limits are data in the cluster (Client.SetLimit): a name, an algorithm
+// (GCRA, sliding window, fixed or calendar windows, concurrency), its
+// parameters and a mode. A Limiter applies one to a key, in the shape of
+// golang.org/x/time/rate: Allow, Wait and Reserve, every node of the
+// cluster sharing the same counts. A concurrency limit hands out Permits on
+// a session's lease (Client.Acquire): a crashed holder's permit comes back
+// when its lease expires. Client.Limits is the raw service, for batches
+// over several limits that are granted all or nothing.
 package client

@@ -265,3 +265,99 @@ func ExampleSession() {
 	// ttl: 5s alive for a while: true
 	// session closed
 }
+
+func ExampleQueue() {
+	ctx := context.Background()
+	cli, err := client.New(ctx, client.Config{Endpoints: endpoints})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	q := cli.Queue("example-emails")
+
+	// Push a job: with an idempotency key, a retried push (after a timeout,
+	// say) returns the same job instead of a second one.
+	id, err := q.Push(ctx, []byte("to: ada@example.com"),
+		client.WithIdempotencyKey("welcome-ada"), client.WithMaxAttempts(5))
+	if err != nil {
+		log.Fatal(err)
+	}
+	again, err := q.Push(ctx, []byte("to: ada@example.com"), client.WithIdempotencyKey("welcome-ada"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("same job:", again == id)
+
+	// Enqueue exactly when your own state change commits: the job and the
+	// order are written in one revision, or neither is.
+	ids, _, err := q.PushTxn(ctx,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Version("orders/42"), "=", 0)},
+		[]client.KVPut{{Key: "orders/42", Value: "placed"}},
+		client.Spec{Payload: []byte("order 42 placed"), Group: "customer-7"})
+	if err != nil {
+		log.Fatal(err) // client.ErrCompareFailed: the order existed
+	}
+	order, err := cli.Get(ctx, "orders/42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("order 42 %s, job %v\n", order.Kvs[0].Value, ids[0] > 0)
+
+	// Cancel the job and remove the order (so that the example runs again).
+	if _, err := q.Cancel(ctx, ids[0]); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, "orders/42"); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// same job: true
+	// order 42 placed, job true
+}
+
+func ExampleQueue_NewWorker() {
+	ctx := context.Background()
+	cli, err := client.New(ctx, client.Config{Endpoints: endpoints})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	q := cli.Queue("example-reports")
+	id, err := q.Push(ctx, []byte("monthly"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The worker's claims are bound to its session's lease: if this
+	// process dies, its jobs run again elsewhere as soon as the lease
+	// (TTL 10s) expires.
+	s, err := cli.NewSession(ctx, client.WithTTL(10))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+	w := q.NewWorker(s, func(ctx context.Context, j *client.Job) ([]byte, error) {
+		// j.Token increases with every claim of the job: pass it to what
+		// the job writes, which should refuse a lower token than it saw.
+		if err := j.Progress(ctx, []byte("rendering")); err != nil {
+			return nil, err // the job is no longer ours (client.ErrStaleToken)
+		}
+		return []byte("report for " + string(j.Payload)), nil
+	}, client.WithConcurrency(4))
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+
+	j, err := q.Wait(ctx, id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s: %s\n", j.State, j.Result)
+
+	// Stop claiming, let running jobs finish, then return.
+	stop()
+	if err := <-done; err != nil {
+		log.Fatal(err)
+	}
+	// Output: COMPLETED: report for monthly
+}

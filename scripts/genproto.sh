@@ -49,10 +49,20 @@ extend google.protobuf.MethodOptions {
 }
 PROTO
 
-for f in v3lockpb/v3lock.proto v3electionpb/v3election.proto synodpb/groups.proto; do
+for f in v3lockpb/v3lock.proto v3electionpb/v3election.proto synodpb/groups.proto synodpb/limits.proto queuepb/queue.proto; do
   protoc -I api -I "$inc" -I /usr/include \
     --go_out=api --go_opt=paths=source_relative \
     --go-grpc_out=api --go-grpc_opt=paths=source_relative \
     "api/$f"
 done
-echo "genproto: generated $(ls api/*/*.pb.go | wc -l) files"
+# Internal messages (Raft command payloads, calls between nodes).
+for f in limit/limitpb/limitpb.proto; do
+  protoc -I internal -I api -I "$inc" -I /usr/include \
+    --go_out=internal --go_opt=paths=source_relative \
+    "internal/$f"
+done
+# The job queues' internal commands and records (no service).
+protoc -I api -I internal/queue \
+  --go_out=internal/queue --go_opt=paths=source_relative \
+  internal/queue/queuewire/queuewire.proto
+echo "genproto: generated $(ls api/*/*.pb.go internal/*/*/*.pb.go | wc -l) files"

@@ -57,7 +57,10 @@ func serve(ctx context.Context, a member.Args) error {
 		InitialCluster: a.InitialCluster,
 		ClusterToken:   "bench",
 		PeerSecret:     secret,
+		MetricsAddr:    a.MetricsAddr,
 		Logger:         logger,
+		// 0 leaves Synod's default (8 GiB).
+		QuotaBackendBytes: a.QuotaBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("open synod: %w", err)

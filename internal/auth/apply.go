@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/raftcmd"
 )
 
 // Batch is what applying an auth command needs: reads that see the batch's
@@ -390,4 +391,36 @@ func Recheck(st *State, user string, req any) error {
 		return nil
 	}
 	return rpctypes.ErrGRPCPermissionDenied
+}
+
+// RequestOf returns an empty request of an auth command kind, to decode a
+// command's payload into, and false for other kinds.
+func RequestOf(kind raftcmd.Kind) (proto.Message, bool) {
+	switch kind {
+	case raftcmd.KindAuthEnable:
+		return &pb.AuthEnableRequest{}, true
+	case raftcmd.KindAuthDisable:
+		return &pb.AuthDisableRequest{}, true
+	case raftcmd.KindAuthenticate:
+		return &pb.InternalAuthenticateRequest{}, true
+	case raftcmd.KindUserAdd:
+		return &pb.AuthUserAddRequest{}, true
+	case raftcmd.KindUserDelete:
+		return &pb.AuthUserDeleteRequest{}, true
+	case raftcmd.KindUserChangePassword:
+		return &pb.AuthUserChangePasswordRequest{}, true
+	case raftcmd.KindUserGrantRole:
+		return &pb.AuthUserGrantRoleRequest{}, true
+	case raftcmd.KindUserRevokeRole:
+		return &pb.AuthUserRevokeRoleRequest{}, true
+	case raftcmd.KindRoleAdd:
+		return &pb.AuthRoleAddRequest{}, true
+	case raftcmd.KindRoleDelete:
+		return &pb.AuthRoleDeleteRequest{}, true
+	case raftcmd.KindRoleGrantPermission:
+		return &pb.AuthRoleGrantPermissionRequest{}, true
+	case raftcmd.KindRoleRevokePermission:
+		return &pb.AuthRoleRevokePermissionRequest{}, true
+	}
+	return nil, false
 }

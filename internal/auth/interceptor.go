@@ -565,7 +565,59 @@ func checkKeys(st *State, user string, req any) bool {
 		p := []byte(groupsPrefix + r.Group + "/")
 		return st.Allowed(user, p, keys.PrefixRangeEnd(p), Read)
 	}
+	if ok, handled := checkQueue(st, user, req); handled {
+		return ok
+	}
+	return checkLimits(st, user, req)
+}
+
+// checkLimits decides the rate limiters' requests (package limit): limit
+// n is the reserved prefix keys.LimitPrefix+n+"/" (its definition,
+// permits and keys' state). Taking, refunding, acquiring and releasing
+// need write permission on the whole prefix, reading a limit (get, stats,
+// a peek) read permission; listing needs read on every limit's prefix.
+// Defining and deleting limits is root's, as is any other request.
+func checkLimits(st *State, user string, req any) bool {
+	on := func(name string, perm Access) bool {
+		p := limitPrefix(name)
+		return st.Allowed(user, p, keys.PrefixRangeEnd(p), perm)
+	}
+	switch r := req.(type) {
+	case *synodpb.TakeRequest:
+		perm := Write
+		if r.Peek {
+			perm = Read
+		}
+		for _, it := range r.Items {
+			if !on(it.Limit, perm) {
+				return false
+			}
+		}
+		return len(r.Items) > 0
+	case *synodpb.RefundRequest:
+		for _, it := range r.Items {
+			if !on(it.Limit, Write) {
+				return false
+			}
+		}
+		return len(r.Items) > 0
+	case *synodpb.AcquireRequest:
+		return on(r.Limit, Write)
+	case *synodpb.ReleaseRequest:
+		return on(r.Limit, Write)
+	case *synodpb.GetLimitRequest:
+		return on(r.Name, Read)
+	case *synodpb.LimitStatsRequest:
+		return on(r.Name, Read)
+	case *synodpb.ListLimitsRequest:
+		return st.Allowed(user, keys.LimitPrefix, keys.PrefixRangeEnd(keys.LimitPrefix), Read)
+	}
 	return false
+}
+
+// limitPrefix is the reserved prefix of limit name.
+func limitPrefix(name string) []byte {
+	return append(append(append([]byte{}, keys.LimitPrefix...), name...), '/')
 }
 
 func checkPut(st *State, user string, r *pb.PutRequest) bool {

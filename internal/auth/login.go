@@ -17,7 +17,8 @@ import (
 )
 
 // Failed logins are throttled per user name and per client address. A name
-// or an address may fail loginFreeFailures times in a row; after that, it
+// may fail loginFreeFailures times in a row, an address (which users may
+// share) loginFreeAddrFailures times; after that, it
 // waits Backoff before its next attempt, doubled with every further failure
 // up to MaxBackoff, and makes one attempt at a time (a burst of concurrent
 // guesses is not checked all at once). An attempt made while either waits
@@ -34,9 +35,14 @@ import (
 // so the time of a refusal does not tell which user names exist.
 
 const (
-	// loginFreeFailures is how many failures in a row a user name or
-	// address makes before it must wait: a typo or two costs nothing.
+	// loginFreeFailures is how many failures in a row a user name makes
+	// before it must wait: a typo or two costs nothing.
 	loginFreeFailures = 3
+	// loginFreeAddrFailures is the same for a client address, which many
+	// users may share (a NAT, a host running several clients): another
+	// user's typos from it must not lock a user out, while a guesser
+	// spraying user names from it still soon waits.
+	loginFreeAddrFailures = 10
 	// loginForgetFactor times MaxBackoff without a failure forgets a user
 	// name's or address's failures.
 	loginForgetFactor = 10
@@ -89,6 +95,7 @@ type loginThrottle struct {
 
 // failures are the consecutive failed logins of one user name or address.
 type failures struct {
+	free int       // failures in a row that cost nothing (per kind of key)
 	n    int       // failures since the last success or forgetting
 	last time.Time // of the latest failure
 	busy int       // admitted attempts not finished yet
@@ -116,25 +123,30 @@ func newLoginThrottle(cfg LoginConfig) *loginThrottle {
 
 // wait is how long f's key waits after its latest failure.
 func (t *loginThrottle) wait(f *failures) time.Duration {
-	if f.n < loginFreeFailures {
+	if f.n < f.free {
 		return 0
 	}
 	d := t.cfg.Backoff
-	for i := loginFreeFailures; i < f.n && d < t.cfg.MaxBackoff; i++ {
+	for i := f.free; i < f.n && d < t.cfg.MaxBackoff; i++ {
 		d *= 2
 	}
 	return min(d, t.cfg.MaxBackoff)
 }
 
-// blocked reports whether an attempt for f's key must wait. Attempts in
-// flight count as failures to be: a key with failures on record gets as
-// many concurrent attempts as it has free failures left, and once it must
-// wait, one attempt at a time. A key without failures is not limited
-// (clients sharing one user may log in all at once).
+// blocked reports whether an attempt for f's key must wait. A key without
+// failures is not limited (clients sharing one user may log in all at
+// once); a key with failures on record that does not wait yet may have
+// loginFreeFailures attempts in flight, and once it must wait, one attempt
+// at a time. So a burst of concurrent guesses checks at most
+// 2*loginFreeFailures-1 passwords before the waits begin, while a client
+// that logs in to every member at once after someone else's typo from its
+// address is not refused.
 func (t *loginThrottle) blocked(f *failures, now time.Time) bool {
 	switch {
-	case f == nil || f.n == 0 || f.n+f.busy < loginFreeFailures:
+	case f == nil || f.n == 0:
 		return false
+	case f.n < f.free:
+		return f.busy >= f.free
 	case f.busy > 0:
 		return true
 	}
@@ -194,21 +206,21 @@ func (t *loginThrottle) finish(user, addr string, u, a *failures, o loginOutcome
 	case loginSucceeded:
 		delete(t.mu.users, user)
 	case loginFailed:
-		t.failLocked(t.mu.users, user, now)
+		t.failLocked(t.mu.users, user, now, loginFreeFailures)
 		if addr != "" {
-			t.failLocked(t.mu.addrs, addr, now)
+			t.failLocked(t.mu.addrs, addr, now, loginFreeAddrFailures)
 		}
 	}
 }
 
 // failLocked records a failure of key in m, making room if m is full.
-func (t *loginThrottle) failLocked(m map[string]*failures, key string, now time.Time) {
+func (t *loginThrottle) failLocked(m map[string]*failures, key string, now time.Time, free int) {
 	f, ok := m[key]
 	if !ok {
 		if len(m) >= t.cfg.MaxTracked {
 			t.evictLocked(m, now)
 		}
-		f = &failures{}
+		f = &failures{free: free}
 		m[key] = f
 	}
 	if t.forgettable(f, now) {

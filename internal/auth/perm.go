@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/synod-io/synod/internal/keys"
 )
 
 // Access is what a request does to keys.
@@ -108,7 +110,10 @@ func (st *State) Coverage(user string, a Access) []Interval {
 
 // Allowed reports whether user may access (key, rangeEnd) in state st:
 // root may do everything; others need their roles' permissions to cover the
-// whole interval.
+// whole interval. Of the keys reserved for Synod's services
+// (keys.ReservedPrefix), only permissions granted on reserved keys
+// themselves cover any: a role given every key does not reach the queues'
+// jobs, a role given $'\x01synod/limit/api/' uses limit api.
 func (st *State) Allowed(user string, key, rangeEnd []byte, a Access) bool {
 	u, ok := st.Users[user]
 	if !ok {
@@ -122,6 +127,15 @@ func (st *State) Allowed(user string, key, rangeEnd []byte, a Access) bool {
 		if role, ok := st.Roles[r]; ok {
 			perms = append(perms, role.KeyPermission...)
 		}
+	}
+	if keys.IntersectsReserved(key, rangeEnd) {
+		explicit := perms[:0:0]
+		for _, p := range perms {
+			if bytes.HasPrefix(p.Key, keys.ReservedPrefix) {
+				explicit = append(explicit, p)
+			}
+		}
+		perms = explicit
 	}
 	return Covered(perms, key, rangeEnd, a)
 }

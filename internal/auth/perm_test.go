@@ -84,3 +84,38 @@ func TestAllowedRootAndRoles(t *testing.T) {
 		t.Fatal("unknown user read: got allowed, want denied")
 	}
 }
+
+// TestReservedKeysNeedRoot checks that the keys reserved for Synod's
+// services are covered by root, and by permissions granted on reserved
+// keys themselves, never by a broader one (every key).
+func TestReservedKeysNeedRoot(t *testing.T) {
+	st := &State{
+		Enabled: true,
+		Users: map[string]*authpb.User{
+			"root":  {Name: []byte("root"), Roles: []string{RootRole}},
+			"alice": {Name: []byte("alice"), Roles: []string{"all"}},
+			"bob":   {Name: []byte("bob"), Roles: []string{"all", "api"}},
+		},
+		Roles: map[string]*authpb.Role{
+			"all": {Name: []byte("all"), KeyPermission: []*authpb.Permission{perm(authpb.Permission_READWRITE, "\x00", "\x00")}},
+			"api": {Name: []byte("api"), KeyPermission: []*authpb.Permission{perm(authpb.Permission_READWRITE, "\x01synod/limit/api/", "\x01synod/limit/api0")}},
+		},
+	}
+	if !st.Allowed("bob", []byte("\x01synod/limit/api/"), []byte("\x01synod/limit/api0"), Write) {
+		t.Fatal("bob, granted limit api's reserved prefix, write to it: got denied, want allowed")
+	}
+	if st.Allowed("bob", []byte("\x01synod/limit/"), []byte("\x01synod/limit0"), Read) {
+		t.Fatal("bob read every limit: got allowed, want denied (granted limit api only)")
+	}
+	if !st.Allowed("alice", []byte("a"), []byte("\x00"), Read) {
+		t.Fatal("alice read from a: got denied, want allowed")
+	}
+	for _, r := range [][2]string{{"\x01synod/queue/q/job/1", ""}, {"\x00", "\x00"}} {
+		if st.Allowed("alice", []byte(r[0]), []byte(r[1]), Read) {
+			t.Fatalf("alice read %q-%q: got allowed, want denied (reserved keys)", r[0], r[1])
+		}
+		if !st.Allowed("root", []byte(r[0]), []byte(r[1]), Read) {
+			t.Fatalf("root read %q-%q: got denied, want allowed", r[0], r[1])
+		}
+	}
+}

@@ -73,9 +73,10 @@ func decodeHeader(b []byte) (Header, error) {
 
 var errCorrupt = errors.New("backup is corrupt")
 
-// Write writes a backup of range id's replicated spans, read from r (a Pebble
-// snapshot), to w. It returns the number of bytes written.
-func Write(w io.Writer, r pebble.Reader, id keys.RangeID, h Header) (int64, error) {
+// Write writes a backup of the given spans (the replicated spans of the
+// node's ranges, in key order), read from r (a Pebble snapshot), to w. It
+// returns the number of bytes written.
+func Write(w io.Writer, r pebble.Reader, spans []keys.Span, h Header) (int64, error) {
 	sum := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(w, sum)}
 	bw := bufio.NewWriterSize(cw, 256<<10)
@@ -88,7 +89,7 @@ func Write(w io.Writer, r pebble.Reader, id keys.RangeID, h Header) (int64, erro
 	if _, err := bw.Write(tmp); err != nil {
 		return cw.n, err
 	}
-	for _, span := range keys.ReplicatedSpans(id) {
+	for _, span := range spans {
 		it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
 		if err != nil {
 			return cw.n, err

@@ -26,8 +26,8 @@ func TestRoundTripAndCorruption(t *testing.T) {
 		_ = b.Set(k, v, nil)
 		want[string(k)] = string(v)
 	}
-	_ = b.Set(keys.RangeAppliedStateKey(1), []byte("state"), nil)
-	want[string(keys.RangeAppliedStateKey(1))] = "state"
+	_ = b.Set(keys.RangeAppliedStateKey(keys.FirstDataRangeID), []byte("state"), nil)
+	want[string(keys.RangeAppliedStateKey(keys.FirstDataRangeID))] = "state"
 	_ = b.Set(keys.RaftLogKey(1, 11), []byte("not replicated"), nil) // must not be in the backup
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
@@ -36,7 +36,7 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	defer snap.Close()
 	var buf bytes.Buffer
 	h := Header{ClusterID: 7, MemberID: 9, Revision: 501, CompactRevision: 3, AppliedIndex: 600, CreatedUnix: 1}
-	n, err := Write(&buf, snap, 1, h)
+	n, err := Write(&buf, snap, keys.ReplicatedSpans(keys.FirstDataRangeID), h)
 	if err != nil || n != int64(buf.Len()) {
 		t.Fatalf("write: %d bytes (buffer %d), %v", n, buf.Len(), err)
 	}

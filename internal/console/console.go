@@ -82,6 +82,9 @@ type Member struct {
 // Range is one range of the keyspace and its replicas.
 type Range struct {
 	ID uint64
+	// System is set for the system range, which holds the cluster's own
+	// state (members, auth), no user keys.
+	System bool
 	// Start and End bound the range's keys, [Start, End); nil End: to the
 	// end of the keyspace.
 	Start, End []byte
@@ -370,6 +373,7 @@ type alarmJSON struct {
 
 type rangeJSON struct {
 	ID       uint64   `json:"id"`
+	System   bool     `json:"system,omitempty"`
 	Start    []byte   `json:"start"`
 	End      []byte   `json:"end"`
 	Leader   string   `json:"leader"`
@@ -460,7 +464,7 @@ func (h *Handler) overview(ctx context.Context) (*overviewJSON, error) {
 		out.Alarms = append(out.Alarms, alarmJSON{MemberID: hexID(a.MemberID), Alarm: a.Alarm.String()})
 	}
 	for _, r := range ov.Ranges {
-		rj := rangeJSON{ID: r.ID, Start: r.Start, End: r.End, Leader: hexID(r.Leader), Voters: []string{}, Learners: []string{}}
+		rj := rangeJSON{ID: r.ID, System: r.System, Start: r.Start, End: r.End, Leader: hexID(r.Leader), Voters: []string{}, Learners: []string{}}
 		if rj.Start == nil {
 			rj.Start = []byte{}
 		}

@@ -2,65 +2,37 @@ package datarange
 
 import (
 	"fmt"
+	"math"
 
-	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/auth"
-	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
 )
 
-// authRevision is the auth revision and enabled flag as an apply batch sees
-// them, read once per batch (every client write carries how it was
-// authorized) and again after an auth command.
-type authRevision struct {
-	rev     uint64
-	enabled bool
-	known   bool
-}
-
-func (a *authRevision) get(b *pebble.Batch) (*authRevision, error) {
-	if !a.known {
-		rev, err := auth.Revision(b)
-		if err != nil {
-			return nil, err
-		}
-		on, err := auth.Enabled(b)
-		if err != nil {
-			return nil, err
-		}
-		a.rev, a.enabled, a.known = rev, on, true
-	}
-	return a, nil
-}
-
-// authStateAt returns the auth state in b, whose auth revision is rev.
-func (m *Machine) authStateAt(b *pebble.Batch, rev uint64) (*auth.State, error) {
-	if st := m.authState; st != nil && st.Revision == rev {
-		return st, nil
-	}
-	st, err := auth.Load(b)
-	if err != nil {
-		return nil, err
-	}
-	m.authState = st
-	return st, nil
-}
+// ErrStaleStamp is the error of a command stamped with a revision not above
+// its range's (which the stamping rules exclude: a bug).
+var ErrStaleStamp = status.Error(codes.Internal, "synod: command stamped with a revision not above its range's")
 
 // Apply implements rangesm.BatchApplier. Errors in the result are the
 // command's own and deterministic (an undecodable payload, or one of etcd's
 // gRPC errors); the command then left no write in the batch.
 func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
-	b, st, out, authRev := a.b, a.st, a.out, &a.authRev
+	b, st, out := a.b, a.st, a.out
+	if cmd.Revision != 0 && (cmd.Revision > math.MaxInt64 || int64(cmd.Revision) <= st.KV.Revision) {
+		// The stamping rules exclude it (a range's stamps increase with
+		// its log): refused, the same on every member, rather than given
+		// a revision the oracle may have handed out elsewhere.
+		a.m.cfg.Logger.Error("command stamped with a revision not above the range's", "kind", cmd.Kind, "stamp", cmd.Revision, "revision", st.KV.Revision)
+		return Result{Err: ErrStaleStamp}, nil
+	}
 	ext, isExt := a.m.exts[cmd.Kind]
 	var req any = cmd // an extension decodes its own commands
 	if !isExt {
@@ -70,31 +42,10 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		}
 	}
 	if cmd.AuthRevision != 0 || cmd.AuthNoLogin {
-		// A request with a login was authorized at cmd.AuthRevision: if the
-		// auth state changed since, the check may no longer hold (etcd's
-		// revision fence). One checked while auth was disabled must be
-		// checked again if auth is enabled now (etcd refuses it then).
-		ar, err := authRev.get(b)
-		if err != nil {
-			return Result{}, err
-		}
-		if cmd.AuthNoLogin && ar.enabled {
-			return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil
-		}
-		if cmd.AuthRevision != 0 && cmd.AuthRevision < ar.rev {
-			if cmd.AuthUser == "" {
-				return Result{Err: rpctypes.ErrGRPCAuthOldRevision}, nil // from before users were recorded
-			}
-			// Where the verdict in the current state is plain (root, auth
-			// management), it decides, as etcd does: concurrent admin
-			// calls, each moving the revision, do not clash.
-			ast, err := a.m.authStateAt(b, ar.rev)
-			if err != nil {
-				return Result{}, err
-			}
-			if err := auth.Recheck(ast, cmd.AuthUser, req); err != nil {
-				return Result{Err: err}, nil
-			}
+		// Checked against the range's copy of the auth state (the system
+		// range hands it every change before acknowledging it).
+		if err := auth.CheckFence(a.sys.auth, cmd.AuthRevision, cmd.AuthUser, cmd.AuthNoLogin, req); err != nil {
+			return Result{Err: err}, nil
 		}
 	}
 	if cmd.AuthUser != "" && auth.UsesLease(req) {
@@ -102,15 +53,7 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		// it, checked here against the keys attached when it applies (as
 		// etcd checks at apply). After the revision check above, a non-root
 		// user's request applies in the auth state it was checked in.
-		ar, err := authRev.get(b)
-		if err != nil {
-			return Result{}, err
-		}
-		ast, err := a.m.authStateAt(b, ar.rev)
-		if err != nil {
-			return Result{}, err
-		}
-		if err := auth.CheckLeaseUse(b, ast, cmd.AuthUser, req); err != nil {
+		if err := auth.CheckLeaseUse(b, a.sys.auth, cmd.AuthUser, req); err != nil {
 			if _, ok := status.FromError(err); !ok {
 				return Result{}, err
 			}
@@ -123,12 +66,17 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	if st.NoSpace && addsData(req) {
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
 	}
+	if !a.m.inSpan(req) {
+		// The router sends a write to the range of its keys; one that
+		// reaches another (a node with stale descriptors) writes nothing,
+		// the same on every replica.
+		return Result{Err: status.Errorf(codes.FailedPrecondition, "synod: the request names keys outside range %d", a.m.cfg.RangeID)}, nil
+	}
 	before := st.KV
 	ka := a.kvApplier(cmd)
 	var resp any
 	var err error
 	var change *rangesm.LeaseChange
-	var tok *auth.Token
 	switch req := req.(type) {
 	case *etcdpb.PutRequest:
 		resp, err = ka.Put(req)
@@ -137,13 +85,16 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	case *etcdpb.TxnRequest:
 		resp, err = ka.Txn(req)
 	case *etcdpb.CompactionRequest:
-		if resp, err = ka.Compact(req); err == nil {
+		if cmd.Kind == raftcmd.KindCompactAt {
+			resp, err = ka.CompactAt(req)
+		} else {
+			resp, err = ka.Compact(req)
+		}
+		if err == nil {
 			out.Compactions = append(out.Compactions, req.Revision)
 		}
-	case *cluster.Member:
-		err = applyMemberPublish(b, req)
-	case *memberUpdate:
-		err = applyMemberUpdate(b, req)
+	case raftcmd.SystemState:
+		err = a.applySystemState(req)
 	case *etcdpb.LeaseGrantRequest:
 		resp, change, err = applyLeaseGrant(ka.Leases.(lease.Table), &st.KV, req)
 	case *etcdpb.LeaseRevokeRequest:
@@ -152,14 +103,8 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		}
 	case *etcdpb.LeaseCheckpointRequest:
 		err = applyLeaseCheckpoints(ka.Leases.(lease.Table), req, out)
-	case *etcdpb.AlarmRequest:
-		resp, err = applyAlarm(b, st, req)
 	default:
-		if auth.IsCommand(req) {
-			resp, tok, err = auth.Apply(b, req)
-			authRev.known = false
-			out.AuthChanged = true
-		}
+		return Result{Err: fmt.Errorf("command kind %s is not a data range's", cmd.Kind)}, nil
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
@@ -171,9 +116,6 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	out.Events = append(out.Events, ka.Events...)
 	if change != nil {
 		out.Leases = append(out.Leases, *change)
-	}
-	if tok != nil {
-		out.AuthTokens = append(out.AuthTokens, *tok)
 	}
 	return Result{Resp: resp}, nil
 }
@@ -189,7 +131,7 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.DeleteRangeRequest{}
 	case raftcmd.KindTxn:
 		msg = &etcdpb.TxnRequest{}
-	case raftcmd.KindCompact:
+	case raftcmd.KindCompact, raftcmd.KindCompactAt:
 		msg = &etcdpb.CompactionRequest{}
 	case raftcmd.KindLeaseGrant:
 		msg = &etcdpb.LeaseGrantRequest{}
@@ -197,44 +139,8 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.LeaseRevokeRequest{}
 	case raftcmd.KindLeaseCheckpoint:
 		msg = &etcdpb.LeaseCheckpointRequest{}
-	case raftcmd.KindAlarm:
-		msg = &etcdpb.AlarmRequest{}
-	case raftcmd.KindAuthEnable:
-		msg = &etcdpb.AuthEnableRequest{}
-	case raftcmd.KindAuthDisable:
-		msg = &etcdpb.AuthDisableRequest{}
-	case raftcmd.KindAuthenticate:
-		msg = &etcdpb.InternalAuthenticateRequest{}
-	case raftcmd.KindUserAdd:
-		msg = &etcdpb.AuthUserAddRequest{}
-	case raftcmd.KindUserDelete:
-		msg = &etcdpb.AuthUserDeleteRequest{}
-	case raftcmd.KindUserChangePassword:
-		msg = &etcdpb.AuthUserChangePasswordRequest{}
-	case raftcmd.KindUserGrantRole:
-		msg = &etcdpb.AuthUserGrantRoleRequest{}
-	case raftcmd.KindUserRevokeRole:
-		msg = &etcdpb.AuthUserRevokeRoleRequest{}
-	case raftcmd.KindRoleAdd:
-		msg = &etcdpb.AuthRoleAddRequest{}
-	case raftcmd.KindRoleDelete:
-		msg = &etcdpb.AuthRoleDeleteRequest{}
-	case raftcmd.KindRoleGrantPermission:
-		msg = &etcdpb.AuthRoleGrantPermissionRequest{}
-	case raftcmd.KindRoleRevokePermission:
-		msg = &etcdpb.AuthRoleRevokePermissionRequest{}
-	case raftcmd.KindMemberPublish:
-		m, err := cluster.DecodeMember(cmd.Payload)
-		if err != nil {
-			return nil, err
-		}
-		return &m, nil
-	case raftcmd.KindMemberUpdate:
-		m, err := cluster.DecodeMember(cmd.Payload)
-		if err != nil {
-			return nil, err
-		}
-		return (*memberUpdate)(&m), nil
+	case raftcmd.KindSystemState:
+		return raftcmd.DecodeSystemState(cmd.Payload)
 	default:
 		return nil, fmt.Errorf("unknown command kind %s", cmd.Kind)
 	}
@@ -242,18 +148,6 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		return nil, fmt.Errorf("decode %s command: %w", cmd.Kind, err)
 	}
 	return msg, nil
-}
-
-// applyMemberPublish records the name and client URLs a member announces
-// when it starts. Unknown members are ignored: they may have been removed.
-func applyMemberPublish(b *pebble.Batch, m *cluster.Member) error {
-	cur, ok, err := cluster.GetMember(b, m.ID)
-	if err != nil || !ok {
-		return err
-	}
-	cur.Name = m.Name
-	cur.ClientURLs = m.ClientURLs
-	return cluster.PutMember(b, cur)
 }
 
 // addsData reports whether a request may grow the store: what a NOSPACE
@@ -283,97 +177,6 @@ func txnHasPuts(r *etcdpb.TxnRequest) bool {
 		}
 	}
 	return false
-}
-
-// applyAlarm raises or disarms an alarm and recomputes whether writes are
-// refused for lack of space. Only a member of the cluster can have an alarm
-// raised.
-func applyAlarm(b *pebble.Batch, st *rangesm.AppliedState, req *etcdpb.AlarmRequest) (any, error) {
-	switch req.Action {
-	case etcdpb.AlarmRequest_ACTIVATE, etcdpb.AlarmRequest_DEACTIVATE:
-	default:
-		return nil, status.Error(codes.InvalidArgument, "alarm action must be ACTIVATE or DEACTIVATE")
-	}
-	if req.Alarm == etcdpb.AlarmType_NONE {
-		return &etcdpb.AlarmResponse{}, nil
-	}
-	if req.Action == etcdpb.AlarmRequest_ACTIVATE {
-		// An alarm of no member could never be disarmed by the member
-		// it names. Disarming any ID stays possible, to clear old ones.
-		if _, ok, err := cluster.GetMember(b, req.MemberID); err != nil || !ok {
-			if err == nil {
-				err = rpctypes.ErrGRPCMemberNotFound
-			}
-			return nil, err
-		}
-	}
-	if err := cluster.SetAlarm(b, req.MemberID, req.Alarm, req.Action == etcdpb.AlarmRequest_ACTIVATE); err != nil {
-		return nil, err
-	}
-	noSpace, err := cluster.NoSpace(b)
-	if err != nil {
-		return nil, err
-	}
-	st.NoSpace = noSpace
-	return &etcdpb.AlarmResponse{Alarms: []*etcdpb.AlarmMember{{MemberID: req.MemberID, Alarm: req.Alarm}}}, nil
-}
-
-// memberUpdate is a change of a member's peer URLs.
-type memberUpdate cluster.Member
-
-// applyMemberUpdate sets the peer URLs of an existing member; the result
-// tells the proposer whether the member exists.
-func applyMemberUpdate(b *pebble.Batch, m *memberUpdate) error {
-	cur, ok, err := cluster.GetMember(b, m.ID)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return rpctypes.ErrGRPCMemberNotFound
-	}
-	cur.PeerURLs = m.PeerURLs
-	return cluster.PutMember(b, cur)
-}
-
-// applyMemberChanges keeps the member records in step with the Raft
-// configuration: an added member gets the record its command carries (or a
-// bare one), a promoted learner becomes a voter, a removed member loses its
-// record and is marked removed.
-func applyMemberChanges(b *pebble.Batch, cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
-	var rec *cluster.Member
-	if cmd.Kind == raftcmd.KindMemberChange {
-		if m, err := cluster.DecodeMember(cmd.Payload); err == nil {
-			rec = &m
-		}
-	}
-	for _, c := range cc.GetChanges() {
-		id := c.GetNodeId()
-		switch c.GetType() {
-		case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode:
-			cur, ok, err := cluster.GetMember(b, id)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				cur = cluster.Member{ID: id}
-				if rec != nil && rec.ID == id {
-					cur = *rec
-				}
-			}
-			cur.IsLearner = c.GetType() == pb.ConfChangeAddLearnerNode
-			if err := cluster.PutMember(b, cur); err != nil {
-				return err
-			}
-		case pb.ConfChangeRemoveNode:
-			if err := cluster.DeleteMember(b, id); err != nil {
-				return err
-			}
-			if err := cluster.MarkRemoved(b, id); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // applyExtension applies a command of one of the services whose data lives
@@ -412,7 +215,8 @@ func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term ui
 // the command: other members skip the reads of a txn (etcd's concurrency
 // Mutex reads the whole queue in each acquisition's txn).
 func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
-	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases(), NoReadResults: cmd.Proposer != a.m.cfg.NodeID}
+	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases(), NoReadResults: cmd.Proposer != a.m.cfg.NodeID,
+		Revision: int64(cmd.Revision)}
 }
 
 func (a *batch) env(ka *kv.Applier, cmd raftcmd.Command, index, term uint64) *Env {

@@ -1,14 +1,16 @@
 package datarange
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/keyindex"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/mvcc"
@@ -21,12 +23,17 @@ type Result = rangesm.Result
 
 // Config configures a Machine.
 type Config struct {
+	// RangeID is the range the machine applies the commands of.
+	RangeID keys.RangeID
 	// NodeID is this node's member ID: the commands it proposed are the
 	// ones whose reads it answers.
 	NodeID uint64
 	// DB is the node's Pebble instance, from which the index of live keys
 	// is rebuilt when it is found out of step (a bug).
 	DB *pebble.DB
+	// Start and End bound the user keys the range holds, [Start, End) (an
+	// empty End: to the end of the keyspace; both empty: every key).
+	Start, End []byte
 	// Extensions apply the commands of the services whose data lives in
 	// data ranges (job queues, rate limiters): a new instance of each for
 	// every data range.
@@ -35,9 +42,9 @@ type Config struct {
 }
 
 // Machine is the state machine of a data range: it applies etcd's KV and
-// lease commands (and, until the system range has its own, the system
-// state's: members, alarms, auth) and keeps the index of the range's live
-// keys. Not safe for concurrent use: the replica's goroutine drives it.
+// lease commands, checked against the range's copy of the system state
+// (auth, NOSPACE), and keeps the index of the range's live keys. Not safe
+// for concurrent use: the replica's goroutine drives it.
 type Machine struct {
 	cfg Config
 
@@ -46,9 +53,8 @@ type Machine struct {
 	// state.
 	index     *keyindex.Index
 	indexSnap *keyindex.Snapshot
-	// authState is the auth state the last permission check at apply used,
-	// reused while the auth revision stays (every change moves it).
-	authState *auth.State
+	// sys is the range's copy of the system state, as applied.
+	sys sysState
 	// leaseTTLs holds the leases of the applied state, kept up to date by
 	// apply.
 	leaseTTLs *lease.TTLs
@@ -74,7 +80,7 @@ func New(cfg Config) (*Machine, error) {
 // Load implements rangesm.StateMachine: it builds the index of the live
 // keys from r, which must hold exactly the applied state st.
 func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
-	x, err := kv.BuildIndex(r, st.KV.Revision)
+	x, err := kv.BuildIndexIn(r, st.KV.Revision, m.cfg.Start, m.cfg.End)
 	if err != nil {
 		return err
 	}
@@ -83,7 +89,9 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 		return err
 	}
 	m.index, m.indexSnap, m.leaseTTLs = x, x.Snapshot(), ttls
-	m.authState = nil
+	if m.sys, err = loadSysState(r, m.cfg.RangeID); err != nil {
+		return err
+	}
 	for _, ext := range m.cfg.Extensions {
 		if err := ext.Load(r); err != nil {
 			return fmt.Errorf("load %s: %w", ext.Name(), err)
@@ -105,7 +113,7 @@ func Index(state any) *keyindex.Snapshot {
 
 // Begin implements rangesm.StateMachine.
 func (m *Machine) Begin(b *pebble.Batch, st *rangesm.AppliedState, out *rangesm.Effects) rangesm.BatchApplier {
-	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out}
+	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out, sys: m.sys}
 }
 
 // batch applies one batch of committed entries.
@@ -115,17 +123,15 @@ type batch struct {
 	w   *mvcc.Writer
 	st  *rangesm.AppliedState
 	out *rangesm.Effects
-	// authRev is the auth state as this batch sees it.
-	authRev authRevision
+	// sys is the copy of the system state as the batch has made it so far.
+	sys sysState
 	// touched are the extensions that applied something in this batch.
 	touched []Extension
 }
 
-// ConfChange implements rangesm.BatchApplier: the member records follow the
-// Raft configuration.
-func (a *batch) ConfChange(cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
-	return applyMemberChanges(a.b, cc, cmd)
-}
+// ConfChange implements rangesm.BatchApplier: a data range keeps no member
+// records (the system range does).
+func (a *batch) ConfChange(*pb.ConfChangeV2, raftcmd.Command) error { return nil }
 
 // Finish implements rangesm.BatchApplier: the MVCC writer's last writes go
 // into the batch.
@@ -135,12 +141,13 @@ func (a *batch) Finish() error { return a.w.Close() }
 // current, is frozen for the state about to be published.
 func (a *batch) Committed() error {
 	m := a.m
+	m.sys = a.sys
 	if m.index.Revision() != a.st.KV.Revision {
 		// Every write moves the index with it; this is a bug, and reads
 		// would silently stop using the index: rebuild it and say so.
 		m.cfg.Logger.Error("index of live keys out of step with the applied state: rebuilding it",
 			"index revision", m.index.Revision(), "revision", a.st.KV.Revision)
-		x, err := kv.BuildIndex(m.cfg.DB, a.st.KV.Revision)
+		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.cfg.Start, m.cfg.End)
 		if err != nil {
 			return fmt.Errorf("rebuild index of live keys: %w", err)
 		}
@@ -173,3 +180,39 @@ func (a *batch) Close() { _ = a.w.Close() }
 // LeaseTTLs returns the TTLs of the range's leases the machine keeps in
 // memory (tests compare them with the table).
 func (m *Machine) LeaseTTLs() *lease.TTLs { return m.leaseTTLs }
+
+// inSpan reports whether every key a write names lies in the range's span
+// (always true for a range over every key, and for commands that name no
+// key).
+func (m *Machine) inSpan(req any) bool {
+	if len(m.cfg.Start) == 0 && len(m.cfg.End) == 0 {
+		return true
+	}
+	switch r := req.(type) {
+	case *etcdpb.PutRequest:
+		return m.spanHolds(r.Key, nil)
+	case *etcdpb.DeleteRangeRequest:
+		return m.spanHolds(r.Key, r.RangeEnd)
+	case *etcdpb.TxnRequest:
+		return kv.TxnKeys(r, func(key, end []byte, _ int64) bool { return m.spanHolds(key, end) })
+	}
+	return true
+}
+
+// spanHolds reports whether the etcd key range [key, end) (key alone when
+// end is empty, every key from key on when end is "\x00") lies in the
+// range's span; an empty key range does.
+func (m *Machine) spanHolds(key, end []byte) bool {
+	if bytes.Compare(key, m.cfg.Start) < 0 {
+		return len(end) > 0 && !(len(end) == 1 && end[0] == 0) && bytes.Compare(end, key) <= 0
+	}
+	switch {
+	case len(end) == 0:
+		return len(m.cfg.End) == 0 || bytes.Compare(key, m.cfg.End) < 0
+	case len(end) == 1 && end[0] == 0:
+		return len(m.cfg.End) == 0
+	case bytes.Compare(end, key) <= 0:
+		return true
+	}
+	return len(m.cfg.End) == 0 || bytes.Compare(end, m.cfg.End) <= 0
+}

@@ -36,7 +36,7 @@ type Backend interface {
 	Members(ctx context.Context, linearizable bool) ([]cluster.Member, error)
 	// Status describes this member.
 	Status(ctx context.Context) (*pb.StatusResponse, error)
-	// Hub is the watch hub of the first range.
+	// Hub is the node's watch hub.
 	Hub() *watch.Hub
 	// HasLeader reports whether this node knows a leader.
 	HasLeader() bool
@@ -119,3 +119,8 @@ func toGRPC(ctx context.Context, err error) error {
 	}
 	return status.Error(codes.Internal, err.Error())
 }
+
+// ToGRPC turns an error of the node (Raft, timeouts, contexts) into the
+// gRPC error an etcd client expects, as the etcd services answer it; the
+// services of Synod that share the node's propose and read paths use it.
+func ToGRPC(ctx context.Context, err error) error { return toGRPC(ctx, err) }

@@ -75,6 +75,9 @@ func (s *KV) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, erro
 	if err := kv.ValidatePut(req); err != nil {
 		return nil, err
 	}
+	if err := checkReserved(req); err != nil {
+		return nil, err
+	}
 	if err := s.checkSize(req); err != nil {
 		return nil, err
 	}
@@ -95,6 +98,9 @@ func (s *KV) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*pb.D
 	if err := kv.ValidateDeleteRange(req); err != nil {
 		return nil, err
 	}
+	if err := checkReserved(req); err != nil {
+		return nil, err
+	}
 	if err := s.checkSize(req); err != nil {
 		return nil, err
 	}
@@ -113,6 +119,9 @@ func (s *KV) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*pb.D
 // Txn implements KVServer.
 func (s *KV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	if err := kv.ValidateTxn(req, kv.Limits{MaxTxnOps: s.limits.MaxTxnOps}); err != nil {
+		return nil, err
+	}
+	if err := checkReserved(req); err != nil {
 		return nil, err
 	}
 	if err := s.checkSize(req); err != nil {

@@ -81,6 +81,36 @@ var routes = map[string]route{
 	"/v3/synod/groups/leave": {"/synodpb.Groups/Leave"},
 	"/v3/synod/groups/list":  {"/synodpb.Groups/List"},
 	"/v3/synod/groups/watch": {"/synodpb.Groups/Watch"},
+
+	"/v3/synod/limits/set":     {"/synodpb.Limits/SetLimit"},
+	"/v3/synod/limits/get":     {"/synodpb.Limits/GetLimit"},
+	"/v3/synod/limits/list":    {"/synodpb.Limits/ListLimits"},
+	"/v3/synod/limits/delete":  {"/synodpb.Limits/DeleteLimit"},
+	"/v3/synod/limits/take":    {"/synodpb.Limits/Take"},
+	"/v3/synod/limits/refund":  {"/synodpb.Limits/Refund"},
+	"/v3/synod/limits/acquire": {"/synodpb.Limits/Acquire"},
+	"/v3/synod/limits/release": {"/synodpb.Limits/Release"},
+	"/v3/synod/limits/stats":   {"/synodpb.Limits/LimitStats"},
+
+	"/v3/synod/ranges/list": {"/synodpb.Ranges/ListRanges"},
+	// The job queues (api/queuepb)
+	"/v3/synod/queue/push":           {"/synod.queue.v1.Queue/Push"},
+	"/v3/synod/queue/claim":          {"/synod.queue.v1.Queue/Claim"},
+	"/v3/synod/queue/complete":       {"/synod.queue.v1.Queue/Complete"},
+	"/v3/synod/queue/fail":           {"/synod.queue.v1.Queue/Fail"},
+	"/v3/synod/queue/extend":         {"/synod.queue.v1.Queue/Extend"},
+	"/v3/synod/queue/progress":       {"/synod.queue.v1.Queue/Progress"},
+	"/v3/synod/queue/get":            {"/synod.queue.v1.Queue/Get"},
+	"/v3/synod/queue/list":           {"/synod.queue.v1.Queue/List"},
+	"/v3/synod/queue/wait":           {"/synod.queue.v1.Queue/Wait"},
+	"/v3/synod/queue/cancel":         {"/synod.queue.v1.Queue/Cancel"},
+	"/v3/synod/queue/redrive":        {"/synod.queue.v1.Queue/Redrive"},
+	"/v3/synod/queue/purge":          {"/synod.queue.v1.Queue/Purge"},
+	"/v3/synod/queue/configure":      {"/synod.queue.v1.Queue/Configure"},
+	"/v3/synod/queue/stats":          {"/synod.queue.v1.Queue/Stats"},
+	"/v3/synod/queue/putschedule":    {"/synod.queue.v1.Queue/PutSchedule"},
+	"/v3/synod/queue/deleteschedule": {"/synod.queue.v1.Queue/DeleteSchedule"},
+	"/v3/synod/queue/listschedules":  {"/synod.queue.v1.Queue/ListSchedules"},
 }
 
 // Prefixes are the URL path prefixes the gateway answers: etcd's /v3/, and

@@ -28,6 +28,10 @@ type Index struct {
 	gen uint64
 	// max is the node size (nodeSize; tests make it small for deep trees).
 	max int
+	// n is the number of live keys; inserted is set by a put that added
+	// a key.
+	n        int
+	inserted bool
 }
 
 // New returns an empty index at revision rev.
@@ -44,6 +48,10 @@ func (x *Index) Put(e Entry) {
 	if right != nil {
 		x.root = &node{gen: x.gen, children: []*node{x.root, right}, lows: [][]byte{nil, low}}
 	}
+	if x.inserted {
+		x.n++
+		x.inserted = false
+	}
 }
 
 // Delete removes key, if live.
@@ -53,6 +61,7 @@ func (x *Index) Delete(key []byte) {
 	}
 	x.root = x.mutable(x.root)
 	x.delete(x.root, key)
+	x.n--
 	if !x.root.isLeaf() && len(x.root.children) == 1 {
 		x.root = x.root.children[0]
 	}
@@ -72,7 +81,7 @@ func (x *Index) Revision() int64 { return x.rev }
 // goroutine while the index goes on changing. It takes O(1): the index
 // copies each node it shares with the snapshot before changing it.
 func (x *Index) Snapshot() *Snapshot {
-	s := &Snapshot{root: x.root, rev: x.rev}
+	s := &Snapshot{root: x.root, rev: x.rev, n: x.n}
 	x.gen++
 	return s
 }
@@ -81,7 +90,14 @@ func (x *Index) Snapshot() *Snapshot {
 type Snapshot struct {
 	root *node
 	rev  int64
+	n    int
 }
+
+// Len returns the number of live keys in the snapshot.
+func (s *Snapshot) Len() int { return s.n }
+
+// Len returns the number of live keys.
+func (x *Index) Len() int { return x.n }
 
 // Revision is the store revision the snapshot reflects.
 func (s *Snapshot) Revision() int64 { return s.rev }

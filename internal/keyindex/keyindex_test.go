@@ -307,6 +307,9 @@ func TestAgainstModel(t *testing.T) {
 					}
 				}
 				x.SetRevision(rev)
+				if x.Len() != len(m) {
+					t.Fatalf("live keys at step %d: got %d, want %d", step, x.Len(), len(m))
+				}
 				if step%50 == 0 {
 					checkShape(t, x)
 					checkAgainst(t, fmt.Sprintf("index at step %d", step), x, x.Get, m, rng)
@@ -319,6 +322,9 @@ func TestAgainstModel(t *testing.T) {
 			checkAgainst(t, "index at the end", x, x.Get, m, rng)
 			for _, f := range snaps {
 				checkAgainst(t, fmt.Sprintf("snapshot at revision %d", f.s.Revision()), f.s, f.s.Get, f.m, rng)
+				if f.s.Len() != len(f.m) {
+					t.Fatalf("live keys of the snapshot at revision %d: got %d, want %d", f.s.Revision(), f.s.Len(), len(f.m))
+				}
 			}
 		})
 	}

@@ -188,6 +188,7 @@ func (x *Index) put(n *node, e Entry, rightmost bool) (*node, []byte) {
 			return nil, nil
 		}
 		n.insert(i, &e)
+		x.inserted = true
 		if len(n.ents) <= x.max {
 			return nil, nil
 		}

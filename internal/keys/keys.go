@@ -6,12 +6,25 @@ import (
 	"fmt"
 )
 
-// RangeID names one range: a contiguous span of the user keyspace replicated by
-// its own Raft group. Range 1 is created at bootstrap and covers everything.
+// RangeID names one range, replicated by its own Raft group: the system range,
+// or a data range (a contiguous span of the user keyspace).
 type RangeID uint64
 
-// FirstRangeID is the range created when a cluster bootstraps.
-const FirstRangeID RangeID = 1
+// The ranges a cluster bootstraps with.
+const (
+	// SystemRangeID is the system range: members, alarms, auth (later the
+	// revision oracle and the range descriptors). It never splits.
+	SystemRangeID RangeID = 1
+	// FirstDataRangeID is the data range that covers every user key when a
+	// cluster bootstraps (its leases too, until they move to the system
+	// range).
+	FirstDataRangeID RangeID = 2
+)
+
+// Layout is the version of the layout of a node's data this code writes and
+// reads, recorded in NodeLayoutKey. Version 2 has a system range and data
+// ranges; data dirs of version 1 (one range holding everything) have no key.
+const Layout = 2
 
 const (
 	localPrefix      byte = 0x01
@@ -22,6 +35,8 @@ const (
 
 var (
 	identSuffix     = []byte("ident")
+	layoutSuffix    = []byte("layout")
+	sysMirrorSuffix = []byte("sys")
 	nodeRemoved     = []byte("removed")
 	nodeDataLost    = []byte("lost")
 	peerSecret      = []byte("peersecret")
@@ -39,12 +54,20 @@ var (
 	authRoleInfix   = []byte("auth:role:")
 	authEnabledSfx  = []byte("auth:enabled")
 	authRevisionSfx = []byte("auth:rev")
+	oracleInfix     = []byte("oracle:")
+	rangeDescInfix  = []byte("range:")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
 // its member ID. It is written once, when the node first starts.
 func NodeIdentKey() []byte {
 	return append([]byte{localPrefix}, identSuffix...)
+}
+
+// NodeLayoutKey holds the version of the data layout the node's data dir
+// was written with (Layout, one byte).
+func NodeLayoutKey() []byte {
+	return append([]byte{localPrefix}, layoutSuffix...)
 }
 
 func rangeLocalKey(prefix byte, id RangeID, suffix []byte, extra int) []byte {
@@ -104,6 +127,12 @@ func RaftLogIndex(key []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(key[len(key)-8:]), nil
 }
 
+// NodeLocalSpan covers every node-local, unreplicated key: node identity and
+// marks, and every range's Raft log, HardState and truncated state.
+func NodeLocalSpan() Span {
+	return Span{Start: []byte{localPrefix}, End: []byte{localPrefix + 1}}
+}
+
 // RangeLocalUnreplicatedSpan covers every unreplicated key of a range (its Raft
 // log, HardState and truncated state).
 func RangeLocalUnreplicatedSpan(id RangeID) Span {
@@ -115,6 +144,14 @@ func RangeLocalUnreplicatedSpan(id RangeID) Span {
 // index and term, configuration and the KV revision counters.
 func RangeAppliedStateKey(id RangeID) []byte {
 	return rangeLocalKey(replicatedPrefix, id, appliedSuffix, 0)
+}
+
+// RangeSystemStateKey holds, in a data range, the copy of the system state
+// its commands are checked against at apply time (the auth state and
+// whether writes are refused for lack of space), which the system range
+// hands every data range.
+func RangeSystemStateKey(id RangeID) []byte {
+	return rangeLocalKey(replicatedPrefix, id, sysMirrorSuffix, 0)
 }
 
 // RangeLocalReplicatedSpan covers the replicated range-local keys of a range.
@@ -256,6 +293,28 @@ func SystemSpan() Span {
 	return Span{Start: []byte{systemPrefix}, End: []byte{systemPrefix + 1}}
 }
 
+// OracleCeilingKey holds the revision oracle's ceiling (8 bytes): no
+// revision above it was ever handed out.
+func OracleCeilingKey() []byte { return systemKey(oracleInfix, "ceiling") }
+
+// OracleSpan covers the revision oracle's keys.
+func OracleSpan() Span {
+	start := append([]byte{systemPrefix}, oracleInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// RangeDescKey holds the descriptor of range id (internal/rangedesc).
+func RangeDescKey(id RangeID) []byte {
+	k := append([]byte{systemPrefix}, rangeDescInfix...)
+	return binary.BigEndian.AppendUint64(k, uint64(id))
+}
+
+// RangeDescSpan covers the descriptors of every range.
+func RangeDescSpan() Span {
+	start := append([]byte{systemPrefix}, rangeDescInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
 // MVCCSpan covers all MVCC user data.
 func MVCCSpan() Span {
 	return Span{Start: []byte{mvccPrefix}, End: []byte{mvccPrefix + 1}}
@@ -288,15 +347,57 @@ func PrefixRangeEnd(p []byte) []byte {
 	return []byte{0}
 }
 
+// DataRangeSpans returns the replicated spans of data range id over the
+// user keys [start, end) (an empty end: to the end of the keyspace): its
+// applied state, the versions and the services' state of its keys, and,
+// for the first data range, the leases (which live there).
+func DataRangeSpans(id RangeID, start, end []byte) []Span {
+	spans := []Span{RangeLocalReplicatedSpan(id)}
+	if id == FirstDataRangeID {
+		spans = append(spans, LeaseSpan(), LeaseAttachmentSpan())
+	}
+	return append(spans, UserKeySpan(mvccPrefix, start, end), UserKeySpan(serviceStatePrefix, start, end))
+}
+
+// MVCCSpanOf covers the versions of the user keys [start, end) (an empty
+// end: to the end of the keyspace).
+func MVCCSpanOf(start, end []byte) Span { return UserKeySpan(mvccPrefix, start, end) }
+
+// UserKeySpan covers the Pebble keys, under prefix (the MVCC data's or the
+// services' state's), of the user keys [start, end): each is the prefix,
+// the escaped user key and a 0x00 0x01 terminator, so the user keys' order
+// is the Pebble keys'.
+func UserKeySpan(prefix byte, start, end []byte) Span {
+	s := Span{Start: []byte{prefix}, End: []byte{prefix + 1}}
+	if len(start) > 0 {
+		s.Start = append(appendEscaped([]byte{prefix}, start), 0x00, 0x01)
+	}
+	if len(end) > 0 {
+		s.End = append(appendEscaped([]byte{prefix}, end), 0x00, 0x01)
+	}
+	return s
+}
+
 // ReplicatedSpans returns the Pebble spans that make up the replicated state of
-// a range, in key order: what a snapshot of the range contains. In phase 1 the
-// only range is FirstRangeID and it covers the system keyspace and all user data.
+// a range, in key order: what a snapshot of the range contains. The system
+// range holds the system keyspace but the leases (members, alarms, auth,
+// the revision oracle's ceiling); the one data range holds every user key,
+// the leases (until they move to the system range) and the reserved
+// services' state of its keys (ServiceStateSpan; all of it while there is
+// one data range). A data range over a part of the keyspace has the spans
+// DataRangeSpans gives for its descriptor.
 func ReplicatedSpans(id RangeID) []Span {
 	spans := []Span{RangeLocalReplicatedSpan(id)}
-	if id == FirstRangeID {
-		spans = append(spans, SystemSpan(), MVCCSpan())
+	if id == SystemRangeID {
+		return append(spans, AlarmSpan(), AuthSpan(), MemberSpan(), OracleSpan(), RangeDescSpan(), RemovedMemberSpan())
 	}
-	return spans
+	return DataRangeSpans(id, nil, nil)
+}
+
+// LeaseAttachmentSpan covers the attachments of every lease.
+func LeaseAttachmentSpan() Span {
+	start := append([]byte{systemPrefix}, leaseKeyInfix...)
+	return Span{Start: start, End: PrefixEnd(start)}
 }
 
 const revisionLen = 8
@@ -406,3 +507,12 @@ func MVCCKeyPrefixLen(k []byte) int {
 	}
 	return len(k) - revisionLen
 }
+
+// QueuesPrefix starts the job queues' keys (internal/queue), under
+// ReservedPrefix: MVCC user keys written only by the queues' commands.
+const QueuesPrefix = "\x01synod/queue/"
+
+// IntersectsReserved reports whether the user keys an etcd request names
+// (key alone when rangeEnd is empty; every key >= key when rangeEnd is
+// "\x00"; else [key, rangeEnd)) include a reserved one (OverlapsReserved).
+func IntersectsReserved(key, rangeEnd []byte) bool { return OverlapsReserved(key, rangeEnd) }

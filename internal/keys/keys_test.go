@@ -83,8 +83,15 @@ func TestPrefixEnd(t *testing.T) {
 	}
 }
 
+// TestSpansDisjoint checks that the ranges' replicated spans and their
+// unreplicated ones never overlap: a snapshot of one range must not carry,
+// nor its install delete, another's state or a log.
 func TestSpansDisjoint(t *testing.T) {
-	spans := append(ReplicatedSpans(FirstRangeID), RangeLocalUnreplicatedSpan(FirstRangeID))
+	var spans []Span
+	for _, id := range []RangeID{SystemRangeID, FirstDataRangeID} {
+		spans = append(spans, ReplicatedSpans(id)...)
+		spans = append(spans, RangeLocalUnreplicatedSpan(id))
+	}
 	for i, a := range spans {
 		for j, b := range spans {
 			if i != j && bytes.Compare(a.Start, b.End) < 0 && bytes.Compare(b.Start, a.End) < 0 {
@@ -103,11 +110,74 @@ func TestSpansDisjoint(t *testing.T) {
 // TestNodeKeysAreNotReplicated checks that the node-local keys, the peer
 // secret above all, lie outside every span a snapshot or backup copies.
 func TestNodeKeysAreNotReplicated(t *testing.T) {
-	for _, k := range [][]byte{NodeIdentKey(), NodeRemovedKey(), NodePeerSecretKey()} {
-		for _, s := range ReplicatedSpans(FirstRangeID) {
+	for _, k := range [][]byte{NodeIdentKey(), NodeRemovedKey(), NodePeerSecretKey(), NodeLayoutKey(), NodeDataLostKey()} {
+		for _, s := range append(ReplicatedSpans(SystemRangeID), ReplicatedSpans(FirstDataRangeID)...) {
 			if bytes.Compare(k, s.Start) >= 0 && bytes.Compare(k, s.End) < 0 {
 				t.Fatalf("node-local key %q inside the replicated span %q-%q", k, s.Start, s.End)
 			}
+		}
+	}
+}
+
+func TestIntersectsReserved(t *testing.T) {
+	for _, tc := range []struct {
+		key, end string
+		want     bool
+	}{
+		{"\x01synod/queue/q/job/1", "", true},
+		{"\x01synod", "", false},
+		{"synod/queues/q", "", false},
+		{"\x00", "\x00", true},         // every key
+		{"", "\x00", true},             // every key
+		{"\x02", "\x00", false},        // every key from \x02
+		{"\x00a", "\x01synod/", false}, // ends where it starts
+		{"\x00a", "\x01synod/a", true},
+		{"\x01synod0", "\x01", false}, // starts past it
+		{"\x01synod/zz", "\x01synod/zzz", true},
+	} {
+		var end []byte
+		if tc.end != "" {
+			end = []byte(tc.end)
+		}
+		if got := IntersectsReserved([]byte(tc.key), end); got != tc.want {
+			t.Errorf("IntersectsReserved(%q, %q): got %v, want %v", tc.key, tc.end, got, tc.want)
+		}
+	}
+}
+
+// TestRangesHoldTheirKeys checks which range's snapshot carries which keys.
+func TestRangesHoldTheirKeys(t *testing.T) {
+	in := func(k []byte, id RangeID) bool {
+		for _, s := range ReplicatedSpans(id) {
+			if bytes.Compare(k, s.Start) >= 0 && bytes.Compare(k, s.End) < 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		key []byte
+		id  RangeID
+	}{
+		{MemberKey(7), SystemRangeID},
+		{RemovedMemberKey(7), SystemRangeID},
+		{AlarmKey(7, 1), SystemRangeID},
+		{AuthUserKey("u"), SystemRangeID},
+		{AuthRevisionKey(), SystemRangeID},
+		{OracleCeilingKey(), SystemRangeID},
+		{RangeAppliedStateKey(SystemRangeID), SystemRangeID},
+		{LeaseKey(7), FirstDataRangeID},
+		{LeaseAttachmentKey(7, []byte("k")), FirstDataRangeID},
+		{MVCCKey([]byte("k"), 3), FirstDataRangeID},
+		{RangeAppliedStateKey(FirstDataRangeID), FirstDataRangeID},
+		{RangeSystemStateKey(FirstDataRangeID), FirstDataRangeID},
+	} {
+		other := SystemRangeID
+		if c.id == SystemRangeID {
+			other = FirstDataRangeID
+		}
+		if !in(c.key, c.id) || in(c.key, other) {
+			t.Errorf("%q: in range %d %v, in range %d %v; want only in range %d", c.key, c.id, in(c.key, c.id), other, in(c.key, other), c.id)
 		}
 	}
 }

@@ -12,11 +12,20 @@ import (
 )
 
 // writeRevision chooses the revision of the writes of the next command. It is
-// the only place that does: a later phase replaces it with a timestamp
-// oracle.
+// the only place that does: the revision the command was stamped with
+// (Applier.Revision), or the store's plus one for a command without one (or
+// a stamp not above the store's revision, which the stamping rules exclude:
+// a range's stamps increase with its log).
 func (a *Applier) writeRevision() int64 {
+	if a.Revision > a.Meta.Revision {
+		return a.Revision
+	}
 	return a.Meta.Revision + 1
 }
+
+// WriteRevision returns the revision the next command's writes take (for
+// an extension that records it besides them).
+func (a *Applier) WriteRevision() int64 { return a.writeRevision() }
 
 // command tracks the writes of one command while it is applied.
 type command struct {
@@ -103,6 +112,22 @@ func (a *Applier) Compact(r *pb.CompactionRequest) (*pb.CompactionResponse, erro
 	}
 	a.Meta.CompactRevision = rev
 	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: a.Meta.Revision}}, nil
+}
+
+// CompactAt records a compaction at the requested revision like Compact,
+// raising the store's revision to it when it is below (raftcmd.KindCompactAt:
+// the caller made sure no write at or below it can still come).
+func (a *Applier) CompactAt(r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if r.GetRevision() <= a.Meta.CompactRevision {
+		return nil, rpctypes.ErrGRPCCompacted
+	}
+	if rev := r.GetRevision(); rev > a.Meta.Revision {
+		a.Meta.Revision = rev
+		if x := a.Live; x != nil {
+			x.SetRevision(rev)
+		}
+	}
+	return a.Compact(r)
 }
 
 // checkLease fails unless lease is 0 (none) or exists.

@@ -18,8 +18,10 @@
 //
 // # Revisions
 //
-// A command that writes gets revision Meta.Revision+1 (chosen in
-// Applier.writeRevision only) for all its writes, which are numbered by a
+// A command that writes gets one revision (chosen in Applier.writeRevision
+// only: the revision its range's leader stamped it with from the cluster's
+// revision oracle, or Meta.Revision+1 for a command of a log written before
+// stamping) for all its writes, which are numbered by a
 // sub-revision from 0 in write order; Meta.Revision then advances once. A
 // command that writes nothing (a delete matching no key, a txn whose path has
 // no effective write) leaves the revision unchanged. Every error from the

@@ -86,6 +86,10 @@ type Leases interface {
 // Events may hold part of the command: the caller must discard them.
 type Applier struct {
 	Batch *pebble.Batch
+	// Revision, if not zero, is the revision the command's writes take:
+	// the one its range's leader stamped it with, from the cluster's
+	// revision oracle (raftcmd.Command.Revision).
+	Revision int64
 	// Reader, used only when Batch is nil, is what a read-only txn served
 	// outside apply reads (see ReadTxn).
 	Reader pebble.Reader
@@ -132,8 +136,14 @@ func (a *Applier) index() keyindex.Reader {
 
 // BuildIndex builds the index of the keys live in r at revision rev.
 func BuildIndex(r pebble.Reader, rev int64) (*keyindex.Index, error) {
+	return BuildIndexIn(r, rev, nil, nil)
+}
+
+// BuildIndexIn is BuildIndex for the user keys [start, end) (an empty end:
+// to the end of the keyspace): a data range's.
+func BuildIndexIn(r pebble.Reader, rev int64, start, end []byte) (*keyindex.Index, error) {
 	x := keyindex.New(rev)
-	err := mvcc.Live(r, rev, func(kv *mvccpb.KeyValue) error {
+	err := mvcc.LiveIn(r, rev, start, end, func(kv *mvccpb.KeyValue) error {
 		x.Put(indexEntry(kv))
 		return nil
 	})

@@ -254,3 +254,35 @@ func ReadTxn(r pebble.Reader, idx *keyindex.Snapshot, m Meta, req *pb.TxnRequest
 	a := Applier{Reader: r, LiveSnapshot: idx, Meta: &m}
 	return a.Txn(req)
 }
+
+// TxnKeys calls fn with every key range a txn names, its compares and the
+// operations of both branches, nested txns included (end as in etcd: empty
+// for a single key, "\x00" for every key from key on), with the lease a
+// put attaches (0 otherwise), until fn returns false; it reports whether
+// fn never did.
+func TxnKeys(t *pb.TxnRequest, fn func(key, end []byte, lease int64) bool) bool {
+	for _, c := range t.GetCompare() {
+		if !fn(c.GetKey(), c.GetRangeEnd(), 0) {
+			return false
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{t.GetSuccess(), t.GetFailure()} {
+		for _, op := range ops {
+			ok := true
+			switch o := op.GetRequest().(type) {
+			case *pb.RequestOp_RequestRange:
+				ok = fn(o.RequestRange.GetKey(), o.RequestRange.GetRangeEnd(), 0)
+			case *pb.RequestOp_RequestPut:
+				ok = fn(o.RequestPut.GetKey(), nil, o.RequestPut.GetLease())
+			case *pb.RequestOp_RequestDeleteRange:
+				ok = fn(o.RequestDeleteRange.GetKey(), o.RequestDeleteRange.GetRangeEnd(), 0)
+			case *pb.RequestOp_RequestTxn:
+				ok = TxnKeys(o.RequestTxn, fn)
+			}
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}

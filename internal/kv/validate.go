@@ -3,7 +3,17 @@ package kv
 import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/synod-io/synod/internal/keys"
 )
+
+// ErrGRPCReservedKey refuses a write through the etcd API that touches the
+// user keys reserved for Synod's own services (keys.ReservedPrefix): only
+// their commands write there.
+var ErrGRPCReservedKey = status.Error(codes.InvalidArgument,
+	`etcdserver: keys starting with "\x01synod/" are reserved for synod's services (rate limits, queues): use their APIs`)
 
 // ValidateRange, ValidatePut, ValidateDeleteRange, ValidateTxn and
 // ValidateCompaction check a request before it is proposed; they return the
@@ -40,6 +50,9 @@ func ValidatePut(r *pb.PutRequest) error {
 	if r.GetIgnoreLease() && r.GetLease() != 0 {
 		return rpctypes.ErrGRPCLeaseProvided
 	}
+	if keys.IntersectsReserved(r.GetKey(), nil) {
+		return ErrGRPCReservedKey
+	}
 	return nil
 }
 
@@ -47,6 +60,9 @@ func ValidatePut(r *pb.PutRequest) error {
 func ValidateDeleteRange(r *pb.DeleteRangeRequest) error {
 	if len(r.GetKey()) == 0 {
 		return rpctypes.ErrGRPCEmptyKey
+	}
+	if keys.IntersectsReserved(r.GetKey(), r.GetRangeEnd()) {
+		return ErrGRPCReservedKey
 	}
 	return nil
 }

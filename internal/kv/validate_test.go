@@ -250,3 +250,16 @@ func FuzzApplyTxn(f *testing.F) {
 		_, _ = e.txn(r)
 	})
 }
+
+func TestReservedKeysAreNotWritable(t *testing.T) {
+	q := []byte("\x01synod/queue/q/state/1")
+	wantErr(t, "put", ValidatePut(&pb.PutRequest{Key: q}), ErrGRPCReservedKey)
+	wantErr(t, "delete key", ValidateDeleteRange(&pb.DeleteRangeRequest{Key: q}), ErrGRPCReservedKey)
+	wantErr(t, "delete all", ValidateDeleteRange(&pb.DeleteRangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}), ErrGRPCReservedKey)
+	wantErr(t, "delete range over it", ValidateDeleteRange(&pb.DeleteRangeRequest{Key: []byte("\x00a"), RangeEnd: []byte("\x02")}), ErrGRPCReservedKey)
+	wantErr(t, "delete above it", ValidateDeleteRange(&pb.DeleteRangeRequest{Key: []byte("\x02"), RangeEnd: []byte{0}}), nil)
+	wantErr(t, "delete below it", ValidateDeleteRange(&pb.DeleteRangeRequest{Key: []byte("\x00a"), RangeEnd: []byte("\x01synod/")}), nil)
+	txn := &pb.TxnRequest{Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{
+		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: q}}}}}}}}}
+	wantErr(t, "nested txn put", ValidateTxn(txn, Limits{}), ErrGRPCReservedKey)
+}

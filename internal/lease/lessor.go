@@ -16,6 +16,10 @@ var (
 	ErrNotPrimary = errors.New("lessor is not primary")
 	// ErrNotFound means the lease does not exist (or has expired).
 	ErrNotFound = errors.New("lease not found")
+	// ErrCheckpointPending means the lease has a checkpoint proposed whose
+	// outcome is not known yet, or one that was not reset: renewing it now
+	// could let that checkpoint land after the renewal (see NeedsReset).
+	ErrCheckpointPending = errors.New("lease checkpoint pending")
 )
 
 // Checkpoint is the remaining TTL of one lease to record through Raft.
@@ -67,8 +71,20 @@ type Lessor struct {
 		pending  timerHeap // leases handed out for revocation, by when
 		cps      timerHeap // leases not seen expired, by next checkpoint
 		examined int       // heap entries looked at by Expired and Checkpoints (tests)
+		// settled is closed (and cleared) when a proposal of checkpoints
+		// returns, to wake renewals waiting on one (NeedsReset).
+		settled chan struct{}
 	}
 }
+
+// cpState is where a lease's last checkpoint handed out by Checkpoints is.
+type cpState uint8
+
+const (
+	cpIdle     cpState = iota // none handed out, or its outcome is known
+	cpProposed                // handed out, its proposal not returned yet
+	cpUnknown                 // its proposal failed: it may still apply
+)
 
 // timer is one lease. Times are nanoseconds since the lessor's base.
 type timer struct {
@@ -82,6 +98,8 @@ type timer struct {
 	idx int32
 	// cpIdx is its position in the checkpoint heap (-1: not in it).
 	cpIdx int32
+	// cp is where the last checkpoint handed out is.
+	cp cpState
 }
 
 func (t *timer) pending() bool { return t.idx < 0 }
@@ -129,6 +147,7 @@ func NewLessor(cfg Config) *Lessor {
 }
 
 func (l *Lessor) resetLocked() {
+	l.wakeLocked()
 	l.mu.leases = map[int64]*timer{}
 	l.mu.expiry = timerHeap{kind: expiryHeap}
 	l.mu.pending = timerHeap{kind: pendingHeap}
@@ -256,6 +275,11 @@ func (l *Lessor) Checkpointed(id, remainingMs int64) {
 	defer l.mu.Unlock()
 	if t, ok := l.mu.leases[id]; ok {
 		t.checkpointed = time.Duration(remainingMs) * time.Millisecond
+		if t.cp == cpUnknown {
+			// A failed proposal is either in the log before this
+			// checkpoint or never will be (see NeedsReset).
+			t.cp = cpIdle
+		}
 		if t.cpIdx >= 0 {
 			i := int(t.cpIdx)
 			l.mu.cps.e[i].at = t.checkpointAt(l.cfg.CheckpointInterval)
@@ -286,14 +310,57 @@ func (l *Lessor) earlierLocked(t *timer) {
 // NeedsReset reports whether the lease has a checkpoint that must be reset
 // through Raft before a renewal is acknowledged: otherwise a failover would
 // start the renewed lease from the old, shorter remaining TTL.
-func (l *Lessor) NeedsReset(id int64) (bool, error) {
+//
+// A checkpoint handed out by Checkpoints counts from then on, before it
+// applies: a renewal acknowledged while it is in flight would otherwise see
+// no checkpoint, and the checkpoint would land after the renewal. While its
+// proposal has not returned, wait is non-nil: the caller waits for it and
+// asks again, so that the reset it then proposes follows the checkpoint in
+// the log. A checkpoint whose proposal failed may still apply; it is in the
+// log by then or never will be, and a reset proposed after it follows it.
+func (l *Lessor) NeedsReset(id int64) (need bool, wait <-chan struct{}, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t, err := l.getLocked(id)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return t.checkpointed > 0, nil
+	switch t.cp {
+	case cpProposed:
+		if l.mu.settled == nil {
+			l.mu.settled = make(chan struct{})
+		}
+		return true, l.mu.settled, nil
+	case cpUnknown:
+		return true, nil, nil
+	}
+	return t.checkpointed > 0, nil, nil
+}
+
+// CheckpointsSettled records that the proposal of cps, handed out by
+// Checkpoints, returned: applied says whether it applied. It wakes the
+// renewals waiting on them (NeedsReset).
+func (l *Lessor) CheckpointsSettled(cps []Checkpoint, applied bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, cp := range cps {
+		if t, ok := l.mu.leases[cp.ID]; ok && t.cp == cpProposed {
+			if applied {
+				t.cp = cpIdle
+			} else {
+				t.cp = cpUnknown
+			}
+		}
+	}
+	l.wakeLocked()
+}
+
+// wakeLocked wakes the renewals waiting for a checkpoint's proposal.
+func (l *Lessor) wakeLocked() {
+	if l.mu.settled != nil {
+		close(l.mu.settled)
+		l.mu.settled = nil
+	}
 }
 
 func (l *Lessor) getLocked(id int64) (*timer, error) {
@@ -309,8 +376,10 @@ func (l *Lessor) getLocked(id int64) (*timer, error) {
 
 // Renew extends a lease to its full TTL and returns the TTL in seconds. A
 // lease past its expiry cannot be renewed. The caller must have reset any
-// checkpoint first (NeedsReset); Renew then forgets it locally. It moves
-// nothing in the heaps (see Lessor).
+// checkpoint first (NeedsReset); Renew then forgets it locally. A lease
+// with a checkpoint handed out since, whose outcome is not known, is not
+// renewed (ErrCheckpointPending): the caller asks NeedsReset again. It
+// moves nothing in the heaps (see Lessor).
 func (l *Lessor) Renew(now time.Time, id int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -321,6 +390,9 @@ func (l *Lessor) Renew(now time.Time, id int64) (int64, error) {
 	off := l.offsetLocked(now)
 	if off >= t.expiry {
 		return 0, ErrNotFound
+	}
+	if t.cp != cpIdle {
+		return 0, ErrCheckpointPending
 	}
 	t.expiry = add(off, int64(t.ttl))
 	t.checkpointed = 0
@@ -409,9 +481,11 @@ func (l *Lessor) RevokeFailed(id int64) {
 // Checkpoints returns the remaining TTLs to record through Raft, ordered by
 // lease ID: those of leases unrenewed for half their TTL whose remaining
 // time dropped by the checkpoint interval since their last checkpoint.
-// Healthy leases, renewed every third of their TTL, never qualify. A lease
-// stays due, and is returned again, until its checkpoint is applied
-// (Checkpointed). It looks only at the due leases, renewed leases whose
+// Healthy leases, renewed every third of their TTL, never qualify. The
+// caller proposes them and reports the outcome (CheckpointsSettled); until
+// then they are not returned again, and are in flight for NeedsReset. A
+// lease stays due, and is returned again once settled, until its
+// checkpoint is applied (Checkpointed). It looks only at the due leases, renewed leases whose
 // former checkpoint time has come, and the heap children that bound them.
 func (l *Lessor) Checkpoints(now time.Time) []Checkpoint {
 	l.mu.Lock()
@@ -444,7 +518,10 @@ func (l *Lessor) Checkpoints(now time.Time) []Checkpoint {
 			later = append(later, t) // renewed since it took this place
 		case remaining <= 0:
 			gone = append(gone, t) // expired: never checkpointed again
+		case t.cp == cpProposed:
+			// Its proposal has not returned: not twice in flight.
 		default:
+			t.cp = cpProposed
 			out = append(out, Checkpoint{ID: t.id, RemainingMs: max(time.Duration(remaining).Milliseconds(), 1)})
 		}
 	}

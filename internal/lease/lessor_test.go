@@ -95,25 +95,28 @@ func TestCheckpointPolicy(t *testing.T) {
 		t.Fatalf("checkpoint of the unrenewed lease: got %v", got)
 	}
 	l.Checkpointed(1, 4500)
+	l.CheckpointsSettled(got, true)
 	if got := l.Checkpoints(at(6 * time.Second)); len(got) != 0 {
 		t.Fatalf("checkpoint again before the remaining TTL dropped by the interval: got %v", got)
 	}
 	renew2(9 * time.Second)
-	if got := l.Checkpoints(at(6500 * time.Millisecond)); !reflect.DeepEqual(got, []Checkpoint{{ID: 1, RemainingMs: 3500}}) {
+	got = l.Checkpoints(at(6500 * time.Millisecond))
+	if !reflect.DeepEqual(got, []Checkpoint{{ID: 1, RemainingMs: 3500}}) {
 		t.Fatalf("checkpoint after the interval: got %v", got)
 	}
 	l.Checkpointed(1, 3500)
+	l.CheckpointsSettled(got, true)
 	// The client comes back: the checkpoint must be reset before renewing.
-	if need, err := l.NeedsReset(1); err != nil || !need {
+	if need, _, err := l.NeedsReset(1); err != nil || !need {
 		t.Fatalf("needs reset: got %v, %v, want true", need, err)
 	}
-	if need, _ := l.NeedsReset(2); need {
+	if need, _, _ := l.NeedsReset(2); need {
 		t.Fatalf("a never checkpointed lease needs no reset")
 	}
 	if _, err := l.Renew(at(7*time.Second), 1); err != nil {
 		t.Fatal(err)
 	}
-	if need, _ := l.NeedsReset(1); need {
+	if need, _, _ := l.NeedsReset(1); need {
 		t.Fatalf("renewal did not clear the local checkpoint")
 	}
 }
@@ -226,7 +229,13 @@ func TestExpiryWorkFollowsDueLeases(t *testing.T) {
 			}
 		}
 		expired := func(d time.Duration) func() int { return func() int { return len(l.Expired(at(d), 100)) } }
-		checkpoints := func(d time.Duration) func() int { return func() int { return len(l.Checkpoints(at(d))) } }
+		checkpoints := func(d time.Duration) func() int {
+			return func() int {
+				cps := l.Checkpoints(at(d))
+				l.CheckpointsSettled(cps, true)
+				return len(cps)
+			}
+		}
 		step("Expired with none due", 0, 0, expired(time.Second))
 		step("Checkpoints with none due", 0, 0, checkpoints(time.Second))
 		step("Checkpoints past half the TTL", due, due, checkpoints(6*time.Second))
@@ -360,5 +369,71 @@ func TestTableTTLsAnswerLookups(t *testing.T) {
 	}
 	if want := []Record{{ID: 2, TTL: 20, RemainingMs: 500}}; !reflect.DeepEqual(recs, want) || !ttls.Equal(recs) {
 		t.Fatalf("table: got %+v (TTLs equal: %v), want %+v", recs, ttls.Equal(recs), want)
+	}
+}
+
+// TestCheckpointInFlightBlocksRenewal checks that a checkpoint handed out
+// by Checkpoints counts before it applies: a renewal must not be
+// acknowledged without a reset while it may still land.
+func TestCheckpointInFlightBlocksRenewal(t *testing.T) {
+	l := NewLessor(Config{CheckpointInterval: time.Second})
+	l.Promote(1)
+	l.Granted(at(0), 1, 10)
+	// The client renews; NeedsReset runs before the checkpoint is handed
+	// out, Renew after.
+	if need, wait, err := l.NeedsReset(1); err != nil || need || wait != nil {
+		t.Fatalf("needs reset before any checkpoint: got %v, %v, %v, want false", need, wait, err)
+	}
+	cps := l.Checkpoints(at(6 * time.Second))
+	if !reflect.DeepEqual(cps, []Checkpoint{{ID: 1, RemainingMs: 4000}}) {
+		t.Fatalf("checkpoints: got %v", cps)
+	}
+	if _, err := l.Renew(at(6*time.Second), 1); !errors.Is(err, ErrCheckpointPending) {
+		t.Fatalf("renew with a checkpoint in flight: got %v, want ErrCheckpointPending", err)
+	}
+	need, wait, err := l.NeedsReset(1)
+	if err != nil || !need || wait == nil {
+		t.Fatalf("needs reset with a checkpoint in flight: got %v, %v, %v, want true and a channel to wait on", need, wait, err)
+	}
+	if got := l.Checkpoints(at(7500 * time.Millisecond)); len(got) != 0 {
+		t.Fatalf("checkpoints while one is in flight: got %v, want none", got)
+	}
+	// The checkpoint applies, then its proposal returns.
+	l.Checkpointed(1, 4000)
+	select {
+	case <-wait:
+		t.Fatal("woken before the proposal returned")
+	default:
+	}
+	l.CheckpointsSettled(cps, true)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("not woken when the proposal returned")
+	}
+	if need, wait, _ := l.NeedsReset(1); !need || wait != nil {
+		t.Fatalf("needs reset after the checkpoint applied: got %v, %v, want true and no wait", need, wait)
+	}
+	// The reset applies; the renewal goes through.
+	l.Checkpointed(1, 0)
+	if _, err := l.Renew(at(6*time.Second), 1); err != nil {
+		t.Fatalf("renew after the reset: got %v", err)
+	}
+
+	// A proposal that failed may still apply: a reset is needed.
+	cps = l.Checkpoints(at(12 * time.Second))
+	if len(cps) != 1 {
+		t.Fatalf("checkpoints: got %v, want lease 1", cps)
+	}
+	l.CheckpointsSettled(cps, false)
+	if need, wait, _ := l.NeedsReset(1); !need || wait != nil {
+		t.Fatalf("needs reset after a failed proposal: got %v, %v, want true and no wait", need, wait)
+	}
+	if _, err := l.Renew(at(12*time.Second), 1); !errors.Is(err, ErrCheckpointPending) {
+		t.Fatalf("renew after a failed proposal, unreset: got %v, want ErrCheckpointPending", err)
+	}
+	l.Checkpointed(1, 0)
+	if _, err := l.Renew(at(12*time.Second), 1); err != nil {
+		t.Fatalf("renew after the reset: got %v", err)
 	}
 }

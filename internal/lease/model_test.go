@@ -21,6 +21,8 @@ type modelTimer struct {
 	expiry       time.Time
 	checkpointed time.Duration
 	revokeAt     time.Time
+	// unknown: a checkpoint was proposed and its proposal failed.
+	unknown bool
 }
 
 func (m *modelLessor) granted(now time.Time, id, ttl int64) {
@@ -45,6 +47,9 @@ func (m *modelLessor) renew(now time.Time, id int64) (int64, error) {
 	t, ok := m.leases[id]
 	if !ok || !now.Before(t.expiry) {
 		return 0, ErrNotFound
+	}
+	if t.unknown {
+		return 0, ErrCheckpointPending
 	}
 	t.expiry = now.Add(t.ttl)
 	t.checkpointed = 0
@@ -135,18 +140,25 @@ func TestLessorMatchesModel(t *testing.T) {
 				l.Revoked(i)
 				delete(m.leases, i)
 			case op < 50:
-				// The server applies some of the checkpoints it proposed.
+				// The server applies some of the checkpoints it proposed;
+				// the proposals of the others fail.
 				for _, cp := range l.Checkpoints(now) {
-					if rng.IntN(3) > 0 {
+					applied := rng.IntN(3) > 0
+					if applied {
 						l.Checkpointed(cp.ID, cp.RemainingMs)
 						m.leases[cp.ID].checkpointed = time.Duration(cp.RemainingMs) * time.Millisecond
+						m.leases[cp.ID].unknown = false
+					} else {
+						m.leases[cp.ID].unknown = true
 					}
+					l.CheckpointsSettled([]Checkpoint{cp}, applied)
 				}
 			case op < 53:
 				i := id()
 				l.Checkpointed(i, 0)
 				if mt, ok := m.leases[i]; ok {
 					mt.checkpointed = 0
+					mt.unknown = false
 				}
 			case op < 70:
 				limit := 1 + rng.IntN(5)
@@ -170,6 +182,11 @@ func TestLessorMatchesModel(t *testing.T) {
 				if !reflect.DeepEqual(got, want) {
 					fail("checkpoints", got, want)
 				}
+				// Their proposal fails.
+				l.CheckpointsSettled(got, false)
+				for _, cp := range got {
+					m.leases[cp.ID].unknown = true
+				}
 			case op < 90:
 				i := id()
 				gotRem, gotTTL, gotErr := l.Remaining(now, i)
@@ -183,9 +200,9 @@ func TestLessorMatchesModel(t *testing.T) {
 				if !reflect.DeepEqual(got, want) {
 					fail("remaining", got, want)
 				}
-				need, err := l.NeedsReset(i)
-				if mt, ok := m.leases[i]; ok && (err != nil || need != (mt.checkpointed > 0)) {
-					fail("needs reset", []any{need, err}, mt.checkpointed > 0)
+				need, wait, err := l.NeedsReset(i)
+				if mt, ok := m.leases[i]; ok && (err != nil || wait != nil || need != (mt.checkpointed > 0 || mt.unknown)) {
+					fail("needs reset", []any{need, wait, err}, mt.checkpointed > 0 || mt.unknown)
 				}
 			case op < 92:
 				// A failover: the new leader starts from the table.

@@ -42,6 +42,8 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	ProposalsFailed    prometheus.Counter
+	OracleBatches      prometheus.Counter     // batches of requests for revisions the oracle served (or failed)
+	OracleRevisions    prometheus.Counter     // revisions the oracle handed out
 	SnapshotsSent      *prometheus.CounterVec // by result: ok, failed
 	SnapshotsInstalled prometheus.Counter
 
@@ -98,6 +100,8 @@ func New(src Source) *Metrics {
 		func() float64 { return float64(src.WatchersOverBudget()) })
 	counter("raft_leader_changes_total", "Leader changes seen by this node.", func() float64 { return float64(src.LeaderChanges()) })
 	m.ProposalsFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_proposals_failed_total", Help: "Proposals that failed or timed out."})
+	m.OracleBatches = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_batches_total", Help: "Batches of requests for revisions this node's revision oracle answered (one ReadIndex round each), failed ones included."})
+	m.OracleRevisions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_revisions_total", Help: "Revisions this node's revision oracle handed out."})
 	m.SnapshotsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_sent_total", Help: "Snapshots streamed to followers."}, []string{"result"})
 	m.SnapshotsInstalled = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_installed_total", Help: "Snapshots received and installed."})
 	m.grpcRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "grpc_requests_total", Help: "Client gRPC requests by method and code."}, []string{"method", "code"})
@@ -105,10 +109,68 @@ func New(src Source) *Metrics {
 		Namespace: "synod", Name: "grpc_handling_seconds", Help: "Client gRPC handling time by method (unary calls).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"method"})
-	r.MustRegister(m.ProposalsFailed, m.SnapshotsSent, m.SnapshotsInstalled, m.grpcRequests, m.grpcLatency)
+	r.MustRegister(m.ProposalsFailed, m.OracleBatches, m.OracleRevisions, m.SnapshotsSent, m.SnapshotsInstalled, m.grpcRequests, m.grpcLatency)
 	r.MustRegister(&fsyncCollector{db: src.DB, desc: prometheus.NewDesc(
 		"synod_disk_wal_fsync_duration_seconds", "Latency of the write-ahead log's fsyncs.", nil, nil)})
+	r.MustRegister(newStorageCollector(src.DB))
 	return m
+}
+
+// storageCollector exports the state of the node's LSM (Pebble): what an
+// operator looks at when writes slow down after a bulk load (a compaction
+// debt, a deep L0) and what a benchmark waits on before it measures. It
+// reads Pebble's metrics once per scrape.
+type storageCollector struct {
+	db    *pebble.DB
+	descs map[string]*prometheus.Desc
+	// values reads each metric from one snapshot of Pebble's metrics.
+	values []storageMetric
+}
+
+type storageMetric struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(m *pebble.Metrics) float64
+}
+
+func newStorageCollector(db *pebble.DB) *storageCollector {
+	c := &storageCollector{db: db, descs: map[string]*prometheus.Desc{}, values: []storageMetric{
+		{"storage_compaction_debt_bytes", "Bytes Pebble estimates it must compact to bring its LSM into shape.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Compact.EstimatedDebt) }},
+		{"storage_compactions_in_progress", "Compactions running.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Compact.NumInProgress) }},
+		{"storage_flushes_in_progress", "Memtable flushes running.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Flush.NumInProgress) }},
+		{"storage_compactions_total", "Compactions done.", prometheus.CounterValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Compact.Count) }},
+		{"storage_flushes_total", "Memtable flushes done.", prometheus.CounterValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Flush.Count) }},
+		{"storage_l0_sublevels", "Sublevels of L0: each one more table a read may have to look at.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Levels[0].Sublevels) }},
+		{"storage_l0_tables", "Tables in L0.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.Levels[0].TablesCount) }},
+		{"storage_read_amplification", "Tables and memtables a point read may have to look at (L0 sublevels, non-empty lower levels, memtables).", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.ReadAmp()) }},
+		{"storage_memtable_bytes", "Bytes of the memtables, flushing ones included.", prometheus.GaugeValue,
+			func(m *pebble.Metrics) float64 { return float64(m.MemTable.Size) }},
+	}}
+	for _, v := range c.values {
+		c.descs[v.name] = prometheus.NewDesc("synod_"+v.name, v.help, nil, nil)
+	}
+	return c
+}
+
+func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.db.Metrics()
+	for _, v := range c.values {
+		ch <- prometheus.MustNewConstMetric(c.descs[v.name], v.kind, v.value(m))
+	}
 }
 
 // UnaryInterceptor counts and times unary client requests.

@@ -21,6 +21,11 @@ type RangeOptions struct {
 	KeysOnly bool
 	// CountOnly returns no KVs, only Count.
 	CountOnly bool
+	// Uncounted stops a forward scan once it has Limit KVs, leaving Count
+	// at the number returned: for callers that page through a range and
+	// need no total (counting to the end of the range on every page made
+	// paging through it quadratic).
+	Uncounted bool
 }
 
 // RangeResult is the answer of Range.
@@ -58,10 +63,19 @@ func Range(r pebble.Reader, key, end []byte, rev int64, opts RangeOptions) (res 
 // its value, until fn returns an error. It is how an in-memory index of the
 // live keys (package keyindex) is built from the store.
 func Live(r pebble.Reader, rev int64, fn func(*mvccpb.KeyValue) error) (err error) {
+	return LiveIn(r, rev, nil, nil, fn)
+}
+
+// LiveIn is Live for the user keys [start, end) (nil end: to the end of
+// the keyspace).
+func LiveIn(r pebble.Reader, rev int64, start, end []byte, fn func(*mvccpb.KeyValue) error) (err error) {
 	if rev <= 0 {
 		return nil
 	}
-	c, err := openCursor(r, keys.MVCCBound(nil), keys.MVCCEnd(nil))
+	if len(end) == 0 {
+		end = nil
+	}
+	c, err := openCursor(r, keys.MVCCBound(start), keys.MVCCEnd(end))
 	if err != nil {
 		return err
 	}
@@ -130,6 +144,9 @@ func (s *rangeScan) forward(c *cursor) error {
 		}
 		if err := s.add(c); err != nil {
 			return err
+		}
+		if s.opts.Uncounted && s.opts.Limit > 0 && int64(len(s.res.KVs)) >= s.opts.Limit {
+			break
 		}
 		valid = c.nextKey()
 	}

@@ -198,3 +198,41 @@ func TestLiveAndFillValues(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeUncounted pages through a range without counting it: each page
+// is what a counted scan returns, and the scan stops at the page's end
+// (Count is the page's size), so paging through n keys reads each once.
+func TestRangeUncounted(t *testing.T) {
+	db := openDB(t)
+	commit(t, db, func(b *pebble.Batch) {
+		for i := range 50 {
+			mustPut(t, b, fmt.Sprintf("k%02d", i), "v", 0, int64(i+1), 0)
+		}
+		mustDelete(t, b, "k07", 60, 0) // a tombstone inside the first page
+	})
+	var got []string
+	start := []byte("k")
+	for {
+		page := mustRange(t, db, start, []byte("l"), 100, RangeOptions{Limit: 10, Uncounted: true})
+		counted := mustRange(t, db, start, []byte("l"), 100, RangeOptions{Limit: 10})
+		if page.Count != int64(len(page.KVs)) {
+			t.Fatalf("uncounted page from %q: count %d, want its %d keys", start, page.Count, len(page.KVs))
+		}
+		if len(page.KVs) != len(counted.KVs) {
+			t.Fatalf("uncounted page from %q: got %d keys, want %d", start, len(page.KVs), len(counted.KVs))
+		}
+		for i, kv := range page.KVs {
+			if string(kv.Key) != string(counted.KVs[i].Key) {
+				t.Fatalf("uncounted page from %q: key %d is %q, want %q", start, i, kv.Key, counted.KVs[i].Key)
+			}
+			got = append(got, string(kv.Key))
+		}
+		if len(page.KVs) < 10 {
+			break
+		}
+		start = append([]byte(page.KVs[len(page.KVs)-1].Key), 0)
+	}
+	if len(got) != 49 || got[7] != "k08" {
+		t.Fatalf("paged through %d keys (%v), want the 49 live ones", len(got), got)
+	}
+}

@@ -51,6 +51,21 @@ const (
 	// index the leader saw every member hold (EncodeTruncateLog). No client
 	// waits for it.
 	KindTruncateLog Kind = 24
+	// KindSystemState hands a data range the copy of the system state its
+	// commands are checked against at apply time (EncodeSystemState): the
+	// auth state and whether writes are refused for lack of space.
+	KindSystemState Kind = 25
+	// KindOracleCeiling raises the revision oracle's ceiling, kept by the
+	// system range (EncodeOracleCeiling): its leader hands out no revision
+	// above a ceiling it has not seen applied in its own term.
+	KindOracleCeiling Kind = 26
+	// KindCompactAt compacts one of several data ranges at a revision that
+	// may be above the range's own (etcdserverpb.CompactionRequest): the
+	// proposer took it from the oracle with a read fence on the range, so
+	// nothing at or below it can commit there any more, and the range's
+	// revision rises to it. Every data range then shares one compaction
+	// revision, however idle.
+	KindCompactAt Kind = 27
 
 	// Kinds from 100 up are the commands of the services whose data lives
 	// in data ranges, in key spans of their own, applied by extensions of
@@ -63,6 +78,17 @@ const (
 	KindLimitLast  Kind = 199
 )
 
+// System reports whether commands of kind k are the system range's: member
+// records, alarms, the auth state and the revision oracle's ceiling. The others are data ranges'.
+func (k Kind) System() bool {
+	switch {
+	case k == KindMemberPublish, k == KindMemberUpdate, k == KindAlarm, k == KindOracleCeiling,
+		k >= KindAuthEnable && k <= KindRoleRevokePermission:
+		return true
+	}
+	return false
+}
+
 func (k Kind) String() string {
 	switch k {
 	case KindPut:
@@ -73,6 +99,8 @@ func (k Kind) String() string {
 		return "txn"
 	case KindCompact:
 		return "compact"
+	case KindCompactAt:
+		return "compact-at"
 	case KindMemberPublish:
 		return "member-publish"
 	case KindLeaseGrant:
@@ -113,6 +141,10 @@ func (k Kind) String() string {
 		return "role-revoke-permission"
 	case KindTruncateLog:
 		return "truncate-log"
+	case KindSystemState:
+		return "system-state"
+	case KindOracleCeiling:
+		return "oracle-ceiling"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -144,6 +176,12 @@ type Command struct {
 	// applies (the node then checks it again), so a request checked just
 	// before an AuthEnable cannot apply after it unchecked.
 	AuthNoLogin bool
+	// Revision, if not zero, is the revision the command's writes take:
+	// the leader of a data range stamps each command it appends with one
+	// from the revision oracle (AppendRevision), in log order. Commands of
+	// logs written before stamping have none: their writes take the
+	// range's revision plus one.
+	Revision uint64
 }
 
 const (
@@ -156,6 +194,7 @@ const (
 	fieldAuthRev   protowire.Number = 7
 	fieldAuthUser  protowire.Number = 8
 	fieldNoLogin   protowire.Number = 9
+	fieldRevision  protowire.Number = 10
 )
 
 // Encode appends the encoding of c to dst.
@@ -187,7 +226,65 @@ func (c *Command) Encode(dst []byte) []byte {
 		dst = protowire.AppendTag(dst, fieldNoLogin, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, 1)
 	}
+	if c.Revision != 0 {
+		dst = protowire.AppendTag(dst, fieldRevision, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, c.Revision)
+	}
 	return dst
+}
+
+// Stamped reports whether commands of kind k are stamped with a revision
+// when appended to a data range (Command.Revision): the kinds whose
+// commands may write keys, which take their revision from it. Kinds of
+// the services (100 and up) are stamped, as they may write keys too.
+func (k Kind) Stamped() bool {
+	switch k {
+	case KindPut, KindDeleteRange, KindTxn, KindLeaseRevoke:
+		return true
+	}
+	return k >= KindQueueFirst
+}
+
+// Peek returns the kind of an encoded command and the term it is fenced
+// to (Term), decoding nothing else; false if data is no command.
+func Peek(data []byte) (kind Kind, term uint64, ok bool) {
+	sawKind := false
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return 0, 0, false
+		}
+		data = data[n:]
+		if typ == protowire.VarintType && (num == fieldKind || num == fieldTerm) {
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return 0, 0, false
+			}
+			if num == fieldKind {
+				kind, sawKind = Kind(v), true
+			} else {
+				term = v
+			}
+			data = data[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, data)
+		if n < 0 {
+			return 0, 0, false
+		}
+		data = data[n:]
+	}
+	return kind, term, sawKind
+}
+
+// AppendRevision returns a copy of the encoded command data with its
+// Revision set to rev (a field appended: the last one wins), leaving data
+// as it is.
+func AppendRevision(data []byte, rev uint64) []byte {
+	out := make([]byte, len(data), len(data)+1+protowire.SizeVarint(rev))
+	copy(out, data)
+	out = protowire.AppendTag(out, fieldRevision, protowire.VarintType)
+	return protowire.AppendVarint(out, rev)
 }
 
 // Size is the length of the command's encoding.
@@ -210,42 +307,64 @@ func (c *Command) Size() int {
 	if c.AuthNoLogin {
 		n += 2
 	}
+	if c.Revision != 0 {
+		n += 1 + protowire.SizeVarint(c.Revision)
+	}
 	return n
 }
 
 var errTruncated = errors.New("truncated command")
 
-const fieldTruncateIndex protowire.Number = 1
+// fieldNumber is the one field of the payloads that are a single number.
+const fieldNumber protowire.Number = 1
 
 // EncodeTruncateLog is the payload of a KindTruncateLog command: the last
 // index to remove.
-func EncodeTruncateLog(index uint64) []byte {
-	b := protowire.AppendTag(nil, fieldTruncateIndex, protowire.VarintType)
-	return protowire.AppendVarint(b, index)
-}
+func EncodeTruncateLog(index uint64) []byte { return encodeNumber(index) }
 
 // DecodeTruncateLog parses the payload of a KindTruncateLog command.
 func DecodeTruncateLog(payload []byte) (uint64, error) {
-	var index uint64
+	return decodeNumber(payload, "truncate-log", "an index")
+}
+
+// EncodeOracleCeiling is the payload of a KindOracleCeiling command: the
+// ceiling to raise the stored one to.
+func EncodeOracleCeiling(ceiling uint64) []byte { return encodeNumber(ceiling) }
+
+// DecodeOracleCeiling parses the payload of a KindOracleCeiling command.
+func DecodeOracleCeiling(payload []byte) (uint64, error) {
+	return decodeNumber(payload, "oracle-ceiling", "a ceiling")
+}
+
+func encodeNumber(v uint64) []byte {
+	b := protowire.AppendTag(nil, fieldNumber, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+// decodeNumber parses a payload made by encodeNumber; what names the
+// command and the number in errors. Zero is refused: no such command
+// carries it.
+func decodeNumber(payload []byte, cmd, what string) (uint64, error) {
+	var v uint64
 	for len(payload) > 0 {
 		num, typ, n := protowire.ConsumeTag(payload)
 		if n < 0 {
-			return 0, fmt.Errorf("decode truncate-log tag: %w", protowire.ParseError(n))
+			return 0, fmt.Errorf("decode %s tag: %w", cmd, protowire.ParseError(n))
 		}
 		payload = payload[n:]
 		n = protowire.ConsumeFieldValue(num, typ, payload)
 		if n < 0 {
-			return 0, fmt.Errorf("decode truncate-log field %d: %w", num, protowire.ParseError(n))
+			return 0, fmt.Errorf("decode %s field %d: %w", cmd, num, protowire.ParseError(n))
 		}
-		if num == fieldTruncateIndex && typ == protowire.VarintType {
-			index, _ = protowire.ConsumeVarint(payload)
+		if num == fieldNumber && typ == protowire.VarintType {
+			v, _ = protowire.ConsumeVarint(payload)
 		}
 		payload = payload[n:]
 	}
-	if index == 0 {
-		return 0, errors.New("truncate-log command without an index")
+	if v == 0 {
+		return 0, fmt.Errorf("%s command without %s", cmd, what)
 	}
-	return index, nil
+	return v, nil
 }
 
 // Decode parses a command. The payload aliases data.
@@ -279,6 +398,8 @@ func Decode(data []byte) (Command, error) {
 				c.AuthRevision = v
 			case fieldNoLogin:
 				c.AuthNoLogin = v != 0
+			case fieldRevision:
+				c.Revision = v
 			}
 		case typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(data)
@@ -304,4 +425,74 @@ func Decode(data []byte) (Command, error) {
 		return c, errTruncated
 	}
 	return c, nil
+}
+
+// SystemState is the system state a data range keeps a copy of: the auth
+// state (auth.EncodeMirror) and whether a NOSPACE alarm refuses writes, as
+// of Index, the system range's applied index it was read at (copies apply
+// only forward).
+type SystemState struct {
+	Index      uint64
+	AuthMirror []byte
+	NoSpace    bool
+}
+
+const (
+	fieldSysIndex   protowire.Number = 1
+	fieldSysAuth    protowire.Number = 2
+	fieldSysNoSpace protowire.Number = 3
+)
+
+// EncodeSystemState encodes the payload of a KindSystemState command.
+func EncodeSystemState(s SystemState) []byte {
+	b := protowire.AppendTag(nil, fieldSysIndex, protowire.VarintType)
+	b = protowire.AppendVarint(b, s.Index)
+	b = protowire.AppendTag(b, fieldSysAuth, protowire.BytesType)
+	b = protowire.AppendBytes(b, s.AuthMirror)
+	if s.NoSpace {
+		b = protowire.AppendTag(b, fieldSysNoSpace, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	return b
+}
+
+// DecodeSystemState parses the payload of a KindSystemState command (an
+// empty one is the state of a new cluster). The result's AuthMirror is a slice
+// of payload.
+func DecodeSystemState(payload []byte) (SystemState, error) {
+	var s SystemState
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return s, fmt.Errorf("decode system state tag: %w", protowire.ParseError(n))
+		}
+		payload = payload[n:]
+		switch {
+		case typ == protowire.VarintType && (num == fieldSysIndex || num == fieldSysNoSpace):
+			v, n := protowire.ConsumeVarint(payload)
+			if n < 0 {
+				return s, fmt.Errorf("decode system state: %w", protowire.ParseError(n))
+			}
+			payload = payload[n:]
+			if num == fieldSysIndex {
+				s.Index = v
+			} else {
+				s.NoSpace = v != 0
+			}
+		case typ == protowire.BytesType && num == fieldSysAuth:
+			v, n := protowire.ConsumeBytes(payload)
+			if n < 0 {
+				return s, fmt.Errorf("decode system state: %w", protowire.ParseError(n))
+			}
+			payload = payload[n:]
+			s.AuthMirror = v
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, payload)
+			if n < 0 {
+				return s, fmt.Errorf("decode system state field %d: %w", num, protowire.ParseError(n))
+			}
+			payload = payload[n:]
+		}
+	}
+	return s, nil
 }

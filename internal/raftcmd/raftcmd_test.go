@@ -10,6 +10,7 @@ func TestRoundTrip(t *testing.T) {
 		{RangeID: 7, Proposer: 1 << 60, RequestID: 42, Kind: KindTxn, Payload: []byte("\x00payload\xff"), Term: 9},
 		{RangeID: 1, Proposer: 2, RequestID: 3, Kind: KindPut, Payload: []byte("p"), AuthRevision: 12, AuthUser: "alice"},
 		{RangeID: 1, Proposer: 2, RequestID: 3, Kind: KindUserAdd, Payload: []byte("p"), AuthNoLogin: true},
+		{RangeID: 2, Proposer: 2, RequestID: 3, Kind: KindPut, Payload: []byte("p"), Revision: 1 << 40},
 	} {
 		out, err := Decode(in.Encode(nil))
 		if err != nil {
@@ -17,8 +18,34 @@ func TestRoundTrip(t *testing.T) {
 		}
 		if out.RangeID != in.RangeID || out.Proposer != in.Proposer || out.RequestID != in.RequestID ||
 			out.Kind != in.Kind || !bytes.Equal(out.Payload, in.Payload) || out.Term != in.Term ||
-			out.AuthRevision != in.AuthRevision || out.AuthUser != in.AuthUser || out.AuthNoLogin != in.AuthNoLogin {
+			out.AuthRevision != in.AuthRevision || out.AuthUser != in.AuthUser || out.AuthNoLogin != in.AuthNoLogin ||
+			out.Revision != in.Revision {
 			t.Fatalf("round trip: got %+v, want %+v", out, in)
+		}
+	}
+}
+
+// TestAppendRevision checks that stamping an encoded command sets its
+// revision (replacing one it had) and leaves the rest, and the input, as
+// they were.
+func TestAppendRevision(t *testing.T) {
+	in := Command{RangeID: 2, Proposer: 5, RequestID: 9, Kind: KindTxn, Payload: []byte("txn"), Term: 4, AuthUser: "bob", AuthRevision: 3}
+	data := in.Encode(nil)
+	orig := bytes.Clone(data)
+	for _, rev := range []uint64{1, 300, 1 << 62} {
+		stamped := AppendRevision(data, rev)
+		if !bytes.Equal(data, orig) {
+			t.Fatalf("AppendRevision changed its input")
+		}
+		out, err := Decode(AppendRevision(stamped, rev+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := in
+		want.Revision = rev + 1
+		if out.Revision != want.Revision || out.RequestID != in.RequestID || out.Term != in.Term ||
+			!bytes.Equal(out.Payload, in.Payload) || out.AuthUser != in.AuthUser {
+			t.Fatalf("restamped command: got %+v, want %+v", out, want)
 		}
 	}
 }
@@ -65,21 +92,49 @@ func TestSizeMatchesEncoding(t *testing.T) {
 	}
 }
 
-func TestTruncateLogPayload(t *testing.T) {
-	for _, index := range []uint64{1, 300, 1<<64 - 1} {
-		got, err := DecodeTruncateLog(EncodeTruncateLog(index))
-		if err != nil || got != index {
-			t.Errorf("round trip of %d: got %d, %v, want %d", index, got, err, index)
+// TestNumberPayloads checks the payloads that are one number: the
+// truncate-log command's index and the oracle-ceiling command's ceiling.
+func TestNumberPayloads(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		encode func(uint64) []byte
+		decode func([]byte) (uint64, error)
+	}{
+		{"truncate-log", EncodeTruncateLog, DecodeTruncateLog},
+		{"oracle-ceiling", EncodeOracleCeiling, DecodeOracleCeiling},
+	} {
+		for _, v := range []uint64{1, 300, 1<<64 - 1} {
+			got, err := c.decode(c.encode(v))
+			if err != nil || got != v {
+				t.Errorf("%s: round trip of %d: got %d, %v, want %d", c.name, v, got, err, v)
+			}
+		}
+		// Unknown fields are skipped, so a later version may add some.
+		withExtra := append(c.encode(77), 0x12, 0x01, 'x')
+		if got, err := c.decode(withExtra); err != nil || got != 77 {
+			t.Errorf("%s: decode with an unknown field: got %d, %v, want 77", c.name, got, err)
+		}
+		for _, bad := range [][]byte{nil, {0x08}, {0x08, 0x00}, {0x0a, 0x01, 'x'}, {0xff}} {
+			if got, err := c.decode(bad); err == nil {
+				t.Errorf("%s: decode %x: got %d, want an error", c.name, bad, got)
+			}
 		}
 	}
-	// Unknown fields are skipped, so a later version may add some.
-	withExtra := append(EncodeTruncateLog(77), 0x12, 0x01, 'x')
-	if got, err := DecodeTruncateLog(withExtra); err != nil || got != 77 {
-		t.Errorf("decode with an unknown field: got %d, %v, want 77", got, err)
+}
+
+func TestPeek(t *testing.T) {
+	for _, c := range []Command{
+		{RangeID: 2, Proposer: 1 << 50, RequestID: 1 << 40, Kind: KindTxn, Payload: []byte("x"), Term: 7, AuthUser: "u"},
+		{Kind: KindLeaseGrant},
+		{RangeID: 2, Kind: KindQueueFirst + 3, Payload: make([]byte, 300), Revision: 9},
+	} {
+		if k, term, ok := Peek(c.Encode(nil)); !ok || k != c.Kind || term != c.Term {
+			t.Errorf("Peek of %+v: got %s, term %d, %v, want %s, term %d, true", c, k, term, ok, c.Kind, c.Term)
+		}
 	}
-	for _, bad := range [][]byte{nil, {0x08}, {0x08, 0x00}, {0x0a, 0x01, 'x'}, {0xff}} {
-		if got, err := DecodeTruncateLog(bad); err == nil {
-			t.Errorf("decode %x: got %d, want an error", bad, got)
+	for _, bad := range [][]byte{nil, {0xff}, {0x08}, {0x30, 0x07}} {
+		if k, _, ok := Peek(bad); ok {
+			t.Errorf("Peek of %x: got %s, true, want false", bad, k)
 		}
 	}
 }

@@ -27,7 +27,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 	if len(ents) == 0 {
 		return nil
 	}
-	b := r.db.NewIndexedBatch()
+	b := r.db.NewIndexedBatchWithSize(batchSize(ents))
 	defer b.Close()
 	st := r.state
 	ba := r.sm.Begin(b, &st, &out.Effects)
@@ -76,6 +76,7 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 			}
 		}
 		st.Index, st.Term = e.GetIndex(), e.GetTerm()
+		r.untruncBytes += uint64(len(e.GetData()))
 	}
 	out.KV = st.KV
 	if err := ba.Finish(); err != nil {
@@ -111,7 +112,26 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 			out.completions = append(out.completions, completion{p, ar.res})
 		}
 	}
+	if st.Term > r.staleBelow {
+		r.failStaleProposals(st.Term, out)
+	}
 	return nil
+}
+
+// failStaleProposals fails, with ErrStaleLeader, the proposals fenced to a
+// term below term, now that an entry of term is applied: any entry of an
+// earlier term that is ever committed lies before it, and was applied, so
+// these can no longer apply. Their callers may propose them again (a
+// proposal lost in a leader change, or dropped by a leader transferring its
+// leadership, would otherwise wait out its deadline).
+func (r *Replica) failStaleProposals(term uint64, out *ApplyOutput) {
+	r.staleBelow = term
+	for id, p := range r.proposals {
+		if p.Term != 0 && p.Term < term {
+			delete(r.proposals, id)
+			out.completions = append(out.completions, completion{p, Result{Err: ErrStaleLeader}})
+		}
+	}
 }
 
 // applyCommand applies one command through the batch's state machine,
@@ -199,7 +219,8 @@ func (r *Replica) truncationOf(cmd raftcmd.Command, applied uint64) uint64 {
 
 // maybeProposeTruncation has the leader propose the removal of the entries
 // every member holds and this one has applied, once there are
-// LogTruncateStep of them. A truncation applied by all members at once,
+// LogTruncateStep of them, or the entries applied since the last proposal
+// hold LogTruncateBytes. A truncation applied by all members at once,
 // soon after the entries were written, removes most of them while they are
 // still in Pebble's memtable, so that no flush or compaction writes them
 // again; a member that lags holds the point back (its Match does), and the
@@ -216,7 +237,8 @@ func (r *Replica) maybeProposeTruncation() {
 	r.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
 		to = min(to, pr.Match)
 	})
-	if to < r.log.Truncated().Index+r.cfg.LogTruncateStep {
+	trunc := r.log.Truncated().Index
+	if to < trunc+r.cfg.LogTruncateStep && (to <= trunc || r.untruncBytes < r.cfg.LogTruncateBytes) {
 		return
 	}
 	cmd := raftcmd.Command{RangeID: r.cfg.RangeID, Kind: raftcmd.KindTruncateLog, Payload: raftcmd.EncodeTruncateLog(to)}
@@ -224,4 +246,5 @@ func (r *Replica) maybeProposeTruncation() {
 		return // no longer leader, or a leadership transfer: the next tick decides again
 	}
 	r.truncProposed, r.truncProposedTick = true, r.tick
+	r.untruncBytes = 0
 }

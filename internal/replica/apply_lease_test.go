@@ -10,7 +10,6 @@ import (
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
-	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -86,8 +85,8 @@ func TestLeaseTTLsFollowTheTable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !nw.replicas[id].sm.(*datarange.Machine).LeaseTTLs().Equal(recs) {
-				t.Fatalf("%s: replica %d holds %d lease TTLs in memory, want the %d of its table %v", when, id, nw.replicas[id].sm.(*datarange.Machine).LeaseTTLs().Len(), len(recs), recs)
+			if !nw.replicas[id].sm.(*testMachine).data.LeaseTTLs().Equal(recs) {
+				t.Fatalf("%s: replica %d holds %d lease TTLs in memory, want the %d of its table %v", when, id, nw.replicas[id].sm.(*testMachine).data.LeaseTTLs().Len(), len(recs), recs)
 			}
 		}
 	}

@@ -127,6 +127,10 @@ func scattered(prefix string, i int) []byte {
 // benchValue is the 256-byte value of the bench command's put workloads.
 var benchValue = make([]byte, 256)
 
+// bigValue is the value of put32k, the bench command's bulk load of 32 KiB
+// values.
+var bigValue = make([]byte, 32<<10)
+
 // BenchmarkApply proposes N commands, then runs HandleReady until they are
 // all applied: one iteration is one such round (with a single node, one
 // Ready persists the entries and the next applies them). ns/proposal is the
@@ -143,6 +147,7 @@ func BenchmarkApply(b *testing.B) {
 		{"put", 1, false}, {"put", 16, false}, {"put", 128, false},
 		{"txn4", 1, false}, {"txn4", 128, false},
 		{"put", 1, true}, {"put", 128, true},
+		{"put32k", 64, false},
 	} {
 		fs := "mem"
 		if bc.onDisk {
@@ -159,8 +164,12 @@ func BenchmarkApply(b *testing.B) {
 			for b.Loop() {
 				for i := range ps {
 					key++
-					if bc.kind == "put" {
+					switch bc.kind {
+					case "put":
 						ps[i] = br.propose(raftcmd.KindPut, &etcdpb.PutRequest{Key: scattered("put/", key), Value: benchValue})
+						continue
+					case "put32k":
+						ps[i] = br.propose(raftcmd.KindPut, &etcdpb.PutRequest{Key: scattered("put/", key), Value: bigValue})
 						continue
 					}
 					txn := &etcdpb.TxnRequest{}
@@ -180,6 +189,7 @@ func BenchmarkApply(b *testing.B) {
 			proposals := float64(b.N * bc.n)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/proposals, "ns/proposal")
 			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/proposals, "allocs/proposal")
+			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/proposals, "B/proposal")
 			br.reportCacheHits(b, cacheBefore)
 		})
 	}

@@ -10,14 +10,17 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangesm"
+	"github.com/synod-io/synod/internal/systemrange"
 )
 
-const testRange keys.RangeID = keys.FirstRangeID
+const testRange keys.RangeID = keys.FirstDataRangeID
 
 // network is a deterministic, single-goroutine cluster of replicas of one
 // range. Messages wait in a queue until deliver is called; snapshots are
@@ -410,12 +413,91 @@ func (nw *network) confChange(via uint64, typ pb.ConfChangeType, id uint64) *Pro
 	return p
 }
 
-// newMachine returns the state machine of a data range for a test replica.
-func newMachine(t testing.TB, id uint64, db *pebble.DB) *datarange.Machine {
+// newMachine returns the state machine of a test replica (testMachine).
+func newMachine(t testing.TB, id uint64, db *pebble.DB) *testMachine {
 	t.Helper()
-	m, err := datarange.New(datarange.Config{NodeID: id, DB: db})
+	m, err := datarange.New(datarange.Config{RangeID: testRange, NodeID: id, DB: db})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return &testMachine{sys: systemrange.New(systemrange.Config{}), data: m}
+}
+
+// testMachine applies, on the one range of a test network, the commands of
+// both the system range and a data range, as the replica tests mix them
+// (member records, auth, KV). After an auth or alarm command it hands the
+// data range's machine the new system state in the same batch, as the
+// system range hands the data ranges every change.
+type testMachine struct {
+	sys  *systemrange.Machine
+	data *datarange.Machine
+}
+
+func (m *testMachine) Load(r pebble.Reader, st *AppliedState) error {
+	if err := m.sys.Load(r, st); err != nil {
+		return err
+	}
+	return m.data.Load(r, st)
+}
+
+func (m *testMachine) Published() any { return m.data.Published() }
+
+func (m *testMachine) Begin(b *pebble.Batch, st *AppliedState, out *rangesm.Effects) rangesm.BatchApplier {
+	return &testBatch{b: b, sys: m.sys.Begin(b, st, out), data: m.data.Begin(b, st, out)}
+}
+
+type testBatch struct {
+	b         *pebble.Batch
+	sys, data rangesm.BatchApplier
+}
+
+func (t *testBatch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
+	if !cmd.Kind.System() {
+		return t.data.Apply(cmd, index, term)
+	}
+	res, err := t.sys.Apply(cmd, index, term)
+	if err != nil || res.Err != nil || cmd.Kind == raftcmd.KindAuthenticate {
+		return res, err
+	}
+	as, err := auth.Load(t.b)
+	if err != nil {
+		return Result{}, err
+	}
+	mirror, err := auth.EncodeMirror(as)
+	if err != nil {
+		return Result{}, err
+	}
+	noSpace, err := cluster.NoSpace(t.b)
+	if err != nil {
+		return Result{}, err
+	}
+	ss := raftcmd.SystemState{Index: index, AuthMirror: mirror, NoSpace: noSpace}
+	hand := raftcmd.Command{RangeID: cmd.RangeID, Kind: raftcmd.KindSystemState, Payload: raftcmd.EncodeSystemState(ss)}
+	if r, err := t.data.Apply(hand, index, term); err != nil || r.Err != nil {
+		return Result{}, fmt.Errorf("hand the data machine the system state: %v %v", err, r.Err)
+	}
+	return res, nil
+}
+
+func (t *testBatch) ConfChange(cc *pb.ConfChangeV2, cmd raftcmd.Command) error {
+	return t.sys.ConfChange(cc, cmd)
+}
+
+func (t *testBatch) Finish() error {
+	if err := t.sys.Finish(); err != nil {
+		return err
+	}
+	return t.data.Finish()
+}
+
+func (t *testBatch) Committed() error {
+	if err := t.sys.Committed(); err != nil {
+		return err
+	}
+	return t.data.Committed()
+}
+
+func (t *testBatch) Close() {
+	t.sys.Close()
+	t.data.Close()
 }

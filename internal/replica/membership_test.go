@@ -1,9 +1,11 @@
 package replica
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/synod-io/synod/internal/cluster"
@@ -97,6 +99,39 @@ func TestRemoveMember(t *testing.T) {
 	nw.stabilize()
 	if res := result(t, p); res.Err != nil {
 		t.Fatalf("write with two voters: %v", res.Err)
+	}
+}
+
+// TestOneConfChangeAtATime: Raft turns a configuration change proposed
+// while another is pending into an empty entry without a word, and a
+// follower forwards a change to a leader that may do so; the replica
+// refuses both at once, so that the caller retries instead of waiting out
+// its deadline.
+func TestOneConfChangeAtATime(t *testing.T) {
+	nw := newNetwork(t, 3, Config{})
+	nw.elect(1)
+	nw.stabilize()
+	first := nw.confChange(1, pb.ConfChangeRemoveNode, 3)
+	second := nw.confChange(1, pb.ConfChangeRemoveNode, 2)
+	if res := result(t, second); !errors.Is(res.Err, raft.ErrProposalDropped) {
+		t.Fatalf("second change while one is pending: got %v, want %v", res.Err, raft.ErrProposalDropped)
+	}
+	follower := nw.confChange(2, pb.ConfChangeRemoveNode, 3)
+	if res := result(t, follower); !errors.Is(res.Err, raft.ErrProposalDropped) {
+		t.Fatalf("change proposed on a follower: got %v, want %v", res.Err, raft.ErrProposalDropped)
+	}
+	nw.stabilize()
+	if res := result(t, first); res.Err != nil {
+		t.Fatalf("first change: %v", res.Err)
+	}
+	// Applied: the next one is taken.
+	third := nw.confChange(1, pb.ConfChangeAddLearnerNode, 3)
+	nw.stabilize()
+	if res := result(t, third); res.Err != nil {
+		t.Fatalf("change after the first applied: %v", res.Err)
+	}
+	if pub := nw.replicas[1].Published(); len(pub.Voters) != 2 || !slices.Contains(pub.Learners, 3) {
+		t.Fatalf("configuration: got voters %v learners %v, want 2 voters and learner 3", pub.Voters, pub.Learners)
 	}
 }
 

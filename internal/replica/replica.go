@@ -64,17 +64,40 @@ type Config struct {
 	// applied entries (default 10,000), and each member then truncates it
 	// on its own keeping LogKeepEntries (default 5,000), so that a briefly
 	// absent follower catches up from the log rather than by snapshot.
+	// LogTruncateBytes (default 4 MiB) is the step in bytes of entries: the
+	// leader also proposes a truncation once the entries applied since the
+	// last one hold that many bytes, so that large entries (32 KiB values)
+	// are removed before a memtable fills with them, as small ones are.
 	LogTruncateThreshold uint64
 	LogKeepEntries       uint64
 	LogTruncateStep      uint64
+	LogTruncateBytes     uint64
 
 	// StateMachine gives the range's commands their meaning (required).
 	StateMachine rangesm.StateMachine
+
+	// FreshRevisions makes a stamping leader stamp each proposal with
+	// revisions fetched after it arrived (stamps.go): required when
+	// several data ranges stamp, so that revisions follow real time across
+	// them.
+	FreshRevisions bool
+
+	// Spans are the Pebble spans of the range's replicated state, in key
+	// order: what its snapshots hold and replace (default
+	// keys.ReplicatedSpans; a data range over part of the keyspace has
+	// keys.DataRangeSpans of its descriptor).
+	Spans []keys.Span
 
 	// Uninitialized lets the replica start with no state at all, on a node
 	// that joins an existing cluster: it waits, empty, for the snapshot the
 	// leader sends. Without it, a range without state is an error.
 	Uninitialized bool
+
+	// StampRevisions makes the range's leader stamp every command it
+	// appends with a revision from the cluster's oracle (stamps.go): the
+	// data ranges' replicas. The node feeds it revisions (AddRevisions) as
+	// it asks for them (ApplyOutput.RevisionsWanted).
+	StampRevisions bool
 
 	// InstallMu, if set, is held exclusively while a snapshot replaces the
 	// range's data, so that background writers of that data (physical
@@ -104,6 +127,9 @@ func (c *Config) setDefaults() {
 		c.LogTruncateStep = 1000
 	}
 	c.LogTruncateStep = max(min(c.LogTruncateStep, c.LogKeepEntries), 1)
+	if c.LogTruncateBytes == 0 {
+		c.LogTruncateBytes = 4 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -175,6 +201,10 @@ type ApplyOutput struct {
 	// Complete after the requests are answered: closing a Pebble snapshot
 	// takes the DB mutex, which the answers need not wait for.
 	retired []*View
+
+	// RevisionsWanted, if set, asks the node for revisions from the
+	// oracle, to hand back with AddRevisions.
+	RevisionsWanted *RevisionsWanted
 }
 
 type completion struct {
@@ -214,8 +244,16 @@ type Replica struct {
 	tick          uint64
 	lead          uint64
 	leaderChanges uint64
-	stopped       bool
-	published     atomic.Pointer[Published]
+	// confIndex is the index of the last configuration change appended to
+	// this replica's log, or of the log's last entry when it last became the
+	// leader: Raft's own bound on pending changes, which it enforces by
+	// turning a second change into an empty entry without a word
+	// (ProposeConfChange refuses it instead, so that its caller can retry).
+	confIndex uint64
+	// confUnseen: a change was proposed whose entry the next Ready holds.
+	confUnseen bool
+	stopped    bool
+	published  atomic.Pointer[Published]
 	// stateSeq is odd from just before a commit that changes the applied
 	// state (an apply batch or a snapshot install) until that state is
 	// published, and even otherwise: a reader that sees the same even value
@@ -236,20 +274,32 @@ type Replica struct {
 	retired []*View
 
 	proposals map[uint64]*Proposal
+	// staleBelow is the term of the last applied entry when fenced
+	// proposals were last failed for being of an earlier term.
+	staleBelow uint64
 
 	nextReadCtx  uint64
 	pendingReads []*Read
 	inflight     map[uint64]*readBatch
 	waitingReads []*Read
+	// pendingFences wait for the entries appended before them to be on
+	// disk (fence.go).
+	pendingFences []*Fence
 
 	nextSnapID uint64
 	outgoing   map[uint64]*OutgoingSnapshot
 	incoming   *incomingSnapshot
 
+	// stamps are the revisions a leader stamps commands with (stamps.go).
+	stamps stamper
+
 	// truncProposed is set from the leader's proposal of a log truncation
 	// (at tick truncProposedTick) until a truncation is applied.
 	truncProposed     bool
 	truncProposedTick uint64
+	// untruncBytes counts the bytes of the entries applied since the
+	// leader last proposed a truncation (LogTruncateBytes).
+	untruncBytes uint64
 }
 
 // InitialRevision is the revision of an empty store, as in etcd: the first
@@ -284,6 +334,9 @@ func BootstrapWith(b *pebble.Batch, id keys.RangeID, voters []uint64, m kv.Meta)
 // New loads a replica from the node's Pebble instance. The range must have
 // been bootstrapped (Bootstrap) or received by snapshot earlier.
 func New(cfg Config) (*Replica, error) {
+	if cfg.Spans == nil {
+		cfg.Spans = keys.ReplicatedSpans(cfg.RangeID)
+	}
 	cfg.setDefaults()
 	if cfg.StateMachine == nil {
 		return nil, fmt.Errorf("range %d: no state machine", cfg.RangeID)
@@ -469,6 +522,10 @@ func (r *Replica) publish() {
 	})
 }
 
+// Spans returns the Pebble spans of the range's replicated state
+// (Config.Spans). Safe for concurrent use.
+func (r *Replica) Spans() []keys.Span { return r.cfg.Spans }
+
 // Status returns Raft's full status (progress of followers when leader).
 func (r *Replica) Status() raft.Status { return r.rn.Status() }
 
@@ -491,6 +548,7 @@ func (r *Replica) Tick() {
 	r.tick++
 	r.rn.Tick()
 	r.expire()
+	r.expireStamps()
 	r.maybeProposeTruncation()
 	// A view shared while nothing is written would otherwise stay open
 	// until the next write, keeping data that physical compaction deleted
@@ -515,7 +573,15 @@ func (r *Replica) Step(m *pb.Message) error {
 	if err := r.checkLogHeld(m); err != nil {
 		return err
 	}
-	if err := r.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+	var err error
+	if m.GetType() == pb.MsgProp {
+		// A follower's proposals, forwarded: stamped here if this
+		// replica leads.
+		_, err = r.stepProposal(m, nil)
+	} else {
+		err = r.rn.Step(m)
+	}
+	if err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		return err
 	}
 	return nil
@@ -595,21 +661,26 @@ const proposalBytes = 1 << 20
 // stepProposals hands Raft one message of the proposals ps, registered in
 // r.proposals, whose entries are ents. If Raft refuses it, they fail.
 func (r *Replica) stepProposals(ps []*Proposal, ents []*pb.Entry) {
-	err := r.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(r.id), Entries: ents})
-	if err != nil {
-		if r.rn.BasicStatus().Lead == raft.None {
-			err = ErrNoLeader
-		} else if errors.Is(err, raft.ErrProposalDropped) {
-			err = ErrDropped
-		}
+	for _, p := range ps {
+		p.proposedTick = r.tick
+	}
+	m := &pb.Message{Type: pb.MsgProp.Enum(), From: new(r.id), Entries: ents}
+	if _, err := r.stepProposal(m, ps); err != nil {
+		r.failProposals(ps, err)
+	}
+}
+
+// failProposals fails this node's proposals ps, which Raft refused with
+// err.
+func (r *Replica) failProposals(ps []*Proposal, err error) {
+	if r.rn.BasicStatus().Lead == raft.None {
+		err = ErrNoLeader
+	} else if errors.Is(err, raft.ErrProposalDropped) {
+		err = ErrDropped
 	}
 	for _, p := range ps {
-		if err != nil {
-			delete(r.proposals, p.RequestID)
-			p.complete(Result{Err: err})
-			continue
-		}
-		p.proposedTick = r.tick
+		delete(r.proposals, p.RequestID)
+		p.complete(Result{Err: err})
 	}
 }
 
@@ -620,10 +691,18 @@ func (r *Replica) ProposeConfChange(p *Proposal, cc pb.ConfChangeI) {
 		p.complete(Result{Err: ErrStopped})
 		return
 	}
+	// Only the leader takes a change, and one at a time: a follower would
+	// forward it to a leader that may drop it silently (a change pending
+	// there), and the proposal would wait out its deadline.
+	if r.rn.BasicStatus().RaftState != raft.StateLeader || r.lead != r.id || r.confUnseen || r.confIndex > r.state.Index {
+		p.complete(Result{Err: raft.ErrProposalDropped})
+		return
+	}
 	if err := r.rn.ProposeConfChange(cc); err != nil {
 		p.complete(Result{Err: err})
 		return
 	}
+	r.confUnseen = true
 	p.proposedTick = r.tick
 	r.proposals[p.RequestID] = p
 }
@@ -696,6 +775,10 @@ func (r *Replica) Stop() {
 		rd.complete(ErrStopped)
 	}
 	r.waitingReads = nil
+	for _, f := range r.pendingFences {
+		f.complete(FenceResult{Err: ErrStopped})
+	}
+	r.pendingFences = nil
 	for id, s := range r.outgoing {
 		delete(r.outgoing, id)
 		s.Close()
@@ -718,7 +801,7 @@ func mustSendAfterPersist(m *pb.Message) bool {
 
 // HasReady reports whether HandleReady has work to do.
 func (r *Replica) HasReady() bool {
-	return r.canFlushReads() || r.rn.HasReady()
+	return r.canFlushReads() || r.rn.HasReady() || r.stamps.want != nil
 }
 
 // HandleReady processes everything Raft has ready; see the package comment
@@ -728,13 +811,34 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	var out ApplyOutput
 	r.flushReads()
 	if !r.rn.HasReady() {
+		r.completeFences()
+		out.RevisionsWanted = r.takeRevisionsWanted()
 		return out, nil
 	}
 	rd := r.rn.Ready()
+	becameLeader := false
 	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {
 		r.lead = rd.SoftState.Lead
 		r.leaderChanges++
 		r.retryReadsOnLeaderChange()
+		becameLeader = r.lead == r.id
+	}
+	if len(rd.Entries) > 0 || rd.SoftState != nil {
+		r.confUnseen = false // appended (in rd.Entries), or lost with the term
+	}
+	for _, e := range rd.Entries {
+		if e.GetType() == pb.EntryConfChange || e.GetType() == pb.EntryConfChangeV2 {
+			r.confIndex = max(r.confIndex, e.GetIndex())
+		}
+	}
+	if becameLeader {
+		// Raft holds back changes until the entries of earlier terms are
+		// applied; so does ProposeConfChange, until this term's first.
+		_, last := r.LogBounds()
+		if n := len(rd.Entries); n > 0 {
+			last = max(last, rd.Entries[n-1].GetIndex())
+		}
+		r.confIndex = max(r.confIndex, last)
 	}
 
 	var early, late []*pb.Message
@@ -768,6 +872,8 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	if err := r.persist(rd); err != nil {
 		return out, err
 	}
+	// Every entry appended before the pending fences is on disk now.
+	r.completeFences()
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		out.SnapshotInstalled = true
 	}
@@ -779,9 +885,22 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	out.KV = r.state.KV
 	r.handleReadStates(rd.ReadStates)
 	r.rn.Advance(rd)
+	if r.untruncBytes >= r.cfg.LogTruncateBytes {
+		// Large entries: waiting for the next tick would leave a memtable's
+		// worth of them to be flushed.
+		r.maybeProposeTruncation()
+	}
 	r.publish()
 	r.completeReads(&out)
 	out.retired, r.retired = r.retired, nil
+	term, ok := r.stamping()
+	r.syncStamper(term) // 0 when not leading: drops what the term held
+	if ok && len(r.stamps.held) > 0 {
+		// Proposals held for revisions a new leader could not ask for
+		// before it applied an entry of its term.
+		r.askRevisions()
+	}
+	out.RevisionsWanted = r.takeRevisionsWanted()
 	if r.incoming != nil && r.incoming.index <= r.state.Index {
 		// Raft did not need this snapshot (or has installed it).
 		r.incoming.close()
@@ -818,7 +937,7 @@ func (r *Replica) persist(rd raft.Ready) error {
 	if raft.IsEmptySnap(rd.Snapshot) && len(rd.Entries) == 0 && raft.IsEmptyHardState(rd.HardState) {
 		return nil
 	}
-	b := r.db.NewBatch()
+	b := r.db.NewBatchWithSize(batchSize(rd.Entries))
 	defer b.Close()
 	installing := !raft.IsEmptySnap(rd.Snapshot)
 	if installing {
@@ -861,6 +980,23 @@ func (r *Replica) persist(rd raft.Ready) error {
 	r.stateChanged()
 	return nil
 }
+
+// batchSize is the room to give up front to a Pebble batch that writes
+// ents, or what they apply: Pebble keeps no batch buffer above 1 MiB for
+// reuse, and growing one from its default by doubling copies a large batch
+// (32 KiB values) several times over.
+func batchSize(ents []*pb.Entry) int {
+	n := 0
+	for _, e := range ents {
+		n += len(e.GetData()) + entryOverhead
+	}
+	return n
+}
+
+// entryOverhead is what an entry costs a batch beyond its data: keys, the
+// entry's other fields, record headers; or, applied, a version's metadata
+// and index entries.
+const entryOverhead = 128
 
 // raftLogger adapts slog to the raft library's logger.
 type raftLogger struct{ l *slog.Logger }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -737,4 +738,35 @@ func TestLogTruncatedByAgreement(t *testing.T) {
 		t.Fatalf("member 3 caught up: the leader's log starts at %d, want above %d", first, applied+30)
 	}
 	wantFirst("member 3 caught up", first)
+}
+
+// TestLogTruncatedByBytes: large entries are removed once they hold
+// LogTruncateBytes, though fewer than LogTruncateStep of them were applied,
+// and without waiting for a tick: entries of 32 KiB values would otherwise
+// fill a memtable before the step in entries was reached, and be flushed.
+func TestLogTruncatedByBytes(t *testing.T) {
+	nw := newNetwork(t, 3, Config{LogTruncateThreshold: 1000, LogKeepEntries: 500, LogTruncateStep: 100, LogTruncateBytes: 64 << 10})
+	nw.elect(1)
+	start, _ := nw.replicas[1].LogBounds()
+	nw.putKeys(1, 5) // small: neither step reached
+	if got, _ := nw.replicas[1].LogBounds(); got != start {
+		t.Fatalf("after 5 small puts: the leader's log starts at %d, want %d", got, start)
+	}
+	big := strings.Repeat("v", 32<<10)
+	for i := range 3 {
+		nw.put(1, key(i), big)
+		nw.stabilize()
+	}
+	applied := nw.replicas[1].AppliedState().Index
+	for _, id := range nw.ids {
+		if got, _ := nw.replicas[id].LogBounds(); got <= start+5 {
+			t.Fatalf("after 3 puts of 32 KiB (96 KiB of entries, step 64 KiB), no tick: member %d's log starts at %d, want above %d", id, got, start+5)
+		}
+	}
+	// Small entries again: the byte count started over at the truncation.
+	nw.putKeys(1, 5)
+	first, _ := nw.replicas[1].LogBounds()
+	if first > applied+1 {
+		t.Fatalf("5 small puts after the truncation: the leader's log starts at %d, want at most %d", first, applied+1)
+	}
 }

@@ -2,7 +2,6 @@ package replica
 
 import (
 	"encoding/binary"
-	"sort"
 
 	"go.etcd.io/raft/v3"
 )
@@ -11,6 +10,14 @@ import (
 type Proposal struct {
 	RequestID uint64
 	Data      []byte // an encoded raftcmd.Command
+	// Term, if not zero, is the term the command is fenced to (its
+	// raftcmd.Command.Term): it applies only if appended in that term.
+	// Once the replica has applied an entry of a later term, such a
+	// command can no longer apply (every entry of its term that will ever
+	// commit lies before that entry): the proposal then fails at once with
+	// ErrStaleLeader, and may be proposed again, in the current term,
+	// without any risk of applying twice.
+	Term uint64
 
 	done         chan Result
 	proposedTick uint64
@@ -38,11 +45,31 @@ func (p *Proposal) complete(res Result) {
 type Read struct {
 	done       chan error
 	index      uint64
+	atLeast    uint64
+	fenceTerm  uint64
 	issuedTick uint64
 }
 
 // NewRead returns a read request.
 func NewRead() *Read { return &Read{done: make(chan error, 1)} }
+
+// NewReadAtLeast returns a read request that also waits until the replica
+// has applied index, the index a read fence of term answered (fence.go),
+// or an entry of a later term: the fence's leader may have lost entries it
+// had appended, and every entry of its term that will ever commit lies
+// before the first entry of a later one.
+func NewReadAtLeast(index, term uint64) *Read {
+	return &Read{done: make(chan error, 1), atLeast: index, fenceTerm: term}
+}
+
+// ready reports whether the read, its read index known, may be served by
+// a replica that applied up to index, an entry of term last.
+func (rd *Read) ready(index, term uint64) bool {
+	if index < rd.index {
+		return false
+	}
+	return index >= rd.atLeast || (rd.fenceTerm > 0 && term > rd.fenceTerm)
+}
 
 // Done receives nil when the read may be served, or an error.
 func (rd *Read) Done() <-chan error { return rd.done }
@@ -135,19 +162,22 @@ func (r *Replica) handleReadStates(states []raft.ReadState) {
 			r.waitingReads = append(r.waitingReads, rd)
 		}
 	}
-	sort.SliceStable(r.waitingReads, func(i, j int) bool { return r.waitingReads[i].index < r.waitingReads[j].index })
 }
 
-// completeReads hands out the reads whose read index has been applied.
+// completeReads hands out the reads whose read index (and fence index, if
+// any) has been applied. A read waiting for a fence index the new leader's
+// log never reaches does not hold back the others.
 func (r *Replica) completeReads(out *ApplyOutput) {
-	n := 0
-	for n < len(r.waitingReads) && r.waitingReads[n].index <= r.state.Index {
-		out.reads = append(out.reads, r.waitingReads[n])
-		n++
+	kept := r.waitingReads[:0]
+	for _, rd := range r.waitingReads {
+		if rd.ready(r.state.Index, r.state.Term) {
+			out.reads = append(out.reads, rd)
+		} else {
+			kept = append(kept, rd)
+		}
 	}
-	if n > 0 {
-		r.waitingReads = append(r.waitingReads[:0], r.waitingReads[n:]...)
-	}
+	clear(r.waitingReads[len(kept):])
+	r.waitingReads = kept
 }
 
 // retryReadsOnLeaderChange re-issues read index requests a former leader may

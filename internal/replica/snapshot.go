@@ -20,6 +20,7 @@ type OutgoingSnapshot struct {
 	RangeID     keys.RangeID
 	Meta        *pb.SnapshotMetadata
 	snap        *pebble.Snapshot
+	spans       []keys.Span // nil: keys.ReplicatedSpans(RangeID)
 	createdTick uint64
 }
 
@@ -41,7 +42,11 @@ type KeyValue struct {
 func (s *OutgoingSnapshot) Iterate(chunkBytes int, fn func([]KeyValue) error) error {
 	var chunk []KeyValue
 	size := 0
-	for _, span := range keys.ReplicatedSpans(s.RangeID) {
+	spans := s.spans
+	if spans == nil {
+		spans = keys.ReplicatedSpans(s.RangeID)
+	}
+	for _, span := range spans {
 		it, err := s.snap.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
 		if err != nil {
 			return err
@@ -104,6 +109,7 @@ func (r *Replica) snapshot() (*pb.Snapshot, error) {
 		RangeID:     r.cfg.RangeID,
 		Meta:        snapshotMetadata(&r.state),
 		snap:        r.db.NewSnapshot(),
+		spans:       r.cfg.Spans,
 		createdTick: r.tick,
 	}
 	r.outgoing[s.ID] = s
@@ -137,7 +143,13 @@ type IncomingSnapshot struct {
 
 // NewIncomingSnapshot starts collecting a snapshot of range id.
 func NewIncomingSnapshot(db *pebble.DB, id keys.RangeID) *IncomingSnapshot {
-	return &IncomingSnapshot{rangeID: id, spans: keys.ReplicatedSpans(id), batch: db.NewBatch()}
+	return NewIncomingSnapshotOf(db, id, keys.ReplicatedSpans(id))
+}
+
+// NewIncomingSnapshotOf starts collecting a snapshot of range id, whose
+// replicated state is spans (Replica.Spans).
+func NewIncomingSnapshotOf(db *pebble.DB, id keys.RangeID, spans []keys.Span) *IncomingSnapshot {
+	return &IncomingSnapshot{rangeID: id, spans: spans, batch: db.NewBatch()}
 }
 
 // Add records one key/value pair. Keys outside the range's replicated spans
@@ -213,7 +225,7 @@ func (r *Replica) stageSnapshotInstall(b *pebble.Batch, snap *pb.Snapshot) error
 	if r.incoming == nil || r.incoming.index != meta.GetIndex() {
 		return fmt.Errorf("range %d: raft installs snapshot at %d but its data was not received", r.cfg.RangeID, meta.GetIndex())
 	}
-	for _, span := range keys.ReplicatedSpans(r.cfg.RangeID) {
+	for _, span := range r.cfg.Spans {
 		if err := b.DeleteRange(span.Start, span.End, nil); err != nil {
 			return err
 		}

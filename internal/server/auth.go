@@ -37,14 +37,15 @@ func (s *Server) newAuthorizer() (*auth.Authorizer, error) {
 	}), nil
 }
 
-// syncApplied waits until this node applied everything committed before the
-// call and handed the results to onApply (a no-op run on the replica's
-// goroutine comes after the onApply of the batch the read waited for).
+// syncApplied waits until this node applied everything committed in the
+// system range (the auth state's) before the call and handed the results to
+// onApply (a no-op run on the replica's goroutine comes after the onApply
+// of the batch the read waited for).
 func (s *Server) syncApplied(ctx context.Context) error {
-	if err := s.linearize(ctx); err != nil {
+	if err := s.linearizeRange(ctx, keys.SystemRangeID); err != nil {
 		return err
 	}
-	return s.store.Do(ctx, keys.FirstRangeID, func(*replica.Replica) {})
+	return s.store.Do(ctx, keys.SystemRangeID, func(*replica.Replica) {})
 }
 
 // Authorizer returns the node's authorizer (tests inspect its state).

@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/etcdapi"
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -53,7 +55,17 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	if err != nil {
 		return nil, fmt.Errorf("encode %s request: %w", kind, err)
 	}
-	return s.propose(ctx, kind, payload, 0, quotaCost(req))
+	if cr, ok := req.(*pb.CompactionRequest); ok && s.multiRange() {
+		return s.compactRanges(ctx, cr)
+	}
+	if !s.multiRange() {
+		return s.proposeIn(ctx, rangeOf(kind), kind, payload, 0, quotaCost(req))
+	}
+	id, err := route(s.descs.Load(), kind, req)
+	if err != nil {
+		return nil, err
+	}
+	return s.proposeIn(ctx, id, kind, payload, 0, quotaCost(req))
 }
 
 // proposeFenced is Propose for a decision this node takes as the leader of
@@ -66,12 +78,12 @@ func (s *Server) proposeFenced(ctx context.Context, kind raftcmd.Kind, req proto
 	return s.propose(ctx, kind, payload, term, 0)
 }
 
-// checkWritable refuses early what the replica would refuse: writes while
-// the node has no data (joining), and requests that add data (a quota cost)
-// while a NOSPACE alarm is raised.
-func (s *Server) checkWritable(cost int64) error {
-	pub := s.Published()
-	if !pub.Initialized {
+// checkWritable refuses early what the replica of range id would refuse:
+// writes while the node has no data (joining), and requests that add data
+// (a quota cost) while a NOSPACE alarm is raised.
+func (s *Server) checkWritable(id keys.RangeID, cost int64) error {
+	pub := s.rangePublished(id)
+	if pub == nil || !pub.Initialized {
 		return errJoining
 	}
 	if pub.NoSpace && cost > 0 {
@@ -80,8 +92,7 @@ func (s *Server) checkWritable(cost int64) error {
 	return nil
 }
 
-// proposeRaw replicates one command of the first range and waits for its
-// result on this node.
+// proposeRaw replicates one command and waits for its result on this node.
 func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []byte) (any, error) {
 	return s.propose(ctx, kind, payload, 0, 0)
 }
@@ -89,33 +100,37 @@ func (s *Server) proposeRaw(ctx context.Context, kind raftcmd.Kind, payload []by
 // propose replicates a command; cost is what it may add to the replicated
 // state (quotaCost), checked against the storage quota.
 func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte, term uint64, cost int64) (any, error) {
+	return s.proposeIn(ctx, rangeOf(kind), kind, payload, term, cost)
+}
+
+// proposeIn is propose in range rangeID (route's choice for a request
+// that names keys).
+func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftcmd.Kind, payload []byte, term uint64, cost int64) (any, error) {
 	if len(payload) > s.cfg.MaxRequestBytes {
 		return nil, etcdapi.ErrTooLarge
 	}
-	if err := s.checkWritable(cost); err != nil {
+	if err := s.checkWritable(rangeID, cost); err != nil {
 		if !errors.Is(err, rpctypes.ErrGRPCNoSpace) {
 			return nil, err
 		}
 		// This node may not have applied a disarm committed elsewhere
 		// before the request: refuse only if it holds once caught up.
-		if lerr := s.linearize(ctx); lerr != nil {
+		if lerr := s.linearizeRange(ctx, rangeID); lerr != nil {
 			return nil, lerr
 		}
-		if err := s.checkWritable(cost); err != nil {
+		if err := s.checkWritable(rangeID, cost); err != nil {
 			return nil, err
 		}
 	}
 	if err := s.checkQuota(cost); err != nil {
 		return nil, err
 	}
-	id := s.reqIDs.Add(1)
 	cmd := raftcmd.Command{
-		RangeID:   keys.FirstRangeID,
-		Proposer:  s.id.MemberID,
-		RequestID: id,
-		Kind:      kind,
-		Payload:   payload,
-		Term:      term,
+		RangeID:  rangeID,
+		Proposer: s.id.MemberID,
+		Kind:     kind,
+		Payload:  payload,
+		Term:     term,
 	}
 	if f, ok := auth.FenceFromContext(ctx); ok {
 		// How the client request was authorized, for apply to check that
@@ -126,44 +141,131 @@ func (s *Server) propose(ctx context.Context, kind raftcmd.Kind, payload []byte,
 			cmd.AuthNoLogin = true
 		}
 	}
-	data := cmd.Encode(nil)
 	timeout := s.timeouts.After(s.cfg.RequestTimeout)
 	var leaderDeadline <-chan struct{}
+	var data []byte
 	for {
-		res, err := s.store.Propose(ctx, keys.FirstRangeID, replica.NewProposal(id, data), timeout)
-		if err == nil && errors.Is(res.Err, replica.ErrNoLeader) {
-			// Raft refused the command without appending it anywhere: it
-			// may be proposed again, with the same request ID, once a
-			// leader is known.
+		if data == nil {
+			// A command of our own is fenced to the term it is proposed
+			// in: if a leader change loses it, the replica fails it as
+			// soon as it can tell it will never apply, and it is proposed
+			// again here, under a new request ID (replica.Proposal.Term).
+			// A leader's decision is fenced to the term it took it in by
+			// its caller, and is not proposed again.
+			cmd.RequestID = s.reqIDs.Add(1)
+			if term == 0 {
+				cmd.Term = s.rangeTerm(rangeID)
+			}
+			data = cmd.Encode(nil)
+		}
+		p := replica.NewProposal(cmd.RequestID, data)
+		p.Term = cmd.Term
+		res, err := s.store.Propose(ctx, rangeID, p, timeout)
+		if err == nil && (errors.Is(res.Err, replica.ErrNoLeader) || errors.Is(res.Err, replica.ErrDropped)) {
+			// Raft refused the command without appending it anywhere (no
+			// leader, or one handing its leadership over): it may be
+			// proposed again, with the same request ID, once a leader is
+			// known (the next term's, for a transfer: then the command is
+			// fenced anew).
 			if leaderDeadline == nil {
 				leaderDeadline = s.timeouts.After(s.leaderWait())
 			}
-			if err = s.awaitLeader(ctx, leaderDeadline, timeout); err == nil {
+			if errors.Is(res.Err, replica.ErrDropped) {
+				// A transfer ends within an election timeout; a leader
+				// that drops proposals for want of room (too much
+				// uncommitted data) keeps its term, and the command then
+				// fails with ErrDropped ("too many requests") as before.
+				err = s.awaitTermAfter(ctx, rangeID, cmd.Term, s.timeouts.After(s.ElectionTimeout()), timeout)
+				if err == nil && term == 0 {
+					data = nil
+				}
+			} else {
+				err = s.awaitLeader(ctx, rangeID, leaderDeadline, timeout)
+			}
+			if err == nil {
 				continue
 			}
+		}
+		if err == nil && term == 0 && errors.Is(res.Err, replica.ErrStaleLeader) {
+			data = nil
+			continue
 		}
 		if err != nil {
 			s.metrics.ProposalsFailed.Inc()
 			return nil, err
 		}
+		if res.Err == nil && rangeID == keys.SystemRangeID && changesSystemState(kind) {
+			// Acknowledged once every data range checks its commands
+			// against the change.
+			if err := s.pushSystemState(ctx); err != nil {
+				s.logger.Warn("system change applied, but not yet in force on every range", "kind", kind, "err", err)
+				return nil, rpctypes.ErrGRPCTimeout
+			}
+		}
 		return res.Resp, res.Err
 	}
 }
 
-// linearize waits until this node has applied everything committed before
-// the call. Without a known leader it waits for one (awaitLeader).
+// rangeTerm returns the Raft term this node's replica of range id is in.
+func (s *Server) rangeTerm(id keys.RangeID) uint64 {
+	if pub := s.rangePublished(id); pub != nil {
+		return pub.Term
+	}
+	return 0
+}
+
+// awaitTermAfter waits until this node's replica of range id knows a leader
+// of a term after term (a leadership transfer ended), bounded as
+// awaitLeader.
+func (s *Server) awaitTermAfter(ctx context.Context, id keys.RangeID, term uint64, deadline, timeout <-chan struct{}) error {
+	for {
+		if pub := s.rangePublished(id); pub != nil && pub.Term > term && pub.Lead != 0 {
+			return nil
+		}
+		t := time.NewTimer(s.cfg.TickInterval)
+		select {
+		case <-deadline:
+			t.Stop()
+			return replica.ErrDropped
+		case <-timeout:
+			t.Stop()
+			return replica.ErrDropped
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// linearize waits until this node has applied everything committed in the
+// data range before the call (linearizeRange).
 func (s *Server) linearize(ctx context.Context) error {
+	return s.linearizeRange(ctx, keys.FirstDataRangeID)
+}
+
+// linearizeRange waits until this node has applied everything committed in
+// range id before the call. Without a known leader it waits for one
+// (awaitLeader).
+func (s *Server) linearizeRange(ctx context.Context, id keys.RangeID) error {
+	return s.linearizeRangeAt(ctx, id, 0, 0)
+}
+
+// linearizeRangeAt is linearizeRange that also waits until this node has
+// applied index of range id, the index a read fence of term answered (or
+// an entry of a later term).
+func (s *Server) linearizeRangeAt(ctx context.Context, id keys.RangeID, index, term uint64) error {
 	timeout := s.timeouts.After(s.cfg.RequestTimeout)
 	var leaderDeadline <-chan struct{}
 	for {
-		err := s.store.ReadIndex(ctx, keys.FirstRangeID, timeout)
+		err := s.store.ReadIndexAtLeast(ctx, id, index, term, timeout)
 		if !errors.Is(err, replica.ErrNoLeader) {
 			return err
 		}
 		if leaderDeadline == nil {
 			leaderDeadline = s.timeouts.After(s.leaderWait())
 		}
-		if err := s.awaitLeader(ctx, leaderDeadline, timeout); err != nil {
+		if err := s.awaitLeader(ctx, id, leaderDeadline, timeout); err != nil {
 			return err
 		}
 	}
@@ -179,12 +281,12 @@ func (s *Server) linearize(ctx context.Context) error {
 // created with WithRequireLeader end for good on that answer).
 func (s *Server) leaderWait() time.Duration { return 2 * s.ElectionTimeout() }
 
-// awaitLeader waits until this node knows a leader of the first range. It
+// awaitLeader waits until this node knows a leader of range id. It
 // fails with replica.ErrNoLeader once deadline or timeout is closed (a nil
 // one never is), even if a leader is known then, so that a request retried
 // after each wait ends by deadline; and with ctx's error. It holds no lock.
-func (s *Server) awaitLeader(ctx context.Context, deadline, timeout <-chan struct{}) error {
-	known, err := s.store.LeaderKnown(keys.FirstRangeID)
+func (s *Server) awaitLeader(ctx context.Context, id keys.RangeID, deadline, timeout <-chan struct{}) error {
+	known, err := s.store.LeaderKnown(id)
 	if err != nil {
 		return err
 	}
@@ -207,19 +309,26 @@ func (s *Server) awaitLeader(ctx context.Context, deadline, timeout <-chan struc
 }
 
 // WaitLeader implements etcdapi.Backend: it returns at once when this node
-// knows a leader, and otherwise waits for one for up to leaderWait.
+// knows a leader of the data range, and otherwise waits for one for up to
+// leaderWait.
 func (s *Server) WaitLeader(ctx context.Context) error {
-	if s.HasLeader() {
+	return s.waitRangeLeader(ctx, keys.FirstDataRangeID)
+}
+
+// waitRangeLeader returns at once when this node knows a leader of range
+// id, and otherwise waits for one for up to leaderWait.
+func (s *Server) waitRangeLeader(ctx context.Context, id keys.RangeID) error {
+	if s.rangeHasLeader(id) {
 		return nil
 	}
-	return s.awaitLeader(ctx, s.timeouts.After(s.leaderWait()), nil)
+	return s.awaitLeader(ctx, id, s.timeouts.After(s.leaderWait()), nil)
 }
 
 // errJoining is the answer of a member that joined a cluster and has not
 // received its data yet; clients retry elsewhere.
 var errJoining = status.Error(codes.Unavailable, "synod: member is joining the cluster and has no data yet")
 
-// view returns a consistent point-in-time view of the first range and the KV
+// view returns a consistent point-in-time view of the data range and the KV
 // counters that belong to exactly that view. The counters must be the view's
 // own, not merely recent ones: physical compaction removes versions only
 // after the compaction revision is applied, so a view that lacks them also
@@ -228,14 +337,14 @@ var errJoining = status.Error(codes.Unavailable, "synod: member is joining the c
 // skip writes. The replica hands out its published counters when no apply
 // raced with the snapshot; otherwise they are read from the view itself.
 func (s *Server) view() (*replica.View, kv.Meta, error) {
-	snap, err := s.store.View(keys.FirstRangeID)
+	snap, err := s.store.View(keys.FirstDataRangeID)
 	if err != nil {
 		return nil, kv.Meta{}, err
 	}
 	if pub := snap.Pub; pub != nil && pub.Initialized {
 		return snap, pub.KV, nil
 	}
-	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
+	st, err := replica.LoadAppliedState(snap, keys.FirstDataRangeID)
 	if err != nil {
 		snap.Close()
 		if !s.Published().Initialized {
@@ -248,22 +357,46 @@ func (s *Server) view() (*replica.View, kv.Meta, error) {
 
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	return read(ctx, s, !req.Serializable, func(snap *replica.View, m kv.Meta) (*pb.RangeResponse, error) {
-		return kv.Range(snap, datarange.Index(snap.Derived()), m, req)
+	touched := func() []keys.RangeID {
+		var r router
+		r.key(s.descs.Load(), req.Key, req.RangeEnd)
+		return r.ids
+	}
+	return read(ctx, s, !req.Serializable, touched, func(r pebble.Reader, idx *keyindex.Snapshot, m kv.Meta) (*pb.RangeResponse, error) {
+		return kv.Range(r, idx, m, req)
 	})
 }
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	return read(ctx, s, true, func(snap *replica.View, m kv.Meta) (*pb.TxnResponse, error) {
-		return kv.ReadTxn(snap, datarange.Index(snap.Derived()), m, req)
+	touched := func() []keys.RangeID {
+		var r router
+		r.txn(s.descs.Load(), req)
+		return r.ids
+	}
+	return read(ctx, s, true, touched, func(r pebble.Reader, idx *keyindex.Snapshot, m kv.Meta) (*pb.TxnResponse, error) {
+		return kv.ReadTxn(r, idx, m, req)
 	})
 }
 
-// read serves fn from a view of the first range, after a ReadIndex round
-// when linearizable.
-func read[T any](ctx context.Context, s *Server, linearizable bool, fn func(*replica.View, kv.Meta) (T, error)) (T, error) {
+// read serves fn from a view of the first data range (its index of live
+// keys with it), after a ReadIndex round when linearizable. With several
+// data ranges, or ReadsAtOracleRevision, a linearizable read is served at
+// a revision from the oracle after fences on the ranges it touches
+// (readAtOracle), and with several a serializable one at the revision the
+// node knows they are closed at (readResolved).
+func read[T any](ctx context.Context, s *Server, linearizable bool, touched func() []keys.RangeID, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
+	if s.multiRange() || (linearizable && s.cfg.ReadsAtOracleRevision) {
+		ids := touched()
+		if len(ids) == 0 {
+			ids = s.dataRanges()[:1] // an empty span: any range answers it alike
+		}
+		if !linearizable {
+			return readResolved(s, ids, fn)
+		}
+		return readAtOracle(ctx, s, ids, fn)
+	}
 	if linearizable {
 		if err := s.linearize(ctx); err != nil {
 			return zero, err
@@ -274,12 +407,58 @@ func read[T any](ctx context.Context, s *Server, linearizable bool, fn func(*rep
 		return zero, err
 	}
 	defer snap.Close()
-	return fn(snap, meta)
+	return fn(snap, datarange.Index(snap.Derived()), meta)
 }
 
 // WaitCompaction implements etcdapi.Backend.
 func (s *Server) WaitCompaction(ctx context.Context, rev int64) error {
+	if s.multiRange() {
+		// Each range compacted at most up to its own revision
+		// (compactRanges), and versions go once every range did.
+		rev = min(rev, s.compactedEverywhere())
+	}
 	return s.compactor.wait(ctx, rev)
+}
+
+// compactRanges compacts every data range at a revision, which must not
+// be above the store's (one from the oracle, taken with read fences: no
+// write at or below it commits afterwards in any range). Each range
+// compacts at that revision itself (raftcmd.KindCompactAt: a quiet range's
+// revision rises to it), so that they all share one compaction revision
+// and physical compaction is not held back by an idle range. A range
+// already compacted there (a call cut short before) is skipped; the
+// compaction is refused as etcd does only if every range is.
+func (s *Server) compactRanges(ctx context.Context, req *pb.CompactionRequest) (any, error) {
+	cur, err := s.fenceDataRanges(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.Revision > cur {
+		return nil, rpctypes.ErrGRPCFutureRev
+	}
+	var todo []keys.RangeID
+	for _, id := range s.dataRanges() {
+		pub := s.rangePublished(id)
+		if pub == nil {
+			return nil, errJoining
+		}
+		if req.Revision > pub.KV.CompactRevision {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return nil, rpctypes.ErrGRPCCompacted // as etcd: at or below the last compaction
+	}
+	payload, err := proto.Marshal(&pb.CompactionRequest{Revision: req.Revision, Physical: req.Physical})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range todo {
+		if _, err := s.proposeIn(ctx, id, raftcmd.KindCompactAt, payload, 0, 0); err != nil && !errors.Is(err, rpctypes.ErrGRPCCompacted) {
+			return nil, err
+		}
+	}
+	return &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: cur}}, nil
 }
 
 // Members implements etcdapi.Backend.
@@ -296,7 +475,9 @@ func (s *Server) Members(ctx context.Context, linearizable bool) ([]cluster.Memb
 func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	var last uint64
 	var learner bool
-	err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) {
+	// The data range's Raft state: where the writes go, as etcd's one
+	// group's.
+	err := s.store.Do(ctx, keys.FirstDataRangeID, func(r *replica.Replica) {
 		_, last = r.LogBounds()
 		st := r.Status()
 		_, learner = st.Config.Learners[s.id.MemberID]

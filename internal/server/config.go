@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/tlsconfig"
@@ -170,11 +172,34 @@ type Config struct {
 
 	Logger *slog.Logger
 
+	// OracleWindow is how far above the revisions it hands out the
+	// revision oracle raises its stored ceiling (default
+	// oracle.DefaultWindow); tests make it small to raise it often.
+	OracleWindow uint64
+
+	// DataRangeSplits, a test setting, bootstraps a new cluster with a data
+	// range per span between these user keys (sorted, each above every
+	// reserved key, keys.ReservedPrefix) instead of one over every key
+	// (issue 15, step 2: static data ranges). Writes go to the range of
+	// their keys and may not span ranges; reads over any span are served
+	// at a revision from the oracle (ReadsAtOracleRevision); watches see
+	// every range (watchmerge.go); leases, the job queues and the rate
+	// limiters stay in the first range. Nodes that join later, and
+	// restores, are not supported with it yet.
+	DataRangeSplits [][]byte
+
+	// ReadsAtOracleRevision serves linearizable reads (Range, read-only
+	// Txn) at a revision taken from the oracle, after a read fence on
+	// every data range (readfence.go): the way reads over several ranges
+	// will be served. With one data range it is only slower (an oracle
+	// round and a fence per read); tests turn it on to exercise the path.
+	ReadsAtOracleRevision bool
+
 	// TestingBeforeApply, if set, runs on the range's goroutine before the
-	// node acts on an applied batch (its lease, watch and membership
-	// effects). Tests hold a member's apply back with it; production leaves
-	// it nil.
-	TestingBeforeApply func(replica.ApplyOutput)
+	// node acts on an applied batch of a range (its lease, watch and
+	// membership effects). Tests hold a member's apply back with it;
+	// production leaves it nil.
+	TestingBeforeApply func(keys.RangeID, replica.ApplyOutput)
 }
 
 func (c *Config) setDefaults() {
@@ -266,6 +291,14 @@ func (c *Config) validate() error {
 	if c.PeerSecret != nil {
 		if err := peerauth.CheckSecret(c.PeerSecret); err != nil {
 			return fmt.Errorf("peer secret: %w", err)
+		}
+	}
+	for i, k := range c.DataRangeSplits {
+		if bytes.Compare(k, keys.ReservedEnd) < 0 {
+			return fmt.Errorf("data range split %q: splits must sort above every reserved key (%q...)", k, keys.ReservedPrefix)
+		}
+		if i > 0 && bytes.Compare(k, c.DataRangeSplits[i-1]) <= 0 {
+			return fmt.Errorf("data range splits must be sorted and distinct: %q after %q", k, c.DataRangeSplits[i-1])
 		}
 	}
 	if c.PeerTLS.Enabled() && (c.PeerTLS.CertFile == "" || c.PeerTLS.TrustedCAFile == "") {

@@ -13,7 +13,6 @@ import (
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/console"
-	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/metrics"
 )
 
@@ -70,8 +69,7 @@ func (b consoleBackend) Overview(ctx context.Context) (*console.Overview, error)
 		SynodVersion:    s.cfg.Version,
 		Members:         make([]console.Member, len(members)),
 		Alarms:          alarms,
-		// One range today, replicated on every member.
-		Ranges: []console.Range{{ID: uint64(keys.FirstRangeID), Leader: pub.Lead, Voters: pub.Voters, Learners: pub.Learners}},
+		Ranges:          s.consoleRanges(),
 	}
 	var wg sync.WaitGroup
 	for i, m := range members {
@@ -121,4 +119,13 @@ func peerStatus(s *Server, ctx context.Context, _ *pb.StatusRequest) (*pb.Status
 		_ = grpc.SetHeader(ctx, metadata.Pairs(versionMetadataKey, s.cfg.Version))
 	}
 	return s.Status(ctx)
+}
+
+// consoleRanges describes this node's ranges for the console.
+func (s *Server) consoleRanges() []console.Range {
+	var out []console.Range
+	for _, r := range s.rangeInfos() {
+		out = append(out, console.Range{ID: r.Id, System: r.System, Start: r.StartKey, End: r.EndKey, Leader: r.Leader, Voters: r.Voters, Learners: r.Learners})
+	}
+	return out
 }

@@ -60,6 +60,7 @@ type overview struct {
 	Leader  string           `json:"leader"`
 	Members []overviewMember `json:"members"`
 	Ranges  []struct {
+		System bool     `json:"system"`
 		Voters []string `json:"voters"`
 	} `json:"ranges"`
 	Health struct {
@@ -108,8 +109,8 @@ func TestConsoleOverview(t *testing.T) {
 			t.Errorf("member %d: got %+v, want %s, role %s, answered, version 1.2.3-%s, a Raft index and lag", i, m, node.Name, wantRole, node.Name)
 		}
 	}
-	if len(ov.Ranges) != 1 || len(ov.Ranges[0].Voters) != 3 {
-		t.Errorf("got ranges %+v, want one with 3 voters", ov.Ranges)
+	if len(ov.Ranges) != 2 || !ov.Ranges[0].System || ov.Ranges[1].System || len(ov.Ranges[0].Voters) != 3 || len(ov.Ranges[1].Voters) != 3 {
+		t.Errorf("got ranges %+v, want the system range and a data range, each with 3 voters", ov.Ranges)
 	}
 
 	down := c.Node(2)

@@ -9,6 +9,7 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	pb "go.etcd.io/raft/v3/raftpb"
 
@@ -20,7 +21,7 @@ import (
 
 // newMetrics builds the node's metrics over its published state.
 func (s *Server) newMetrics() *metrics.Metrics {
-	return metrics.New(metrics.Source{
+	m := metrics.New(metrics.Source{
 		Term:           func() uint64 { return s.Published().Term },
 		IsLeader:       s.isLeader,
 		HasLeader:      s.HasLeader,
@@ -43,6 +44,23 @@ func (s *Server) newMetrics() *metrics.Metrics {
 		QuotaUsed:          s.dbSize,
 		DB:                 s.db,
 	})
+	// Counts over the ranges rather than a series per range: the number of
+	// ranges will grow to thousands per node.
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "synod", Name: "ranges", Help: "Ranges this node has a replica of (the system range and the data ranges)."},
+			func() float64 { return float64(len(s.allRanges())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "synod", Name: "ranges_led", Help: "Ranges whose replica on this node is their leader."},
+			func() float64 {
+				n := 0
+				for _, id := range s.allRanges() {
+					if pub := s.rangePublished(id); pub != nil && pub.Lead == s.id.MemberID {
+						n++
+					}
+				}
+				return float64(n)
+			}),
+	)
+	return m
 }
 
 // Ready reports whether the node should receive traffic: it has not failed

@@ -11,6 +11,7 @@ import (
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -107,15 +108,16 @@ func bootstrap(db *pebble.DB, cfg *Config, peerURL string, peerTLS bool) (ident,
 	}
 	b := db.NewBatch()
 	defer b.Close()
-	id, err := bootstrapCluster(b, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision}, secret)
+	id, err := bootstrapCluster(b, cfg.Name, spec, cfg.ClusterToken, kv.Meta{Revision: replica.InitialRevision}, secret, cfg.DataRangeSplits)
 	return id, secret, err
 }
 
-// bootstrapCluster adds to b, and commits with a sync, the first range of a
-// new cluster with the given KV counters, and this node's identity and peer
+// bootstrapCluster adds to b, and commits with a sync, the ranges of a new
+// cluster (the system range, and the data range with the given KV
+// counters), and this node's identity and peer
 // secret (nil: none). b may already hold the range's data (a restored
 // backup).
-func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secret []byte) (ident, error) {
+func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secret []byte, splits [][]byte) (ident, error) {
 	members, err := cluster.ParseInitialCluster(spec)
 	if err != nil {
 		return ident{}, err
@@ -130,11 +132,30 @@ func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secr
 	for j, m := range members {
 		voters[j] = m.ID
 	}
-	if err := replica.BootstrapWith(b, keys.FirstRangeID, voters, m); err != nil {
-		return ident{}, fmt.Errorf("bootstrap first range: %w", err)
+	if err := replica.BootstrapWith(b, keys.SystemRangeID, voters, kv.Meta{}); err != nil {
+		return ident{}, fmt.Errorf("bootstrap the system range: %w", err)
+	}
+	descs := rangedesc.Split(splits)
+	for _, d := range descs {
+		dm := m
+		if d.RangeID != keys.FirstDataRangeID {
+			// The restored data, if any, is the first range's.
+			dm = kv.Meta{Revision: replica.InitialRevision}
+		}
+		if err := replica.BootstrapWith(b, d.RangeID, voters, dm); err != nil {
+			return ident{}, fmt.Errorf("bootstrap data range %d: %w", d.RangeID, err)
+		}
+	}
+	if err := putLayout(b); err != nil {
+		return ident{}, err
 	}
 	for _, m := range members {
 		if err := cluster.PutMember(b, m); err != nil {
+			return ident{}, err
+		}
+	}
+	for _, d := range descs {
+		if err := rangedesc.Put(b, d); err != nil {
 			return ident{}, err
 		}
 	}
@@ -148,4 +169,31 @@ func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secr
 		return ident{}, fmt.Errorf("commit bootstrap: %w", err)
 	}
 	return id, nil
+}
+
+// putLayout records in b the version of the data layout this node writes.
+func putLayout(b *pebble.Batch) error {
+	return b.Set(keys.NodeLayoutKey(), []byte{keys.Layout}, nil)
+}
+
+// ErrOldLayout is the refusal of a data dir written before Synod had a
+// system range and data ranges.
+var ErrOldLayout = errors.New("this data dir was written by a Synod without ranges (one Raft group for everything), " +
+	"which this version does not open: take a backup with the Synod that wrote it " +
+	"(synod snapshot save, or etcdctl snapshot save), then restore it with this one (synod snapshot restore)")
+
+// checkLayout refuses a data dir whose layout this code does not read.
+func checkLayout(r pebble.Reader) error {
+	v, closer, err := r.Get(keys.NodeLayoutKey())
+	if errors.Is(err, pebble.ErrNotFound) {
+		return ErrOldLayout
+	}
+	if err != nil {
+		return fmt.Errorf("read data layout: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 1 || v[0] != keys.Layout {
+		return fmt.Errorf("data dir layout version %v, this Synod reads version %d: use the Synod that wrote it", v, keys.Layout)
+	}
+	return nil
 }

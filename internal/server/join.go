@@ -34,6 +34,9 @@ func (s *Server) establishIdentity(ctx context.Context, peerURL string) (ident, 
 	}
 	switch {
 	case ok:
+		if err := checkLayout(s.db); err != nil {
+			return ident{}, nil, err
+		}
 		if s.cfg.InitialCluster != "" || len(s.cfg.Join) > 0 {
 			s.cfg.Logger.Info("data dir already initialized; ignoring --initial-cluster and --join", "data-dir", s.cfg.DataDir)
 		}
@@ -227,6 +230,9 @@ func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Memb
 	if err := b.Set(keys.NodeIdentKey(), id.encode(), nil); err != nil {
 		return ident{}, err
 	}
+	if err := putLayout(b); err != nil {
+		return ident{}, err
+	}
 	if err := putPeerSecret(b, secret); err != nil {
 		return ident{}, err
 	}
@@ -245,8 +251,10 @@ func (s *Server) promoteLoop(ctx context.Context) {
 			return
 		case <-time.After(s.ElectionTimeout() / 2):
 		}
-		pub := s.Published()
-		if !pub.Initialized || pub.Lead == 0 {
+		// The system range's configuration is the members'; every range
+		// must hold data before this node may count in quorums.
+		pub := s.systemPublished()
+		if !pub.Initialized || pub.Lead == 0 || !s.Published().Initialized {
 			continue
 		}
 		if !slices.Contains(pub.Learners, s.id.MemberID) {

@@ -13,7 +13,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
@@ -47,9 +49,18 @@ func (s *Server) ElectionTimeout() time.Duration {
 }
 
 // isLeader reports whether this node leads the first range.
-func (s *Server) isLeader() bool {
-	pub := s.Published()
-	return pub.State == raft.StateLeader && pub.Lead == s.id.MemberID
+func (s *Server) isLeader() bool { return s.isRangeLeader(keys.FirstDataRangeID) }
+
+// isRangeLeader reports whether this node leads range id.
+func (s *Server) isRangeLeader(id keys.RangeID) bool {
+	pub := s.rangePublished(id)
+	return pub != nil && pub.State == raft.StateLeader && pub.Lead == s.id.MemberID
+}
+
+// rangeHasLeader reports whether this node knows a leader of range id.
+func (s *Server) rangeHasLeader(id keys.RangeID) bool {
+	pub := s.rangePublished(id)
+	return pub != nil && pub.Lead != raft.None
 }
 
 // HasLeader implements etcdapi.Backend.
@@ -113,15 +124,13 @@ func (s *Server) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 	if err := s.WaitLeader(ctx); err != nil {
 		return 0, err
 	}
-	if s.isLeader() {
-		return s.renewLocal(ctx, id)
-	}
-	conn, err := s.leaderConn()
-	if err != nil {
-		return 0, err
-	}
 	resp := &pb.LeaseKeepAliveResponse{}
-	if err := conn.Invoke(ctx, leaseKeepAliveMethod, &pb.LeaseKeepAliveRequest{ID: id}, resp); err != nil {
+	err := s.viaRangeLeader(ctx, keys.FirstDataRangeID, leaseKeepAliveMethod, &pb.LeaseKeepAliveRequest{ID: id}, resp,
+		func() (proto.Message, error) {
+			ttl, err := s.renewLocal(ctx, id)
+			return &pb.LeaseKeepAliveResponse{ID: id, TTL: ttl}, err
+		})
+	if err != nil {
 		return 0, err
 	}
 	return resp.TTL, nil
@@ -132,7 +141,7 @@ func (s *Server) renewLocal(ctx context.Context, id int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	need, err := s.lessor.NeedsReset(id)
+	need, wait, err := s.lessor.NeedsReset(id)
 	if errors.Is(err, lease.ErrNotFound) {
 		// Another member may have acknowledged the grant before this one
 		// applied it: answering "not found" now would make the client give
@@ -141,23 +150,43 @@ func (s *Server) renewLocal(ctx context.Context, id int64) (int64, error) {
 		if err := s.linearize(ctx); err != nil {
 			return 0, err
 		}
-		need, err = s.lessor.NeedsReset(id)
+		need, wait, err = s.lessor.NeedsReset(id)
 	}
-	if errors.Is(err, lease.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, notLeader(err)
-	}
-	if need {
-		// The lease was checkpointed while its client was away: reset the
-		// checkpoint first, or a failover would cut the renewed lease short.
-		cp := &pb.LeaseCheckpointRequest{Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}}
-		if _, err := s.proposeFenced(ctx, raftcmd.KindLeaseCheckpoint, cp, term); err != nil {
-			return 0, err
+	var ttl int64
+	for {
+		if errors.Is(err, lease.ErrNotFound) {
+			return 0, nil
 		}
+		if err != nil {
+			return 0, notLeader(err)
+		}
+		if wait != nil {
+			// A checkpoint of this lease is being proposed: wait for it,
+			// so that the reset below follows it in the log.
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			need, wait, err = s.lessor.NeedsReset(id)
+			continue
+		}
+		if need {
+			// The lease was checkpointed while its client was away: reset
+			// the checkpoint first, or a failover would cut the renewed
+			// lease short.
+			cp := &pb.LeaseCheckpointRequest{Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}}}
+			if _, err := s.proposeFenced(ctx, raftcmd.KindLeaseCheckpoint, cp, term); err != nil {
+				return 0, err
+			}
+		}
+		ttl, err = s.lessor.Renew(time.Now(), id)
+		if !errors.Is(err, lease.ErrCheckpointPending) {
+			break
+		}
+		// A checkpoint was handed out since NeedsReset: look again.
+		need, wait, err = s.lessor.NeedsReset(id)
 	}
-	ttl, err := s.lessor.Renew(time.Now(), id)
 	if errors.Is(err, lease.ErrNotFound) {
 		return 0, nil
 	}
@@ -190,16 +219,20 @@ func (s *Server) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveReq
 		return nil, err
 	}
 	if !s.isLeader() {
-		conn, err := s.leaderConn()
-		if err != nil {
-			return nil, err
-		}
 		resp := &pb.LeaseTimeToLiveResponse{}
-		if err := conn.Invoke(ctx, leaseTimeToLiveMethod, req, resp); err != nil {
+		err := s.viaRangeLeader(ctx, keys.FirstDataRangeID, leaseTimeToLiveMethod, req, resp, func() (proto.Message, error) {
+			return s.leaseTimeToLiveLocal(ctx, req)
+		})
+		if err != nil {
 			return nil, err
 		}
 		return resp, nil
 	}
+	return s.leaseTimeToLiveLocal(ctx, req)
+}
+
+// leaseTimeToLiveLocal answers LeaseTimeToLive as the data range's leader.
+func (s *Server) leaseTimeToLiveLocal(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	if _, err := s.ensurePrimary(); err != nil {
 		return nil, err
 	}
@@ -241,7 +274,15 @@ func (s *Server) LeaseLeases(ctx context.Context) (*pb.LeaseLeasesResponse, erro
 
 // leaderConn returns the peer connection to the current leader.
 func (s *Server) leaderConn() (*grpc.ClientConn, error) {
-	lead := s.Published().Lead
+	return s.rangeLeaderConn(keys.FirstDataRangeID)
+}
+
+// rangeLeaderConn returns the peer connection to the leader of range id.
+func (s *Server) rangeLeaderConn(id keys.RangeID) (*grpc.ClientConn, error) {
+	var lead uint64
+	if pub := s.rangePublished(id); pub != nil {
+		lead = pub.Lead
+	}
 	if lead == raft.None {
 		return nil, replica.ErrNoLeader
 	}
@@ -343,6 +384,8 @@ func (s *Server) proposeCheckpoints(ctx context.Context, cps []lease.Checkpoint,
 	ctx, cancel := context.WithTimeout(ctx, s.ElectionTimeout())
 	defer cancel()
 	_, err := s.proposeFenced(ctx, raftcmd.KindLeaseCheckpoint, req, term)
+	// Renewals of these leases wait for this outcome (lease.NeedsReset).
+	s.lessor.CheckpointsSettled(cps, err == nil)
 	if err != nil && ctx.Err() == nil {
 		s.logger.Warn("lease checkpoint failed", "leases", len(cps), "err", err)
 		return
@@ -398,14 +441,14 @@ func (s *Server) registerLeaseForwarding(srv *grpc.Server) {
 		ServiceName: leaseServiceName,
 		HandlerType: (*leaseForwarding)(nil),
 		Methods: []grpc.MethodDesc{
-			{MethodName: "KeepAlive", Handler: forwarded(leaderOnly(func(s *Server, ctx context.Context, req *pb.LeaseKeepAliveRequest) (*pb.LeaseKeepAliveResponse, error) {
+			{MethodName: "KeepAlive", Handler: forwarded(leaderOnly(keys.FirstDataRangeID, func(s *Server, ctx context.Context, req *pb.LeaseKeepAliveRequest) (*pb.LeaseKeepAliveResponse, error) {
 				ttl, err := s.renewLocal(ctx, req.ID)
 				if err != nil {
 					return nil, err
 				}
 				return &pb.LeaseKeepAliveResponse{ID: req.ID, TTL: ttl}, nil
 			}))},
-			{MethodName: "TimeToLive", Handler: forwarded(leaderOnly((*Server).LeaseTimeToLive))},
+			{MethodName: "TimeToLive", Handler: forwarded(leaderOnly(keys.FirstDataRangeID, (*Server).LeaseTimeToLive))},
 		},
 		Metadata: "synod/lease.proto",
 	}, s)

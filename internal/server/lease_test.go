@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,5 +335,81 @@ func TestLeaseTTLSurvivesFailover(t *testing.T) {
 	waitGone(t, cli, "abandoned", 15*time.Second)
 	if g := get(t, cli, "kept"); len(g.Kvs) != 1 {
 		t.Fatalf("a kept-alive lease expired across the failover")
+	}
+}
+
+// TestRenewalDuringCheckpointSurvivesFailover renews a lease while a
+// checkpoint of it is proposed but not yet applied on the leader, then
+// fails the leader over. The checkpoint must not land after the renewal
+// unreset: a new leader would start the renewed lease from the old, shorter
+// remaining TTL.
+func TestRenewalDuringCheckpointSurvivesFailover(t *testing.T) {
+	var leaseID atomic.Int64
+	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
+		return slices.ContainsFunc(out.Leases, func(c rangesm.LeaseChange) bool {
+			return c.Kind == rangesm.LeaseCheckpointed && c.ID == leaseID.Load() && c.RemainingMs > 0
+		})
+	})
+	defer gate.Release()
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		// Elections 2 s apart: the held leader sends no heartbeats.
+		cfg.ElectionTicks = 200
+		cfg.LeaseCheckpointInterval = 100 * time.Millisecond
+		cfg.TestingBeforeApply = gate.Hook(i)
+	}})
+	leader := c.WaitLeader()
+	cli := c.Client(c.Followers(leader)...)
+	ctx := testcluster.Context(t, 60*time.Second)
+
+	const ttl = 6
+	l, err := cli.Grant(ctx, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseID.Store(int64(l.ID))
+	// The lease goes unrenewed past half its TTL: the leader checkpoints
+	// it, and the gate holds that checkpoint's apply on the leader.
+	gate.Arm(leader)
+	select {
+	case <-gate.Held():
+	case <-ctx.Done():
+		t.Fatalf("the leader never checkpointed the lease")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := cli.KeepAliveOnce(ctx, l.ID)
+		done <- err
+	}()
+	// The renewal reaches the leader while the checkpoint is held; it is
+	// answered only once the gate lets the leader go on.
+	var err2 error
+	select {
+	case err2 = <-done:
+	case <-time.After(300 * time.Millisecond):
+		gate.Release()
+		err2 = <-done
+	}
+	if err := err2; err != nil {
+		t.Fatalf("keepalive: got %v, want its TTL", err)
+	}
+
+	leader.Crash()
+	c.WaitLeader()
+	var after *clientv3.LeaseTimeToLiveResponse
+	for {
+		tctx, tcancel := context.WithTimeout(ctx, 2*time.Second)
+		after, err = cli.TimeToLive(tctx, l.ID)
+		tcancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+	}
+	// Renewed to 6 s, the new leader starts it from its full TTL; from the
+	// checkpoint taken before the renewal, it would have under 3 s.
+	if after.TTL < ttl-2 {
+		t.Fatalf("remaining TTL after failover: got %ds, want at least %ds (the lease was renewed to %ds before the failover)", after.TTL, ttl-2, ttl)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/cluster"
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -25,6 +27,9 @@ const DefaultQuotaBytes = 8 << 30
 // HashKV hashes the KV state at rev (0: current); equal on every member that
 // applied the same history, whatever its physical compaction did.
 func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, error) {
+	if s.multiRange() {
+		return s.hashKVRanges(ctx, rev)
+	}
 	snap, m, err := s.view()
 	if err != nil {
 		return nil, err
@@ -37,6 +42,35 @@ func (s *Server) HashKV(ctx context.Context, rev int64) (*pb.HashKVResponse, err
 	hdr := s.Header()
 	hdr.Revision = m.Revision
 	return &pb.HashKVResponse{Header: hdr, Hash: h, CompactRevision: m.CompactRevision, HashRevision: hashRev}, nil
+}
+
+// hashKVRanges is HashKV over several data ranges: at the revision the
+// node knows them all closed at when rev is 0, else at rev once every
+// range is fenced above it (a fresh revision from the oracle), so that
+// members with equal data give equal hashes at equal revisions.
+func (s *Server) hashKVRanges(ctx context.Context, rev int64) (*pb.HashKVResponse, error) {
+	type hashed struct {
+		hash    uint32
+		hashRev int64
+		meta    kv.Meta
+	}
+	fn := func(r pebble.Reader, _ *keyindex.Snapshot, m kv.Meta) (hashed, error) {
+		h, hashRev, err := kv.HashKV(r, m, rev)
+		return hashed{h, hashRev, m}, err
+	}
+	var out hashed
+	var err error
+	if rev == 0 {
+		out, err = readResolved(s, s.dataRanges(), fn)
+	} else {
+		out, err = readAtOracle(ctx, s, s.dataRanges(), fn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	hdr := s.Header()
+	hdr.Revision = out.meta.Revision
+	return &pb.HashKVResponse{Header: hdr, Hash: out.hash, CompactRevision: out.meta.CompactRevision, HashRevision: out.hashRev}, nil
 }
 
 // Hash hashes the KV state at the current revision (etcd's Hash hashes its
@@ -168,7 +202,7 @@ func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error)
 	err := s.linearize(lctx)
 	cancel()
 	if err == nil {
-		if err := s.compactor.wait(ctx, s.Published().KV.CompactRevision); err != nil {
+		if err := s.compactor.wait(ctx, s.compactedEverywhere()); err != nil {
 			return nil, err
 		}
 	} else if ctx.Err() != nil {
@@ -202,7 +236,7 @@ func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	st, err := replica.LoadAppliedState(snap, keys.FirstRangeID)
+	st, err := replica.LoadAppliedState(snap, keys.FirstDataRangeID)
 	if err != nil {
 		return 0, err
 	}
@@ -211,7 +245,7 @@ func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 		Revision: st.KV.Revision, CompactRevision: st.KV.CompactRevision,
 		AppliedIndex: st.Index, CreatedUnix: time.Now().Unix(),
 	}
-	n, err := backup.Write(&ctxWriter{ctx: ctx, w: w}, snap, keys.FirstRangeID, h)
+	n, err := backup.Write(&ctxWriter{ctx: ctx, w: w}, snap, replicatedSpans(), h)
 	if err != nil {
 		return n, fmt.Errorf("write backup: %w", err)
 	}
@@ -222,7 +256,7 @@ func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 // SnapshotSizeEstimate estimates the size of a backup.
 func (s *Server) SnapshotSizeEstimate() int64 {
 	var total uint64
-	for _, span := range keys.ReplicatedSpans(keys.FirstRangeID) {
+	for _, span := range replicatedSpans() {
 		if n, err := s.db.EstimateDiskUsage(span.Start, span.End); err == nil {
 			total += n
 		}

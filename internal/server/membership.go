@@ -72,11 +72,17 @@ func (s *Server) membersPB() ([]*pb.Member, error) {
 	return out, nil
 }
 
-// raftStatus returns the Raft status of the first range (with the progress
-// of followers when this node leads).
+// raftStatus returns the Raft status of the system range, whose
+// configuration the members follow (with the progress of followers when
+// this node leads).
 func (s *Server) raftStatus(ctx context.Context) (raft.Status, error) {
+	return s.rangeRaftStatus(ctx, keys.SystemRangeID)
+}
+
+// rangeRaftStatus returns the Raft status of this node's replica of range id.
+func (s *Server) rangeRaftStatus(ctx context.Context, id keys.RangeID) (raft.Status, error) {
 	var st raft.Status
-	err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { st = r.Status() })
+	err := s.store.Do(ctx, id, func(r *replica.Replica) { st = r.Status() })
 	return st, err
 }
 
@@ -171,11 +177,47 @@ func normalizeURLs(urls []string) ([]string, error) {
 }
 
 // proposeConfChange replicates one change of the Raft configuration, with
-// the member record it concerns, and waits until it is applied here.
+// the member record it concerns, to every range, and waits until each is
+// applied here. The system range's configuration and member records are
+// the cluster's:
+//
+//   - a member is added (or promoted) in the system range first, then in
+//     each data range; a data range the change does not reach in time is
+//     brought in step by the system range's leader (reconcileConfig);
+//   - a member is removed from every data range first, and from the system
+//     range (which marks it removed, and stops it) only once they all
+//     have: otherwise a data range could keep a removed, stopped member as a
+//     voter and, short of it, a quorum, with no leader left to repair it.
 func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeType, rec cluster.Member) error {
+	if typ == raftpb.ConfChangeRemoveNode {
+		for _, id := range s.dataRanges() {
+			if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
+				return fmt.Errorf("remove member %x from range %d: %w", rec.ID, id, err)
+			}
+		}
+		return s.proposeRangeConfChange(ctx, keys.SystemRangeID, typ, rec)
+	}
+	if err := s.proposeRangeConfChange(ctx, keys.SystemRangeID, typ, rec); err != nil {
+		return err
+	}
+	for _, id := range s.dataRanges() {
+		if !s.isRangeLeader(id) {
+			continue // rangesLoop makes it once this node leads the range
+		}
+		if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
+			s.logger.Warn("configuration change of a data range not made: the system range's leader will make it",
+				"range", uint64(id), "member", fmt.Sprintf("%x", rec.ID), "err", err)
+		}
+	}
+	return nil
+}
+
+// proposeRangeConfChange replicates one change of the Raft configuration of
+// range id and waits until it is applied here.
+func (s *Server) proposeRangeConfChange(ctx context.Context, id keys.RangeID, typ raftpb.ConfChangeType, rec cluster.Member) error {
 	reqID := s.reqIDs.Add(1)
 	cmd := raftcmd.Command{
-		RangeID: keys.FirstRangeID, Proposer: s.id.MemberID, RequestID: reqID,
+		RangeID: id, Proposer: s.id.MemberID, RequestID: reqID,
 		Kind: raftcmd.KindMemberChange, Payload: rec.Encode(),
 	}
 	cc := &raftpb.ConfChangeV2{
@@ -184,41 +226,67 @@ func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeTyp
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	p := replica.NewProposal(reqID, nil)
-	if err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { r.ProposeConfChange(p, cc) }); err != nil {
-		return err
-	}
-	select {
-	case res := <-p.Done():
-		return res.Err
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		p := replica.NewProposal(reqID, nil)
+		if err := s.store.Do(ctx, id, func(r *replica.Replica) { r.ProposeConfChange(p, cc) }); err != nil {
+			return err
+		}
+		var err error
+		select {
+		case res := <-p.Done():
+			err = res.Err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !errors.Is(err, raft.ErrProposalDropped) {
+			return err
+		}
+		// Raft refused it without appending it (the range's leadership
+		// is being handed over, as it follows the system range's): try
+		// again shortly, until the request's deadline.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(s.cfg.TickInterval):
+		}
 	}
 }
 
-// viaLeader runs a leader-only operation: here if this node leads, else on
-// the leader's peer service. If the leader steps down meanwhile (it hands
+// viaLeader runs an operation of the system range's leader (a membership
+// change): viaRangeLeader.
+func (s *Server) viaLeader(ctx context.Context, method string, req, resp proto.Message, local func() (proto.Message, error)) error {
+	return s.viaRangeLeader(ctx, keys.SystemRangeID, method, req, resp, local)
+}
+
+// viaRangeLeader runs an operation of range id's leader: here if this node
+// leads, else on the leader's peer service. If the leader steps down meanwhile (it hands
 // leadership over to remove itself), the request goes to the next leader:
 // never through two hops, whose outer connection a membership change may cut.
-func (s *Server) viaLeader(ctx context.Context, method string, req, resp proto.Message, local func() (proto.Message, error)) error {
+func (s *Server) viaRangeLeader(ctx context.Context, id keys.RangeID, method string, req, resp proto.Message, local func() (proto.Message, error)) error {
+	leadOf := func() uint64 {
+		if pub := s.rangePublished(id); pub != nil {
+			return pub.Lead
+		}
+		return 0
+	}
 	for attempt := 0; ; attempt++ {
-		lead := s.Published().Lead
+		lead := leadOf()
 		var err error
-		if s.isLeader() {
+		if s.isRangeLeader(id) {
 			var out proto.Message
 			if out, err = local(); err == nil {
 				proto.Merge(resp, out)
 				return nil
 			}
 		} else {
-			err = s.forwardToLeader(ctx, method, req, resp)
+			err = s.forwardToLeader(ctx, id, method, req, resp)
 		}
 		if !isNotLeader(err) || attempt >= 4 {
 			return err
 		}
 		// Wait for the next leader, then go there.
 		deadline := time.Now().Add(2 * s.ElectionTimeout())
-		for s.Published().Lead == lead && time.Now().Before(deadline) {
+		for leadOf() == lead && time.Now().Before(deadline) {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -239,11 +307,11 @@ func isNotLeader(err error) bool {
 // keeping the force flag. A failure of the forwarding itself is reported as
 // a timeout: a context code would make etcd clients retry a change that may
 // have been made.
-func (s *Server) forwardToLeader(ctx context.Context, method string, req, resp proto.Message) error {
-	if err := s.WaitLeader(ctx); err != nil {
+func (s *Server) forwardToLeader(ctx context.Context, id keys.RangeID, method string, req, resp proto.Message) error {
+	if err := s.waitRangeLeader(ctx, id); err != nil {
 		return err
 	}
-	conn, err := s.leaderConn()
+	conn, err := s.rangeLeaderConn(id)
 	if err != nil {
 		return err
 	}
@@ -269,6 +337,12 @@ func (s *Server) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.M
 }
 
 func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
+	if s.multiRange() {
+		// A new node would start with the initial descriptor (one data
+		// range over every key) and route writes for the other ranges'
+		// keys into the first one.
+		return nil, status.Error(codes.Unimplemented, "synod: adding members to a cluster with static data ranges is not supported yet")
+	}
 	s.confMu.Lock()
 	defer s.confMu.Unlock()
 	urls, err := normalizeURLs(req.PeerURLs)
@@ -485,13 +559,36 @@ func (s *Server) transferLeadership(ctx context.Context, target uint64) (uint64,
 	} else if _, voter := st.Config.Voters.IDs()[target]; !voter {
 		return 0, rpctypes.ErrGRPCBadLeaderTransferee
 	}
-	if err := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { r.TransferLeader(target) }); err != nil {
+	// Every range: the data ranges' leadership follows the system range's
+	// (followSystemLeader) anyway, but moving them now saves an election
+	// timeout.
+	transfer := func() error {
+		for _, id := range s.allRanges() {
+			if err := s.store.Do(ctx, id, func(r *replica.Replica) { r.TransferLeader(target) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := transfer(); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(4 * s.ElectionTimeout())
+	// Raft gives a transfer one election timeout; a loaded target may need
+	// a few, so ask again (while this node still leads) until the request
+	// timeout.
+	start := time.Now()
+	deadline := start.Add(max(4*s.ElectionTimeout(), s.cfg.RequestTimeout))
+	asked := start
 	for time.Now().Before(deadline) {
-		if s.Published().Lead == target {
+		lead := s.systemPublished().Lead
+		if lead == target {
 			return target, nil
+		}
+		if lead == s.id.MemberID && time.Since(asked) > 2*s.ElectionTimeout() {
+			asked = time.Now()
+			if err := transfer(); err != nil {
+				return 0, err
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -532,13 +629,13 @@ func forwarded[Req any, PReq interface {
 	}
 }
 
-// leaderOnly wraps a call forwarded to this node as the leader (a membership
-// change, a lease renewal).
+// leaderOnly wraps a call forwarded to this node as the leader of range id
+// (a membership change: the system range; a lease renewal: the data range).
 // A node that is no longer the leader refuses it (the caller retries at the
 // new leader) rather than forwarding a second time.
-func leaderOnly[Req, Resp any](call func(s *Server, ctx context.Context, req Req) (Resp, error)) func(*Server, context.Context, Req) (Resp, error) {
+func leaderOnly[Req, Resp any](id keys.RangeID, call func(s *Server, ctx context.Context, req Req) (Resp, error)) func(*Server, context.Context, Req) (Resp, error) {
 	return func(s *Server, ctx context.Context, req Req) (Resp, error) {
-		if !s.isLeader() {
+		if !s.isRangeLeader(id) {
 			var zero Resp
 			return zero, rpctypes.ErrGRPCNotLeader
 		}
@@ -551,10 +648,10 @@ func (s *Server) registerClusterForwarding(srv *grpc.Server) {
 		ServiceName: clusterServiceName,
 		HandlerType: (*clusterForwarding)(nil),
 		Methods: []grpc.MethodDesc{
-			{MethodName: "MemberAdd", Handler: forwarded(leaderOnly((*Server).memberAdd))},
-			{MethodName: "MemberRemove", Handler: forwarded(leaderOnly((*Server).memberRemove))},
-			{MethodName: "MemberPromote", Handler: forwarded(leaderOnly((*Server).memberPromote))},
-			{MethodName: "MoveLeader", Handler: forwarded(leaderOnly((*Server).moveLeader))},
+			{MethodName: "MemberAdd", Handler: forwarded(leaderOnly(keys.SystemRangeID, (*Server).memberAdd))},
+			{MethodName: "MemberRemove", Handler: forwarded(leaderOnly(keys.SystemRangeID, (*Server).memberRemove))},
+			{MethodName: "MemberPromote", Handler: forwarded(leaderOnly(keys.SystemRangeID, (*Server).memberPromote))},
+			{MethodName: "MoveLeader", Handler: forwarded(leaderOnly(keys.SystemRangeID, (*Server).moveLeader))},
 			// Members answers a node that starts with --initial-cluster-state
 			// existing and needs its cluster and member IDs.
 			{MethodName: "Members", Handler: forwarded(func(s *Server, _ context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {

@@ -60,7 +60,7 @@ type storageUsage struct {
 
 func newStorageUsage() *storageUsage {
 	return &storageUsage{
-		spans:   keys.ReplicatedSpans(keys.FirstRangeID),
+		spans:   replicatedSpans(),
 		changed: make(chan struct{}, 1),
 	}
 }

@@ -8,12 +8,16 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/peerauth"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 )
 
@@ -41,9 +45,9 @@ type RestoreConfig struct {
 }
 
 // Restore creates the data dir of a member of a new cluster whose data is a
-// backup's: the KV state with its history and revision counters, and the
-// leases. Membership comes from InitialCluster, not from the backup, as etcd's
-// restore does. The backup is verified in full before anything is written.
+// backup's: the KV state with its history and revision counters, the leases
+// and the auth state. Membership comes from InitialCluster, not from the
+// backup, as etcd's restore does. The backup is verified in full before anything is written.
 //
 // The data dir appears whole or not at all: it is built next to DataDir (in
 // DataDir + ".restoring"), synced, and renamed into place. A restore that is
@@ -123,9 +127,14 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 		return err
 	}
 	data := db.NewBatch()
+	// The auth state, which the data range needs a copy of, is read back
+	// from a batch of its own (small; never committed).
+	authState := db.NewIndexedBatch()
 	err = func() error {
 		defer data.Close()
+		defer authState.Close()
 		keep := restoredSpans()
+		authSpan := keys.AuthSpan()
 		f, err := os.Open(cfg.Backup) // backups are on the OS's file system
 		if err != nil {
 			return err
@@ -134,6 +143,11 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 		if _, err := backup.Read(f, func(k, v []byte) error {
 			for _, sp := range keep {
 				if bytes.Compare(k, sp.Start) >= 0 && bytes.Compare(k, sp.End) < 0 {
+					if bytes.Compare(k, authSpan.Start) >= 0 && bytes.Compare(k, authSpan.End) < 0 {
+						if err := authState.Set(k, v, nil); err != nil {
+							return err
+						}
+					}
 					return data.Set(k, v, nil)
 				}
 			}
@@ -141,8 +155,11 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 		}); err != nil {
 			return fmt.Errorf("read backup: %w", err)
 		}
+		if err := putSystemStateCopy(data, authState); err != nil {
+			return err
+		}
 		id, err := bootstrapCluster(data, cfg.Name, spec, cfg.ClusterToken,
-			kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, secret)
+			kv.Meta{Revision: h.Revision, CompactRevision: h.CompactRevision}, secret, nil)
 		if err != nil {
 			return err
 		}
@@ -158,10 +175,30 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 	return err
 }
 
-// restoredSpans are the parts of a backup a restore keeps: user data and
-// leases.
+// restoredSpans are the parts of a backup a restore keeps: user data,
+// leases and the auth state (users, roles, whether auth is enabled), as
+// etcd's restore keeps them, and the services' state kept beside their keys
+// (the rate limiters' checkpoints). Membership, alarms and Raft state are
+// the new cluster's.
 func restoredSpans() []keys.Span {
-	return []keys.Span{keys.MVCCSpan(), keys.LeaseSpan(), leaseAttachmentSpan()}
+	return []keys.Span{keys.MVCCSpan(), keys.LeaseSpan(), leaseAttachmentSpan(), keys.AuthSpan(), keys.ServiceStateSpan()}
+}
+
+// putSystemStateCopy stages in b the data range's copy of the restored
+// system state (its auth state, read from r), as of the system range's
+// bootstrap index, so that the restored cluster checks writes against the
+// restored users and roles from its first command.
+func putSystemStateCopy(b *pebble.Batch, r pebble.Reader) error {
+	st, err := auth.Load(r)
+	if err != nil {
+		return fmt.Errorf("restored auth state: %w", err)
+	}
+	mirror, err := auth.EncodeMirror(st)
+	if err != nil {
+		return err
+	}
+	ss := raftcmd.SystemState{Index: replica.InitialIndex, AuthMirror: mirror}
+	return b.Set(keys.RangeSystemStateKey(keys.FirstDataRangeID), raftcmd.EncodeSystemState(ss), nil)
 }
 
 func leaseAttachmentSpan() keys.Span {

@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/coarsetimer"
@@ -34,12 +35,16 @@ import (
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/limit"
 	"github.com/synod-io/synod/internal/metrics"
 	"github.com/synod-io/synod/internal/portmux"
+	"github.com/synod-io/synod/internal/queue"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/storage"
 	"github.com/synod-io/synod/internal/store"
+	"github.com/synod-io/synod/internal/systemrange"
 	"github.com/synod-io/synod/internal/tlsconfig"
 	"github.com/synod-io/synod/internal/transport"
 	"github.com/synod-io/synod/internal/watch"
@@ -47,8 +52,10 @@ import (
 
 // Server is a running Synod node.
 type Server struct {
-	cfg       Config
-	logger    *slog.Logger
+	cfg    Config
+	logger *slog.Logger
+	// descs are the data ranges' descriptors (router.go).
+	descs     atomic.Pointer[rangedesc.Set]
 	fs        vfs.FS
 	db        *pebble.DB
 	id        ident
@@ -66,10 +73,22 @@ type Server struct {
 	transport *transport.Transport
 	compactor *compactor
 	hub       *watch.Hub
+	// merger hands the hub the events of several data ranges in revision
+	// order (nil with one data range; watchmerge.go).
+	merger    *watchMerger
 	lessor    *lease.Lessor
-	promoteMu sync.Mutex  // serializes lessor promotions
-	revokeQ   chan expiry // expired leases waiting for a revoke worker
-	authz     *auth.Authorizer
+	promoteMu sync.Mutex             // serializes lessor promotions
+	revokeQ   chan expiry            // expired leases waiting for a revoke worker
+	oracleQ   chan *revisionsRequest // requests for revisions waiting for the oracle (oracle.go)
+	stampWake chan struct{}          // signals stampLoop of a new entry in stampMu.wants
+	// stampMu guards the ranges' latest requests for revisions to stamp
+	// their commands with (oracle.go).
+	stampMu struct {
+		sync.Mutex
+		wants map[keys.RangeID]replica.RevisionsWanted
+	}
+	authz  *auth.Authorizer
+	limits *limit.Service
 
 	peerLis   net.Listener
 	clientLis net.Listener
@@ -92,6 +111,11 @@ type Server struct {
 	clientUnary  []grpc.UnaryServerInterceptor
 	clientStream []grpc.StreamServerInterceptor
 
+	// services are Synod's services whose data live in data ranges: each
+	// extends a data range's state machine and acts on its applied effects.
+	services []rangeService
+	queues   *queue.Service
+
 	reqIDs atomic.Uint64
 	// timeouts bounds requests' waits for Raft (RequestTimeout).
 	timeouts *coarsetimer.Timer
@@ -108,6 +132,7 @@ type Server struct {
 
 	fatal     chan error
 	failed    atomic.Pointer[error] // the first error reported on fatal
+	fatalMu   sync.Mutex            // serializes onFatal
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -223,24 +248,43 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := s.loadRemoved(); err != nil {
 		return nil, err
 	}
+	if err := s.loadDescriptors(); err != nil {
+		return nil, err
+	}
 	s.compactor = newCompactor(s.db, &s.installMu, s.logger)
 	s.lessor = lease.NewLessor(lease.Config{CheckpointInterval: cfg.LeaseCheckpointInterval})
 	s.revokeQ = make(chan expiry, 1024)
+	s.oracleQ = make(chan *revisionsRequest, 1024)
+	s.stampWake = make(chan struct{}, 1)
+	s.stampMu.wants = make(map[keys.RangeID]replica.RevisionsWanted)
 	// A node that joined has no applied state until its first snapshot.
-	applied, err := replica.LoadAppliedState(s.db, keys.FirstRangeID)
+	applied, err := replica.LoadAppliedState(s.db, keys.FirstDataRangeID)
 	if err != nil {
-		if ok, berr := rangesm.IsBootstrapped(s.db, keys.FirstRangeID); berr != nil || ok {
+		if ok, berr := rangesm.IsBootstrapped(s.db, keys.FirstDataRangeID); berr != nil || ok {
 			return nil, err
 		}
 		applied = replica.AppliedState{}
 	}
+	view, hubMeta := s.watchView, applied.KV
+	if s.multiRange() {
+		metas := map[keys.RangeID]kv.Meta{}
+		for _, id := range s.dataRanges() {
+			st, err := replica.LoadAppliedState(s.db, id)
+			if err != nil {
+				return nil, fmt.Errorf("static data ranges on a node without their state (joins are not supported with them yet): %w", err)
+			}
+			metas[id] = st.KV
+		}
+		s.merger, hubMeta = newWatchMerger(metas)
+		view = s.mergedWatchView
+	}
 	s.hub = watch.NewHub(watch.Config{
-		View:             s.watchView,
+		View:             view,
 		ProgressInterval: cfg.WatchProgressNotifyInterval,
 		MaxStreamBytes:   cfg.WatchMaxStreamBytes,
 		MaxQueuedBytes:   cfg.WatchMaxQueuedBytes,
 		Logger:           s.logger,
-	}, applied.KV)
+	}, hubMeta)
 	s.metrics = s.newMetrics()
 	s.history = metrics.NewHistory(s.metrics, historyInterval, historySamples)
 	s.goBackground(s.history.Run)
@@ -249,6 +293,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	if s.authz, err = s.newAuthorizer(); err != nil {
 		return nil, err
 	}
+	s.queues = s.newQueues()
 	s.store = store.Open(store.Config{
 		NodeID:       id.MemberID,
 		DB:           s.db,
@@ -266,23 +311,32 @@ func Open(cfg Config) (_ *Server, err error) {
 			// it atomically with its identity.
 			Uninitialized: true,
 		},
-		NewStateMachine: func(keys.RangeID) (rangesm.StateMachine, error) {
-			return datarange.New(datarange.Config{NodeID: id.MemberID, DB: s.db, Logger: s.logger})
-		},
-		OnApply: s.onApply,
-		OnFatal: s.onFatal,
-		Logger:  s.logger,
+		NewStateMachine:   s.newStateMachine,
+		SpansOf:           s.spansOf,
+		FreshRevisions:    s.multiRange(),
+		OnApply:           s.onApply,
+		OnRevisionsWanted: s.onRevisionsWanted,
+		OnFatal:           s.onFatal,
+		Logger:            s.logger,
 	})
-	if err := s.store.AddReplica(keys.FirstRangeID); err != nil {
-		return nil, err
+	for _, r := range s.allRanges() {
+		if err := s.store.AddReplica(r); err != nil {
+			return nil, err
+		}
 	}
-	if pub, err := s.store.Published(keys.FirstRangeID); err == nil && pub.KV.CompactRevision > 0 {
-		// A compaction may have been cut short by a crash: finish it.
-		s.compactor.schedule(pub.KV.CompactRevision)
+	if rev := s.compactedEverywhere(); rev > 0 {
+		// A compaction may have been cut short by a crash: finish it, as
+		// far as every data range compacted.
+		s.compactor.schedule(rev)
 	}
 	s.goBackground(s.compactor.run)
 	s.goBackground(s.hub.Run)
+	if s.merger != nil {
+		s.goBackground(s.closeLoop)
+	}
 	s.goBackground(s.leaseLoop)
+	s.goBackground(s.oracleLoop)
+	s.goBackground(s.stampLoop)
 	for i := 0; i < leaseRevokeWorkers; i++ {
 		s.goBackground(s.revokeWorker)
 	}
@@ -295,6 +349,9 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.transport.Register(s.peerSrv)
 	s.registerLeaseForwarding(s.peerSrv)
 	s.registerClusterForwarding(s.peerSrv)
+	s.registerOracleService(s.peerSrv)
+	s.limits = s.newLimits()
+	s.limits.RegisterPeer(s.peerSrv)
 	s.goBackground(func(context.Context) { _ = s.peerSrv.Serve(s.peerLis) })
 
 	s.goBackground(s.authz.Tokens().Run)
@@ -326,10 +383,17 @@ func Open(cfg Config) (_ *Server, err error) {
 	pb.RegisterAuthServer(reg, auth.NewService(authBackend{s}, s.authz))
 	s.registerPeerSecretService(s.clientSrv)
 	s.registerCoordination(reg)
+	synodpb.RegisterRangesServer(reg, rangesServer{s: s})
+	s.limits.Register(reg)
+	s.goBackground(s.limits.Run)
+	s.queues.Register(reg)
+	s.metrics.Registry.MustRegister(s.queues.Collectors()...)
+	s.goBackground(s.queues.Run)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s.clientSrv, hs)
 	s.serveClientPort()
 	s.goBackground(s.publishLoop)
+	s.goBackground(s.rangesLoop)
 	s.goBackground(s.quotaLoop)
 	s.goBackground(s.watchDataDir)
 	if len(cfg.Join) > 0 {
@@ -442,45 +506,100 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 
 func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	if s.cfg.TestingBeforeApply != nil {
-		s.cfg.TestingBeforeApply(out)
+		s.cfg.TestingBeforeApply(id, out)
+	}
+	if out.SnapshotInstalled {
+		s.metrics.SnapshotsInstalled.Inc()
+	}
+	if id == keys.SystemRangeID {
+		s.onSystemApply(out)
+		return
 	}
 	if s.usage.applied(out.Events) > 0 && s.cfg.QuotaBackendBytes > 0 && s.dbSize() > s.cfg.QuotaBackendBytes {
 		s.usage.notify() // the quota loop raises the alarm
 	}
 	if out.SnapshotInstalled {
-		s.hub.Reset(out.KV)
-		s.metrics.SnapshotsInstalled.Inc()
 		// The installed state is in memtables, which the quota's estimate
 		// does not see: flush them.
 		if _, err := s.db.AsyncFlush(); err != nil {
 			s.logger.Warn("flush after snapshot install", "err", err)
 		}
 	}
-	s.hub.Publish(out.Events, out.KV)
-	s.onLeaseChanges(out.Leases)
+	if s.merger != nil {
+		s.merger.applied(s.hub, id, &out)
+	}
+	if id == keys.FirstDataRangeID {
+		if s.merger == nil {
+			if out.SnapshotInstalled {
+				s.hub.Reset(out.KV)
+			}
+			s.hub.Publish(out.Events, out.KV)
+		}
+		// The leases and the services are the first range's.
+		s.onLeaseChanges(out.Leases)
+		for _, svc := range s.services {
+			svc.OnApply(out.Extensions, out.SnapshotInstalled)
+		}
+	}
+	if len(out.Compactions) > 0 || out.SnapshotInstalled {
+		// Versions go once every data range compacted them away (each
+		// answers reads below its own compaction revision as compacted).
+		if rev := s.compactedEverywhere(); rev > 0 {
+			s.compactor.schedule(rev)
+		}
+	}
+}
+
+// compactedEverywhere returns the lowest compaction revision of the data
+// ranges as this node applied them.
+func (s *Server) compactedEverywhere() int64 {
+	var rev int64 = -1
+	for _, id := range s.dataRanges() {
+		pub := s.rangePublished(id)
+		if pub == nil {
+			return 0
+		}
+		if rev < 0 || pub.KV.CompactRevision < rev {
+			rev = pub.KV.CompactRevision
+		}
+	}
+	return max(rev, 0)
+}
+
+// onSystemApply acts on what a batch of the system range applied: member
+// and auth changes.
+func (s *Server) onSystemApply(out replica.ApplyOutput) {
 	if out.AuthChanged || out.SnapshotInstalled {
 		s.authz.Invalidate()
 	}
 	s.registerAuthTokens(out.AuthTokens)
-	for _, rev := range out.Compactions {
-		s.compactor.schedule(rev)
-	}
-	if out.SnapshotInstalled {
-		if pub, err := s.store.Published(id); err == nil && pub.KV.CompactRevision > 0 {
-			s.compactor.schedule(pub.KV.CompactRevision)
-		}
-	}
 	if out.SnapshotInstalled || out.ConfChanged {
 		s.onConfChange()
 	}
 }
 
+// rangeService is a service whose data live in data ranges (the job
+// queues): it extends each data range's state machine, and acts on what
+// the applied batches ask of it.
+type rangeService interface {
+	NewExtension() datarange.Extension
+	OnApply(effects []any, snapshotInstalled bool)
+}
+
+// onFatal reports the first unrecoverable error (of any range) on Fatal;
+// later ones (the other ranges' replicas often fail the same way at once)
+// only log.
 func (s *Server) onFatal(err error) {
-	if s.failed.CompareAndSwap(nil, &err) && errors.Is(err, replica.ErrLogLost) {
+	s.fatalMu.Lock()
+	defer s.fatalMu.Unlock()
+	if s.failed.Load() != nil {
+		return
+	}
+	if errors.Is(err, replica.ErrLogLost) {
 		err = fmt.Errorf("%v: %w", err, ErrDataLost)
-		s.failed.Store(&err)
 		s.recordDataLost(err)
 	}
+	s.failed.Store(&err)
 	select {
 	case s.fatal <- err:
 	default:
@@ -524,23 +643,51 @@ const clientStreamWorkers = 256
 // may end.
 const timeoutResolution = 100 * time.Millisecond
 
-// Published returns the published state of the first range's replica.
+// Published returns the published state of the data range's replica:
+// where the KV state, its revision and the writes' leader are.
 func (s *Server) Published() *replica.Published {
-	pub, err := s.store.Published(keys.FirstRangeID)
+	pub, err := s.store.Published(keys.FirstDataRangeID)
 	if err != nil {
 		return &replica.Published{}
 	}
 	return pub
 }
 
-// Campaign makes this node start an election for the first range (tests and
-// leadership transfer use it).
+// Campaign makes this node start an election for every range (tests use
+// it).
 func (s *Server) Campaign(ctx context.Context) error {
-	var err error
-	if doErr := s.store.Do(ctx, keys.FirstRangeID, func(r *replica.Replica) { err = r.Campaign() }); doErr != nil {
-		return doErr
+	for _, id := range s.allRanges() {
+		var err error
+		if doErr := s.store.Do(ctx, id, func(r *replica.Replica) { err = r.Campaign() }); doErr != nil {
+			return doErr
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
+}
+
+// newStateMachine returns the state machine of this node's replica of
+// range id.
+func (s *Server) newStateMachine(id keys.RangeID) (rangesm.StateMachine, error) {
+	if id == keys.SystemRangeID {
+		return systemrange.New(systemrange.Config{Logger: s.logger}), nil
+	}
+	d, ok := s.descriptor(id)
+	if !ok {
+		return nil, fmt.Errorf("no descriptor of data range %d", id)
+	}
+	var exts []datarange.Extension
+	if id == keys.FirstDataRangeID {
+		// The services' keys are reserved keys, which sort below every
+		// split: the first data range holds them all.
+		exts = dataRangeExtensions()
+		for _, svc := range s.services {
+			exts = append(exts, svc.NewExtension())
+		}
+	}
+	return datarange.New(datarange.Config{RangeID: id, NodeID: s.id.MemberID, DB: s.db, Start: d.Start, End: d.End, Extensions: exts, Logger: s.logger})
 }
 
 // Close stops the node and waits for all of its goroutines. It is safe to

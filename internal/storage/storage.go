@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/synod-io/synod/internal/keys"
 )
 
 // Options configures Open.
@@ -63,7 +66,7 @@ func Open(o Options) (*pebble.DB, error) {
 
 // options are the Pebble options of a node's instance.
 func options(o Options, fs vfs.FS, cache *pebble.Cache) *pebble.Options {
-	return &pebble.Options{
+	po := &pebble.Options{
 		FS:                          fs,
 		Cache:                       cache,
 		FormatMajorVersion:          pebble.FormatNewest,
@@ -72,7 +75,45 @@ func options(o Options, fs vfs.FS, cache *pebble.Cache) *pebble.Options {
 		Logger:                      pebbleLogger{o.Logger},
 		EventListener:               listeners(stallListener(o.Logger), o.EventListener),
 	}
+	// Values of separatedValueSize bytes and more are written by a flush into
+	// blob files, and compactions move references to them instead of the
+	// values: each byte of a large value is written to the disk about once
+	// after the write-ahead log, not once per level it passes. Blob files
+	// whose values are 20% unreferenced (overwritten, deleted, removed Raft
+	// log entries) are rewritten once five minutes old.
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           separatedValueSize,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     5 * time.Minute,
+			TargetGarbageRatio:    0.2,
+		}
+	}
+	po.Experimental.SpanPolicyFunc = spanPolicy
+	return po
 }
+
+// spanPolicy keeps the node-local keys, the Raft logs above all, apart from
+// the replicated state: a flush or compaction ends its output table where
+// they end, so that no table holds both log entries (written and deleted
+// within seconds) and data, and their values stay inline, so that an entry
+// flushed before its truncation leaves no blob file behind, and the space
+// estimate of the replicated spans (EstimateDiskUsage, which scales a
+// table's blob references by the share of its blocks in the span) counts
+// no log entries.
+func spanPolicy(start []byte) (pebble.SpanPolicy, []byte, error) {
+	local := keys.NodeLocalSpan()
+	if bytes.Compare(start, local.End) < 0 {
+		return pebble.SpanPolicy{ValueStoragePolicy: pebble.ValueStorageLowReadLatency}, local.End, nil
+	}
+	return pebble.SpanPolicy{}, nil, nil
+}
+
+// separatedValueSize is the smallest value kept apart from its key: the
+// 256-byte values of etcd's usual workloads stay in the sstables, where a
+// read finds them in the same block as the key.
+const separatedValueSize = 1024
 
 // listeners combines the node's own listener with the caller's.
 func listeners(a, b *pebble.EventListener) *pebble.EventListener {

@@ -225,6 +225,9 @@ func (h *handle) run(ctx context.Context) {
 			if h.s.cfg.OnApply != nil && out.HasEffects() {
 				h.s.cfg.OnApply(h.r.RangeID(), out)
 			}
+			if out.RevisionsWanted != nil && h.s.cfg.OnRevisionsWanted != nil {
+				h.s.cfg.OnRevisionsWanted(h.r.RangeID(), *out.RevisionsWanted)
+			}
 			out.Complete()
 		}
 		h.noteLeader()

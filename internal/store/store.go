@@ -38,9 +38,21 @@ type Config struct {
 	// NewStateMachine returns the state machine of a range's replica on
 	// this node.
 	NewStateMachine func(id keys.RangeID) (rangesm.StateMachine, error)
+	// FreshRevisions makes data ranges stamp with revisions fetched after
+	// each proposal arrived (replica.Config.FreshRevisions): needed when
+	// there are several.
+	FreshRevisions bool
+	// SpansOf, if set, returns the Pebble spans of a range's replicated
+	// state (replica.Config.Spans; default keys.ReplicatedSpans).
+	SpansOf func(id keys.RangeID) []keys.Span
 	// OnApply, if set, is called on the replica's goroutine after each
 	// HandleReady that applied something. It must not block for long.
 	OnApply func(rangeID keys.RangeID, out replica.ApplyOutput)
+	// OnRevisionsWanted, if set, is called on the replica's goroutine when
+	// a data range's leader asks for revisions from the oracle, to hand
+	// back with AddRevisions. It must not block. Without it, no range
+	// stamps its commands (replica.Config.StampRevisions).
+	OnRevisionsWanted func(rangeID keys.RangeID, want replica.RevisionsWanted)
 	// OnFatal is called once if a replica hits a storage error it cannot
 	// recover from; the replica stops.
 	OnFatal func(err error)
@@ -84,6 +96,13 @@ func Open(cfg Config) *Store {
 func (s *Store) AddReplica(id keys.RangeID) error {
 	rc := s.cfg.Replica
 	rc.RangeID, rc.ID, rc.DB = id, s.cfg.NodeID, s.cfg.DB
+	// Data ranges stamp their commands with revisions from the oracle,
+	// which the node fetches for them.
+	rc.StampRevisions = s.cfg.OnRevisionsWanted != nil && id != keys.SystemRangeID
+	rc.FreshRevisions = rc.StampRevisions && s.cfg.FreshRevisions
+	if s.cfg.SpansOf != nil {
+		rc.Spans = s.cfg.SpansOf(id)
+	}
 	sm, err := s.cfg.NewStateMachine(id)
 	if err != nil {
 		return fmt.Errorf("state machine of range %d: %w", id, err)
@@ -209,6 +228,47 @@ func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID, timeout <-chan s
 	}
 }
 
+// ReadIndexAtLeast is ReadIndex that also waits until the replica has
+// applied index, the index a read fence of term answered, or an entry of a
+// later term (replica.NewReadAtLeast).
+func (s *Store) ReadIndexAtLeast(ctx context.Context, id keys.RangeID, index, term uint64, timeout <-chan struct{}) error {
+	h, err := s.handle(id)
+	if err != nil {
+		return err
+	}
+	rd := replica.NewReadAtLeast(index, term)
+	h.post(func(m *mailbox) { m.reads = append(m.reads, rd) })
+	select {
+	case err := <-rd.Done():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout:
+		return context.DeadlineExceeded
+	}
+}
+
+// FenceReads asks the range's replica, which must lead it, for a read
+// fence at rev (replica.Fence) and waits for the answer.
+func (s *Store) FenceReads(ctx context.Context, id keys.RangeID, rev uint64) (replica.FenceResult, error) {
+	h, err := s.handle(id)
+	if err != nil {
+		return replica.FenceResult{}, err
+	}
+	f := replica.NewFence(rev)
+	h.post(func(m *mailbox) {
+		m.fns = append(m.fns, func(r *replica.Replica) { r.FenceReads(f) })
+	})
+	select {
+	case res := <-f.Done():
+		return res, res.Err
+	case <-ctx.Done():
+		return replica.FenceResult{}, ctx.Err()
+	case <-h.stopped():
+		return replica.FenceResult{}, replica.ErrStopped
+	}
+}
+
 // LeaderKnown returns a channel that is closed once the range's replica
 // knows a leader (at once if it knows one now). A replica that stops
 // without knowing one never closes it: callers bound their wait.
@@ -218,6 +278,19 @@ func (s *Store) LeaderKnown(id keys.RangeID) (<-chan struct{}, error) {
 		return nil, err
 	}
 	return h.leaderKnownChan(), nil
+}
+
+// AddRevisions hands a range's replica the revisions it asked for
+// (replica.RevisionsWanted), without waiting.
+func (s *Store) AddRevisions(id keys.RangeID, w replica.RevisionsWanted, first uint64) error {
+	h, err := s.handle(id)
+	if err != nil {
+		return err
+	}
+	h.post(func(m *mailbox) {
+		m.fns = append(m.fns, func(r *replica.Replica) { r.AddRevisionsFor(w, first) })
+	})
+	return nil
 }
 
 // Do runs fn on the replica's goroutine and waits for it. fn must be quick.
@@ -254,10 +327,11 @@ func (s *Store) HandleRaft(id keys.RangeID, msgs []*pb.Message) {
 
 // NewIncomingSnapshot implements transport.Handler.
 func (s *Store) NewIncomingSnapshot(id keys.RangeID) (*replica.IncomingSnapshot, error) {
-	if _, err := s.handle(id); err != nil {
+	h, err := s.handle(id)
+	if err != nil {
 		return nil, err
 	}
-	return replica.NewIncomingSnapshot(s.cfg.DB, id), nil
+	return replica.NewIncomingSnapshotOf(s.cfg.DB, id, h.r.Spans()), nil
 }
 
 // HandleSnapshot implements transport.Handler.

@@ -4,11 +4,13 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/replica"
 )
 
-// An ApplyGate holds one node's apply of a chosen batch until released, so
-// that a test can make one member lag behind the others at an exact point.
+// An ApplyGate holds one node's apply of a chosen batch of the data range
+// until released, so that a test can make one member lag behind the others
+// at an exact point.
 // Give each node Hook(i) as its server.Config.TestingBeforeApply (through
 // Options.Configure), then Arm the gate once the node to hold is known.
 //
@@ -29,9 +31,9 @@ func NewApplyGate(match func(replica.ApplyOutput) bool) *ApplyGate {
 }
 
 // Hook returns node i's TestingBeforeApply hook.
-func (g *ApplyGate) Hook(i int) func(replica.ApplyOutput) {
-	return func(out replica.ApplyOutput) {
-		if g.armed.Load() != int64(i)+1 || !g.match(out) || !g.armed.CompareAndSwap(int64(i)+1, 0) {
+func (g *ApplyGate) Hook(i int) func(keys.RangeID, replica.ApplyOutput) {
+	return func(id keys.RangeID, out replica.ApplyOutput) {
+		if id == keys.SystemRangeID || g.armed.Load() != int64(i)+1 || !g.match(out) || !g.armed.CompareAndSwap(int64(i)+1, 0) {
 			return
 		}
 		close(g.held)

@@ -382,7 +382,7 @@ func (c *Cluster) agreedLeader() *Node {
 		if srv == nil {
 			continue
 		}
-		l := srv.Published().Lead
+		l := srv.Leader() // the same member leads every range
 		if l == 0 || (lead != 0 && l != lead) {
 			return nil
 		}

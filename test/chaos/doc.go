@@ -44,6 +44,23 @@
 // crashed and holders stall past their lease; lincheck.CheckLock checks that
 // no two holders' guarded writes succeeded for overlapping periods.
 //
+// The limits workload (limits_test.go) has callers take from a strict and
+// a local rate limit through every node, far above their rate, while the
+// leader (the limits' owner) is crashed and isolated in turns: per key, the
+// decisions allowed must stay within rate x time + burst plus 1% (strict)
+// or the limit's local share of its capacity (local), and every node up and
+// connected must decide again within an election timeout of each new
+// leader.
+//
+// The queue workload (queue_test.go, TestQueueChaos) runs producers and
+// workers of the job queues against 3- and 5-node in-process clusters and
+// 3 synod processes under crashes, pauses and partitions, and checks a
+// model: every acknowledged push completes, the store accepted exactly one
+// completion per job and it carried the job's last claim's token (a worker
+// paused past its lease completes late, and must be refused), a group's
+// jobs never ran at once unless the first one's completion was refused,
+// and each firing of a cron schedule pushed one job.
+//
 // A bug the harness finds gets a focused reproduction, run only with
 // -known-bugs while it is open (the knownBugs list), and a regression test
 // once fixed: leasefreeze_test.go holds the two lease bugs it found (a thawed

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -26,6 +27,12 @@ type Args struct {
 	// PeerSecret is the cluster's peer secret in hex, with which Synod's
 	// members authenticate each other (etcd's ignore it).
 	PeerSecret string
+	// QuotaBytes is the storage quota (etcd's --quota-backend-bytes,
+	// Synod's QuotaBackendBytes); 0 leaves each system's default.
+	QuotaBytes int64
+	// MetricsAddr is the host:port on which a Synod member serves
+	// /metrics (empty: none; etcd's members ignore it).
+	MetricsAddr string
 }
 
 // Flags returns the command-line flags that Parse reads back.
@@ -38,6 +45,8 @@ func (a Args) Flags() []string {
 		"-pprof-addr", a.PprofAddr,
 		"-initial-cluster", a.InitialCluster,
 		"-peer-secret", a.PeerSecret,
+		"-quota-bytes", strconv.FormatInt(a.QuotaBytes, 10),
+		"-metrics-addr", a.MetricsAddr,
 	}
 }
 
@@ -50,6 +59,8 @@ func (a *Args) Register(fs *flag.FlagSet) {
 	fs.StringVar(&a.PprofAddr, "pprof-addr", "", "host:port serving /debug/pprof (empty: none)")
 	fs.StringVar(&a.InitialCluster, "initial-cluster", "", "name=peer-host:port,...")
 	fs.StringVar(&a.PeerSecret, "peer-secret", "", "the cluster's peer secret, hex (Synod only)")
+	fs.Int64Var(&a.QuotaBytes, "quota-bytes", 0, "storage quota in bytes (0: the system's default)")
+	fs.StringVar(&a.MetricsAddr, "metrics-addr", "", "host:port serving /metrics (Synod only; empty: none)")
 }
 
 // ServePprof serves the runtime profiles on addr until the returned function

@@ -31,6 +31,7 @@ function quotaBar(used, quota) {
 }
 
 function keySpan(r) {
+  if (r.system) return h('span', { class: 'muted' }, 'system: members, auth, alarms');
   const start = api.unb64(r.start);
   const end = r.end == null ? null : api.unb64(r.end);
   if (!start.length && end === null) return h('span', { class: 'muted' }, 'all keys');

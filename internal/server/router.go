@@ -1,0 +1,187 @@
+package server
+
+import (
+	"bytes"
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// The ranges of a node, and which one serves what. There is one system
+// range (members, alarms, auth, the oracle, the data ranges' descriptors)
+// and data ranges, each over a span of the user keys, described in the
+// system range (internal/rangedesc). For now a cluster has one data range
+// over every key, with the leases and the services whose data lives in
+// data ranges; the code below is the only place that says which request
+// goes where.
+
+// loadDescriptors reads the data ranges' descriptors as this node's system
+// range applied them (a node that joined and has no data yet, or a data
+// dir from before descriptors, has the initial ones).
+func (s *Server) loadDescriptors() error {
+	ds, err := rangedesc.Load(s.db)
+	if err != nil {
+		return err
+	}
+	set, err := rangedesc.NewSet(ds)
+	if err != nil {
+		return err
+	}
+	s.descs.Store(set)
+	return nil
+}
+
+// descriptor returns the descriptor of data range id.
+func (s *Server) descriptor(id keys.RangeID) (rangedesc.Descriptor, bool) {
+	for _, d := range s.descs.Load().All() {
+		if d.RangeID == id {
+			return d, true
+		}
+	}
+	return rangedesc.Descriptor{}, false
+}
+
+// spansOf returns the Pebble spans of range id's replicated state.
+func (s *Server) spansOf(id keys.RangeID) []keys.Span {
+	if d, ok := s.descriptor(id); ok {
+		return keys.DataRangeSpans(id, d.Start, d.End)
+	}
+	return keys.ReplicatedSpans(id)
+}
+
+// multiRange reports whether the keyspace is split into several data
+// ranges (Config.DataRangeSplits).
+func (s *Server) multiRange() bool { return len(s.descs.Load().All()) > 1 }
+
+// dataRanges returns the data ranges, in key order.
+func (s *Server) dataRanges() []keys.RangeID { return s.descs.Load().IDs() }
+
+// allRanges returns every range of the node: the system range, then the
+// data ranges in key order.
+func (s *Server) allRanges() []keys.RangeID {
+	return append([]keys.RangeID{keys.SystemRangeID}, s.dataRanges()...)
+}
+
+// route returns the data range a client's write goes to: the one holding
+// every key it names (a put's key, a delete's span, the keys and spans of
+// a txn's compares and operations, nested txns included). Leases live in
+// the first data range, so a put that attaches a key to a lease must land
+// there. Writes over several ranges, and leases of keys in other ranges,
+// wait for transactions across ranges (issue 15, step 3): they are refused
+// with codes.Unimplemented. Other commands go where rangeOf sends them.
+func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) (keys.RangeID, error) {
+	var r router
+	switch m := req.(type) {
+	case *pb.PutRequest:
+		r.key(set, m.Key, nil)
+		if m.Lease != 0 {
+			r.lease()
+		}
+	case *pb.DeleteRangeRequest:
+		r.key(set, m.Key, m.RangeEnd)
+	case *pb.TxnRequest:
+		r.txn(set, m)
+	default:
+		return rangeOf(kind), nil
+	}
+	switch {
+	case len(r.ids) == 0:
+		// An empty span or txn: any data range refuses or applies it alike.
+		return set.All()[0].RangeID, nil
+	case len(r.ids) > 1:
+		return 0, status.Errorf(codes.Unimplemented, "synod: the request touches keys of ranges %v, and a write across ranges is not supported yet", r.ids)
+	case r.withLease && r.ids[0] != keys.FirstDataRangeID:
+		return 0, status.Errorf(codes.Unimplemented, "synod: the key is in range %d and leases live in range %d: a lease on it is not supported yet", r.ids[0], keys.FirstDataRangeID)
+	}
+	return r.ids[0], nil
+}
+
+// router collects the ranges a request touches.
+type router struct {
+	ids       []keys.RangeID
+	withLease bool
+}
+
+func (r *router) key(set *rangedesc.Set, key, end []byte) {
+	for _, d := range set.Overlapping(key, end) {
+		if !slices.Contains(r.ids, d.RangeID) {
+			r.ids = append(r.ids, d.RangeID)
+		}
+	}
+}
+
+func (r *router) lease() { r.withLease = true }
+
+func (r *router) txn(set *rangedesc.Set, t *pb.TxnRequest) {
+	kv.TxnKeys(t, func(key, end []byte, lease int64) bool {
+		r.key(set, key, end)
+		if lease != 0 {
+			r.lease()
+		}
+		return true
+	})
+}
+
+// rangeOf returns the range that applies commands of kind.
+func rangeOf(kind raftcmd.Kind) keys.RangeID {
+	if kind.System() {
+		return keys.SystemRangeID
+	}
+	return keys.FirstDataRangeID
+}
+
+// rangePublished returns the published state of this node's replica of
+// range id, or nil if it has none.
+func (s *Server) rangePublished(id keys.RangeID) *replica.Published {
+	pub, err := s.store.Published(id)
+	if err != nil {
+		return nil
+	}
+	return pub
+}
+
+// systemPublished returns the published state of the system range (never
+// nil once the node is open).
+func (s *Server) systemPublished() *replica.Published {
+	if pub := s.rangePublished(keys.SystemRangeID); pub != nil {
+		return pub
+	}
+	return &replica.Published{}
+}
+
+// replicatedSpans returns the replicated spans of every range of the node,
+// in key order: what a backup holds and the storage quota counts. Every
+// data range names the same spans for now (the user data, the leases and
+// the services' state), so the first one's stand for all of them.
+func replicatedSpans() []keys.Span {
+	var spans []keys.Span
+	for _, id := range []keys.RangeID{keys.SystemRangeID, keys.FirstDataRangeID} {
+		spans = append(spans, keys.ReplicatedSpans(id)...)
+	}
+	slices.SortFunc(spans, func(a, b keys.Span) int { return bytes.Compare(a.Start, b.Start) })
+	return spans
+}
+
+// Leader returns the member that leads every range as this node sees it,
+// or 0 while the ranges' leaders differ or one is unknown (after a failover,
+// until the data ranges' leadership has followed the system range's).
+func (s *Server) Leader() uint64 {
+	var lead uint64
+	for _, id := range s.allRanges() {
+		pub := s.rangePublished(id)
+		if pub == nil || pub.Lead == 0 || (lead != 0 && pub.Lead != lead) {
+			return 0
+		}
+		lead = pub.Lead
+	}
+	return lead
+}

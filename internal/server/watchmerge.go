@@ -1,0 +1,215 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/replica"
+)
+
+// Watches over several data ranges. Each range applies its own writes, so
+// events reach the node out of revision order across ranges. The merger
+// holds each range's events until the node knows a revision below which
+// no range can still commit anything (the resolved revision: the lowest of
+// the ranges' closed revisions), then hands the hub every event up to it,
+// in revision order, with that revision as the hub's. A range is closed up
+// to its applied revision (stamps increase along its log, and a stamp not
+// above the range's revision is refused at apply); closeLoop closes the
+// ranges further with read fences: a fence at R promises that nothing at
+// or below R commits in the range after the index it names, so once this
+// node applied that index the range is closed at R. With one data range
+// the hub gets each applied batch at once, as before.
+
+// closeInterval is how often closeLoop closes the ranges further: about
+// the delay a watcher's events, and the writes a serializable read sees,
+// may take over what the ranges' own writes would give.
+func (s *Server) closeInterval() time.Duration { return 5 * s.cfg.TickInterval }
+
+// watchMerger merges the data ranges' events for the hub.
+type watchMerger struct {
+	// resolvedRev is mu.resolved, for the hub's views, which it reads
+	// while the merger hands it events (under mu).
+	resolvedRev atomic.Int64
+	mu          struct {
+		sync.Mutex
+		// pending are each range's events not handed to the hub yet, in
+		// revision order; closed its closed revision.
+		pending map[keys.RangeID][]kv.Event
+		closed  map[keys.RangeID]int64
+		compact map[keys.RangeID]int64
+		// resolved is the revision the hub has been handed up to.
+		resolved int64
+		// resetAt, when set, is the revision of a range's installed
+		// snapshot: its events up to there were never seen, so once the
+		// resolved revision reaches it the hub catches every watcher up
+		// from history instead of taking the pending events.
+		resetAt int64
+	}
+}
+
+// newWatchMerger starts the merger at the ranges' applied states.
+func newWatchMerger(applied map[keys.RangeID]kv.Meta) (*watchMerger, kv.Meta) {
+	m := &watchMerger{}
+	m.mu.pending = map[keys.RangeID][]kv.Event{}
+	m.mu.closed = map[keys.RangeID]int64{}
+	m.mu.compact = map[keys.RangeID]int64{}
+	for id, meta := range applied {
+		m.mu.closed[id], m.mu.compact[id] = meta.Revision, meta.CompactRevision
+	}
+	m.mu.resolved = m.resolvedLocked()
+	m.resolvedRev.Store(m.mu.resolved)
+	// The ranges applied different revisions before the node started: the
+	// events between the lowest and the others' were applied and will not
+	// come again, so once they are resolved the hub catches every watcher
+	// up from history.
+	for _, c := range m.mu.closed {
+		if c > m.mu.resolved {
+			m.mu.resetAt = max(m.mu.resetAt, c)
+		}
+	}
+	return m, kv.Meta{Revision: m.mu.resolved, CompactRevision: m.compactLocked()}
+}
+
+func (m *watchMerger) resolvedLocked() int64 {
+	var r int64 = -1
+	for _, c := range m.mu.closed {
+		if r < 0 || c < r {
+			r = c
+		}
+	}
+	return max(r, 0)
+}
+
+func (m *watchMerger) compactLocked() int64 {
+	var c int64
+	for _, v := range m.mu.compact {
+		c = max(c, v)
+	}
+	return c
+}
+
+// applied records what range id applied, and hands the hub what is
+// resolved.
+func (m *watchMerger) applied(hub hubPublisher, id keys.RangeID, out *replica.ApplyOutput) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if out.SnapshotInstalled {
+		// Its events up to the installed state were never seen here.
+		m.mu.pending[id] = nil
+		m.mu.resetAt = max(m.mu.resetAt, out.KV.Revision)
+	} else {
+		m.mu.pending[id] = append(m.mu.pending[id], out.Events...)
+	}
+	m.mu.closed[id] = max(m.mu.closed[id], out.KV.Revision)
+	m.mu.compact[id] = max(m.mu.compact[id], out.KV.CompactRevision)
+	m.publishLocked(hub)
+}
+
+// close records that range id is closed at rev on this node.
+func (m *watchMerger) close(hub hubPublisher, id keys.RangeID, rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.closed[id] = max(m.mu.closed[id], rev)
+	m.publishLocked(hub)
+}
+
+// hubPublisher is what the merger needs of the watch hub.
+type hubPublisher interface {
+	Publish(events []kv.Event, m kv.Meta)
+	Reset(m kv.Meta)
+}
+
+func (m *watchMerger) publishLocked(hub hubPublisher) {
+	r := m.resolvedLocked()
+	if r <= m.mu.resolved {
+		return
+	}
+	meta := kv.Meta{Revision: r, CompactRevision: m.compactLocked()}
+	if m.mu.resetAt > 0 {
+		if r < m.mu.resetAt {
+			return // wait until the installed state is resolved
+		}
+		for id, evs := range m.mu.pending {
+			m.mu.pending[id] = evs[upTo(evs, r):]
+		}
+		m.mu.resolved, m.mu.resetAt = r, 0
+		m.resolvedRev.Store(r)
+		hub.Reset(meta)
+		return
+	}
+	var out []kv.Event
+	for id, evs := range m.mu.pending {
+		n := upTo(evs, r)
+		out = append(out, evs[:n]...)
+		m.mu.pending[id] = evs[n:]
+	}
+	// A revision belongs to one command of one range: a stable sort keeps
+	// each command's events in their order.
+	slices.SortStableFunc(out, func(a, b kv.Event) int { return int(a.KV.ModRevision - b.KV.ModRevision) })
+	m.mu.resolved = r
+	m.resolvedRev.Store(r)
+	hub.Publish(out, meta)
+}
+
+// upTo returns how many of evs (in revision order) are at or below rev.
+func upTo(evs []kv.Event, rev int64) int {
+	n, _ := slices.BinarySearchFunc(evs, rev+1, func(e kv.Event, r int64) int { return int(e.KV.ModRevision - r) })
+	return n
+}
+
+// resolvedRevision returns the revision the hub has been handed up to.
+func (m *watchMerger) resolvedRevision() int64 { return m.resolvedRev.Load() }
+
+// closeLoop closes the data ranges with read fences every closeInterval,
+// so that the resolved revision moves on when a range is idle: watchers
+// get their events, and serializable reads (readResolved) see writes,
+// within about that interval.
+func (s *Server) closeLoop(ctx context.Context) {
+	t := time.NewTicker(s.closeInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Debug("ranges not closed", "err", err)
+		}
+	}
+}
+
+// closeRanges closes every data range at a revision from the oracle.
+func (s *Server) closeRanges(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*s.ElectionTimeout())
+	defer cancel()
+	rev, err := s.fenceDataRanges(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range s.dataRanges() {
+		s.merger.close(s.hub, id, rev)
+	}
+	return nil
+}
+
+// mergedWatchView is the hub's view with several data ranges: a snapshot
+// of the node's store, taken after the resolved revision was read (every
+// event up to it is applied here), with that revision.
+func (s *Server) mergedWatchView() (pebble.Reader, kv.Meta, func(), error) {
+	rev := s.merger.resolvedRevision()
+	snap := s.db.NewSnapshot()
+	compact, err := compactRevisionIn(snap, s.dataRanges())
+	if err != nil {
+		snap.Close()
+		return nil, kv.Meta{}, nil, err
+	}
+	return snap, kv.Meta{Revision: rev, CompactRevision: compact}, func() { snap.Close() }, nil
+}
