@@ -219,8 +219,15 @@ func (ws *watchStream) create(req *pb.WatchCreateRequest) {
 	}
 	opts.ID = id
 	// The created response is queued before the watcher exists, so it
-	// precedes every event of the watcher.
-	ws.enqueue(&pb.WatchResponse{Header: ws.header(ws.hub.Revision()), WatchId: id, Created: true})
+	// precedes every event of the watcher. The sender may deliver it before
+	// the watcher is registered, and the client may then write: a watcher
+	// of "now" starts after the revision the response names, not after the
+	// hub's revision at registration, or it would miss that write.
+	rev := ws.hub.Revision()
+	if opts.StartRevision <= 0 {
+		opts.StartRevision = rev + 1
+	}
+	ws.enqueue(&pb.WatchResponse{Header: ws.header(rev), WatchId: id, Created: true})
 	ws.mu.watchers[id] = ws.hub.Watch(opts, ws)
 }
 

@@ -56,7 +56,8 @@ func TestLeaseGrantRevokeAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Re-putting a key without the lease detaches it.
-	if _, err := cli.Put(ctx, "lk/b", "3"); err != nil {
+	detached, err := cli.Put(ctx, "lk/b", "3")
+	if err != nil {
 		t.Fatal(err)
 	}
 	ttl, err := cli.TimeToLive(ctx, l.ID, clientv3.WithAttachedKeys())
@@ -71,7 +72,9 @@ func TestLeaseGrantRevokeAndErrors(t *testing.T) {
 		t.Fatalf("leases: got %+v, %v", leases, err)
 	}
 
-	wch := cli.Watch(ctx, "lk/", clientv3.WithPrefix())
+	// From the revision after the last put: the revocation's event comes
+	// whether or not the watch was created before it.
+	wch := cli.Watch(ctx, "lk/", clientv3.WithPrefix(), clientv3.WithRev(detached.Header.Revision+1))
 	if _, err := cli.Revoke(ctx, l.ID); err != nil {
 		t.Fatal(err)
 	}

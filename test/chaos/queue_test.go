@@ -414,10 +414,21 @@ func runQueueWorker(ctx context.Context, eps []string, id int, staller bool, m *
 				sleep(jctx, 10*time.Millisecond)
 			}
 			tok := strconv.FormatInt(j.Token, 10)
-			e.finish = time.Now()
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := j.CompleteTxn(cctx, []byte(tok), nil, client.KVPut{Key: doneKeys + strconv.FormatUint(j.ID, 10) + "/" + tok, Value: "1"})
-			cancel()
+			complete := func() error {
+				e.finish = time.Now()
+				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				return j.CompleteTxn(cctx, []byte(tok), nil, client.KVPut{Key: doneKeys + strconv.FormatUint(j.ID, 10) + "/" + tok, Value: "1"})
+			}
+			err := complete()
+			// The staller's late completion is what the run must show
+			// refused, and its member may be down (the processes scenario
+			// crashes them): it tries again for a while, as long as the
+			// member refused the connection (the completion was not sent).
+			for stalled := time.Now(); stall && err != nil && strings.Contains(err.Error(), "connection refused") &&
+				time.Since(stalled) < 10*time.Second && sleep(ctx, 200*time.Millisecond); {
+				err = complete()
+			}
 			e.accepted = err == nil
 			e.staleSeen = errors.Is(err, client.ErrStaleToken)
 			m.record(e)
@@ -426,6 +437,9 @@ func runQueueWorker(ctx context.Context, eps []string, id int, staller bool, m *
 				m.staleAccepted.Add(1)
 			case stall && e.staleSeen:
 				m.staleRefused.Add(1)
+			case stall:
+				logf("staller: completion of job %d after its stall: %v", j.ID, err)
+				m.completeErrors.Add(1)
 			case err != nil:
 				m.completeErrors.Add(1)
 			}
