@@ -15,9 +15,12 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/transport"
 )
 
@@ -121,7 +124,7 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error
 	default:
 		return ident{}, nil, err
 	}
-	id, err := s.writeJoinedIdent(clusterID, memberID, members, secret)
+	id, err := s.writeJoinedIdent(ctx, clusterID, memberID, members, secret)
 	return id, secret, err
 }
 
@@ -167,7 +170,7 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 		}
 		for _, pm := range resp.Members {
 			if slices.Contains(pm.PeerURLs, peerURL) {
-				return s.writeJoinedIdent(resp.Header.ClusterId, pm.ID, resp.Members, s.cfg.PeerSecret)
+				return s.writeJoinedIdent(ctx, resp.Header.ClusterId, pm.ID, resp.Members, s.cfg.PeerSecret)
 			}
 		}
 		return ident{}, fmt.Errorf("no member has peer URL %s: add it first (etcdctl member add %s --peer-urls=%s)", peerURL, s.cfg.Name, peerURL)
@@ -181,31 +184,79 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 // askMembers asks a member's peer service for the members, as a node that
 // does not know its cluster yet.
 func (s *Server) askMembers(ctx context.Context, addr string) (*pb.MemberListResponse, error) {
-	creds, err := s.peerCreds(0, s.cfg.PeerSecret)
+	resp := &pb.MemberListResponse{}
+	if err := s.askPeer(ctx, addr, s.cfg.PeerSecret, clusterMembersMethod, &pb.MemberListRequest{}, resp); err != nil {
+		return nil, fmt.Errorf("ask %s for the members: %w", addr, err)
+	}
+	return resp, nil
+}
+
+// askRanges asks the peer service of a member at one of peerURLs for the
+// data ranges' descriptors. A member of a Synod from before the method
+// answers Unimplemented: its cluster has the initial one.
+func (s *Server) askRanges(ctx context.Context, members []*pb.Member, secret []byte) ([]rangedesc.Descriptor, error) {
+	var lastErr error
+	for _, m := range members {
+		if m.Name == "" || len(m.PeerURLs) == 0 || m.ID == 0 {
+			continue // not started yet (this node, say)
+		}
+		addr := cluster.HostPort(m.PeerURLs[0])
+		resp := &synodpb.ListRangesResponse{}
+		err := s.askPeer(ctx, addr, secret, clusterRangesMethod, &synodpb.ListRangesRequest{}, resp)
+		switch {
+		case status.Code(err) == codes.Unimplemented:
+			return rangedesc.Initial(), nil
+		case err != nil:
+			lastErr = fmt.Errorf("ask %s for the data ranges: %w", addr, err)
+			continue
+		}
+		var ds []rangedesc.Descriptor
+		for _, r := range resp.Ranges {
+			if !r.System {
+				ds = append(ds, rangedesc.Descriptor{RangeID: keys.RangeID(r.Id), Start: r.StartKey, End: r.EndKey, Generation: r.Generation})
+			}
+		}
+		if _, err := rangedesc.NewSet(ds); err != nil {
+			return nil, fmt.Errorf("the data ranges %s gave: %w", addr, err)
+		}
+		return ds, nil
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no started member to ask for the data ranges")
+	}
+	return nil, lastErr
+}
+
+// askPeer calls method on a member's peer service, as a node that is not a
+// member yet (it proves the cluster's peer secret, or presents its peer
+// certificate). It retries while the connection fails (the member may be
+// starting), so that an error says why, not only that time ran out.
+func (s *Server) askPeer(ctx context.Context, addr string, secret []byte, method string, req, resp proto.Message) error {
+	creds, err := s.peerCreds(0, secret)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	conn, err := transport.Dial(addr, peerDialOptions(s.cfg, creds))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	// Retried while the connection fails (the member may be starting), so
-	// that the error says why, not only that time ran out.
 	var lastErr error
 	for {
-		resp := &pb.MemberListResponse{}
-		err := conn.Invoke(ctx, clusterMembersMethod, &pb.MemberListRequest{}, resp)
+		err := conn.Invoke(ctx, method, req, resp)
 		if err == nil {
-			return resp, nil
+			return nil
 		}
 		if lastErr == nil || status.Code(err) == codes.Unavailable {
 			lastErr = err // a deadline after connection failures keeps their reason
 		}
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			return nil, fmt.Errorf("ask %s for the members: %s", addr, status.Convert(lastErr).Message())
+			if status.Code(lastErr) == codes.Unimplemented {
+				return lastErr
+			}
+			return errors.New(status.Convert(lastErr).Message())
 		}
 		select {
 		case <-ctx.Done():
@@ -214,13 +265,34 @@ func (s *Server) askMembers(ctx context.Context, addr string) (*pb.MemberListRes
 	}
 }
 
+// descriptorInfos describes descriptors as ListRanges does, without what
+// the replicas published.
+func descriptorInfos(ds []rangedesc.Descriptor) []*synodpb.RangeInfo {
+	out := make([]*synodpb.RangeInfo, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, &synodpb.RangeInfo{Id: uint64(d.RangeID), StartKey: d.Start, EndKey: d.End, Generation: d.Generation})
+	}
+	return out
+}
+
 // writeJoinedIdent records the identity of a joining node, the cluster's
 // peer secret (nil: none) and the members it knows of (so that it can
 // reach them before its first snapshot, which replaces them).
-func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Member, secret []byte) (ident, error) {
+func (s *Server) writeJoinedIdent(ctx context.Context, clusterID, memberID uint64, members []*pb.Member, secret []byte) (ident, error) {
+	// The data ranges, so that the node starts a replica of each before
+	// its first snapshot of the system range (which holds the same).
+	descs, err := s.askRanges(ctx, members, secret)
+	if err != nil {
+		return ident{}, err
+	}
 	id := ident{ClusterID: clusterID, MemberID: memberID, Name: s.cfg.Name}
 	b := s.db.NewBatch()
 	defer b.Close()
+	for _, d := range descs {
+		if err := rangedesc.Put(b, d); err != nil {
+			return ident{}, err
+		}
+	}
 	for _, m := range members {
 		rec := cluster.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner}
 		if err := cluster.PutMember(b, rec); err != nil {

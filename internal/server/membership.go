@@ -23,6 +23,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -337,12 +338,6 @@ func (s *Server) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.M
 }
 
 func (s *Server) memberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	if s.multiRange() {
-		// A new node would start with the initial descriptor (one data
-		// range over every key) and route writes for the other ranges'
-		// keys into the first one.
-		return nil, status.Error(codes.Unimplemented, "synod: adding members to a cluster with static data ranges is not supported yet")
-	}
 	s.confMu.Lock()
 	defer s.confMu.Unlock()
 	urls, err := normalizeURLs(req.PeerURLs)
@@ -610,6 +605,7 @@ const (
 	clusterMoveLeaderMethod    = "/" + clusterServiceName + "/MoveLeader"
 	clusterMembersMethod       = "/" + clusterServiceName + "/Members"
 	clusterStatusMethod        = "/" + clusterServiceName + "/Status"
+	clusterRangesMethod        = "/" + clusterServiceName + "/Ranges"
 )
 
 type clusterForwarding interface{}
@@ -663,6 +659,11 @@ func (s *Server) registerClusterForwarding(srv *grpc.Server) {
 			})},
 			// Status answers the web console's overview on another member.
 			{MethodName: "Status", Handler: forwarded(peerStatus)},
+			// Ranges answers a joining node, which must know the data
+			// ranges before it starts their replicas.
+			{MethodName: "Ranges", Handler: forwarded(func(s *Server, _ context.Context, _ *synodpb.ListRangesRequest) (*synodpb.ListRangesResponse, error) {
+				return &synodpb.ListRangesResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID, Ranges: descriptorInfos(s.descs.Load().All())}, nil
+			})},
 		},
 		Metadata: "synod/cluster.proto",
 	}, s)

@@ -192,10 +192,6 @@ func TestStaticDataRanges(t *testing.T) {
 		t.Fatal("watch in the last range: no event after 10s")
 	}
 
-	// Members cannot be added yet: a new node would not know the ranges.
-	_, err = cli.MemberAdd(ctx, []string{"http://127.0.0.1:1"})
-	unsupported("member add", err)
-
 	// Compaction covers every range.
 	now, err := cli.Get(ctx, "a00")
 	if err != nil {
@@ -534,5 +530,90 @@ func TestStaticDataRangesCompactionWithAnIdleRange(t *testing.T) {
 	}
 	if got, err := cli.Get(ctx, "q"); err != nil || len(got.Kvs) != 1 {
 		t.Fatalf("get q: got %v %v", got, err)
+	}
+}
+
+// TestStaticDataRangesJoin: a node that joins a cluster with static data
+// ranges learns their descriptors from a member before it starts, gets a
+// replica of every range (by snapshot), becomes a voter of each, and
+// serves every range: once one of the first members is removed and another
+// crashed, every range needs its vote to write.
+func TestStaticDataRangesJoin(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
+	c.WaitLeader()
+	ctx := testcluster.Context(t, 60*time.Second)
+	cli := c.Client()
+	var want []string
+	for i := range 10 {
+		for _, p := range []string{"a", "h", "q"} {
+			k := fmt.Sprintf("%s%02d", p, i)
+			if _, err := cli.Put(ctx, k, "v"); err != nil {
+				t.Fatalf("put %s: %v", k, err)
+			}
+			want = append(want, k)
+		}
+	}
+	slices.Sort(want)
+
+	start := time.Now()
+	n, err := c.AddNode()
+	if err != nil {
+		t.Fatalf("add a node: %v", err)
+	}
+	waitVoters(t, cli, 4)
+	t.Logf("a voter of the system range after %s", time.Since(start).Round(time.Millisecond))
+	waitFor(t, 20*time.Second, "the new node a voter of every range", func() (bool, string) {
+		var missing []string
+		for _, id := range []keys.RangeID{1, 2, 3, 4} {
+			pub := n.Server().RangePublished(id)
+			if pub == nil || !pub.Initialized || !slices.Contains(pub.Voters, n.Server().MemberID()) {
+				missing = append(missing, fmt.Sprint(id))
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("not a voter of ranges %v", missing)
+	})
+	t.Logf("a voter of every range after %s", time.Since(start).Round(time.Millisecond))
+	ncli := c.Client(n)
+	keysOf := func(resp *clientv3.GetResponse) []string {
+		var out []string
+		for _, kv := range resp.Kvs {
+			out = append(out, string(kv.Key))
+		}
+		return out
+	}
+	all, err := ncli.Get(ctx, "", clientv3.WithFromKey())
+	if err != nil || !slices.Equal(keysOf(all), want) {
+		t.Fatalf("get every key through the new node: got %v %v, want %v", keysOf(all), err, want)
+	}
+	rl, err := synodpb.NewRangesClient(ncli.ActiveConnection()).ListRanges(ctx, &synodpb.ListRangesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rl.Ranges) != 4 {
+		t.Fatalf("ranges listed by the new node: got %d, want 4", len(rl.Ranges))
+	}
+
+	// Three voters left, one of them down: every range needs the new one.
+	var old []*testcluster.Node
+	for _, o := range c.Nodes() {
+		if o != n {
+			old = append(old, o)
+		}
+	}
+	if _, err := ncli.MemberRemove(ctx, old[0].Server().MemberID()); err != nil {
+		t.Fatalf("remove %s: %v", old[0].Name, err)
+	}
+	old[0].Stop()
+	waitVoters(t, ncli, 3)
+	t.Logf("%s removed after %s", old[0].Name, time.Since(start).Round(time.Millisecond))
+	old[1].Crash()
+	for _, k := range []string{"b", "i", "r"} {
+		if _, err := ncli.Put(ctx, k, "after"); err != nil {
+			t.Fatalf("put %s with the new node one of two voters up: %v", k, err)
+		}
+	}
+	all, err = ncli.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithCountOnly())
+	if err != nil || all.Count != 33 {
+		t.Fatalf("count after the writes: got %d %v, want 33", all.Count, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/certgen"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/peerauth"
@@ -95,6 +96,8 @@ func TestPeerServicesRefuseStrangers(t *testing.T) {
 	}{
 		{clusterMembersMethod, &pb.MemberListRequest{}, &pb.MemberListResponse{},
 			func(m proto.Message) bool { return len(m.(*pb.MemberListResponse).Members) == 1 }, false},
+		{clusterRangesMethod, &synodpb.ListRangesRequest{}, &synodpb.ListRangesResponse{},
+			func(m proto.Message) bool { return len(m.(*synodpb.ListRangesResponse).Ranges) == 1 }, false},
 		{leaseTimeToLiveMethod, &pb.LeaseTimeToLiveRequest{ID: int64(lease.ID), Keys: true}, &pb.LeaseTimeToLiveResponse{},
 			func(m proto.Message) bool { return len(m.(*pb.LeaseTimeToLiveResponse).Keys) == 1 }, false},
 		{leaseKeepAliveMethod, &pb.LeaseKeepAliveRequest{ID: int64(lease.ID)}, &pb.LeaseKeepAliveResponse{},

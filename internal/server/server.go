@@ -271,7 +271,10 @@ func Open(cfg Config) (_ *Server, err error) {
 		for _, id := range s.dataRanges() {
 			st, err := replica.LoadAppliedState(s.db, id)
 			if err != nil {
-				return nil, fmt.Errorf("static data ranges on a node without their state (joins are not supported with them yet): %w", err)
+				if ok, berr := rangesm.IsBootstrapped(s.db, id); berr != nil || ok {
+					return nil, fmt.Errorf("load the applied state of range %d: %w", id, err)
+				}
+				st = replica.AppliedState{} // joined: its first snapshot brings it
 			}
 			metas[id] = st.KV
 		}
