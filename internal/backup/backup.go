@@ -74,9 +74,10 @@ func decodeHeader(b []byte) (Header, error) {
 var errCorrupt = errors.New("backup is corrupt")
 
 // Write writes a backup of the given spans (the replicated spans of the
-// node's ranges, in key order), read from r (a Pebble snapshot), to w. It
-// returns the number of bytes written.
-func Write(w io.Writer, r pebble.Reader, spans []keys.Span, h Header) (int64, error) {
+// node's ranges, in key order), read from r (a Pebble snapshot), to w,
+// leaving out the keys keep refuses (nil: none). It returns the number of
+// bytes written.
+func Write(w io.Writer, r pebble.Reader, spans []keys.Span, h Header, keep func(key []byte) bool) (int64, error) {
 	sum := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(w, sum)}
 	bw := bufio.NewWriterSize(cw, 256<<10)
@@ -95,6 +96,9 @@ func Write(w io.Writer, r pebble.Reader, spans []keys.Span, h Header) (int64, er
 			return cw.n, err
 		}
 		for valid := it.First(); valid; valid = it.Next() {
+			if keep != nil && !keep(it.Key()) {
+				continue
+			}
 			v, err := it.ValueAndErr()
 			if err != nil {
 				it.Close()

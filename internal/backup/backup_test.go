@@ -36,7 +36,7 @@ func TestRoundTripAndCorruption(t *testing.T) {
 	defer snap.Close()
 	var buf bytes.Buffer
 	h := Header{ClusterID: 7, MemberID: 9, Revision: 501, CompactRevision: 3, AppliedIndex: 600, CreatedUnix: 1}
-	n, err := Write(&buf, snap, keys.ReplicatedSpans(keys.FirstDataRangeID), h)
+	n, err := Write(&buf, snap, keys.ReplicatedSpans(keys.FirstDataRangeID), h, nil)
 	if err != nil || n != int64(buf.Len()) {
 		t.Fatalf("write: %d bytes (buffer %d), %v", n, buf.Len(), err)
 	}

@@ -10,11 +10,14 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/backup"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/peerauth"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/replica"
@@ -163,6 +166,9 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 		if err != nil {
 			return err
 		}
+		if err := attachLeasedKeys(db); err != nil {
+			return fmt.Errorf("attach the restored keys to their leases: %w", err)
+		}
 		if err := db.Flush(); err != nil {
 			return fmt.Errorf("flush restored data: %w", err)
 		}
@@ -179,9 +185,56 @@ func restoreInto(cfg RestoreConfig, fs vfs.FS, dir string, h backup.Header, spec
 // leases and the auth state (users, roles, whether auth is enabled), as
 // etcd's restore keeps them, and the services' state kept beside their keys
 // (the rate limiters' checkpoints). Membership, alarms and Raft state are
-// the new cluster's.
+// the new cluster's. Which keys a lease holds is rebuilt from the keys
+// (attachLeasedKeys), not read from the backup: a backup of several ranges
+// holds the keys as of its revision and the leases' attachments as the
+// first range last applied them.
 func restoredSpans() []keys.Span {
-	return []keys.Span{keys.MVCCSpan(), keys.LeaseSpan(), leaseAttachmentSpan(), keys.AuthSpan(), keys.ServiceStateSpan()}
+	return []keys.Span{keys.MVCCSpan(), keys.LeaseSpan(), keys.AuthSpan(), keys.ServiceStateSpan()}
+}
+
+// attachLeasedKeys attaches every live key of the restored store that names
+// a lease to that lease, if it exists (a key whose lease is gone keeps it
+// named, as etcd's restore leaves it).
+func attachLeasedKeys(db *pebble.DB) error {
+	type latest struct{ rev, lease int64 }
+	live := map[string]latest{}
+	if err := mvcc.ChangesSince(db, nil, nil, 0, func(ch mvcc.Change) error {
+		k := string(ch.KV.Key)
+		if cur, ok := live[k]; ok && cur.rev > ch.KV.ModRevision {
+			return nil
+		}
+		var l int64
+		if ch.Type == mvccpb.PUT {
+			l = ch.KV.Lease
+		}
+		live[k] = latest{ch.KV.ModRevision, l}
+		return nil
+	}); err != nil {
+		return err
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	exists := map[int64]bool{}
+	for k, v := range live {
+		if v.lease == 0 {
+			continue
+		}
+		ok, seen := exists[v.lease]
+		if !seen {
+			var err error
+			if _, ok, err = lease.Get(db, v.lease); err != nil {
+				return err
+			}
+			exists[v.lease] = ok
+		}
+		if ok {
+			if err := b.Set(keys.LeaseAttachmentKey(v.lease, []byte(k)), nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Commit(pebble.Sync)
 }
 
 // putSystemStateCopy stages in b the data range's copy of the restored
@@ -199,12 +252,6 @@ func putSystemStateCopy(b *pebble.Batch, r pebble.Reader) error {
 	}
 	ss := raftcmd.SystemState{Index: replica.InitialIndex, AuthMirror: mirror}
 	return b.Set(keys.RangeSystemStateKey(keys.FirstDataRangeID), raftcmd.EncodeSystemState(ss), nil)
-}
-
-func leaseAttachmentSpan() keys.Span {
-	p := keys.LeaseAttachmentPrefix(0)
-	p = p[:len(p)-8] // the prefix shared by every lease's attachments
-	return keys.Span{Start: p, End: keys.PrefixEnd(p)}
 }
 
 func verifyBackup(path string) (backup.Header, int, error) {
