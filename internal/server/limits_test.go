@@ -90,6 +90,8 @@ func TestLimitsThroughEveryNode(t *testing.T) {
 	// Get, list, delete.
 	if g, err := clients[2].GetLimit(ctx, &synodpb.GetLimitRequest{Name: "api"}); err != nil || g.Limit.Burst != 6 || g.Limit.Revision != set.Limit.Revision {
 		t.Fatalf("get: got %v, %v", g, err)
+	} else if h := g.Header; h.ClusterId != set.Header.ClusterId || h.MemberId != c.Nodes()[2].Server().MemberID() || h.RaftTerm == 0 || h.Revision < set.Limit.Revision {
+		t.Fatalf("get: got header %v, want the answering node's (cluster %d, member %d, its term), at the set's revision %d or later", h, set.Header.ClusterId, c.Nodes()[2].Server().MemberID(), set.Limit.Revision)
 	}
 	if _, err := clients[2].GetLimit(ctx, &synodpb.GetLimitRequest{Name: "nope"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("get of a missing limit: got %v, want NotFound", err)
