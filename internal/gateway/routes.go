@@ -113,6 +113,17 @@ var routes = map[string]route{
 	"/v3/synod/queue/listschedules":  {"/synod.queue.v1.Queue/ListSchedules"},
 }
 
+// Routes returns the gateway's paths (under /v3/) with the full gRPC
+// method, "/service/Method", each calls: a copy, for the checks that every
+// method a node serves has a path.
+func Routes() map[string]string {
+	out := make(map[string]string, len(routes))
+	for p, r := range routes {
+		out[p] = r.method
+	}
+	return out
+}
+
 // Prefixes are the URL path prefixes the gateway answers: etcd's /v3/, and
 // the /v3beta/ and /v3alpha/ of etcd 3.3 and 3.2, which it maps to /v3/.
 var Prefixes = []string{"/v3/", "/v3beta/", "/v3alpha/"}

@@ -429,9 +429,14 @@ func (s *Service) read(ctx context.Context, key, end []byte) (*etcdpb.RangeRespo
 	if err != nil {
 		return nil, err
 	}
-	if resp.Header == nil {
-		resp.Header = s.b.Header()
+	// The node's Range answers with the revision alone (as a nested
+	// response's header); the caller's answer is the node's, with the
+	// cluster, member and term as every other service gives them.
+	h := s.b.Header()
+	if resp.Header != nil {
+		h.Revision = resp.Header.Revision
 	}
+	resp.Header = h
 	return resp, nil
 }
 

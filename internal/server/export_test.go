@@ -4,6 +4,7 @@ import (
 	"context"
 
 	raftpb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/synod-io/synod/internal/cluster"
@@ -39,3 +40,7 @@ func (s *Server) TransferRangeLeader(ctx context.Context, id keys.RangeID, targe
 
 // DB returns the node's Pebble instance.
 func (s *Server) DB() *pebble.DB { return s.db }
+
+// ClientServices returns the services registered with the client gRPC
+// server, by name, with their methods.
+func (s *Server) ClientServices() map[string]grpc.ServiceInfo { return s.clientSrv.GetServiceInfo() }

@@ -8,16 +8,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/synod-io/synod/internal/certgen"
+	"github.com/synod-io/synod/internal/gateway"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
@@ -508,5 +515,290 @@ func TestGatewayOverTLS(t *testing.T) {
 	}
 	if _, err := cli.Get(testcluster.Context(t, 10*time.Second), "foo"); err != nil {
 		t.Errorf("grpc get as the certificate's user: %v", err)
+	}
+}
+
+// notOnGateway are the services of the client port that have no JSON
+// paths, and why. Every other service's every method must have one, but
+// those etcd's gateway leaves out (see etcdPaths).
+var notOnGateway = map[string]string{
+	// etcd's gateway has none either; HTTP clients have /health and
+	// /readyz.
+	"grpc.health.v1.Health": "gRPC health checking",
+	// A joining member's bootstrap call (synod join), not a client API.
+	"synod.cluster.v1.PeerSecret": "the peer secret for a joining member",
+}
+
+// etcdPaths returns the POST paths of a method's google.api.http
+// annotation (etcd's rpc.proto has one on every method its gateway serves)
+// and whether its service has annotations at all.
+func etcdPaths(t *testing.T, service, method string) (paths []string, annotated bool) {
+	t.Helper()
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		t.Fatalf("no generated descriptor of service %s: %v", service, err)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		t.Fatalf("%s is a %T, not a service", service, d)
+	}
+	ruleOf := func(m protoreflect.MethodDescriptor) *annotations.HttpRule {
+		r, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
+		return r
+	}
+	for i := range sd.Methods().Len() {
+		if ruleOf(sd.Methods().Get(i)) != nil {
+			annotated = true
+		}
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	if md == nil {
+		t.Fatalf("service %s has no method %s in its descriptor", service, method)
+	}
+	if r := ruleOf(md); r != nil {
+		for _, b := range append([]*annotations.HttpRule{r}, r.AdditionalBindings...) {
+			if p := b.GetPost(); p != "" {
+				paths = append(paths, p)
+			}
+		}
+	}
+	return paths, annotated
+}
+
+// TestGatewayRoutesEveryMethod checks the gateway's paths against the
+// services a node registers on its client port (as its gRPC server lists
+// them, with their generated descriptors): every method of every service
+// has a path (a new RPC without one fails here), etcd's methods at the
+// paths of etcd's own annotations, each path reaches its method (a body
+// that is not a request gets the method's decoding error, not "Not Found"
+// nor "unknown method"), and no path names a method the node does not
+// serve.
+func TestGatewayRoutesEveryMethod(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	services := n.Server().ClientServices()
+	routes := gateway.Routes()
+	paths := map[string][]string{} // by method
+	for p, m := range routes {
+		paths[m] = append(paths[m], p)
+	}
+	for name := range notOnGateway {
+		if _, ok := services[name]; !ok {
+			t.Errorf("notOnGateway lists %s, which the node does not register: remove it", name)
+		}
+	}
+	served := map[string]bool{}
+	checked := 0
+	for name, info := range services {
+		for _, m := range info.Methods {
+			full := "/" + name + "/" + m.Name
+			served[full] = true
+			if _, skip := notOnGateway[name]; skip {
+				continue
+			}
+			ps := paths[full]
+			slices.Sort(ps)
+			want, annotated := etcdPaths(t, name, m.Name)
+			slices.Sort(want)
+			switch {
+			case len(want) > 0:
+				if !slices.Equal(ps, want) {
+					t.Errorf("%s: got paths %q, want etcd's %q", full, ps, want)
+				}
+			case annotated:
+				// A method etcd's gateway leaves out (KV.RangeStream).
+				if len(ps) > 0 {
+					t.Errorf("%s: got paths %q, want none: etcd's gateway has none", full, ps)
+				}
+				t.Logf("%s: gRPC only, as in etcd", full)
+				continue
+			case len(ps) == 0:
+				t.Errorf("%s has no gateway path (internal/gateway/routes.go)", full)
+				continue
+			}
+			// Every path gets to the method's request: a JSON array
+			// fails its decoding there, before anything runs.
+			decodeErr := `{"code":3,"message":"proto: syntax error (line 1:1): unexpected token ["}`
+			if m.IsClientStream || m.IsServerStream {
+				decodeErr = `{"error":` + decodeErr + `}`
+			}
+			for _, p := range ps {
+				st, body := g.post(p, `[1]`)
+				g.expect(p+" ("+full+")", st, body, 400, decodeErr)
+				checked++
+			}
+		}
+	}
+	for p, m := range routes {
+		if !served[m] {
+			t.Errorf("path %s calls %s, which the node does not serve", p, m)
+		}
+	}
+	if checked != len(routes) {
+		t.Errorf("reached %d paths through the node's methods, want every one of the gateway's %d", checked, len(routes))
+	}
+	t.Logf("%d services, %d paths", len(services)-len(notOnGateway), checked)
+}
+
+// TestGatewayLimits defines a limit, takes from it and reads it back
+// through the gateway's /v3/synod/limits/ paths: the JSON of the Limits
+// service (snake_case names, 64-bit integers as strings, keys in base64,
+// defaults filled in, zero fields left out) and its errors, as over gRPC.
+func TestGatewayLimits(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	g.term(n)
+	hdr := func(rev int) string {
+		return fmt.Sprintf(`{"cluster_id":"$cid","member_id":"$mid","revision":"%d","raft_term":"$term"}`, rev)
+	}
+	// Two tokens now, then one an hour. Numbers or strings, either name.
+	st, body := g.post("/v3/synod/limits/set", `{"limit":{"name":"api","limit":1,"periodMs":"3600000","burst":"2"}}`)
+	// As stored: the defaults (a 2 s timeout, a 5% local share) filled in.
+	def := `{"name":"api","limit":"1","period_ms":"3600000","burst":"2","timeout_ms":"2000","local_share_percent":5,"revision":"2"}`
+	g.expect("set", st, body, 200, `{"header":`+hdr(2)+`,"limit":`+def+`,"created":true}`)
+	st, body = g.post("/v3/synod/limits/get", `{"name":"api"}`)
+	g.expect("get", st, body, 200, `{"header":`+hdr(2)+`,"limit":`+def+`}`)
+	st, body = g.post("/v3/synod/limits/list", `{}`)
+	g.expect("list", st, body, 200, `{"header":`+hdr(2)+`,"limits":[`+def+`]}`)
+
+	// The whole burst at once: allowed, nothing remaining (left out), full
+	// again in two hours.
+	st, body = g.post("/v3/synod/limits/take", `{"items":[{"limit":"api","key":"`+b64("tenant-1")+`","cost":"2"}]}`)
+	g.expect("take the burst", st, body, 200, `{"header":`+hdr(2)+`,"allowed":true,"decisions":[{"allowed":true,"reset_after_ms":"7200000","limit":"2"}]}`)
+	// One more: refused, to retry in the hour a token takes to come back.
+	st, body = g.post("/v3/synod/limits/take", `{"items":[{"limit":"api","key":"`+b64("tenant-1")+`"}]}`)
+	if st != 200 {
+		t.Fatalf("take over the burst: got status %d (%s), want 200", st, body)
+	}
+	var refused struct {
+		Allowed   *bool `json:"allowed"`
+		Decisions []struct {
+			Allowed      *bool  `json:"allowed"`
+			RetryAfterMs string `json:"retry_after_ms"`
+			ResetAfterMs string `json:"reset_after_ms"`
+			Limit        string `json:"limit"`
+		} `json:"decisions"`
+	}
+	g.unmarshal(body, &refused)
+	if refused.Allowed != nil || len(refused.Decisions) != 1 {
+		t.Fatalf("take over the burst: got %s, want allowed left out (false) and one decision", body)
+	}
+	d := refused.Decisions[0]
+	retry, _ := strconv.ParseInt(d.RetryAfterMs, 10, 64)
+	reset, _ := strconv.ParseInt(d.ResetAfterMs, 10, 64)
+	if d.Allowed != nil || d.Limit != "2" || retry < 3_599_000 || retry > 3_600_000 || reset < 7_199_000 || reset > 7_200_000 {
+		t.Errorf("take over the burst: got decision %s, want refused, retry_after_ms about an hour (as a string), reset_after_ms about two, limit \"2\"", body)
+	}
+	// Another key has its own burst; a peek takes nothing.
+	st, body = g.post("/v3/synod/limits/take", `{"items":[{"limit":"api","key":"`+b64("tenant-2")+`","cost":1}],"peek":true}`)
+	g.expect("peek", st, body, 200, `{"header":`+hdr(2)+`,"allowed":true,"decisions":[{"allowed":true,"remaining":"1","reset_after_ms":"3600000","limit":"2"}]}`)
+
+	// Errors, as over gRPC.
+	st, body = g.post("/v3/synod/limits/take", `{"items":[{"limit":"api","key":"`+b64("tenant-2")+`","cost":3}]}`)
+	g.expect("cost above the burst", st, body, 400, `{"code":3,"message":"synod: cost 3 of limit \"api\" is outside 0..2 (its capacity)"}`)
+	st, body = g.post("/v3/synod/limits/take", `{"items":[{"limit":"nope","key":"`+b64("k")+`"}]}`)
+	g.expect("take from a missing limit", st, body, 404, `{"code":5,"message":"limit \"nope\" not found"}`)
+	st, body = g.post("/v3/synod/limits/get", `{"name":"nope"}`)
+	g.expect("get of a missing limit", st, body, 404, `{"code":5,"message":"limit \"nope\" not found"}`)
+	st, body = g.post("/v3/synod/limits/set", `{"limit":{"name":"bad name","limit":1,"period_ms":1000}}`)
+	if st != 400 || !strings.Contains(body, `"code":3`) {
+		t.Errorf("set of an invalid name: got %d %s, want 400 InvalidArgument", st, body)
+	}
+}
+
+// TestGatewayRangesList lists a node's ranges through the gateway's
+// /v3/synod/ranges/list: the system range, then the data ranges in key
+// order with their spans in base64, replicas, leader and counts.
+func TestGatewayRangesList(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: splitAt("g")})
+	n := c.WaitLeader()
+	g := newGWClient(t, n)
+	revs := map[string]string{} // the revision of the last write of each data range
+	for _, k := range []string{"a", "h"} {
+		st, body := g.post("/v3/kv/put", `{"key":"`+b64(k)+`","value":"`+b64("v")+`"}`)
+		if st != 200 {
+			t.Fatalf("put %s: got %d %s", k, st, body)
+		}
+		var put struct {
+			Header struct {
+				Revision string `json:"revision"`
+			} `json:"header"`
+		}
+		g.unmarshal(body, &put)
+		revs[k] = put.Header.Revision
+	}
+	type rangeInfo struct {
+		ID           string `json:"id"`
+		System       bool   `json:"system"`
+		StartKey     string `json:"start_key"`
+		EndKey       string `json:"end_key"`
+		Generation   string `json:"generation"`
+		Leader       string `json:"leader"`
+		LeaderName   string `json:"leader_name"`
+		RaftTerm     string `json:"raft_term"`
+		Voters       []string
+		Learners     []string
+		AppliedIndex string `json:"applied_index"`
+		Revision     string `json:"revision"`
+		Keys         string `json:"keys"`
+		SizeBytes    string `json:"size_bytes"`
+		Replicas     []map[string]string
+	}
+	var list struct {
+		ClusterID string      `json:"cluster_id"`
+		MemberID  string      `json:"member_id"`
+		Ranges    []rangeInfo `json:"ranges"`
+	}
+	// The ranges' published state follows the writes just after they
+	// are answered.
+	var st int
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, body = g.post("/v3/synod/ranges/list", `{}`)
+		if st != 200 {
+			t.Fatalf("ranges list: got status %d (%s), want 200", st, body)
+		}
+		list.Ranges = nil
+		g.unmarshal(body, &list)
+		if len(list.Ranges) == 3 && list.Ranges[1].Revision == revs["a"] && list.Ranges[2].Revision == revs["h"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ranges list: got %s, want three ranges, the data ranges at revisions %s and %s", body, revs["a"], revs["h"])
+		}
+	}
+	if list.ClusterID != g.vars["$cid"] || list.MemberID != g.vars["$mid"] {
+		t.Errorf("ranges list: got cluster %q member %q, want %s %s (64-bit IDs as strings)", list.ClusterID, list.MemberID, g.vars["$cid"], g.vars["$mid"])
+	}
+	mid := g.vars["$mid"]
+	for i, want := range []struct{ id, start, end string }{
+		{"1", "", ""}, {"2", "", b64("g")}, {"3", b64("g"), ""},
+	} {
+		r := list.Ranges[i]
+		if r.ID != want.id || r.System != (i == 0) || r.StartKey != want.start || r.EndKey != want.end {
+			t.Errorf("range %d: got id %q system %v span [%q, %q), want id %s system %v span [%q, %q)", i, r.ID, r.System, r.StartKey, r.EndKey, want.id, i == 0, want.start, want.end)
+		}
+		if r.Leader != mid || r.LeaderName != "n1" || !slices.Equal(r.Voters, []string{mid}) || r.Learners != nil {
+			t.Errorf("range %s: got leader %q (%q), voters %q, learners %q; want %s (n1), voters [%s], no learners", r.ID, r.Leader, r.LeaderName, r.Voters, r.Learners, mid, mid)
+		}
+		if len(r.Replicas) != 1 || !maps.Equal(r.Replicas[0], map[string]string{"node": "n1", "id": mid, "role": "voter"}) {
+			t.Errorf("range %s: got replicas %v, want n1 (%s), voter", r.ID, r.Replicas, mid)
+		}
+		for what, v := range map[string]string{"raft_term": r.RaftTerm, "applied_index": r.AppliedIndex} {
+			if x, err := strconv.ParseUint(v, 10, 64); err != nil || x == 0 {
+				t.Errorf("range %s: got %s %q, want a positive integer as a string", r.ID, what, v)
+			}
+		}
+		if i == 0 {
+			if r.Keys != "" || r.Revision != "" {
+				t.Errorf("system range: got keys %q revision %q, want neither", r.Keys, r.Revision)
+			}
+			continue
+		}
+		if r.Keys != "1" {
+			t.Errorf("range %s: got keys %q, want \"1\"", r.ID, r.Keys)
+		}
 	}
 }

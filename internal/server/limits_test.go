@@ -1,6 +1,11 @@
 package server_test
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/api/synodpb"
+	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -90,6 +96,8 @@ func TestLimitsThroughEveryNode(t *testing.T) {
 	// Get, list, delete.
 	if g, err := clients[2].GetLimit(ctx, &synodpb.GetLimitRequest{Name: "api"}); err != nil || g.Limit.Burst != 6 || g.Limit.Revision != set.Limit.Revision {
 		t.Fatalf("get: got %v, %v", g, err)
+	} else if h := g.Header; h.ClusterId != set.Header.ClusterId || h.MemberId != c.Nodes()[2].Server().MemberID() || h.RaftTerm == 0 || h.Revision < set.Limit.Revision {
+		t.Fatalf("get: got header %v, want the answering node's (cluster %d, member %d, its term), at the set's revision %d or later", h, set.Header.ClusterId, c.Nodes()[2].Server().MemberID(), set.Limit.Revision)
 	}
 	if _, err := clients[2].GetLimit(ctx, &synodpb.GetLimitRequest{Name: "nope"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("get of a missing limit: got %v, want NotFound", err)
@@ -392,4 +400,250 @@ func TestFailOpenAndClosed(t *testing.T) {
 			t.Fatalf("after healing: still %v", r.Decisions[0])
 		}
 	}
+}
+
+// TestLimitChangeReachesEveryNode changes a limit every node has in use
+// and checks, through each node, that its decisions follow the new
+// definition: the issue promises it within a second, through a watch; the
+// test allows a few seconds and logs how long each node took.
+func TestLimitChangeReachesEveryNode(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{})
+	c.WaitLeader()
+	nodes := c.Nodes()
+	var clients []synodpb.LimitsClient
+	for _, n := range nodes {
+		clients = append(clients, limitsOf(c.Client(n)))
+	}
+	ctx := testcluster.Context(t, 60*time.Second)
+	set := func(l *synodpb.Limit) {
+		t.Helper()
+		if _, err := clients[0].SetLimit(ctx, &synodpb.SetLimitRequest{Limit: l}); err != nil {
+			t.Fatalf("set %v: %v", l, err)
+		}
+	}
+	set(&synodpb.Limit{Name: "chg", Limit: 1, PeriodMs: 3_600_000, Burst: 3})
+	// Every node knows the definition before the change (a node that knew
+	// none would read it afresh; the change must reach one that holds it).
+	for i, l := range clients {
+		if r := take(t, l, one("chg", "warm", 1)); !r.Allowed || r.Decisions[0].Limit != 3 {
+			t.Fatalf("node %d, before the change: got %v, want allowed of a burst of 3", i, r.Decisions[0])
+		}
+	}
+	const deadline = 5 * time.Second
+	// until polls try through node i until it reports done, and logs how
+	// long after the change that was.
+	until := func(what string, i int, start time.Time, try func(attempt int) bool) {
+		t.Helper()
+		for attempt := 0; !try(attempt); attempt++ {
+			if time.Since(start) > deadline {
+				t.Fatalf("node %d (%s): %s not seen after %s", i, nodes[i].Name, what, deadline)
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval
+		}
+		t.Logf("node %d (%s): %s seen %s after the change", i, nodes[i].Name, what, time.Since(start).Round(time.Millisecond))
+	}
+
+	// A larger burst. A node checks a cost against the capacity it knows
+	// before it asks the owner: a cost of 8 is refused as invalid by a
+	// node (or owner) that still has a burst of 3, so an answer means this
+	// node has the new definition.
+	set(&synodpb.Limit{Name: "chg", Limit: 1, PeriodMs: 3_600_000, Burst: 10})
+	start := time.Now()
+	for i, l := range clients {
+		key := fmt.Sprintf("raised-%d", i)
+		until("burst 10", i, start, func(int) bool {
+			r, err := l.Take(ctx, one("chg", key, 8))
+			if status.Code(err) == codes.InvalidArgument {
+				return false // the old burst: nothing taken
+			}
+			if err != nil {
+				t.Fatalf("node %d: take 8: %v", i, err)
+			}
+			if d := r.Decisions[0]; !r.Allowed || d.Remaining != 2 || d.Limit != 10 {
+				t.Fatalf("node %d: take 8 of a burst of 10: got %v, want allowed, 2 remaining, limit 10", i, d)
+			}
+			return true
+		})
+	}
+
+	// A lower rate and burst: 2 tokens, then one every 15 minutes. Each
+	// node, on a key of its own, gets the burst of 2, then a refusal to
+	// retry in 15 minutes, not the hour of the old rate.
+	set(&synodpb.Limit{Name: "chg", Limit: 4, PeriodMs: 3_600_000, Burst: 2})
+	start = time.Now()
+	for i, l := range clients {
+		var key string
+		until("burst 2 at 4 an hour", i, start, func(attempt int) bool {
+			key = fmt.Sprintf("lowered-%d-%d", i, attempt) // a fresh key each time
+			r := take(t, l, one("chg", key, 1))
+			if d := r.Decisions[0]; d.Limit != 2 {
+				return false // the old definition, at the owner
+			} else if !r.Allowed || d.Remaining != 1 {
+				t.Fatalf("node %d: first token of a burst of 2: got %v, want allowed, 1 remaining", i, d)
+			}
+			return true
+		})
+		if r := take(t, l, one("chg", key, 1)); !r.Allowed || r.Decisions[0].Remaining != 0 {
+			t.Fatalf("node %d: second token of a burst of 2: got %v, want allowed, 0 remaining", i, r.Decisions[0])
+		}
+		r := take(t, l, one("chg", key, 1))
+		if d := r.Decisions[0]; r.Allowed || d.Limit != 2 || d.RetryAfterMs < 899_000 || d.RetryAfterMs > 900_000 {
+			t.Fatalf("node %d: third token of a burst of 2: got %v, want refused, retry after about 900000 ms (4 an hour), limit 2", i, d)
+		}
+	}
+}
+
+// scrape reads a node's /metrics: each sample's value by its series as
+// the text format writes it (name{label="value",...}, labels sorted).
+func scrape(t *testing.T, n *testcluster.Node) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.Server().HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics of %s: got status %d, %v", n.Name, resp.StatusCode, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("/metrics of %s: bad line %q", n.Name, line)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// TestLimitMetrics reads the synod_limit_* metrics from /metrics: a node
+// counts the decisions it answered by limit and outcome (allowed, refused,
+// would_refuse, failed_open, failed_closed; peeks are not decisions) and
+// the requests it forwarded to the owner; the owner counts its takeover
+// and checkpoints, and exports the keys it holds and the over-admission
+// bound per limit, which no other node does.
+func TestLimitMetrics(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) { cfg.MetricsAddr = "127.0.0.1:0" }})
+	leader := c.WaitLeader()
+	f := c.Followers(leader)[0]
+	l := limitsOf(c.Client(f))
+	ctx := testcluster.Context(t, 30*time.Second)
+	for _, def := range []*synodpb.Limit{
+		{Name: "m", Limit: 1, PeriodMs: 3_600_000, Burst: 2},
+		{Name: "sh", Limit: 1, PeriodMs: 3_600_000, Burst: 1, Mode: synodpb.Limit_SHADOW},
+		{Name: "open", Limit: 100, PeriodMs: 1000, FailOpen: true, TimeoutMs: 300},
+		{Name: "closed", Limit: 100, PeriodMs: 1000, TimeoutMs: 300},
+	} {
+		if _, err := l.SetLimit(ctx, &synodpb.SetLimitRequest{Limit: def}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Outcomes as the answers give them, to compare with the counts.
+	want := map[string]float64{}
+	outcome := func(name string, r *synodpb.TakeResponse) {
+		d := r.Decisions[0]
+		o := "refused"
+		switch {
+		case d.Unavailable && d.Allowed:
+			o = "failed_open"
+		case d.Unavailable:
+			o = "failed_closed"
+		case d.WouldRefuse:
+			o = "would_refuse"
+		case r.Allowed:
+			o = "allowed"
+		}
+		want[`synod_limit_decisions_total{limit="`+name+`",outcome="`+o+`"}`]++
+	}
+	sent := 0
+	for _, name := range []string{"m", "m", "m", "sh", "sh"} {
+		outcome(name, take(t, l, one(name, "k", 1)))
+		sent++
+	}
+	take(t, l, &synodpb.TakeRequest{Peek: true, Items: []*synodpb.TakeItem{{Limit: "m", Key: []byte("k")}}})
+	sent++
+	// The answers themselves: two of m's burst of 2, one refused; sh's
+	// second would have been refused.
+	for series, n := range map[string]float64{
+		`synod_limit_decisions_total{limit="m",outcome="allowed"}`:       2,
+		`synod_limit_decisions_total{limit="m",outcome="refused"}`:       1,
+		`synod_limit_decisions_total{limit="sh",outcome="allowed"}`:      1,
+		`synod_limit_decisions_total{limit="sh",outcome="would_refuse"}`: 1,
+	} {
+		if want[series] != n {
+			t.Fatalf("answers: got %v, want %s %v", want, series, n)
+		}
+	}
+
+	fm := scrape(t, f)
+	for series, n := range want {
+		if got, ok := fm[series]; !ok || got != n {
+			t.Errorf("follower: got %s %v (present %v), want %v", series, got, ok, n)
+		}
+	}
+	if got := fm["synod_limit_forwarded_total"]; got < float64(sent) {
+		t.Errorf("follower: got synod_limit_forwarded_total %v, want at least the %d requests it sent the owner", got, sent)
+	}
+	if got := fm["synod_limit_forward_batches_total"]; got < 1 || got > fm["synod_limit_forwarded_total"] {
+		t.Errorf("follower: got synod_limit_forward_batches_total %v, want 1 to synod_limit_forwarded_total (%v)", got, fm["synod_limit_forwarded_total"])
+	}
+	for series := range fm {
+		if strings.HasPrefix(series, "synod_limit_keys{") || strings.HasPrefix(series, "synod_limit_over_admission_bound{") {
+			t.Errorf("follower: got %s, want the owner's gauges on the owner only", series)
+		}
+	}
+
+	lm := scrape(t, leader)
+	for series, n := range map[string]float64{
+		// One key of each limit taken from.
+		`synod_limit_keys{limit="m"}`:  1,
+		`synod_limit_keys{limit="sh"}`: 1,
+		// Strict limits hand out no shares.
+		`synod_limit_over_admission_bound{limit="m"}`: 0,
+	} {
+		if got, ok := lm[series]; !ok || got != n {
+			t.Errorf("owner: got %s %v (present %v), want %v", series, got, ok, n)
+		}
+	}
+	// A key is allowed nothing before its first checkpoint: m's and sh's
+	// first tokens each waited for one.
+	if got := lm["synod_limit_owner_moves_total"]; got < 1 {
+		t.Errorf("owner: got synod_limit_owner_moves_total %v, want at least its takeover", got)
+	}
+	if got := lm["synod_limit_checkpoints_total"]; got < 1 {
+		t.Errorf("owner: got synod_limit_checkpoints_total %v, want at least 1", got)
+	}
+	if got := lm["synod_limit_checkpoint_entries_total"]; got < 2 {
+		t.Errorf("owner: got synod_limit_checkpoint_entries_total %v, want at least 2 (m's and sh's key)", got)
+	}
+	for series := range lm {
+		if strings.HasPrefix(series, "synod_limit_decisions_total{") {
+			t.Errorf("owner: got %s, want none: it answered no client (it decided for the follower, which counts)", series)
+		}
+	}
+
+	// Cut off from the owner, the follower answers as each limit says.
+	c.Isolate(f)
+	for _, name := range []string{"open", "closed"} {
+		r := take(t, l, one(name, "k", 1))
+		if !r.Decisions[0].Unavailable {
+			t.Fatalf("%s, cut off: got %v, want unavailable", name, r.Decisions[0])
+		}
+		outcome(name, r)
+	}
+	fm = scrape(t, f)
+	for _, series := range []string{
+		`synod_limit_decisions_total{limit="open",outcome="failed_open"}`,
+		`synod_limit_decisions_total{limit="closed",outcome="failed_closed"}`,
+	} {
+		if got := fm[series]; want[series] != 1 || got != 1 {
+			t.Errorf("follower cut off: got %s %v (answers %v), want 1", series, got, want[series])
+		}
+	}
+	c.Heal()
 }
