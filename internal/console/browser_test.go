@@ -18,7 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/api/queuepb"
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
@@ -144,8 +146,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	// Notes of earlier steps would hide part of the page.
-	eval[bool](t, ctx, "remove notes", `(document.querySelectorAll('.toast').forEach((e) => e.remove()), true)`)
+	// Notes of earlier steps would hide part of the page, and a page
+	// scrolled by a click would show its sticky parts out of place.
+	eval[bool](t, ctx, "remove notes", `(document.querySelectorAll('.toast').forEach((e) => e.remove()), window.scrollTo(0, 0), true)`)
 	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
@@ -221,6 +224,117 @@ func seed(t *testing.T, ctx context.Context, cli *clientv3.Client) seeded {
 	return s
 }
 
+// queuesSeeded is what seedQueues made: the jobs of queue emails (three
+// available, one scheduled an hour from now) and the dead job of queue
+// reports, with the fencing token of its one claim.
+type queuesSeeded struct {
+	emails    []uint64
+	dead      uint64
+	deadToken int64
+}
+
+// emailPayload is the payload of the first job of queue emails.
+const emailPayload = `{"to":"ada@example.com","template":"welcome","vars":{"name":"Ada"}}`
+
+// seedQueues pushes jobs to two queues, and makes one job dead: claimed
+// on a worker's lease, failed permanently, and the worker gone.
+func seedQueues(t *testing.T, ctx context.Context, cli *clientv3.Client) queuesSeeded {
+	t.Helper()
+	qc := queuepb.NewQueueClient(cli.ActiveConnection())
+	pushed, err := qc.Push(ctx, &queuepb.PushRequest{Queue: "emails", Jobs: []*queuepb.JobSpec{
+		{Payload: []byte(emailPayload), Priority: 5, Group: "customer-7"},
+		{Payload: []byte(`{"to":"bob@example.com","template":"receipt","order":42}`)},
+		{Payload: []byte("plain text: reset password for carol")},
+		{Payload: []byte("weekly digest"), DelayMs: time.Hour.Milliseconds(), IdempotencyKey: "digest-7"},
+	}})
+	if err != nil {
+		t.Fatalf("push to emails: %v", err)
+	}
+	s := queuesSeeded{emails: pushed.Ids}
+	dead, err := qc.Push(ctx, &queuepb.PushRequest{Queue: "reports", Jobs: []*queuepb.JobSpec{{Payload: []byte(`{"report":"weekly"}`), MaxAttempts: 1}}})
+	if err != nil {
+		t.Fatalf("push to reports: %v", err)
+	}
+	s.dead = dead.Ids[0]
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	stream, err := qc.Claim(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&queuepb.ClaimRequest{Queue: "reports", Worker: "report-worker-1", Lease: int64(lease.ID), Capacity: proto.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	for s.deadToken == 0 {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("claim: %v", err)
+		}
+		for _, j := range r.Jobs {
+			if j.Id == s.dead {
+				s.deadToken = j.Token
+			}
+		}
+	}
+	if err := stream.Send(&queuepb.ClaimRequest{Finish: []*queuepb.Finish{{Id: s.dead, Token: s.deadToken, Error: "smtp: 550 mailbox unavailable", Permanent: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	for done := false; !done; {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("fail the job: %v", err)
+		}
+		for _, f := range r.Finished {
+			if f.Id == s.dead {
+				if f.Code != 0 {
+					t.Fatalf("fail the job: refused: %s", f.Message)
+				}
+				done = true
+			}
+		}
+	}
+	// Without the worker (its lease ended), a redriven job stays pending.
+	stop()
+	if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// seedLimits defines a few limits and takes 3 of the 10 tokens of key
+// tenant-42 of limit api (refilled at one every 6 minutes: the test sees
+// 7 left, 6 after a request of one).
+func seedLimits(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	lc := synodpb.NewLimitsClient(cli.ActiveConnection())
+	for _, l := range []*synodpb.Limit{
+		{Name: "api", Algorithm: synodpb.Limit_GCRA, Limit: 10, PeriodMs: time.Hour.Milliseconds(), Burst: 10},
+		{Name: "search", Algorithm: synodpb.Limit_SLIDING_WINDOW, Limit: 50, PeriodMs: 1000, Mode: synodpb.Limit_LOCAL},
+		{Name: "signups", Algorithm: synodpb.Limit_CALENDAR_WINDOW, Limit: 1000, CalendarUnit: synodpb.Limit_DAY, TimeZone: "Europe/Paris"},
+		{Name: "exports", Algorithm: synodpb.Limit_CONCURRENCY, Max: 4},
+	} {
+		if _, err := lc.SetLimit(ctx, &synodpb.SetLimitRequest{Limit: l}); err != nil {
+			t.Fatalf("set limit %s: %v", l.Name, err)
+		}
+	}
+	// A new limit takes effect on every node within a second.
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		r, err := lc.Take(ctx, &synodpb.TakeRequest{Items: []*synodpb.TakeItem{{Limit: "api", Key: []byte("tenant-42"), Cost: 3}}})
+		if err == nil && r.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("take 3 of api for tenant-42: got %v (%v), want allowed", r, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
 // traffic writes and reads until ctx ends, at a rate that rises and
 // falls, so that the screenshots' charts have a shape.
 func traffic(ctx context.Context, cli *clientv3.Client) {
@@ -242,10 +356,14 @@ func traffic(ctx context.Context, cli *clientv3.Client) {
 // in-process three-member cluster: the overview lists every member; browsing
 // into a prefix shows its keys, values and versions, and puts and deletes
 // with a confirmation; a put made by another client shows up in the live
-// tail within a second; leases, locks, elections and groups are shown; a
-// list of 10,000 keys under one prefix renders its first page (the time is
+// tail within a second; leases, locks, elections and groups are shown;
+// queues show their counts by state, their jobs and a job's payload, error
+// and fencing token, and cancel, pause and redrive after a confirmation;
+// rate limits show their parameters and a peek that takes nothing; a list
+// of 10,000 keys under one prefix renders its first page (the time is
 // logged); with auth enabled, a read-only user signs in and can neither see
-// a forbidden prefix nor find a delete button.
+// a forbidden prefix nor find a delete button, and sees the queues it may
+// read without a button that changes them.
 func TestConsoleInBrowser(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.BcryptCost = bcrypt.MinCost
@@ -379,6 +497,136 @@ func TestConsoleInBrowser(t *testing.T) {
 		noPageErrors(t, tab)
 	})
 
+	t.Run("queues and rate limits", func(t *testing.T) {
+		qs := seedQueues(t, ctx, cli)
+		seedLimits(t, ctx, cli)
+		qc := queuepb.NewQueueClient(cli.ActiveConnection())
+		jobState := func(queue string, id uint64) queuepb.State {
+			t.Helper()
+			r, err := qc.Get(ctx, &queuepb.GetRequest{Queue: queue, Id: id})
+			if err != nil {
+				t.Fatalf("get job %d of %s: %v", id, queue, err)
+			}
+			return r.Job.State
+		}
+		waitJob := func(queue string, id uint64, want queuepb.State) {
+			t.Helper()
+			deadline := time.Now().Add(stepTimeout)
+			for jobState(queue, id) != want {
+				if time.Now().After(deadline) {
+					t.Fatalf("job %d of %s: got state %s, want %s", id, queue, jobState(queue, id), want)
+				}
+				time.Sleep(20 * time.Millisecond) // polling interval
+			}
+		}
+		count := func(scope, queue, state string) string {
+			return fmt.Sprintf(`(document.querySelector('%s[data-queue=%q] [data-count=%s]') || {}).textContent`, scope, queue, state)
+		}
+
+		// The list: every queue with its counts by state.
+		goTo(t, tab, base, "#/queues")
+		waitFor(t, tab, "emails' counts", count("tr", "emails", "available")+` === '3' && `+count("tr", "emails", "scheduled")+` === '1'`)
+		waitFor(t, tab, "reports' dead job", count("tr", "reports", "dead")+` === '1' && `+count("tr", "reports", "available")+` === '0'`)
+
+		// A queue's jobs, and a job's payload as JSON.
+		do(t, tab, "open emails", chromedp.Click(chromedp.CSS(`tr[data-queue=emails] a`)))
+		waitFor(t, tab, "emails' jobs", fmt.Sprintf(`document.querySelectorAll('[data-test=jobs] tr[data-job]').length === %d`, len(qs.emails)))
+		waitFor(t, tab, "the queue's counts", count("[data-test=queue]", "emails", "available")+` === '3 available'`)
+		first := fmt.Sprintf(`tr[data-job="%d"]`, qs.emails[0])
+		do(t, tab, "select the first job", chromedp.Click(chromedp.CSS(first)))
+		waitFor(t, tab, "its payload as JSON", fmt.Sprintf(`(document.querySelector('[data-test=job-payload] [data-test=value-json]') || {}).textContent === JSON.stringify(JSON.parse(%q), null, 2)`, emailPayload))
+		do(t, tab, "the payload as hex", chromedp.Click(chromedp.CSS(`[data-test=job-payload] [data-view=hex]`)))
+		waitFor(t, tab, "the hex dump", `(document.querySelector('[data-test=job-payload] [data-test=value-hex]') || {textContent: ''}).textContent.startsWith('00000000  7b 22 74 6f')`)
+
+		// Cancel a pending job, after the confirmation.
+		second := fmt.Sprintf(`tr[data-job="%d"]`, qs.emails[1])
+		do(t, tab, "select the second job", chromedp.Click(chromedp.CSS(second)))
+		waitFor(t, tab, "the cancel button", fmt.Sprintf(`(document.querySelector('[data-test=job] .keyname') || {}).textContent === 'Job %d' && document.querySelector('[data-action=cancel-job]')`, qs.emails[1]))
+		clearToasts(t, tab)
+		do(t, tab, "cancel",
+			chromedp.Click(chromedp.CSS(`[data-action=cancel-job]`)),
+			chromedp.WaitVisible(chromedp.CSS(`[data-test=confirm] [data-action=confirm]`)),
+		)
+		if got := jobState("emails", qs.emails[1]); got != queuepb.State_PENDING {
+			t.Fatalf("before the confirmation: got state %s, want PENDING", got)
+		}
+		do(t, tab, "confirm the cancel", chromedp.Click(chromedp.CSS(`[data-test=confirm] [data-action=confirm]`)))
+		waitJob("emails", qs.emails[1], queuepb.State_CANCELLED)
+		waitFor(t, tab, "the counts after the cancel", count("[data-test=queue]", "emails", "available")+` === '2 available' && `+count("[data-test=queue]", "emails", "cancelled")+` === '1 cancelled'`)
+		waitFor(t, tab, "the job's state", `(document.querySelector('[data-test=job-state]') || {}).textContent === 'cancelled'`)
+
+		// Pause the queue (root's, as everything with auth disabled).
+		confirmed(t, tab, "pause", "pause")
+		waitFor(t, tab, "the resume button", `document.querySelector('[data-action=resume]')`)
+		if st, err := qc.Stats(ctx, &queuepb.StatsRequest{Queue: "emails"}); err != nil || !st.GetConfig().GetPaused() {
+			t.Errorf("after the pause: got stats %v (%v), want the queue paused", st, err)
+		}
+		do(t, tab, "select the first job again", chromedp.Click(chromedp.CSS(first)))
+		waitFor(t, tab, "its payload", `document.querySelector('[data-test=job-payload] [data-test=value-json]')`)
+		screenshot(t, tab, "queues")
+
+		// The dead job: its error and token, and a redrive.
+		goTo(t, tab, base, "#/queues/reports?state=DEAD")
+		deadRow := fmt.Sprintf(`tr[data-job="%d"]`, qs.dead)
+		waitFor(t, tab, "the dead job", `document.querySelector('[data-state=DEAD].active') && document.querySelector('`+deadRow+`')`)
+		do(t, tab, "select the dead job", chromedp.Click(chromedp.CSS(deadRow)))
+		waitFor(t, tab, "its error", `(document.querySelector('[data-test=job-error]') || {}).textContent === 'smtp: 550 mailbox unavailable'`)
+		if got, want := eval[string](t, tab, "its token", `document.querySelector('[data-test=job-token]').textContent`), strconv.FormatInt(qs.deadToken, 10); strings.ReplaceAll(got, ",", "") != want {
+			t.Errorf("got fencing token %q, want %s", got, want)
+		}
+		confirmed(t, tab, "redrive", "redrive-job")
+		waitJob("reports", qs.dead, queuepb.State_PENDING)
+		waitFor(t, tab, "the counts after the redrive", count("[data-test=queue]", "reports", "dead")+` === '0 dead'`)
+		noPageErrors(t, tab)
+
+		// Rate limits: parameters, and a peek that takes nothing.
+		goTo(t, tab, base, "#/limits")
+		for name, want := range map[string]string{
+			"api":     "10 per hour, burst 10",
+			"search":  "50 per second, sliding window",
+			"signups": "1,000 per calendar day (Europe/Paris)",
+			"exports": "4 permits at once",
+		} {
+			waitFor(t, tab, "limit "+name, fmt.Sprintf(`(document.querySelector('tr[data-limit=%q] [data-test=params]') || {}).textContent === %q`, name, want))
+		}
+		peek := func(cost int, wantAllowed bool, wantRemaining int) {
+			t.Helper()
+			eval[bool](t, tab, "clear the answer", `(document.querySelector('[data-test=peek-result]').replaceChildren(), true)`)
+			do(t, tab, "peek",
+				chromedp.Click(chromedp.CSS(`tr[data-limit=api] [data-action=peek-limit]`)),
+				chromedp.SetValue(chromedp.CSS(`#peek-key`), "tenant-42"),
+				chromedp.SetValue(chromedp.CSS(`#peek-cost`), strconv.Itoa(cost)),
+				chromedp.Click(chromedp.CSS(`[data-action=peek]`)),
+			)
+			answer := `document.querySelector('[data-test=peek-result] .peek-answer[data-limit=api][data-key="tenant-42"]')`
+			waitFor(t, tab, "the peek's answer", answer)
+			if got := eval[string](t, tab, "allowed", answer+`.dataset.allowed`); got != strconv.FormatBool(wantAllowed) {
+				t.Errorf("peek of cost %d: got allowed %s, want %v", cost, got, wantAllowed)
+			}
+			if got := eval[string](t, tab, "remaining", answer+`.dataset.remaining`); got != strconv.Itoa(wantRemaining) {
+				t.Errorf("peek of cost %d: got remaining %s, want %d", cost, got, wantRemaining)
+			}
+			if got, want := eval[string](t, tab, "remaining shown", `document.querySelector('[data-test=remaining]').textContent`), fmt.Sprintf("%d of 10", wantRemaining); got != want {
+				t.Errorf("peek of cost %d: shows remaining %q, want %q", cost, got, want)
+			}
+			retry := eval[string](t, tab, "retry after", answer+`.dataset.retryAfter`)
+			if wantAllowed != (retry == "0") {
+				t.Errorf("peek of cost %d: got retry after %s ms, want 0 if and only if allowed", cost, retry)
+			}
+		}
+		// An allowed request's remaining is what is left after it.
+		peek(1, true, 6)
+		peek(1, true, 6) // a peek takes nothing
+		peek(8, false, 7)
+		waitFor(t, tab, "the retry time shown", `/^[56]m [0-9]{2}s$/.test(document.querySelector('[data-test=retry-after]').textContent)`)
+		screenshot(t, tab, "limits")
+		r, err := synodpb.NewLimitsClient(cli.ActiveConnection()).Take(ctx, &synodpb.TakeRequest{Items: []*synodpb.TakeItem{{Limit: "api", Key: []byte("tenant-42")}}, Peek: true})
+		if err != nil || r.Decisions[0].Remaining != 6 {
+			t.Errorf("after the console's peeks: got %v (%v), want 6 remaining after one more token (peeks take nothing)", r, err)
+		}
+		noPageErrors(t, tab)
+	})
+
 	t.Run("10,000 keys under one prefix", func(t *testing.T) {
 		const total, perTxn = 10000, 100
 		for i := 0; i < total; i += perTxn {
@@ -444,8 +692,39 @@ func TestConsoleInBrowser(t *testing.T) {
 		if strings.Contains(body, "hunter2") || strings.Contains(body, "db-password") {
 			t.Errorf("the page shows a key or value under secret/ to a user who may not read it:\n%s", body)
 		}
+
+		// The queues reader may read: their jobs, and no button to change them.
+		goTo(t, tab, base, "#/queues/emails")
+		waitFor(t, tab, "the queues", `document.querySelector('tr[data-queue=emails]') && document.querySelector('tr[data-queue=reports]')`)
+		waitFor(t, tab, "emails' jobs", `document.querySelector('[data-test=jobs] tr[data-job]')`)
+		do(t, tab, "select a job", chromedp.Click(chromedp.CSS(`[data-test=jobs] tr[data-job]`)))
+		waitFor(t, tab, "the job", `document.querySelector('[data-test=job-state]')`)
+		if got := eval[int](t, tab, "queue buttons", `document.querySelectorAll('[data-action=cancel-job], [data-action=redrive-job], [data-action=purge-job], [data-action=pause], [data-action=resume], [data-action=redrive-all], [data-action=purge-all]').length`); got != 0 {
+			t.Errorf("a user who may only read the queues sees %d buttons that change them, want none", got)
+		}
+		// Rate limits: reader may not list them (nor read any).
+		goTo(t, tab, base, "#/limits")
+		waitFor(t, tab, "the refusal to list", `(document.querySelector('.msg.info') || {textContent: ''}).textContent.includes('Listing the limits needs read permission')`)
 		noPageErrors(t, tab)
 	})
+}
+
+// clearToasts removes the notes of earlier steps, which could lie over the
+// button the next step clicks.
+func clearToasts(t *testing.T, ctx context.Context) {
+	t.Helper()
+	eval[bool](t, ctx, "remove notes", `(document.querySelectorAll('.toast').forEach((e) => e.remove()), true)`)
+}
+
+// confirmed clicks the button of data-action action and confirms.
+func confirmed(t *testing.T, ctx context.Context, what, action string) {
+	t.Helper()
+	clearToasts(t, ctx)
+	do(t, ctx, what,
+		chromedp.Click(chromedp.CSS(`[data-action=`+action+`]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-test=confirm] [data-action=confirm]`)),
+		chromedp.Click(chromedp.CSS(`[data-test=confirm] [data-action=confirm]`)),
+	)
 }
 
 // waitKey waits until key has value (empty: until it does not exist).
@@ -464,8 +743,8 @@ func waitKey(t *testing.T, ctx context.Context, cli *clientv3.Client, key, value
 	}
 }
 
-// enableAuth creates root and a user "reader" who may read app/ only, and
-// enables auth.
+// enableAuth creates root and a user "reader" who may read app/ and the
+// queues (synod/queues/) only, and enables auth.
 func enableAuth(t *testing.T, ctx context.Context, cli *clientv3.Client) {
 	t.Helper()
 	steps := []func() error{
@@ -474,6 +753,10 @@ func enableAuth(t *testing.T, ctx context.Context, cli *clientv3.Client) {
 		func() error { _, err := cli.RoleAdd(ctx, "reader"); return err },
 		func() error {
 			_, err := cli.RoleGrantPermission(ctx, "reader", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "reader", "synod/queues/", clientv3.GetPrefixRangeEnd("synod/queues/"), clientv3.PermissionType(clientv3.PermRead))
 			return err
 		},
 		func() error { _, err := cli.UserAdd(ctx, "reader", "readerpw"); return err },

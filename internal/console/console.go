@@ -46,6 +46,9 @@ type Backend interface {
 	// Samples returns the node's KV traffic over the last minutes, oldest
 	// first, and the interval between two samples.
 	Samples() ([]metrics.Sample, time.Duration)
+	// Queues returns the names of the job queues, sorted (the queue API
+	// has no call that lists them).
+	Queues(ctx context.Context) ([]string, error)
 }
 
 // Overview is the cluster's state as one node sees it.
@@ -220,6 +223,8 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, name string) 
 		v, err = h.overview(ctx)
 	case "metrics":
 		v, err = h.metrics(ctx)
+	case "queues":
+		v, err = h.queues(ctx)
 	default:
 		http.NotFound(w, r)
 		return
@@ -298,18 +303,18 @@ func (h *Handler) session(ctx context.Context) (*sessionJSON, error) {
 }
 
 // requireLogin fails unless auth is disabled or the request comes from a
-// user.
-func (h *Handler) requireLogin(ctx context.Context) error {
+// user; it returns the auth state and the user.
+func (h *Handler) requireLogin(ctx context.Context) (*auth.State, string, error) {
 	st, user, err := h.b.Identify(ctx)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if st.Enabled {
 		if _, ok := st.Users[user]; !ok {
-			return rpctypes.ErrGRPCPermissionDenied
+			return nil, "", rpctypes.ErrGRPCPermissionDenied
 		}
 	}
-	return nil
+	return st, user, nil
 }
 
 // hexID formats a member or cluster ID as etcdctl prints it.
@@ -505,7 +510,7 @@ func ms(secs float64) *float64 {
 }
 
 func (h *Handler) metrics(ctx context.Context) (*metricsJSON, error) {
-	if err := h.requireLogin(ctx); err != nil {
+	if _, _, err := h.requireLogin(ctx); err != nil {
 		return nil, err
 	}
 	samples, interval := h.b.Samples()
@@ -514,6 +519,32 @@ func (h *Handler) metrics(ctx context.Context) (*metricsJSON, error) {
 		out.Samples[i] = sampleJSON{
 			Time: s.Time.UnixMilli(), Reads: s.Reads, Writes: s.Writes,
 			ReadP50: ms(s.ReadP50), ReadP99: ms(s.ReadP99), WriteP50: ms(s.WriteP50), WriteP99: ms(s.WriteP99),
+		}
+	}
+	return out, nil
+}
+
+type queuesJSON struct {
+	Queues []string `json:"queues"`
+}
+
+// queues lists the job queues the user may read: those whose name key
+// (auth.QueuePermissionPrefix + name) the user's roles let them read, as
+// the queue service decides Stats and List; every queue for root or with
+// auth disabled. It needs a login when auth is enabled.
+func (h *Handler) queues(ctx context.Context) (*queuesJSON, error) {
+	st, user, err := h.requireLogin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names, err := h.b.Queues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &queuesJSON{Queues: []string{}}
+	for _, q := range names {
+		if !st.Enabled || st.Allowed(user, []byte(auth.QueuePermissionPrefix+q), nil, auth.Read) {
+			out.Queues = append(out.Queues, q)
 		}
 	}
 	return out, nil

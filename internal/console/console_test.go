@@ -27,6 +27,8 @@ func (f fakeBackend) Overview(context.Context) (*Overview, error) { return f.ov,
 
 func (f fakeBackend) Samples() ([]metrics.Sample, time.Duration) { return nil, time.Second }
 
+func (f fakeBackend) Queues(context.Context) ([]string, error) { return nil, nil }
+
 // TestOverviewJSON checks what the console makes of the members'
 // statuses: roles, health, and the lag counted from the leader's last
 // index as `synod status` counts it.

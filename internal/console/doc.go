@@ -1,6 +1,6 @@
 // Package console serves Synod's web console at /ui/ on the client port:
 // static files embedded in the binary (plain HTML, CSS and JavaScript
-// modules in ui/, no build step, nothing fetched at run time) and three
+// modules in ui/, no build step, nothing fetched at run time) and four
 // small read-only JSON endpoints that etcd's API lacks:
 //
 //   - GET /ui/api/session: who the request's credentials (the Authorization
@@ -13,7 +13,16 @@
 //     ranges; open, as MemberList and Status are;
 //   - GET /ui/api/metrics: the node's KV reads, writes and latency over the
 //     last minutes, sampled from its own metrics; needs a login when auth is
+//     enabled;
+//   - GET /ui/api/queues: the names of the job queues the user may read
+//     (read on synod/queues/<name>, as the queue service decides Stats and
+//     List), which the queue API cannot list; needs a login when auth is
 //     enabled.
+//
+// The views (ui/js/views/): the cluster, keys, leases, coordination (locks,
+// elections, groups), queues (counts by state, jobs, a job's payload and
+// error; cancel, and as root redrive, purge, pause and resume) and rate
+// limits (parameters, counts, a peek at a key).
 //
 // Everything else the console shows or changes goes through the JSON
 // gateway (package gateway) with the user's token in the Authorization

@@ -120,6 +120,17 @@ func (s *Service) m() *machine.Machine {
 
 func (s *Service) now() int64 { return s.cfg.Now().UnixMilli() }
 
+// Queues returns the names of the queues that have state (jobs, settings
+// or schedules), sorted, once this node has applied everything committed
+// before the call: the API has no call that lists them, and the web
+// console (package console) shows them.
+func (s *Service) Queues(ctx context.Context) ([]string, error) {
+	if err := s.b.Linearize(ctx); err != nil {
+		return nil, err
+	}
+	return s.m().Queues(), nil
+}
+
 // Run runs the service's goroutines until ctx ends; then claim streams
 // and waits end.
 func (s *Service) Run(ctx context.Context) {

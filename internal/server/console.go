@@ -45,6 +45,11 @@ func (b consoleBackend) Samples() ([]metrics.Sample, time.Duration) {
 	return b.s.history.Samples(), b.s.history.Interval()
 }
 
+// Queues implements console.Backend.
+func (b consoleBackend) Queues(ctx context.Context) ([]string, error) {
+	return b.s.queues.Queues(ctx)
+}
+
 // Overview implements console.Backend: the members as this node's applied
 // state has them, each with its status (asked over the peer connection, in
 // parallel), the alarms and the ranges.

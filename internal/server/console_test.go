@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/synod-io/synod/api/queuepb"
 	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
@@ -164,6 +165,20 @@ func TestConsoleAuth(t *testing.T) {
 	if _, err := cli.RoleGrantPermission(ctx, "reader", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(clientv3.PermRead)); err != nil {
 		t.Fatal(err)
 	}
+	// Two queues, of which reader may read one.
+	qc := queuepb.NewQueueClient(cli.ActiveConnection())
+	for _, q := range []string{"emails", "payroll"} {
+		if _, err := qc.Push(ctx, &queuepb.PushRequest{Queue: q, Jobs: []*queuepb.JobSpec{{Payload: []byte("job")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var queues struct{ Queues []string }
+	if st, _ := consoleGet(t, n, "/ui/api/queues", "", &queues); st != 200 || strings.Join(queues.Queues, ",") != "emails,payroll" {
+		t.Errorf("queues with auth disabled: got %d %q, want 200, emails and payroll", st, queues.Queues)
+	}
+	if _, err := cli.RoleGrantPermission(ctx, "reader", "synod/queues/emails", "", clientv3.PermissionType(clientv3.PermRead)); err != nil {
+		t.Fatal(err)
+	}
 	for _, u := range []struct{ name, role string }{{"root", "root"}, {"reader", "reader"}} {
 		if _, err := cli.UserAdd(ctx, u.name, u.name+"pw"); err != nil {
 			t.Fatal(err)
@@ -194,6 +209,8 @@ func TestConsoleAuth(t *testing.T) {
 		{"metrics without a login", "/ui/api/metrics", "", 400},
 		{"metrics with a bad token", "/ui/api/metrics", "bogus", 401},
 		{"metrics of a user", "/ui/api/metrics", readerTok, 200},
+		{"queues without a login", "/ui/api/queues", "", 400},
+		{"queues with a bad token", "/ui/api/queues", "bogus", 401},
 		{"overview without a login (as MemberList and Status)", "/ui/api/overview", "", 200},
 		{"unknown endpoint", "/ui/api/nothing", rootTok, 404},
 	} {
@@ -209,14 +226,24 @@ func TestConsoleAuth(t *testing.T) {
 	}
 	sess = consoleSession{}
 	consoleGet(t, n, "/ui/api/session", readerTok, &sess)
-	if sess.User != "reader" || sess.Root || len(sess.Read) != 1 || string(sess.Read[0].Start) != "app/" ||
-		sess.Read[0].End == nil || string(*sess.Read[0].End) != "app0" || len(sess.Write) != 0 {
-		t.Errorf("reader's session: got %+v, want reader, not root, read [app/, app0), no write", sess)
+	if sess.User != "reader" || sess.Root || len(sess.Read) != 2 || string(sess.Read[0].Start) != "app/" ||
+		sess.Read[0].End == nil || string(*sess.Read[0].End) != "app0" ||
+		string(sess.Read[1].Start) != "synod/queues/emails" || sess.Read[1].End == nil || string(*sess.Read[1].End) != "synod/queues/emails\x00" ||
+		len(sess.Write) != 0 {
+		t.Errorf("reader's session: got %+v, want reader, not root, read [app/, app0) and synod/queues/emails, no write", sess)
 	}
 	sess = consoleSession{}
 	consoleGet(t, n, "/ui/api/session", rootTok, &sess)
 	if sess.User != "root" || !sess.Root {
 		t.Errorf("root's session: got %+v, want root", sess)
+	}
+	// The queues a user may read (read on synod/queues/<name>), as the
+	// queue service decides Stats and List; every queue for root.
+	for _, tc := range []struct{ user, token, want string }{{"reader", readerTok, "emails"}, {"root", rootTok, "emails,payroll"}} {
+		queues.Queues = nil
+		if st, _ := consoleGet(t, n, "/ui/api/queues", tc.token, &queues); st != 200 || strings.Join(queues.Queues, ",") != tc.want {
+			t.Errorf("queues of %s: got %d %q, want 200, %s", tc.user, st, queues.Queues, tc.want)
+		}
 	}
 }
 

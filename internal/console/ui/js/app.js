@@ -13,6 +13,8 @@ const views = {
   keys: () => import('./views/keys.js'),
   leases: () => import('./views/leases.js'),
   coord: () => import('./views/coord.js'),
+  queues: () => import('./views/queues.js'),
+  limits: () => import('./views/limits.js'),
 };
 
 const state = { perms: null, dispose: null, seq: 0 };

@@ -93,7 +93,9 @@ class Lister {
   }
 }
 
-function valueView(value) {
+// valueView shows bytes as text, JSON pretty-printed or hex (the queues
+// view shows a job's payload with it too).
+export function valueView(value) {
   const txt = api.text(value);
   let json = null;
   if (txt !== null && /^\s*[[{"]/.test(txt)) {
