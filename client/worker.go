@@ -192,7 +192,8 @@ type streamEvent struct {
 
 // Run claims and runs jobs until ctx ends, then stops claiming, lets the
 // running jobs finish (see WithDrainTimeout), reports them and returns
-// nil. It returns ErrSessionLost if the session ends first (the running
+// nil once the cluster has stopped claiming for the worker (a job claimed
+// for it before that is run too). It returns ErrSessionLost if the session ends first (the running
 // jobs' contexts are cancelled: they are no longer this worker's).
 // Connection failures are retried.
 func (w *Worker) Run(ctx context.Context) error {
@@ -270,16 +271,27 @@ func (r *workerRun) open(stream queuepb.Queue_ClaimClient) error {
 
 // serve runs one stream until it fails (a reconnect follows), or the run
 // ends (nil, or ErrSessionLost).
+//
+// A drained run with nothing running or unanswered closes its side of the
+// stream and reads on until the server ends it: the server ends it only
+// after it applied the capacity of 0 sent before, and sent every job it
+// claimed for the worker until then. Returning earlier would leave those
+// jobs claimed for a worker that is gone, RUNNING until their timeout or
+// the lease's end. A job that arrives then is run (it was claimed for
+// us), and its result reported on a new stream.
 func (r *workerRun) serve(ctx context.Context, stream queuepb.Queue_ClaimClient, events <-chan streamEvent, drainTimer *<-chan time.Time) error {
 	w := r.w
 	done := ctx.Done()
 	if r.drained {
 		done = nil
 	}
+	halfClosed := false
 	for {
-		if r.drained && len(r.running) == 0 && len(r.unacked) == 0 {
-			_ = stream.CloseSend()
-			return nil
+		if r.drained && !halfClosed && len(r.running) == 0 && len(r.unacked) == 0 {
+			if err := stream.CloseSend(); err != nil {
+				return err
+			}
+			halfClosed = true
 		}
 		select {
 		case <-done:
@@ -302,12 +314,18 @@ func (r *workerRun) serve(ctx context.Context, stream queuepb.Queue_ClaimClient,
 				continue
 			}
 			r.unacked[res.fin.Id] = res.fin
+			if halfClosed {
+				continue // sent when the stream is opened again
+			}
 			if err := stream.Send(&queuepb.ClaimRequest{Finish: []*queuepb.Finish{res.fin}}); err != nil {
 				return err
 			}
 		case ev := <-events:
 			if ev.err != nil {
-				return ev.err
+				if halfClosed && errors.Is(ev.err, io.EOF) && len(r.running) == 0 && len(r.unacked) == 0 {
+					return nil // the server stopped claiming for us, and we have run all it claimed
+				}
+				return ev.err // a new stream reports what is left
 			}
 			r.handle(ev.resp)
 		}
