@@ -27,6 +27,10 @@ var (
 	// ErrDropped means Raft refused the proposal although a leader is known
 	// (too much uncommitted data, or leadership being transferred).
 	ErrDropped = errors.New("proposal dropped")
+	// ErrTransferring is ErrDropped because the leader was handing its
+	// leadership over: the proposal may go again once a leader takes it (a
+	// transfer Raft gives up keeps the term).
+	ErrTransferring = fmt.Errorf("%w: leadership being transferred", ErrDropped)
 	// ErrAbandoned means the proposal was not applied within its deadline and
 	// is no longer tracked: it may still commit later.
 	ErrAbandoned = errors.New("proposal abandoned")
@@ -677,6 +681,9 @@ func (r *Replica) failProposals(ps []*Proposal, err error) {
 		err = ErrNoLeader
 	} else if errors.Is(err, raft.ErrProposalDropped) {
 		err = ErrDropped
+		if r.rn.BasicStatus().LeadTransferee != raft.None {
+			err = ErrTransferring
+		}
 	}
 	for _, p := range ps {
 		delete(r.proposals, p.RequestID)
@@ -834,11 +841,14 @@ func (r *Replica) HandleReady(s Sender) (ApplyOutput, error) {
 	if becameLeader {
 		// Raft holds back changes until the entries of earlier terms are
 		// applied; so does ProposeConfChange, until this term's first.
+		// Assigned, not raised: a change this replica appended in an earlier
+		// term may have been overwritten since (as Raft's pendingConfIndex
+		// is assigned).
 		_, last := r.LogBounds()
 		if n := len(rd.Entries); n > 0 {
 			last = max(last, rd.Entries[n-1].GetIndex())
 		}
-		r.confIndex = max(r.confIndex, last)
+		r.confIndex = last
 	}
 
 	var early, late []*pb.Message

@@ -176,6 +176,12 @@ func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftc
 				// uncommitted data) keeps its term, and the command then
 				// fails with ErrDropped ("too many requests") as before.
 				err = s.awaitTermAfter(ctx, rangeID, cmd.Term, s.timeouts.After(s.ElectionTimeout()), timeout)
+				if errors.Is(err, replica.ErrDropped) && errors.Is(res.Err, replica.ErrTransferring) && !closed(timeout) {
+					// The transfer did not end in a new term (Raft gives up
+					// one whose target is slow to catch up, on a loaded
+					// machine): the leader takes proposals again.
+					err = nil
+				}
 				if err == nil && term == 0 {
 					data = nil
 				}
@@ -203,6 +209,16 @@ func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftc
 			}
 		}
 		return res.Resp, res.Err
+	}
+}
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

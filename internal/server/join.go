@@ -97,6 +97,17 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error
 	if err != nil {
 		return ident{}, nil, err
 	}
+	// The data ranges first, from a member's peer service: a node that
+	// cannot reach its peers (a peer certificate they do not trust, say)
+	// fails here, before it is added.
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return ident{}, nil, err
+	}
+	descs, err := s.askRanges(ctx, ml.Members, secret)
+	if err != nil {
+		return ident{}, nil, err
+	}
 	var memberID, clusterID uint64
 	var members []*pb.Member
 	resp, err := cli.MemberAddAsLearner(ctx, []string{peerURL})
@@ -104,9 +115,9 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error
 	case err == nil:
 		memberID, clusterID, members = resp.Member.ID, resp.Header.ClusterId, resp.Members
 	case errors.Is(err, rpctypes.ErrPeerURLExist):
-		ml, lerr := cli.MemberList(ctx)
-		if lerr != nil {
-			return ident{}, nil, lerr
+		ml, err := cli.MemberList(ctx)
+		if err != nil {
+			return ident{}, nil, err
 		}
 		for _, m := range ml.Members {
 			if !slices.Contains(m.PeerURLs, peerURL) {
@@ -124,7 +135,7 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error
 	default:
 		return ident{}, nil, err
 	}
-	id, err := s.writeJoinedIdent(ctx, clusterID, memberID, members, secret)
+	id, err := s.writeJoinedIdent(clusterID, memberID, members, secret, descs)
 	return id, secret, err
 }
 
@@ -170,7 +181,11 @@ func (s *Server) discover(ctx context.Context, peerURL string) (ident, error) {
 		}
 		for _, pm := range resp.Members {
 			if slices.Contains(pm.PeerURLs, peerURL) {
-				return s.writeJoinedIdent(ctx, resp.Header.ClusterId, pm.ID, resp.Members, s.cfg.PeerSecret)
+				descs, err := s.askRanges(ctx, resp.Members, s.cfg.PeerSecret)
+				if err != nil {
+					return ident{}, err
+				}
+				return s.writeJoinedIdent(resp.Header.ClusterId, pm.ID, resp.Members, s.cfg.PeerSecret, descs)
 			}
 		}
 		return ident{}, fmt.Errorf("no member has peer URL %s: add it first (etcdctl member add %s --peer-urls=%s)", peerURL, s.cfg.Name, peerURL)
@@ -276,15 +291,11 @@ func descriptorInfos(ds []rangedesc.Descriptor) []*synodpb.RangeInfo {
 }
 
 // writeJoinedIdent records the identity of a joining node, the cluster's
-// peer secret (nil: none) and the members it knows of (so that it can
-// reach them before its first snapshot, which replaces them).
-func (s *Server) writeJoinedIdent(ctx context.Context, clusterID, memberID uint64, members []*pb.Member, secret []byte) (ident, error) {
-	// The data ranges, so that the node starts a replica of each before
-	// its first snapshot of the system range (which holds the same).
-	descs, err := s.askRanges(ctx, members, secret)
-	if err != nil {
-		return ident{}, err
-	}
+// peer secret (nil: none), the members it knows of (so that it can reach
+// them before its first snapshot, which replaces them) and the data
+// ranges' descriptors (so that it starts a replica of each before its
+// first snapshot of the system range, which holds the same).
+func (s *Server) writeJoinedIdent(clusterID, memberID uint64, members []*pb.Member, secret []byte, descs []rangedesc.Descriptor) (ident, error) {
 	id := ident{ClusterID: clusterID, MemberID: memberID, Name: s.cfg.Name}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -314,6 +325,17 @@ func (s *Server) writeJoinedIdent(ctx context.Context, clusterID, memberID uint6
 	return id, nil
 }
 
+// dataRangesInitialized reports whether this node holds the state of every
+// data range (a node that joined receives each by snapshot).
+func (s *Server) dataRangesInitialized() bool {
+	for _, id := range s.dataRanges() {
+		if pub := s.rangePublished(id); pub == nil || !pub.Initialized {
+			return false
+		}
+	}
+	return true
+}
+
 // promoteLoop asks for this learner's promotion once it has caught up, until
 // it is a voter. It runs on nodes started with --join.
 func (s *Server) promoteLoop(ctx context.Context) {
@@ -326,7 +348,7 @@ func (s *Server) promoteLoop(ctx context.Context) {
 		// The system range's configuration is the members'; every range
 		// must hold data before this node may count in quorums.
 		pub := s.systemPublished()
-		if !pub.Initialized || pub.Lead == 0 || !s.Published().Initialized {
+		if !pub.Initialized || pub.Lead == 0 || !s.dataRangesInitialized() {
 			continue
 		}
 		if !slices.Contains(pub.Learners, s.id.MemberID) {

@@ -276,11 +276,14 @@ func (s *Server) snapshotRanges(ctx context.Context, w io.Writer) (int64, error)
 			snap.Close()
 			return 0, err
 		}
-		if compact > rev && attempt < 3 {
-			// A compaction overtook R: its versions may be gone. Take a
+		if compact > rev {
+			// A compaction overtook R: versions at R may be gone. Take a
 			// fresh one.
 			snap.Close()
-			continue
+			if attempt < 3 {
+				continue
+			}
+			return 0, fmt.Errorf("a backup at revision %d: compactions above it (%d) kept overtaking it; try again", rev, compact)
 		}
 		var index uint64
 		if st, err := replica.LoadAppliedState(snap, keys.FirstDataRangeID); err == nil {
@@ -288,7 +291,7 @@ func (s *Server) snapshotRanges(ctx context.Context, w io.Writer) (int64, error)
 		}
 		h := backup.Header{
 			ClusterID: s.id.ClusterID, MemberID: s.id.MemberID,
-			Revision: rev, CompactRevision: min(compact, rev),
+			Revision: rev, CompactRevision: compact,
 			AppliedIndex: index, CreatedUnix: time.Now().Unix(),
 		}
 		mvccSpan := keys.MVCCSpan()

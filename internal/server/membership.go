@@ -205,6 +205,13 @@ func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeTyp
 		if !s.isRangeLeader(id) {
 			continue // rangesLoop makes it once this node leads the range
 		}
+		if typ == raftpb.ConfChangeAddNode {
+			// A promotion: only once the learner holds this range's log too
+			// (else rangesLoop makes it later).
+			if ready, err := s.learnerReady(ctx, id, rec.ID); err != nil || !ready {
+				continue
+			}
+		}
 		if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
 			s.logger.Warn("configuration change of a data range not made: the system range's leader will make it",
 				"range", uint64(id), "member", fmt.Sprintf("%x", rec.ID), "err", err)
@@ -242,9 +249,15 @@ func (s *Server) proposeRangeConfChange(ctx context.Context, id keys.RangeID, ty
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			return err
 		}
-		// Raft refused it without appending it (the range's leadership
-		// is being handed over, as it follows the system range's): try
-		// again shortly, until the request's deadline.
+		if !s.isRangeLeader(keys.SystemRangeID) {
+			// Membership changes are the system range's leader's, and this
+			// node lost that leadership: the caller (viaLeader) goes on at
+			// the next leader.
+			return rpctypes.ErrGRPCNotLeader
+		}
+		// Refused without being appended: the range's leadership is being
+		// handed over (it follows the system range's), or a change is
+		// pending there. Try again shortly, until the request's deadline.
 		select {
 		case <-ctx.Done():
 			return err

@@ -162,6 +162,16 @@ func (s *Server) reconcileConfig(ctx context.Context, id keys.RangeID) error {
 		switch {
 		case in(data.Voters, m):
 		case in(data.Learners, m):
+			// A voter of the system range, still a learner here: promoted
+			// once it holds nearly all of this range's log (a node that
+			// just joined has this range's snapshot to receive first), so
+			// that it never counts in this range's quorums empty-handed.
+			if ready, err := s.learnerReady(ctx, id, m); err != nil || !ready {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			return s.proposeRangeConfChange(ctx, id, raftpb.ConfChangeAddNode, cluster.Member{ID: m})
 		default:
 			return s.proposeRangeConfChange(ctx, id, raftpb.ConfChangeAddLearnerNode, cluster.Member{ID: m, IsLearner: true})
@@ -178,6 +188,17 @@ func (s *Server) reconcileConfig(ctx context.Context, id keys.RangeID) error {
 		}
 	}
 	return nil
+}
+
+// learnerReady reports whether learner m holds nearly all of range id's
+// log, as this node (its leader) sees it.
+func (s *Server) learnerReady(ctx context.Context, id keys.RangeID, m uint64) (bool, error) {
+	st, err := s.rangeRaftStatus(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	pr, ok := st.Progress[m]
+	return ok && pr.Match > 0 && float64(pr.Match) >= learnerReadyFraction*float64(st.Progress[s.id.MemberID].Match), nil
 }
 
 // proposeTo replicates one command of the node's own (no client request,

@@ -194,45 +194,65 @@ func restoredSpans() []keys.Span {
 }
 
 // attachLeasedKeys attaches every live key of the restored store that names
-// a lease to that lease, if it exists (a key whose lease is gone keeps it
-// named, as etcd's restore leaves it).
+// a lease to that lease. A lease it names that the backup does not hold
+// (a backup of several ranges holds the keys as of its revision, and the
+// lease records as the first range last applied them: revoked since) is
+// granted again with the shortest TTL, so that its keys go soon after the
+// restored cluster starts, as they went after the backup's revision.
 func attachLeasedKeys(db *pebble.DB) error {
-	type latest struct{ rev, lease int64 }
-	live := map[string]latest{}
-	if err := mvcc.ChangesSince(db, nil, nil, 0, func(ch mvcc.Change) error {
-		k := string(ch.KV.Key)
-		if cur, ok := live[k]; ok && cur.rev > ch.KV.ModRevision {
+	b := db.NewBatch()
+	defer func() { b.Close() }()
+	exists := map[int64]bool{}
+	var cur []byte // the user key being read (versions come key by key)
+	var curRev, curLease int64
+	flush := func() error {
+		if cur == nil || curLease == 0 {
 			return nil
 		}
-		var l int64
-		if ch.Type == mvccpb.PUT {
-			l = ch.KV.Lease
+		ok, seen := exists[curLease]
+		if !seen {
+			var err error
+			if _, ok, err = lease.Get(db, curLease); err != nil {
+				return err
+			}
+			if !ok {
+				if err := (lease.Table{RW: b}).Put(lease.Record{ID: curLease, TTL: 1}); err != nil {
+					return err
+				}
+			}
+			exists[curLease] = true
 		}
-		live[k] = latest{ch.KV.ModRevision, l}
+		if err := b.Set(keys.LeaseAttachmentKey(curLease, cur), nil, nil); err != nil {
+			return err
+		}
+		if b.Len() >= 4<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = db.NewBatch()
+		}
+		return nil
+	}
+	if err := mvcc.ChangesSince(db, nil, nil, 0, func(ch mvcc.Change) error {
+		if !bytes.Equal(ch.KV.Key, cur) {
+			if err := flush(); err != nil {
+				return err
+			}
+			cur, curRev = bytes.Clone(ch.KV.Key), 0
+		}
+		if ch.KV.ModRevision > curRev {
+			curRev, curLease = ch.KV.ModRevision, 0
+			if ch.Type == mvccpb.PUT {
+				curLease = ch.KV.Lease
+			}
+		}
 		return nil
 	}); err != nil {
 		return err
 	}
-	b := db.NewBatch()
-	defer b.Close()
-	exists := map[int64]bool{}
-	for k, v := range live {
-		if v.lease == 0 {
-			continue
-		}
-		ok, seen := exists[v.lease]
-		if !seen {
-			var err error
-			if _, ok, err = lease.Get(db, v.lease); err != nil {
-				return err
-			}
-			exists[v.lease] = ok
-		}
-		if ok {
-			if err := b.Set(keys.LeaseAttachmentKey(v.lease, []byte(k)), nil, nil); err != nil {
-				return err
-			}
-		}
+	if err := flush(); err != nil {
+		return err
 	}
 	return b.Commit(pebble.Sync)
 }
