@@ -218,16 +218,13 @@ func (ws *watchStream) create(req *pb.WatchCreateRequest) {
 		return
 	}
 	opts.ID = id
-	// The created response is queued before the watcher exists, so it
-	// precedes every event of the watcher. The sender may deliver it before
-	// the watcher is registered, and the client may then write: a watcher
-	// of "now" starts after the revision the response names, not after the
-	// hub's revision at registration, or it would miss that write.
-	rev := ws.hub.Revision()
-	if opts.StartRevision <= 0 {
-		opts.StartRevision = rev + 1
+	// The created response is queued by the hub as it registers the
+	// watcher, at the revision the watcher starts after (a watcher of
+	// "now"): it precedes every event of the watcher, and a write the
+	// client makes once it has the response is the watcher's.
+	opts.Created = func(rev int64) {
+		ws.enqueue(&pb.WatchResponse{Header: ws.header(rev), WatchId: id, Created: true})
 	}
-	ws.enqueue(&pb.WatchResponse{Header: ws.header(rev), WatchId: id, Created: true})
 	ws.mu.watchers[id] = ws.hub.Watch(opts, ws)
 }
 

@@ -73,6 +73,13 @@ type Options struct {
 	ProgressNotify bool
 	// Fragment lets the stream split a response too large for one message.
 	Fragment bool
+	// Created, if set, is called by Watch with the hub's revision, under
+	// the hub's lock, before the watcher can be notified of anything: a
+	// stream queues its created response there, so that the response
+	// precedes every event and a watcher of "now" (StartRevision 0)
+	// starts right after the revision the response names. It must not
+	// call the hub.
+	Created func(rev int64)
 }
 
 // Watcher is one watch. Its fields behind the hub's lock are only touched
@@ -325,6 +332,10 @@ func (h *Hub) Watch(opts Options, sink Sink) *Watcher {
 		h.mu.streams[sink] = w.st
 	}
 	w.st.ws[w] = struct{}{}
+	if opts.Created != nil {
+		opts.Created(h.mu.rev)
+		w.opts.Created = nil
+	}
 	w.next = opts.StartRevision
 	if w.next <= 0 {
 		w.next = h.mu.rev + 1
