@@ -522,7 +522,9 @@ func (s *Service) statsAsOwner(ctx context.Context, def *Def) (*synodpb.LimitSta
 	}
 	if def.Concurrency() {
 		p := append(limitsm.Prefix(def.Limit.Name), "permit/"...)
-		r, err := s.b.Range(ctx, &etcdpb.RangeRequest{Key: p, RangeEnd: keys.PrefixEnd(p), CountOnly: true, Serializable: true})
+		// Linearizable: an owner that was just elected may not have applied
+		// every permit its range committed yet.
+		r, err := s.b.Range(ctx, &etcdpb.RangeRequest{Key: p, RangeEnd: keys.PrefixEnd(p), CountOnly: true})
 		if err != nil {
 			return nil, err
 		}
