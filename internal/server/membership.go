@@ -578,14 +578,16 @@ func (s *Server) transferLeadership(ctx context.Context, target uint64) (uint64,
 		}
 		return nil
 	}
+	start := time.Now()
+	deadline := start.Add(max(4*s.ElectionTimeout(), s.cfg.RequestTimeout))
+	s.handingOver.Store(deadline.UnixNano())
+	defer s.handingOver.Store(0)
 	if err := transfer(); err != nil {
 		return 0, err
 	}
 	// Raft gives a transfer one election timeout; a loaded target may need
 	// a few, so ask again (while this node still leads) until the request
 	// timeout.
-	start := time.Now()
-	deadline := start.Add(max(4*s.ElectionTimeout(), s.cfg.RequestTimeout))
 	asked := start
 	for time.Now().Before(deadline) {
 		lead := s.systemPublished().Lead

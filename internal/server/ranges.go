@@ -108,7 +108,7 @@ func (s *Server) pushSystemState(ctx context.Context) error {
 // the revision oracle is one and the same.
 func (s *Server) rangesLoop(ctx context.Context) {
 	period := s.ElectionTimeout() / 2
-	var lastTransfer time.Time
+	lastTransfer := map[keys.RangeID]time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -124,10 +124,13 @@ func (s *Server) rangesLoop(ctx context.Context) {
 		for _, id := range s.dataRanges() {
 			if !s.isRangeLeader(id) {
 				// Leadership follows the system range's; not more often than
-				// once per election timeout, so that a transfer under way is
-				// not asked for again.
-				if pub := s.rangePublished(id); pub != nil && pub.Lead != 0 && time.Since(lastTransfer) > s.ElectionTimeout() {
-					lastTransfer = time.Now()
+				// once per election timeout per range, so that a transfer
+				// under way is not asked for again, and not while this node
+				// hands every range over itself (MoveLeader, or removing
+				// itself), which it would undo.
+				if pub := s.rangePublished(id); pub != nil && pub.Lead != 0 && time.Since(lastTransfer[id]) > s.ElectionTimeout() &&
+					time.Now().UnixNano() > s.handingOver.Load() {
+					lastTransfer[id] = time.Now()
 					_ = s.store.Do(ctx, id, func(r *replica.Replica) { r.TransferLeader(s.id.MemberID) })
 				}
 				continue

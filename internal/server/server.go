@@ -123,6 +123,10 @@ type Server struct {
 	installMu sync.RWMutex
 	// confMu serializes the membership changes this node makes as leader.
 	confMu      sync.Mutex
+	// handingOver is when (UnixNano) a leadership transfer this node asked
+	// for (transferLeadership) gives up: until then rangesLoop does not pull
+	// the data ranges' leadership back to it.
+	handingOver atomic.Int64
 	removedOnce sync.Once
 	removed     atomic.Pointer[map[uint64]bool] // members removed from the cluster
 
