@@ -122,7 +122,7 @@ type Server struct {
 	// installMu keeps physical compaction and snapshot installs apart.
 	installMu sync.RWMutex
 	// confMu serializes the membership changes this node makes as leader.
-	confMu      sync.Mutex
+	confMu sync.Mutex
 	// handingOver is when (UnixNano) a leadership transfer this node asked
 	// for (transferLeadership) gives up: until then rangesLoop does not pull
 	// the data ranges' leadership back to it.
