@@ -115,10 +115,7 @@ func (s *Server) join(ctx context.Context, peerURL string) (ident, []byte, error
 	case err == nil:
 		memberID, clusterID, members = resp.Member.ID, resp.Header.ClusterId, resp.Members
 	case errors.Is(err, rpctypes.ErrPeerURLExist):
-		ml, err := cli.MemberList(ctx)
-		if err != nil {
-			return ident{}, nil, err
-		}
+		// An earlier attempt added it: the list read above has it.
 		for _, m := range ml.Members {
 			if !slices.Contains(m.PeerURLs, peerURL) {
 				continue

@@ -222,6 +222,9 @@ func (s *Server) Defragment(ctx context.Context) (*pb.DefragmentResponse, error)
 
 // Snapshot writes a consistent backup of the first range to w.
 func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
+	if s.multiRange() {
+		return s.snapshotRanges(ctx, w) // its read fences catch up with every range
+	}
 	// First catch up with the leader's commit index, so that the backup holds
 	// every write acknowledged before it was asked for, whichever member
 	// serves it (etcd's holds what that member applied). Without a quorum the
@@ -234,9 +237,6 @@ func (s *Server) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 			return 0, ctx.Err()
 		}
 		s.logger.Warn("backup of this member's state, which may lag the cluster: cannot reach the leader", "err", err)
-	}
-	if s.multiRange() {
-		return s.snapshotRanges(ctx, w)
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
@@ -303,7 +303,6 @@ func (s *Server) snapshotRanges(ctx context.Context, w io.Writer) (int64, error)
 			var v int64
 			var err error
 			if scratch, v, err = keys.DecodeMVCCKey(scratch[:0], k); err != nil {
-				scratch = nil
 				return true // not a version: kept as read
 			}
 			return v <= rev

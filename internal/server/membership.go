@@ -485,9 +485,7 @@ func (s *Server) memberPromote(ctx context.Context, req *pb.MemberPromoteRequest
 	if _, learner := st.Config.Learners[req.ID]; !learner {
 		return nil, rpctypes.ErrGRPCMemberNotLearner
 	}
-	pr, ok := st.Progress[req.ID]
-	lead := st.Progress[s.id.MemberID]
-	if !ok || float64(pr.Match) < learnerReadyFraction*float64(lead.Match) {
+	if !caughtUp(st, s.id.MemberID, req.ID) {
 		return nil, rpctypes.ErrGRPCLearnerNotReady
 	}
 	m.IsLearner = false

@@ -27,10 +27,7 @@ func (rs rangesServer) ListRanges(context.Context, *synodpb.ListRangesRequest) (
 // range, then the data ranges in key order, with their descriptors and
 // what the node's replica of each published.
 func (s *Server) rangeInfos() []*synodpb.RangeInfo {
-	out := []*synodpb.RangeInfo{{Id: uint64(keys.SystemRangeID), System: true}}
-	for _, d := range s.descs.Load().All() {
-		out = append(out, &synodpb.RangeInfo{Id: uint64(d.RangeID), StartKey: d.Start, EndKey: d.End, Generation: d.Generation})
-	}
+	out := append([]*synodpb.RangeInfo{{Id: uint64(keys.SystemRangeID), System: true}}, descriptorInfos(s.descs.Load().All())...)
 	names := map[uint64]string{}
 	if ms, err := cluster.ListMembers(s.db); err == nil {
 		for _, m := range ms {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	raftpb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/synod-io/synod/internal/auth"
@@ -169,10 +170,11 @@ func (s *Server) reconcileConfig(ctx context.Context, id keys.RangeID) error {
 			// once it holds nearly all of this range's log (a node that
 			// just joined has this range's snapshot to receive first), so
 			// that it never counts in this range's quorums empty-handed.
-			if ready, err := s.learnerReady(ctx, id, m); err != nil || !ready {
-				if err != nil {
-					return err
-				}
+			ready, err := s.learnerReady(ctx, id, m)
+			if err != nil {
+				return err
+			}
+			if !ready {
 				continue
 			}
 			return s.proposeRangeConfChange(ctx, id, raftpb.ConfChangeAddNode, cluster.Member{ID: m})
@@ -200,8 +202,14 @@ func (s *Server) learnerReady(ctx context.Context, id keys.RangeID, m uint64) (b
 	if err != nil {
 		return false, err
 	}
+	return caughtUp(st, s.id.MemberID, m), nil
+}
+
+// caughtUp reports whether learner m holds nearly all of the log of leader
+// (learnerReadyFraction), as the leader's status st has it.
+func caughtUp(st raft.Status, leader, m uint64) bool {
 	pr, ok := st.Progress[m]
-	return ok && pr.Match > 0 && float64(pr.Match) >= learnerReadyFraction*float64(st.Progress[s.id.MemberID].Match), nil
+	return ok && pr.Match > 0 && float64(pr.Match) >= learnerReadyFraction*float64(st.Progress[leader].Match)
 }
 
 // proposeTo replicates one command of the node's own (no client request,

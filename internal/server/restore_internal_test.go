@@ -31,11 +31,11 @@ func TestAttachLeasedKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("a", 7, 2) // lease 7, which exists
-	put("b", 7, 3) // then re-put without a lease: not attached
-	put("b", 0, 4) //
-	put("c", 0, 5) // then re-put with lease 9, which the backup lacks
-	put("c", 9, 6) //
+	put("a", 7, 2) // lease 7, which exists: attached
+	put("b", 7, 3) // then put without a lease: not attached
+	put("b", 0, 4)
+	put("c", 0, 5) // then put with lease 9, which the backup lacks
+	put("c", 9, 6)
 	put("d", 7, 7) // then deleted: not attached
 	if _, err := mvcc.Delete(b, []byte("d"), 8, 0); err != nil {
 		t.Fatal(err)
