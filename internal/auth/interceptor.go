@@ -125,6 +125,13 @@ func WithFence(ctx context.Context, f Fence) context.Context {
 	return context.WithValue(ctx, fenceKey{}, f)
 }
 
+// WithoutFence returns ctx without the fence of the request it carries:
+// for the commands a server proposes on its own account (a transaction's
+// commit, checked when the client's request began).
+func WithoutFence(ctx context.Context) context.Context {
+	return context.WithValue(ctx, fenceKey{}, nil)
+}
+
 // FenceFromContext returns the Fence recorded by WithFence; ok is false for
 // a request that passed no check (the node's own commands).
 func FenceFromContext(ctx context.Context) (f Fence, ok bool) {

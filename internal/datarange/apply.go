@@ -33,6 +33,10 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		a.m.cfg.Logger.Error("command stamped with a revision not above the range's", "kind", cmd.Kind, "stamp", cmd.Revision, "revision", st.KV.Revision)
 		return Result{Err: ErrStaleStamp}, nil
 	}
+	switch cmd.Kind {
+	case raftcmd.KindTxnPrewrite, raftcmd.KindTxnCommit, raftcmd.KindTxnResolve, raftcmd.KindTxnPush:
+		return a.applyTxnCommand(cmd)
+	}
 	ext, isExt := a.m.exts[cmd.Kind]
 	var req any = cmd // an extension decodes its own commands
 	if !isExt {
@@ -71,6 +75,15 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		// reaches another (a node with stale descriptors) writes nothing,
 		// the same on every replica.
 		return Result{Err: status.Errorf(codes.FailedPrecondition, "synod: the request names keys outside range %d", a.m.cfg.RangeID)}, nil
+	}
+	if cmd.Kind.Stamped() {
+		refused, err := a.checkTxnLocks(cmd, req)
+		if err != nil {
+			return Result{}, err
+		}
+		if refused != nil {
+			return Result{Err: refused}, nil
+		}
 	}
 	before := st.KV
 	ka := a.kvApplier(cmd)

@@ -16,6 +16,7 @@ import (
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
+	"github.com/synod-io/synod/internal/txnlock"
 )
 
 // Result is the outcome of an applied command.
@@ -60,6 +61,11 @@ type Machine struct {
 	leaseTTLs *lease.TTLs
 	// exts maps the extensions' command kinds to them.
 	exts map[raftcmd.Kind]Extension
+	// locks are the locks transactions across ranges hold in the applied
+	// state (immutable: published as they are), and maxCommit the highest
+	// revision one of them committed at here (txn.go).
+	locks     *txnlock.Table
+	maxCommit int64
 }
 
 var _ rangesm.StateMachine = (*Machine)(nil)
@@ -92,6 +98,9 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	if m.sys, err = loadSysState(r, m.cfg.RangeID); err != nil {
 		return err
 	}
+	if err := m.loadTxns(r); err != nil {
+		return err
+	}
 	for _, ext := range m.cfg.Extensions {
 		if err := ext.Load(r); err != nil {
 			return fmt.Errorf("load %s: %w", ext.Name(), err)
@@ -101,19 +110,21 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 }
 
 // Published implements rangesm.StateMachine: the index of the keys live in
-// the state being published (*keyindex.Snapshot).
-func (m *Machine) Published() any { return m.indexSnap }
+// the state being published, and the transactions' locks (Index, Locks).
+func (m *Machine) Published() any { return &published{index: m.indexSnap, locks: m.locks} }
 
 // Index returns the index of live keys a published state carries in its
 // Derived field (Machine.Published), or nil.
 func Index(state any) *keyindex.Snapshot {
-	x, _ := state.(*keyindex.Snapshot)
-	return x
+	if p, ok := state.(*published); ok {
+		return p.index
+	}
+	return nil
 }
 
 // Begin implements rangesm.StateMachine.
 func (m *Machine) Begin(b *pebble.Batch, st *rangesm.AppliedState, out *rangesm.Effects) rangesm.BatchApplier {
-	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out, sys: m.sys}
+	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out, sys: m.sys, locks: m.locks, maxCommit: m.maxCommit}
 }
 
 // batch applies one batch of committed entries.
@@ -127,6 +138,12 @@ type batch struct {
 	sys sysState
 	// touched are the extensions that applied something in this batch.
 	touched []Extension
+	// locks and maxCommit are the machine's, as the batch made them.
+	locks     *txnlock.Table
+	maxCommit int64
+	// indexChanged is set when a transaction's writes changed the index
+	// of live keys without moving its revision.
+	indexChanged bool
 }
 
 // ConfChange implements rangesm.BatchApplier: a data range keeps no member
@@ -135,13 +152,19 @@ func (a *batch) ConfChange(*pb.ConfChangeV2, raftcmd.Command) error { return nil
 
 // Finish implements rangesm.BatchApplier: the MVCC writer's last writes go
 // into the batch.
-func (a *batch) Finish() error { return a.w.Close() }
+func (a *batch) Finish() error {
+	if a.out.TxnLocksChanged {
+		a.out.TxnLockFloor = a.locks.Floor()
+	}
+	return a.w.Close()
+}
 
 // Committed implements rangesm.BatchApplier: the index, which apply kept
 // current, is frozen for the state about to be published.
 func (a *batch) Committed() error {
 	m := a.m
 	m.sys = a.sys
+	m.locks, m.maxCommit = a.locks, a.maxCommit
 	if m.index.Revision() != a.st.KV.Revision {
 		// Every write moves the index with it; this is a bug, and reads
 		// would silently stop using the index: rebuild it and say so.
@@ -154,7 +177,7 @@ func (a *batch) Committed() error {
 		m.index, m.indexSnap = x, x.Snapshot()
 		return nil
 	}
-	if m.indexSnap.Revision() != m.index.Revision() {
+	if m.indexSnap.Revision() != m.index.Revision() || a.indexChanged {
 		// The batch wrote: publish the index as it now is.
 		m.indexSnap = m.index.Snapshot()
 	}

@@ -56,6 +56,9 @@ var (
 	authRevisionSfx = []byte("auth:rev")
 	oracleInfix     = []byte("oracle:")
 	rangeDescInfix  = []byte("range:")
+	txnLocksSuffix  = []byte("tl")
+	txnRecordSuffix = []byte("tr")
+	txnStateSuffix  = []byte("tx")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
@@ -152,6 +155,30 @@ func RangeAppliedStateKey(id RangeID) []byte {
 // hands every data range.
 func RangeSystemStateKey(id RangeID) []byte {
 	return rangeLocalKey(replicatedPrefix, id, sysMirrorSuffix, 0)
+}
+
+// TxnLocksKey holds, in data range id, the locks of transaction txn
+// (internal/txnlock).
+func TxnLocksKey(id RangeID, txn int64) []byte {
+	return binary.BigEndian.AppendUint64(rangeLocalKey(replicatedPrefix, id, txnLocksSuffix, 8), uint64(txn))
+}
+
+// TxnLocksSpan covers the locks of every transaction in data range id.
+func TxnLocksSpan(id RangeID) Span {
+	start := rangeLocalKey(replicatedPrefix, id, txnLocksSuffix, 0)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
+// TxnRecordKey holds, in the data range of its primary key, the record of
+// transaction txn (internal/txnlock).
+func TxnRecordKey(id RangeID, txn int64) []byte {
+	return binary.BigEndian.AppendUint64(rangeLocalKey(replicatedPrefix, id, txnRecordSuffix, 8), uint64(txn))
+}
+
+// TxnStateKey holds, in data range id, the highest revision a transaction
+// across ranges committed at there.
+func TxnStateKey(id RangeID) []byte {
+	return rangeLocalKey(replicatedPrefix, id, txnStateSuffix, 0)
 }
 
 // RangeLocalReplicatedSpan covers the replicated range-local keys of a range.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/mvcc"
+	"github.com/synod-io/synod/internal/txnlock"
 )
 
 // writeRevision chooses the revision of the writes of the next command. It is
@@ -34,6 +35,50 @@ type command struct {
 	rev     int64 // revision of the command's writes
 	sub     int32 // sub-revision of the next write
 	written bool  // whether anything has been written
+	// atRev marks the writes of a transaction across ranges, made at the
+	// revision it committed at, which may lie below the store's: they
+	// leave Meta.Revision and the index's revision where they are.
+	atRev bool
+}
+
+// indexRev is the revision the index of live keys must be at for the
+// command to use it.
+func (c *command) indexRev() int64 {
+	if c.atRev {
+		return c.baseRev
+	}
+	return c.currentRev()
+}
+
+// setIndexRevision moves the index's revision to the command's, unless the
+// command writes at a revision of its own.
+func (c *command) setIndexRevision(x *keyindex.Index) {
+	if !c.atRev {
+		x.SetRevision(c.rev)
+	}
+}
+
+// ApplyAt makes the writes of a transaction across ranges that committed
+// at rev (txnlock): puts of the keys with their values and leases, and
+// deletions, all at rev, which may lie below the store's revision (the
+// transaction's locks kept every key it writes unchanged since it read
+// them, so each key's newest version is below rev). Meta.Revision stays:
+// it follows the range's stamped log, on which the closed revision of the
+// range rests.
+func (a *Applier) ApplyAt(rev int64, writes []txnlock.Write) error {
+	c := &command{a: a, baseRev: a.Meta.Revision, rev: rev, atRev: true}
+	for _, w := range writes {
+		var err error
+		if w.Delete {
+			_, err = c.deleteRange(&pb.DeleteRangeRequest{Key: w.Key})
+		} else {
+			_, err = c.put(&pb.PutRequest{Key: w.Key, Value: w.Value, Lease: w.Lease})
+		}
+		if err != nil {
+			return fmt.Errorf("write %q at %d: %w", w.Key, rev, err)
+		}
+	}
+	return nil
 }
 
 func (a *Applier) begin() *command {
@@ -194,7 +239,7 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	var old keyindex.Entry
 	live, unread := false, false
 	x := c.a.Live
-	indexed := x != nil && x.Revision() == c.currentRev()
+	indexed := x != nil && x.Revision() == c.indexRev()
 	if indexed {
 		old, live = x.Get(key)
 	}
@@ -229,7 +274,7 @@ func (c *command) put(r *pb.PutRequest) (*pb.PutResponse, error) {
 	}
 	if x := c.a.Live; x != nil {
 		x.Put(indexEntry(kv))
-		x.SetRevision(c.rev)
+		c.setIndexRevision(x)
 	}
 	c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_PUT, KV: kv, PrevKV: prev, PrevValueUnread: unread})
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: c.rev}}
@@ -273,7 +318,7 @@ func (c *command) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse
 		c.a.Events = append(c.a.Events, Event{Type: mvccpb.Event_DELETE, KV: tombstone, PrevKV: prev})
 		if x := c.a.Live; x != nil {
 			x.Delete(prev.Key)
-			x.SetRevision(c.rev)
+			c.setIndexRevision(x)
 		}
 	}
 	resp := &pb.DeleteRangeResponse{

@@ -51,6 +51,9 @@ func readRevision(m Meta, rev int64) (int64, error) {
 	return rev, nil
 }
 
+// RangeBounds is rangeBounds, for the locks of transactions across ranges.
+func RangeBounds(key, rangeEnd []byte) (start, end []byte) { return rangeBounds(key, rangeEnd) }
+
 // rangeBounds converts etcd's key/range_end convention into mvcc bounds,
 // where a nil end means no upper bound: an empty range_end selects the key
 // alone and the range_end "\x00" selects every key >= key.

@@ -66,6 +66,16 @@ const (
 	// revision rises to it. Every data range then shares one compaction
 	// revision, however idle.
 	KindCompactAt Kind = 27
+	// The commands of transactions across data ranges (internal/txnlock):
+	// a prewrite takes a transaction's locks in one range, a commit marks
+	// its record committed in its primary key's range, a resolve makes or
+	// drops its writes in one range, a push asks (and may abort) its
+	// record. None is stamped: a commit and a resolve carry the revision
+	// the transaction took from the oracle.
+	KindTxnPrewrite Kind = 28
+	KindTxnCommit   Kind = 29
+	KindTxnResolve  Kind = 30
+	KindTxnPush     Kind = 31
 
 	// Kinds from 100 up are the commands of the services whose data lives
 	// in data ranges, in key spans of their own, applied by extensions of
@@ -145,6 +155,14 @@ func (k Kind) String() string {
 		return "system-state"
 	case KindOracleCeiling:
 		return "oracle-ceiling"
+	case KindTxnPrewrite:
+		return "txn-prewrite"
+	case KindTxnCommit:
+		return "txn-commit"
+	case KindTxnResolve:
+		return "txn-resolve"
+	case KindTxnPush:
+		return "txn-push"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }

@@ -59,6 +59,12 @@ type Effects struct {
 	// AuthChanged is set when an auth command was applied: the node's
 	// cached auth state is stale.
 	AuthChanged bool
+	// TxnLocksChanged is set when a batch took or released locks of
+	// transactions across ranges; TxnLockFloor is then the lowest floor
+	// of the locks the range holds after it (txnlock.Table.Floor, 0 for
+	// none): no transaction holding them commits at or below it.
+	TxnLocksChanged bool
+	TxnLockFloor    int64
 	// Extensions are what the data range's extensions (job queues, rate
 	// limiters) recorded for their services on this node, in apply order;
 	// each service knows its own types.
@@ -70,5 +76,5 @@ type Effects struct {
 // snapshot.
 func (e *Effects) HasEffects() bool {
 	return len(e.Events) > 0 || len(e.Compactions) > 0 || len(e.Leases) > 0 ||
-		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged || len(e.Extensions) > 0
+		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged || len(e.Extensions) > 0 || e.TxnLocksChanged
 }

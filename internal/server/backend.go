@@ -23,6 +23,7 @@ import (
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/txnlock"
 )
 
 // The server is the backend of the etcd services.
@@ -61,11 +62,40 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	if !s.multiRange() {
 		return s.proposeIn(ctx, rangeOf(kind), kind, payload, 0, quotaCost(req))
 	}
-	id, err := route(s.descs.Load(), kind, req)
+	ids, err := route(s.descs.Load(), kind, req)
 	if err != nil {
 		return nil, err
 	}
-	return s.proposeIn(ctx, id, kind, payload, 0, quotaCost(req))
+	if len(ids) > 1 {
+		switch req := req.(type) {
+		case *pb.TxnRequest:
+			return s.crossRangeTxn(ctx, req, ids)
+		case *pb.DeleteRangeRequest:
+			// A delete over several ranges is a txn of one delete.
+			resp, err := s.crossRangeTxn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}}, ids)
+			if err != nil {
+				return nil, err
+			}
+			out := resp.Responses[0].GetResponseDeleteRange()
+			out.Header = resp.Header
+			return out, nil
+		}
+		return nil, fmt.Errorf("a %s over several ranges", kind)
+	}
+	return s.proposeIn(ctx, ids[0], kind, payload, 0, quotaCost(req))
+}
+
+// contextUntil returns ctx, cancelled once done is closed too.
+func contextUntil(ctx context.Context, done <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // proposeFenced is Propose for a decision this node takes as the leader of
@@ -195,6 +225,30 @@ func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftc
 		if err == nil && term == 0 && errors.Is(res.Err, replica.ErrStaleLeader) {
 			data = nil
 			continue
+		}
+		if err == nil && kind.Stamped() {
+			// A transaction across ranges holds a key the command names
+			// (resolved, or waited for, then the command goes again), or
+			// committed one above the command's stamp (it goes again, to
+			// be stamped anew): see crosstxn.go.
+			var locked *txnlock.LockedError
+			var tooOld *txnlock.TooOldError
+			switch {
+			case errors.As(res.Err, &locked):
+				rctx, cancel := contextUntil(ctx, timeout)
+				err = s.resolveLock(rctx, locked)
+				cancel()
+				if err == nil {
+					data = nil
+					continue
+				}
+				if closed(timeout) {
+					err = rpctypes.ErrGRPCTimeout
+				}
+			case errors.As(res.Err, &tooOld):
+				data = nil
+				continue
+			}
 		}
 		if err != nil {
 			s.metrics.ProposalsFailed.Inc()
@@ -447,6 +501,11 @@ func (s *Server) WaitCompaction(ctx context.Context, rev int64) error {
 func (s *Server) compactRanges(ctx context.Context, req *pb.CompactionRequest) (any, error) {
 	cur, err := s.fenceDataRanges(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// What transactions across ranges commit at or below the compaction
+	// revision is made first, so that nothing appears below it after.
+	if err := s.resolveLocksBelow(ctx, s.dataRanges(), cur); err != nil {
 		return nil, err
 	}
 	if req.Revision > cur {

@@ -270,6 +270,9 @@ func (s *Server) snapshotRanges(ctx context.Context, w io.Writer) (int64, error)
 		if err != nil {
 			return 0, fmt.Errorf("fence the data ranges for a backup: %w", err)
 		}
+		if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+			return 0, fmt.Errorf("resolve transactions for a backup: %w", err)
+		}
 		snap := s.db.NewSnapshot()
 		compact, err := compactRevisionIn(snap, ids)
 		if err != nil {

@@ -634,8 +634,27 @@ func forwarded[Req any, PReq interface {
 		if err := dec(req); err != nil {
 			return nil, err
 		}
-		return call(srv.(*Server), ctx, req)
+		resp, err := call(srv.(*Server), ctx, req)
+		return resp, peerError(err)
 	}
+}
+
+// peerError gives an error of a forwarded call the gRPC status the caller,
+// and its client after it, expects (a replica's own errors have none).
+func peerError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, replica.ErrNoLeader):
+		return rpctypes.ErrGRPCNoLeader
+	case errors.Is(err, replica.ErrNotLeader), errors.Is(err, replica.ErrStaleLeader):
+		return rpctypes.ErrGRPCNotLeader
+	case errors.Is(err, replica.ErrDropped):
+		return rpctypes.ErrGRPCRequestTooManyRequests
+	case errors.Is(err, context.DeadlineExceeded):
+		return rpctypes.ErrGRPCTimeout
+	}
+	return err
 }
 
 // leaderOnly wraps a call forwarded to this node as the leader of range id

@@ -122,6 +122,11 @@ func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, fn 
 		if err != nil {
 			return zero, err
 		}
+		// What transactions across ranges that started below rev commit
+		// is at or below it: resolved before the view is taken.
+		if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+			return zero, err
+		}
 		r, idx, compactRev, release, err := s.oracleView(ids)
 		if err != nil {
 			return zero, err
@@ -144,8 +149,9 @@ func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, fn 
 // readResolved serves a serializable read over the data ranges ids
 // without a round: at the highest revision this node knows every one of
 // them closed at (the watch merger's resolved revision, or the lowest of
-// their applied revisions: stamps increase along a range's log), so the
-// read may be stale but is never torn.
+// their applied revisions, stamps increasing along a range's log, each
+// capped by the floor of the locks of transactions across ranges it
+// holds), so the read may be stale but is never torn.
 func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	var rev int64 = -1
@@ -154,8 +160,14 @@ func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *
 		if pub == nil || !pub.Initialized {
 			return zero, errJoining
 		}
-		if rev < 0 || pub.KV.Revision < rev {
-			rev = pub.KV.Revision
+		closed := pub.KV.Revision
+		if f := datarange.Locks(pub.Derived).Floor(); f > 0 && f < closed {
+			// A transaction holding locks here may still commit above
+			// its locks' floor.
+			closed = f
+		}
+		if rev < 0 || closed < rev {
+			rev = closed
 		}
 	}
 	if s.merger != nil {

@@ -71,14 +71,16 @@ func (s *Server) allRanges() []keys.RangeID {
 	return append([]keys.RangeID{keys.SystemRangeID}, s.dataRanges()...)
 }
 
-// route returns the data range a client's write goes to: the one holding
+// route returns the data ranges a client's write goes to: the one holding
 // every key it names (a put's key, a delete's span, the keys and spans of
-// a txn's compares and operations, nested txns included). Leases live in
-// the first data range, so a put that attaches a key to a lease must land
-// there. Writes over several ranges, and leases of keys in other ranges,
-// wait for transactions across ranges (issue 15, step 3): they are refused
-// with codes.Unimplemented. Other commands go where rangeOf sends them.
-func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) (keys.RangeID, error) {
+// a txn's compares and operations, nested txns included), or, for a txn
+// over several ranges, each of them (crossRangeTxn). Leases live in the
+// first data range, so a put that attaches a key to a lease must land
+// there, alone: leases of keys in other ranges, and leases in txns across
+// ranges, wait for the lease table's move to the system range (issue 15,
+// step 3): they are refused with codes.Unimplemented. Other commands go
+// where rangeOf sends them.
+func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) ([]keys.RangeID, error) {
 	var r router
 	switch m := req.(type) {
 	case *pb.PutRequest:
@@ -91,18 +93,18 @@ func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) (keys.Range
 	case *pb.TxnRequest:
 		r.txn(set, m)
 	default:
-		return rangeOf(kind), nil
+		return []keys.RangeID{rangeOf(kind)}, nil
 	}
 	switch {
 	case len(r.ids) == 0:
 		// An empty span or txn: any data range refuses or applies it alike.
-		return set.All()[0].RangeID, nil
-	case len(r.ids) > 1:
-		return 0, status.Errorf(codes.Unimplemented, "synod: the request touches keys of ranges %v, and a write across ranges is not supported yet", r.ids)
+		return []keys.RangeID{set.All()[0].RangeID}, nil
+	case len(r.ids) > 1 && r.withLease:
+		return nil, status.Errorf(codes.Unimplemented, "synod: the txn touches keys of ranges %v and attaches a lease: leases in a txn across ranges are not supported yet", r.ids)
 	case r.withLease && r.ids[0] != keys.FirstDataRangeID:
-		return 0, status.Errorf(codes.Unimplemented, "synod: the key is in range %d and leases live in range %d: a lease on it is not supported yet", r.ids[0], keys.FirstDataRangeID)
+		return nil, status.Errorf(codes.Unimplemented, "synod: the key is in range %d and leases live in range %d: a lease on it is not supported yet", r.ids[0], keys.FirstDataRangeID)
 	}
-	return r.ids[0], nil
+	return r.ids, nil
 }
 
 // router collects the ranges a request touches.

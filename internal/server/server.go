@@ -272,6 +272,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	view, hubMeta := s.watchView, applied.KV
 	if s.multiRange() {
 		metas := map[keys.RangeID]kv.Meta{}
+		floors := map[keys.RangeID]int64{}
 		for _, id := range s.dataRanges() {
 			st, err := replica.LoadAppliedState(s.db, id)
 			if err != nil {
@@ -281,8 +282,11 @@ func Open(cfg Config) (_ *Server, err error) {
 				st = replica.AppliedState{} // joined: its first snapshot brings it
 			}
 			metas[id] = st.KV
+			if floors[id], err = txnLockFloor(s.db, id); err != nil {
+				return nil, err
+			}
 		}
-		s.merger, hubMeta = newWatchMerger(metas)
+		s.merger, hubMeta = newWatchMerger(metas, floors)
 		view = s.mergedWatchView
 	}
 	s.hub = watch.NewHub(watch.Config{
@@ -533,6 +537,13 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 		}
 	}
 	if s.merger != nil {
+		if out.SnapshotInstalled {
+			// The installed state's locks (published with it).
+			out.TxnLockFloor = 0
+			if pub := s.rangePublished(id); pub != nil {
+				out.TxnLockFloor = datarange.Locks(pub.Derived).Floor()
+			}
+		}
 		s.merger.applied(s.hub, id, &out)
 	}
 	if id == keys.FirstDataRangeID {

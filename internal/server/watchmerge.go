@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -44,6 +45,10 @@ type watchMerger struct {
 		pending map[keys.RangeID][]kv.Event
 		closed  map[keys.RangeID]int64
 		compact map[keys.RangeID]int64
+		// floor is, per range, the floor of the locks transactions across
+		// ranges hold there (0: none): they commit above it, possibly
+		// below the range's closed revision, which it caps.
+		floor map[keys.RangeID]int64
 		// resolved is the revision the hub has been handed up to.
 		resolved int64
 		// resetAt, when set, is the revision of a range's installed
@@ -55,11 +60,12 @@ type watchMerger struct {
 }
 
 // newWatchMerger starts the merger at the ranges' applied states.
-func newWatchMerger(applied map[keys.RangeID]kv.Meta) (*watchMerger, kv.Meta) {
+func newWatchMerger(applied map[keys.RangeID]kv.Meta, floors map[keys.RangeID]int64) (*watchMerger, kv.Meta) {
 	m := &watchMerger{}
 	m.mu.pending = map[keys.RangeID][]kv.Event{}
 	m.mu.closed = map[keys.RangeID]int64{}
 	m.mu.compact = map[keys.RangeID]int64{}
+	m.mu.floor = floors
 	for id, meta := range applied {
 		m.mu.closed[id], m.mu.compact[id] = meta.Revision, meta.CompactRevision
 	}
@@ -79,7 +85,10 @@ func newWatchMerger(applied map[keys.RangeID]kv.Meta) (*watchMerger, kv.Meta) {
 
 func (m *watchMerger) resolvedLocked() int64 {
 	var r int64 = -1
-	for _, c := range m.mu.closed {
+	for id, c := range m.mu.closed {
+		if f := m.mu.floor[id]; f > 0 && f < c {
+			c = f
+		}
 		if r < 0 || c < r {
 			r = c
 		}
@@ -105,7 +114,17 @@ func (m *watchMerger) applied(hub hubPublisher, id keys.RangeID, out *replica.Ap
 		m.mu.pending[id] = nil
 		m.mu.resetAt = max(m.mu.resetAt, out.KV.Revision)
 	} else {
-		m.mu.pending[id] = append(m.mu.pending[id], out.Events...)
+		evs := append(m.mu.pending[id], out.Events...)
+		if len(evs) > len(out.Events) && len(out.Events) > 0 && evs[len(evs)-len(out.Events)].KV.ModRevision < evs[len(evs)-len(out.Events)-1].KV.ModRevision {
+			// A transaction across ranges committed below the range's
+			// revision (above its locks' floor, which held the resolved
+			// revision below it).
+			slices.SortStableFunc(evs, func(a, b kv.Event) int { return cmp.Compare(a.KV.ModRevision, b.KV.ModRevision) })
+		}
+		m.mu.pending[id] = evs
+	}
+	if out.TxnLocksChanged || out.SnapshotInstalled {
+		m.mu.floor[id] = out.TxnLockFloor
 	}
 	m.mu.closed[id] = max(m.mu.closed[id], out.KV.Revision)
 	m.mu.compact[id] = max(m.mu.compact[id], out.KV.CompactRevision)
@@ -152,7 +171,7 @@ func (m *watchMerger) publishLocked(hub hubPublisher) {
 	}
 	// A revision belongs to one command of one range: a stable sort keeps
 	// each command's events in their order.
-	slices.SortStableFunc(out, func(a, b kv.Event) int { return int(a.KV.ModRevision - b.KV.ModRevision) })
+	slices.SortStableFunc(out, func(a, b kv.Event) int { return cmp.Compare(a.KV.ModRevision, b.KV.ModRevision) })
 	m.mu.resolved = r
 	m.resolvedRev.Store(r)
 	hub.Publish(out, meta)
@@ -183,6 +202,7 @@ func (s *Server) closeLoop(ctx context.Context) {
 		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Debug("ranges not closed", "err", err)
 		}
+		s.resolveExpiredLocks(ctx)
 	}
 }
 

@@ -1,0 +1,361 @@
+package datarange
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/synod-io/synod/internal/keyindex"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/mvcc"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/txnlock"
+)
+
+// Transactions across data ranges (internal/txnlock): the range keeps the
+// locks transactions hold in it (their spans and their writes), the
+// records of the transactions whose primary key it holds, and the highest
+// revision one of them committed at in it. Its own writes respect them: a
+// stamped command that names a locked key fails with a LockedError, and
+// one stamped below a version a transaction committed at with a
+// TooOldError; the proposer resolves the lock or takes a new stamp, and
+// proposes it again.
+
+// loadTxns reads the range's locks and its highest commit revision.
+func (m *Machine) loadTxns(r pebble.Reader) error {
+	t := &txnlock.Table{}
+	span := keys.TxnLocksSpan(m.cfg.RangeID)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return fmt.Errorf("read txn locks: %w", err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		l, err := txnlock.DecodeLocks(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		t = t.With(l)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("read txn locks: %w", err)
+	}
+	m.locks = t
+	m.maxCommit = 0
+	v, closer, err := r.Get(keys.TxnStateKey(m.cfg.RangeID))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read txn state: %w", err)
+	}
+	defer closer.Close()
+	var st txnState
+	if err := txnlock.DecodeCommand(v, &st); err != nil {
+		return err
+	}
+	m.maxCommit = st.MaxCommit
+	return nil
+}
+
+// txnState is what the range keeps of the transactions besides their locks
+// and records.
+type txnState struct {
+	// MaxCommit is the highest revision a transaction committed at in the
+	// range: a stamp above it meets no version above itself.
+	MaxCommit int64 `json:"m"`
+}
+
+// Locks returns the locks a published state carries in its Derived field
+// (Machine.Published), or nil.
+func Locks(state any) *txnlock.Table {
+	if p, ok := state.(*published); ok {
+		return p.locks
+	}
+	return nil
+}
+
+// published is what the machine publishes with each applied state.
+type published struct {
+	index *keyindex.Snapshot
+	locks *txnlock.Table
+}
+
+// applyTxnCommand applies one of the commands of transactions across
+// ranges.
+func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
+	switch cmd.Kind {
+	case raftcmd.KindTxnPrewrite:
+		var p txnlock.Prewrite
+		if err := txnlock.DecodeCommand(cmd.Payload, &p); err != nil {
+			return Result{Err: err}, nil
+		}
+		return a.prewrite(&p)
+	case raftcmd.KindTxnCommit:
+		var c txnlock.Commit
+		if err := txnlock.DecodeCommand(cmd.Payload, &c); err != nil {
+			return Result{Err: err}, nil
+		}
+		return a.commitTxn(&c)
+	case raftcmd.KindTxnResolve:
+		var r txnlock.Resolve
+		if err := txnlock.DecodeCommand(cmd.Payload, &r); err != nil {
+			return Result{Err: err}, nil
+		}
+		if err := a.resolveTxn(r.Txn, r.Rev); err != nil {
+			return Result{}, err
+		}
+		return Result{}, nil
+	case raftcmd.KindTxnPush:
+		var p txnlock.Push
+		if err := txnlock.DecodeCommand(cmd.Payload, &p); err != nil {
+			return Result{Err: err}, nil
+		}
+		return a.push(&p)
+	}
+	return Result{Err: fmt.Errorf("command kind %s is not a transaction's", cmd.Kind)}, nil
+}
+
+// prewrite takes a transaction's locks in the range, if no other
+// transaction holds any of its spans and none changed since its read
+// revision; the primary's range also writes its record.
+func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
+	if p.Txn <= 0 || len(p.Spans) == 0 {
+		return Result{Err: fmt.Errorf("malformed prewrite of transaction %d", p.Txn)}, nil
+	}
+	for _, w := range p.Writes {
+		if !a.m.spanHolds(w.Key, nil) {
+			return Result{Err: fmt.Errorf("prewrite of transaction %d writes %q outside range %d", p.Txn, w.Key, a.m.cfg.RangeID)}, nil
+		}
+	}
+	if p.IsPrimary {
+		if !a.m.spanHolds(p.Primary, nil) {
+			return Result{Err: fmt.Errorf("primary %q of transaction %d is outside range %d", p.Primary, p.Txn, a.m.cfg.RangeID)}, nil
+		}
+		rec, ok, err := a.record(p.Txn)
+		if err != nil {
+			return Result{}, err
+		}
+		if ok && rec.Status != txnlock.Pending {
+			return Result{Err: &txnlock.AbortedError{Txn: p.Txn}}, nil
+		}
+	}
+	if a.locks.Get(p.Txn) != nil {
+		return Result{}, nil // proposed again: taken already
+	}
+	for _, s := range p.Spans {
+		if l := a.locks.Conflict(s, p.Txn); l != nil {
+			return Result{Err: txnlock.Locked(l)}, nil
+		}
+	}
+	for _, s := range p.Spans {
+		newer, err := newestAbove(a.b, s, p.Txn)
+		if err != nil {
+			return Result{}, err
+		}
+		if newer > 0 {
+			return Result{Err: &txnlock.ConflictError{Txn: p.Txn, Newer: newer}}, nil
+		}
+	}
+	l := p.Locks
+	l.Floor = max(p.Txn, a.st.KV.Revision, a.maxCommit)
+	if err := a.b.Set(keys.TxnLocksKey(a.m.cfg.RangeID, l.Txn), txnlock.Encode(&l), nil); err != nil {
+		return Result{}, err
+	}
+	if p.IsPrimary {
+		rec := txnlock.Record{Status: txnlock.Pending, Deadline: p.Deadline}
+		if err := a.setRecord(p.Txn, rec); err != nil {
+			return Result{}, err
+		}
+	}
+	a.locks = a.locks.With(&l)
+	a.out.TxnLocksChanged = true
+	return Result{}, nil
+}
+
+// commitTxn commits a transaction in its primary key's range: its record
+// says committed at c.Rev, and its locks there are resolved.
+func (a *batch) commitTxn(c *txnlock.Commit) (Result, error) {
+	if c.Rev <= c.Txn {
+		return Result{Err: fmt.Errorf("commit of transaction %d at %d, not above it", c.Txn, c.Rev)}, nil
+	}
+	rec, ok, err := a.record(c.Txn)
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case !ok || rec.Status == txnlock.Aborted:
+		return Result{Err: &txnlock.AbortedError{Txn: c.Txn}}, nil
+	case rec.Status == txnlock.Committed:
+		return Result{Resp: rec}, nil // proposed again
+	}
+	if l := a.locks.Get(c.Txn); l != nil && c.Rev <= l.Floor {
+		return Result{Err: fmt.Errorf("commit of transaction %d at %d, not above its locks' floor %d", c.Txn, c.Rev, l.Floor)}, nil
+	}
+	rec = txnlock.Record{Status: txnlock.Committed, CommitRev: c.Rev}
+	if err := a.setRecord(c.Txn, rec); err != nil {
+		return Result{}, err
+	}
+	if err := a.resolveTxn(c.Txn, c.Rev); err != nil {
+		return Result{}, err
+	}
+	return Result{Resp: rec}, nil
+}
+
+// resolveTxn makes transaction txn's writes in the range at rev, or drops
+// them (rev 0), and releases its locks there.
+func (a *batch) resolveTxn(txn, rev int64) error {
+	l := a.locks.Get(txn)
+	if l == nil {
+		return nil
+	}
+	if rev != 0 {
+		if rev <= l.Floor {
+			// The oracle handed rev out before the locks were taken: a
+			// bug (the commit was decided: the writes are made anyway).
+			a.m.cfg.Logger.Error("transaction resolved at a revision not above its locks' floor", "txn", txn, "revision", rev, "floor", l.Floor)
+		}
+		ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases()}
+		if err := ka.ApplyAt(rev, l.Writes); err != nil {
+			return err
+		}
+		a.indexChanged = a.indexChanged || len(l.Writes) > 0
+		a.out.Events = append(a.out.Events, ka.Events...)
+		if rev > a.maxCommit {
+			a.maxCommit = rev
+			if err := a.b.Set(keys.TxnStateKey(a.m.cfg.RangeID), txnlock.Encode(txnState{MaxCommit: rev}), nil); err != nil {
+				return err
+			}
+		}
+	}
+	if err := a.b.Delete(keys.TxnLocksKey(a.m.cfg.RangeID, txn), nil); err != nil {
+		return err
+	}
+	a.locks = a.locks.Without(txn)
+	a.out.TxnLocksChanged = true
+	return nil
+}
+
+// push answers where a transaction stands, aborting it if it is pending
+// past its deadline (or p.Abort asks), and recording it aborted if it has
+// no record (its primary's prewrite never applied: now it never will).
+func (a *batch) push(p *txnlock.Push) (Result, error) {
+	if !a.m.spanHolds(p.Primary, nil) {
+		return Result{Err: fmt.Errorf("primary %q of transaction %d is outside range %d", p.Primary, p.Txn, a.m.cfg.RangeID)}, nil
+	}
+	rec, ok, err := a.record(p.Txn)
+	if err != nil {
+		return Result{}, err
+	}
+	if !ok || (rec.Status == txnlock.Pending && (p.Abort || p.Now > rec.Deadline)) {
+		rec = txnlock.Record{Status: txnlock.Aborted}
+		if err := a.setRecord(p.Txn, rec); err != nil {
+			return Result{}, err
+		}
+	}
+	if rec.Status == txnlock.Aborted {
+		// The transaction's locks here go with it.
+		if err := a.resolveTxn(p.Txn, 0); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{Resp: rec}, nil
+}
+
+func (a *batch) record(txn int64) (txnlock.Record, bool, error) {
+	v, closer, err := a.b.Get(keys.TxnRecordKey(a.m.cfg.RangeID, txn))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return txnlock.Record{}, false, nil
+	}
+	if err != nil {
+		return txnlock.Record{}, false, fmt.Errorf("read record of transaction %d: %w", txn, err)
+	}
+	defer closer.Close()
+	rec, err := txnlock.DecodeRecord(v)
+	return rec, err == nil, err
+}
+
+func (a *batch) setRecord(txn int64, rec txnlock.Record) error {
+	return a.b.Set(keys.TxnRecordKey(a.m.cfg.RangeID, txn), txnlock.Encode(rec), nil)
+}
+
+// newestAbove returns the revision of a version (tombstones included) of a
+// key in s above rev, or 0 if there is none.
+func newestAbove(r pebble.Reader, s txnlock.Span, rev int64) (int64, error) {
+	var found int64
+	errFound := errors.New("found")
+	err := mvcc.ChangesSince(r, s.Start, s.End, rev+1, func(c mvcc.Change) error {
+		found = c.KV.ModRevision
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return 0, fmt.Errorf("read versions of [%q, %q): %w", s.Start, s.End, err)
+	}
+	return found, nil
+}
+
+// checkTxnLocks fails a stamped command that names a key another
+// transaction holds a lock on (LockedError), or that is stamped below a
+// version of a key it names that a transaction committed at
+// (TooOldError). Nothing is checked while the range holds no lock and
+// the stamp is above every commit revision: always, with one data range.
+func (a *batch) checkTxnLocks(cmd raftcmd.Command, req any) (refused, err error) {
+	stamp := int64(cmd.Revision)
+	if a.locks.Len() == 0 && (stamp == 0 || stamp > a.maxCommit) {
+		return nil, nil
+	}
+	spans, err := a.spansOf(req)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range spans {
+		if l := a.locks.Conflict(s, 0); l != nil {
+			return txnlock.Locked(l), nil
+		}
+	}
+	if stamp != 0 && stamp <= a.maxCommit {
+		for _, s := range spans {
+			newer, err := newestAbove(a.b, s, stamp)
+			if err != nil {
+				return nil, err
+			}
+			if newer > 0 {
+				return &txnlock.TooOldError{Stamp: stamp, Newer: newer}, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// spansOf returns the key spans a command reads or writes.
+func (a *batch) spansOf(req any) ([]txnlock.Span, error) {
+	var spans []txnlock.Span
+	add := func(key, end []byte) {
+		s, e := kv.RangeBounds(key, end)
+		spans = append(spans, txnlock.Span{Start: s, End: e})
+	}
+	switch r := req.(type) {
+	case *etcdpb.PutRequest:
+		add(r.Key, nil)
+	case *etcdpb.DeleteRangeRequest:
+		add(r.Key, r.RangeEnd)
+	case *etcdpb.TxnRequest:
+		kv.TxnKeys(r, func(key, end []byte, _ int64) bool {
+			add(key, end)
+			return true
+		})
+	case *etcdpb.LeaseRevokeRequest:
+		attached, err := lease.AttachedKeys(a.b, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range attached {
+			add(k, nil)
+		}
+	}
+	return spans, nil
+}

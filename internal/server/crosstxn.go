@@ -1,0 +1,426 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/status"
+
+	"github.com/synod-io/synod/internal/auth"
+	"github.com/synod-io/synod/internal/datarange"
+	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/txnlock"
+)
+
+// Transactions across data ranges (issue 15, step 3): Percolator's
+// two-phase commit over the ranges' Raft groups, coordinated by the node
+// the client reached. See internal/txnlock and docs/design.md, "Ranges".
+//
+//  1. R from the oracle with read fences on every range the txn names;
+//     locks of other transactions that started below R are resolved
+//     (waited for while their coordinator is alive), so the store at R is
+//     final on those ranges.
+//  2. The txn is evaluated at R (kv's own apply code, in a batch that is
+//     thrown away): the branch, its reads, and the writes it makes. A txn
+//     that writes nothing is answered at R.
+//  3. Prewrite: every range locks the spans the txn names there (its
+//     compares and operations, both branches) and records its writes, all
+//     at once; the primary key's range also writes the txn's record. A
+//     prewrite fails if another transaction holds one of the spans, or if
+//     a key in them changed after R; the coordinator then aborts its own
+//     record, drops what it locked, waits for the other transaction if
+//     there is one, and runs the txn again from a new R.
+//  4. C from the oracle; the response is evaluated again with C as the
+//     writes' revision; the record is committed at C (the commit point);
+//     then every other range makes its writes at C and drops its locks.
+
+// txnLockTTL is how long a transaction's locks hold against others before
+// whoever meets them may abort it: its coordinator is then presumed dead.
+func (s *Server) txnLockTTL() time.Duration { return 4 * s.ElectionTimeout() }
+
+// placeholderGap puts the writes of a txn's first evaluation above any
+// revision the oracle can have handed out since its read revision.
+const placeholderGap = 1 << 40
+
+// errTxnRetry makes crossRangeTxn run the txn again from a new revision.
+var errTxnRetry = errors.New("retry the transaction")
+
+// crossRangeTxn runs a write txn whose keys lie in the data ranges ids
+// (several) atomically.
+func (s *Server) crossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []keys.RangeID) (*pb.TxnResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	spans := txnSpans(req)
+	wait := time.Millisecond
+	for {
+		resp, err := s.tryCrossRangeTxn(ctx, req, ids, spans)
+		if !errors.Is(err, errTxnRetry) {
+			if err != nil {
+				s.metrics.CrossRangeTxns.WithLabelValues("failed").Inc()
+				if ctx.Err() != nil {
+					return nil, rpctypes.ErrGRPCTimeout
+				}
+			}
+			return resp, err
+		}
+		s.metrics.TxnRetries.Inc()
+		// Two transactions that abort each other back off apart.
+		select {
+		case <-ctx.Done():
+			return nil, rpctypes.ErrGRPCTimeout
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// txnSpans returns the spans a txn names.
+func txnSpans(req *pb.TxnRequest) []txnlock.Span {
+	var spans []txnlock.Span
+	kv.TxnKeys(req, func(key, end []byte, _ int64) bool {
+		s, e := kv.RangeBounds(key, end)
+		spans = append(spans, txnlock.Span{Start: s, End: e})
+		return true
+	})
+	return spans
+}
+
+// evalTxn evaluates req on the store at rev, writing at writeRev (0: the
+// next revision), in a batch that is thrown away, and returns the
+// response and the writes.
+func (s *Server) evalTxn(req *pb.TxnRequest, meta kv.Meta, writeRev int64) (*pb.TxnResponse, []txnlock.Write, error) {
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	a := kv.Applier{Batch: b, Meta: &meta, Revision: writeRev}
+	resp, err := a.Txn(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	var writes []txnlock.Write
+	for _, ev := range a.Events {
+		w := txnlock.Write{Key: ev.KV.Key}
+		if ev.Type == mvccpb.DELETE {
+			w.Delete = true
+		} else {
+			w.Value, w.Lease = ev.KV.Value, ev.KV.Lease
+		}
+		writes = append(writes, w)
+	}
+	return resp, writes, nil
+}
+
+func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []keys.RangeID, spans []txnlock.Span) (*pb.TxnResponse, error) {
+	rev, err := s.fenceRanges(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+		return nil, err
+	}
+	compact, err := compactRevisionIn(s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	if compact > rev {
+		return nil, errTxnRetry // a compaction overtook R
+	}
+	meta := kv.Meta{Revision: rev, CompactRevision: compact}
+	// The store may hold versions above R of keys the txn names (the
+	// prewrite will find them, and the txn runs again): its writes are
+	// made far above R here, so that they go above those.
+	resp, writes, err := s.evalTxn(req, meta, rev+placeholderGap)
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			return nil, err
+		}
+		return nil, err // etcd's own error, as applying it at R gives
+	}
+	if len(writes) == 0 {
+		// The branch taken writes nothing: a read at R.
+		s.metrics.CrossRangeTxns.WithLabelValues("read").Inc()
+		resp.Header.Revision = rev
+		return resp, nil
+	}
+
+	set := s.descs.Load()
+	primary := writes[0].Key
+	primaryRange := set.Lookup(primary).RangeID
+	deadline := time.Now().Add(s.txnLockTTL()).UnixMilli()
+	prewrites := map[keys.RangeID]*txnlock.Prewrite{}
+	for _, id := range ids {
+		prewrites[id] = &txnlock.Prewrite{Locks: txnlock.Locks{Txn: rev, Primary: primary, Deadline: deadline}, IsPrimary: id == primaryRange}
+	}
+	for _, sp := range spans {
+		var end []byte
+		if sp.End != nil {
+			end = sp.End
+		} else {
+			end = []byte{0}
+		}
+		for _, d := range set.Overlapping(sp.Start, end) {
+			if p := prewrites[d.RangeID]; p != nil {
+				p.Spans = append(p.Spans, sp)
+			}
+		}
+	}
+	for _, w := range writes {
+		id := set.Lookup(w.Key).RangeID
+		p := prewrites[id]
+		if p == nil {
+			return nil, fmt.Errorf("txn writes %q in range %d, which it does not name", w.Key, id)
+		}
+		p.Writes = append(p.Writes, w)
+	}
+	if _, ok := prewrites[primaryRange]; !ok {
+		return nil, fmt.Errorf("primary %q in range %d, which the txn does not name", primary, primaryRange)
+	}
+	ctx = auth.WithoutFence(ctx) // checked when the request came in
+	cost := quotaCost(req)
+
+	// Every range at once: a lock met before the primary's record exists
+	// gets the record written aborted by whoever meets it, and then the
+	// primary's prewrite fails (the txn runs again).
+	var secondaries []keys.RangeID
+	for _, id := range ids {
+		if id != primaryRange {
+			secondaries = append(secondaries, id)
+		}
+	}
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			_, errs[i] = s.proposeTxnCommand(ctx, id, raftcmd.KindTxnPrewrite, prewrites[id], cost)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, s.afterFailedPrewrite(ctx, rev, primary, primaryRange, secondaries, err)
+		}
+	}
+
+	c, err := s.Revisions(ctx, 1)
+	if err != nil {
+		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
+		return nil, err
+	}
+	commitRev := int64(c)
+	final, finalWrites, err := s.evalTxn(req, meta, commitRev)
+	if err != nil || !sameWrites(writes, finalWrites) {
+		// The locks keep every key the txn names as it was at R: a bug.
+		s.logger.Error("txn evaluated again at its commit revision differs", "txn", rev, "err", err)
+		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
+		return nil, errTxnRetry
+	}
+	_, err = s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnCommit, &txnlock.Commit{Txn: rev, Primary: primary, Rev: commitRev}, 0)
+	var aborted *txnlock.AbortedError
+	if errors.As(err, &aborted) {
+		// Another node found the txn past its deadline and aborted it.
+		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
+		return nil, errTxnRetry
+	}
+	if err != nil {
+		// The commit may or may not have applied: whoever meets the
+		// locks finds out from the record.
+		return nil, err
+	}
+	s.resolveTxnIn(ctx, rev, commitRev, secondaries)
+	s.metrics.CrossRangeTxns.WithLabelValues("committed").Inc()
+	final.Header.Revision = commitRev
+	return final, nil
+}
+
+// sameWrites reports whether two evaluations of a txn write the same.
+func sameWrites(a, b []txnlock.Write) bool {
+	return slices.EqualFunc(a, b, func(x, y txnlock.Write) bool {
+		return string(x.Key) == string(y.Key) && string(x.Value) == string(y.Value) && x.Lease == y.Lease && x.Delete == y.Delete
+	})
+}
+
+// afterFailedPrewrite handles a prewrite's failure: the txn's record is
+// aborted and its locks dropped; if another transaction held a span, it
+// is waited for; the txn then runs again, unless the failure says nothing
+// about the locks (the request timed out, for one).
+func (s *Server) afterFailedPrewrite(ctx context.Context, txn int64, primary []byte, primaryRange keys.RangeID, secondaries []keys.RangeID, err error) error {
+	var locked *txnlock.LockedError
+	var conflict *txnlock.ConflictError
+	var aborted *txnlock.AbortedError
+	s.abortTxn(ctx, txn, primary, primaryRange, secondaries)
+	switch {
+	case errors.As(err, &locked):
+		if err := s.resolveLock(ctx, locked); err != nil {
+			return err
+		}
+		return errTxnRetry
+	case errors.As(err, &conflict), errors.As(err, &aborted):
+		return errTxnRetry
+	}
+	return err
+}
+
+// abortTxn aborts transaction txn's record and drops its locks, as far as
+// it can: what it cannot drop, whoever meets it drops once the record is
+// aborted or past its deadline.
+func (s *Server) abortTxn(ctx context.Context, txn int64, primary []byte, primaryRange keys.RangeID, secondaries []keys.RangeID) {
+	if _, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: txn, Primary: primary, Now: time.Now().UnixMilli(), Abort: true}, 0); err != nil {
+		s.logger.Debug("abort txn", "txn", txn, "err", err)
+		return // its secondaries' locks stay until it is pushed
+	}
+	s.resolveTxnIn(ctx, txn, 0, secondaries)
+}
+
+// resolveTxnIn resolves transaction txn's locks in the ranges ids at rev (0:
+// aborted), all at once.
+func (s *Server) resolveTxnIn(ctx context.Context, txn, rev int64, ids []keys.RangeID) {
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			if _, err := s.proposeTxnCommand(ctx, id, raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Rev: rev}, 0); err != nil {
+				s.logger.Debug("resolve txn", "txn", txn, "range", id, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// proposeTxnCommand proposes one of the commands of transactions across
+// ranges in range id.
+func (s *Server) proposeTxnCommand(ctx context.Context, id keys.RangeID, kind raftcmd.Kind, cmd any, cost int64) (any, error) {
+	return s.proposeIn(ctx, id, kind, txnlock.EncodeCommand(cmd), 0, cost)
+}
+
+// resolveLock resolves a transaction's locks that a command or a read met,
+// in the range of its primary and in range id: it asks the transaction's
+// record, resolves committed locks at their revision, drops aborted ones,
+// and waits while the transaction is pending before its deadline (then
+// aborts it).
+func (s *Server) resolveLock(ctx context.Context, l *txnlock.LockedError) error {
+	primaryRange := s.descs.Load().Lookup(l.Primary).RangeID
+	ctx = auth.WithoutFence(ctx)
+	wait := time.Millisecond
+	for {
+		out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: time.Now().UnixMilli()}, 0)
+		if err != nil {
+			return err
+		}
+		rec, ok := out.(txnlock.Record)
+		if !ok {
+			return fmt.Errorf("push of transaction %d returned %T", l.Txn, out)
+		}
+		switch rec.Status {
+		case txnlock.Committed, txnlock.Aborted:
+			s.metrics.TxnLocksResolved.WithLabelValues(rec.Status.String()).Inc()
+			var others []keys.RangeID
+			for _, id := range s.dataRanges() {
+				if id != primaryRange && s.holdsLocksOf(id, l.Txn) {
+					others = append(others, id)
+				}
+			}
+			s.resolveTxnIn(ctx, l.Txn, rec.CommitRev, others)
+			return nil
+		}
+		// Pending: its coordinator is at work, or dead, and then the
+		// deadline ends it.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// holdsLocksOf reports whether this node's replica of range id holds locks
+// of transaction txn.
+func (s *Server) holdsLocksOf(id keys.RangeID, txn int64) bool {
+	pub := s.rangePublished(id)
+	return pub != nil && datarange.Locks(pub.Derived).Get(txn) != nil
+}
+
+// resolveLocksBelow resolves, in the data ranges ids, the locks of the
+// transactions that started below rev: a read at rev must see what they
+// commit at or below it. Locks taken later commit above rev.
+func (s *Server) resolveLocksBelow(ctx context.Context, ids []keys.RangeID, rev int64) error {
+	for _, id := range ids {
+		pub := s.rangePublished(id)
+		if pub == nil {
+			continue
+		}
+		for _, l := range datarange.Locks(pub.Derived).All() {
+			if l.Txn >= rev {
+				continue
+			}
+			if err := s.resolveLock(ctx, txnlock.Locked(l)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resolveExpiredLocks resolves the locks past their deadline in the data
+// ranges this node leads: a coordinator that died leaves them, and they
+// hold the ranges' closed revision (watches, serializable reads) back.
+func (s *Server) resolveExpiredLocks(ctx context.Context) {
+	now := time.Now().UnixMilli()
+	for _, id := range s.dataRanges() {
+		pub := s.rangePublished(id)
+		if pub == nil || !s.isRangeLeader(id) {
+			continue
+		}
+		for _, l := range datarange.Locks(pub.Derived).All() {
+			if l.Deadline >= now {
+				continue
+			}
+			if err := s.resolveLock(ctx, txnlock.Locked(l)); err != nil {
+				s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
+			}
+		}
+	}
+}
+
+// PendingLocks returns how many transactions hold locks in this node's
+// replicas of the data ranges (summed over the ranges).
+func (s *Server) PendingLocks() int {
+	n := 0
+	for _, id := range s.dataRanges() {
+		if pub := s.rangePublished(id); pub != nil {
+			n += datarange.Locks(pub.Derived).Len()
+		}
+	}
+	return n
+}
+
+// txnLockFloor returns the floor of the locks range id holds in r (0: none),
+// before its replica opens.
+func txnLockFloor(r pebble.Reader, id keys.RangeID) (int64, error) {
+	span := keys.TxnLocksSpan(id)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return 0, err
+	}
+	var floor int64
+	for valid := it.First(); valid; valid = it.Next() {
+		l, err := txnlock.DecodeLocks(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return 0, fmt.Errorf("range %d: %w", id, err)
+		}
+		if floor == 0 || l.Floor < floor {
+			floor = l.Floor
+		}
+	}
+	return floor, it.Close()
+}

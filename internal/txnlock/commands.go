@@ -1,0 +1,55 @@
+package txnlock
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Prewrite locks a transaction's spans in one range and records its writes
+// there (raftcmd.KindTxnPrewrite). The prewrite of the primary's range
+// (Primary set) also writes the transaction's record, pending.
+type Prewrite struct {
+	Locks
+	// IsPrimary is set on the prewrite of the range of the primary key.
+	IsPrimary bool `json:"ip,omitempty"`
+}
+
+// Commit commits a transaction at Rev in the range of its primary key
+// (raftcmd.KindTxnCommit): its record becomes committed, and its locks in
+// that range are resolved. It fails if the record says aborted.
+type Commit struct {
+	Txn     int64  `json:"t"`
+	Primary []byte `json:"p"`
+	Rev     int64  `json:"r"`
+}
+
+// Resolve resolves a transaction's locks in one range (raftcmd.KindTxnResolve):
+// its writes are made at Rev, or, with Rev 0 (aborted), dropped.
+type Resolve struct {
+	Txn int64 `json:"t"`
+	Rev int64 `json:"r,omitempty"`
+}
+
+// Push asks the record of a transaction where it stands, in the range of
+// its primary key (raftcmd.KindTxnPush). A pending record past its deadline
+// at Now (Unix milliseconds, the pusher's clock), or any pending one when
+// Abort is set, becomes aborted; a missing record is written aborted, so
+// that a late prewrite of the primary fails. The result is the Record.
+type Push struct {
+	Txn     int64  `json:"t"`
+	Primary []byte `json:"p"`
+	Now     int64  `json:"n"`
+	Abort   bool   `json:"a,omitempty"`
+}
+
+// EncodeCommand returns the payload of a Prewrite, Commit, Resolve or Push.
+func EncodeCommand(v any) []byte { return Encode(v) }
+
+// DecodeCommand decodes the payload of a command into v (a pointer to one
+// of the command types).
+func DecodeCommand(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	return nil
+}
