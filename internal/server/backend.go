@@ -236,7 +236,7 @@ func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftc
 			switch {
 			case errors.As(res.Err, &locked):
 				rctx, cancel := contextUntil(ctx, timeout)
-				err = s.resolveLock(rctx, locked)
+				err = s.resolveLock(rctx, rangeID, locked)
 				cancel()
 				if err == nil {
 					data = nil

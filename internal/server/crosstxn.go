@@ -205,9 +205,9 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
+	for i, err := range errs {
 		if err != nil {
-			return nil, s.afterFailedPrewrite(ctx, rev, primary, primaryRange, secondaries, err)
+			return nil, s.afterFailedPrewrite(ctx, rev, primary, primaryRange, secondaries, ids[i], err)
 		}
 	}
 
@@ -253,14 +253,14 @@ func sameWrites(a, b []txnlock.Write) bool {
 // aborted and its locks dropped; if another transaction held a span, it
 // is waited for; the txn then runs again, unless the failure says nothing
 // about the locks (the request timed out, for one).
-func (s *Server) afterFailedPrewrite(ctx context.Context, txn int64, primary []byte, primaryRange keys.RangeID, secondaries []keys.RangeID, err error) error {
+func (s *Server) afterFailedPrewrite(ctx context.Context, txn int64, primary []byte, primaryRange keys.RangeID, secondaries []keys.RangeID, id keys.RangeID, err error) error {
 	var locked *txnlock.LockedError
 	var conflict *txnlock.ConflictError
 	var aborted *txnlock.AbortedError
 	s.abortTxn(ctx, txn, primary, primaryRange, secondaries)
 	switch {
 	case errors.As(err, &locked):
-		if err := s.resolveLock(ctx, locked); err != nil {
+		if err := s.resolveLock(ctx, id, locked); err != nil {
 			return err
 		}
 		return errTxnRetry
@@ -301,35 +301,44 @@ func (s *Server) proposeTxnCommand(ctx context.Context, id keys.RangeID, kind ra
 	return s.proposeIn(ctx, id, kind, txnlock.EncodeCommand(cmd), 0, cost)
 }
 
-// resolveLock resolves a transaction's locks that a command or a read met,
-// in the range of its primary and in range id: it asks the transaction's
-// record, resolves committed locks at their revision, drops aborted ones,
-// and waits while the transaction is pending before its deadline (then
-// aborts it).
-func (s *Server) resolveLock(ctx context.Context, l *txnlock.LockedError) error {
+// resolveLock resolves the locks of a transaction that a command or a read
+// met in range id: it asks the transaction's record (in the range of its
+// primary), makes committed locks at their revision and drops aborted ones.
+// While the transaction is pending it waits for its locks to leave this
+// node's replica of range id (its coordinator resolves them), asking the
+// record again now and then, and once its deadline passed (which aborts
+// it).
+func (s *Server) resolveLock(ctx context.Context, id keys.RangeID, l *txnlock.LockedError) error {
 	primaryRange := s.descs.Load().Lookup(l.Primary).RangeID
 	ctx = auth.WithoutFence(ctx)
 	wait := time.Millisecond
+	var asked time.Time
 	for {
-		out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: time.Now().UnixMilli()}, 0)
-		if err != nil {
-			return err
+		if !asked.IsZero() && !s.holdsLocksOf(id, l.Txn) {
+			return nil // resolved meanwhile
 		}
-		rec, ok := out.(txnlock.Record)
-		if !ok {
-			return fmt.Errorf("push of transaction %d returned %T", l.Txn, out)
-		}
-		switch rec.Status {
-		case txnlock.Committed, txnlock.Aborted:
-			s.metrics.TxnLocksResolved.WithLabelValues(rec.Status.String()).Inc()
-			var others []keys.RangeID
-			for _, id := range s.dataRanges() {
-				if id != primaryRange && s.holdsLocksOf(id, l.Txn) {
-					others = append(others, id)
-				}
+		now := time.Now()
+		if asked.IsZero() || now.Sub(asked) >= txnAskInterval || now.UnixMilli() > l.Deadline {
+			asked = now
+			out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: now.UnixMilli()}, 0)
+			if err != nil {
+				return err
 			}
-			s.resolveTxnIn(ctx, l.Txn, rec.CommitRev, others)
-			return nil
+			rec, ok := out.(txnlock.Record)
+			if !ok {
+				return fmt.Errorf("push of transaction %d returned %T", l.Txn, out)
+			}
+			if rec.Status != txnlock.Pending {
+				s.metrics.TxnLocksResolved.WithLabelValues(rec.Status.String()).Inc()
+				var others []keys.RangeID
+				for _, d := range s.dataRanges() {
+					if d != primaryRange && (d == id || s.holdsLocksOf(d, l.Txn)) {
+						others = append(others, d)
+					}
+				}
+				s.resolveTxnIn(ctx, l.Txn, rec.CommitRev, others)
+				return nil
+			}
 		}
 		// Pending: its coordinator is at work, or dead, and then the
 		// deadline ends it.
@@ -338,9 +347,13 @@ func (s *Server) resolveLock(ctx context.Context, l *txnlock.LockedError) error 
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 50*time.Millisecond)
+		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
+
+// txnAskInterval is how often a node waiting for a pending transaction's
+// locks asks its record again (each ask is a Raft command).
+const txnAskInterval = 100 * time.Millisecond
 
 // holdsLocksOf reports whether this node's replica of range id holds locks
 // of transaction txn.
@@ -362,7 +375,7 @@ func (s *Server) resolveLocksBelow(ctx context.Context, ids []keys.RangeID, rev 
 			if l.Txn >= rev {
 				continue
 			}
-			if err := s.resolveLock(ctx, txnlock.Locked(l)); err != nil {
+			if err := s.resolveLock(ctx, id, txnlock.Locked(l)); err != nil {
 				return err
 			}
 		}
@@ -384,7 +397,7 @@ func (s *Server) resolveExpiredLocks(ctx context.Context) {
 			if l.Deadline >= now {
 				continue
 			}
-			if err := s.resolveLock(ctx, txnlock.Locked(l)); err != nil {
+			if err := s.resolveLock(ctx, id, txnlock.Locked(l)); err != nil {
 				s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
 			}
 		}
