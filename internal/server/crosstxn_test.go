@@ -97,8 +97,9 @@ func waitNoPendingLocks(t *testing.T, c *testcluster.Cluster, d time.Duration, p
 
 // crossNemesis injects the faults of the workload tests from the test's
 // goroutine: it moves the leadership to a follower, moves it again, crashes
-// the leader and restarts it, each once reached(i) (i = 0..3) says the
-// workload progressed far enough. reached returns false when the workload
+// the leader and restarts it, then isolates the leader and heals the
+// network, each once reached(i) (i = 0..4) says the workload progressed far
+// enough. reached returns false when the workload
 // failed: the faults left are skipped (a crashed member is still
 // restarted).
 func crossNemesis(t *testing.T, ctx context.Context, c *testcluster.Cluster, reached func(step int) bool) {
@@ -136,9 +137,20 @@ func crossNemesis(t *testing.T, ctx context.Context, c *testcluster.Cluster, rea
 	l := c.WaitLeader()
 	l.Crash()
 	t.Logf("%s: leader %s crashed", time.Since(start).Round(time.Millisecond), l.Name)
-	reached(3)
+	if !reached(3) {
+		l.Restart()
+		return
+	}
 	l.Restart()
 	t.Logf("%s: %s restarted", time.Since(start).Round(time.Millisecond), l.Name)
+	// The leader cut off from the others (a partition): the majority
+	// elects another while it still believes it leads.
+	l = c.WaitLeader()
+	c.Isolate(l)
+	t.Logf("%s: leader %s isolated", time.Since(start).Round(time.Millisecond), l.Name)
+	reached(4)
+	c.Heal()
+	t.Logf("%s: network healed", time.Since(start).Round(time.Millisecond))
 }
 
 // ---------------------------------------------------------------------------
@@ -478,7 +490,7 @@ func TestCrossRangeBank(t *testing.T) {
 	}
 
 	total := int64(bankWorkers * bankTransfersPerWorker)
-	fractions := []float64{0.15, 0.30, 0.45, 0.65}
+	fractions := []float64{0.15, 0.30, 0.45, 0.60, 0.80}
 	crossNemesis(t, ctx, c, func(step int) bool {
 		want := int64(fractions[step] * float64(total))
 		for transfers.Load() < want {
@@ -1156,7 +1168,7 @@ func TestCrossRangeTxnsLinearizable(t *testing.T) {
 		close(clientsEnd)
 	}()
 	total := float64(xlinClients * xlinOpsPerClient)
-	fractions := []float64{0.15, 0.30, 0.45, 0.65}
+	fractions := []float64{0.15, 0.30, 0.45, 0.60, 0.80}
 	crossNemesis(t, ctx, c, func(step int) bool {
 		want := int64(fractions[step] * total)
 		for done.Load() < want {
