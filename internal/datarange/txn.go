@@ -109,6 +109,11 @@ func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
 		if err := a.resolveTxn(r.Txn, r.Rev); err != nil {
 			return Result{}, err
 		}
+		if r.Forget {
+			if err := a.b.Delete(keys.TxnRecordKey(a.m.cfg.RangeID, r.Txn), nil); err != nil {
+				return Result{}, err
+			}
+		}
 		return Result{}, nil
 	case raftcmd.KindTxnPush:
 		var p txnlock.Push

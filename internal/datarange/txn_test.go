@@ -183,9 +183,19 @@ func TestTxnLocksHoldAndCommit(t *testing.T) {
 	if e, ok := Index(r.m.Published()).Get([]byte("a")); !ok || e.ModRevision != 11 || e.Version != 2 {
 		t.Fatalf("index entry of a: got %+v (live %v), want version 2 at 11", e, ok)
 	}
-	// Committing again answers the same.
+	// Committing again answers the same; once forgotten, the record is
+	// gone, and a commit of it fails.
 	if res, _ = r.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 8, Primary: []byte("a"), Rev: 11}); res.Err != nil {
 		t.Fatalf("commit proposed again: %v", res.Err)
+	}
+	if res, _ = r.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 8, Forget: true}); res.Err != nil {
+		t.Fatalf("forget 8: %v", res.Err)
+	}
+	if _, ok, err := (&batch{m: r.m, b: r.db.NewIndexedBatch()}).record(8); err != nil || ok {
+		t.Fatalf("record of 8 after it was forgotten: found %v (%v), want none", ok, err)
+	}
+	if got := r.get("a"); got != "t8@11" {
+		t.Fatalf("a after its record was forgotten: got %s, want t8@11", got)
 	}
 
 	// Transaction 13 commits a at 15, above the range's revision: a write

@@ -175,6 +175,13 @@ func TxnRecordKey(id RangeID, txn int64) []byte {
 	return binary.BigEndian.AppendUint64(rangeLocalKey(replicatedPrefix, id, txnRecordSuffix, 8), uint64(txn))
 }
 
+// TxnRecordSpan covers the records of every transaction whose primary key
+// data range id holds.
+func TxnRecordSpan(id RangeID) Span {
+	start := rangeLocalKey(replicatedPrefix, id, txnRecordSuffix, 0)
+	return Span{Start: start, End: PrefixEnd(start)}
+}
+
 // TxnStateKey holds, in data range id, the highest revision a transaction
 // across ranges committed at there.
 func TxnStateKey(id RangeID) []byte {

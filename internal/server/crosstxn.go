@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -236,7 +237,9 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 		// locks finds out from the record.
 		return nil, err
 	}
-	s.resolveTxnIn(ctx, rev, commitRev, secondaries)
+	if s.resolveTxnIn(ctx, rev, commitRev, secondaries) {
+		s.forgetTxn(rev, primaryRange)
+	}
 	s.metrics.CrossRangeTxns.WithLabelValues("committed").Inc()
 	final.Header.Revision = commitRev
 	return final, nil
@@ -278,21 +281,39 @@ func (s *Server) abortTxn(ctx context.Context, txn int64, primary []byte, primar
 		s.logger.Debug("abort txn", "txn", txn, "err", err)
 		return // its secondaries' locks stay until it is pushed
 	}
-	s.resolveTxnIn(ctx, txn, 0, secondaries)
+	if s.resolveTxnIn(ctx, txn, 0, secondaries) {
+		s.forgetTxn(txn, primaryRange)
+	}
+}
+
+// forgetTxn deletes the record of transaction txn, whose locks are all
+// resolved, in the background: the client's answer does not wait for it.
+// A record left behind (the node stopped first) is a few bytes.
+func (s *Server) forgetTxn(txn int64, primaryRange keys.RangeID) {
+	s.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		if _, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Forget: true}, 0); err != nil {
+			s.logger.Debug("forget txn record", "txn", txn, "err", err)
+		}
+	})
 }
 
 // resolveTxnIn resolves transaction txn's locks in the ranges ids at rev (0:
-// aborted), all at once.
-func (s *Server) resolveTxnIn(ctx context.Context, txn, rev int64, ids []keys.RangeID) {
+// aborted), all at once, and reports whether every range did.
+func (s *Server) resolveTxnIn(ctx context.Context, txn, rev int64, ids []keys.RangeID) bool {
 	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for _, id := range ids {
 		wg.Go(func() {
 			if _, err := s.proposeTxnCommand(ctx, id, raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Rev: rev}, 0); err != nil {
+				failed.Store(true)
 				s.logger.Debug("resolve txn", "txn", txn, "range", id, "err", err)
 			}
 		})
 	}
 	wg.Wait()
+	return !failed.Load()
 }
 
 // proposeTxnCommand proposes one of the commands of transactions across
@@ -402,6 +423,27 @@ func (s *Server) resolveExpiredLocks(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// TxnRecords returns how many transaction records this node's replicas of
+// the data ranges hold: those of transactions whose locks are not all
+// resolved yet, and the few left behind.
+func (s *Server) TxnRecords() (int, error) {
+	n := 0
+	for _, id := range s.dataRanges() {
+		span := keys.TxnRecordSpan(id)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+		if err != nil {
+			return 0, err
+		}
+		for valid := it.First(); valid; valid = it.Next() {
+			n++
+		}
+		if err := it.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // PendingLocks returns how many transactions hold locks in this node's

@@ -1552,6 +1552,16 @@ func TestCrossRangeTxnSemantics(t *testing.T) {
 		want(fmt.Sprintf("watch events at revision %d", rev), got[rev], sortEvents(strings.Split(w, "; ")))
 	}
 	waitNoPendingLocks(t, c, 10*time.Second, nil)
+	// Every transaction ended without a fault: their records are deleted.
+	for _, n := range c.Nodes() {
+		waitFor(t, 10*time.Second, n.Name+"'s transaction records", func() (bool, string) {
+			recs, err := n.Server().TxnRecords()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return recs == 0, fmt.Sprintf("%d records", recs)
+		})
+	}
 }
 
 // sortEvents orders descriptions of one revision's events ("PUT k=v (prev)",

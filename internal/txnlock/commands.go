@@ -24,10 +24,15 @@ type Commit struct {
 }
 
 // Resolve resolves a transaction's locks in one range (raftcmd.KindTxnResolve):
-// its writes are made at Rev, or, with Rev 0 (aborted), dropped.
+// its writes are made at Rev, or, with Rev 0 (aborted), dropped. Forget,
+// sent to the range of the primary once every lock of the transaction is
+// resolved, also deletes its record: a lock met later (none can be, but a
+// replica that lags may still show one) finds no record, which reads as
+// aborted, and its resolution is then a no-op where the lock is gone.
 type Resolve struct {
-	Txn int64 `json:"t"`
-	Rev int64 `json:"r,omitempty"`
+	Txn    int64 `json:"t"`
+	Rev    int64 `json:"r,omitempty"`
+	Forget bool  `json:"f,omitempty"`
 }
 
 // Push asks the record of a transaction where it stands, in the range of
