@@ -111,7 +111,17 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 
 // Published implements rangesm.StateMachine: the index of the keys live in
 // the state being published, and the transactions' locks (Index, Locks).
-func (m *Machine) Published() any { return &published{index: m.indexSnap, locks: m.locks} }
+func (m *Machine) Published() any {
+	return &published{index: m.indexSnap, locks: m.locks, maxCommit: m.maxCommit}
+}
+
+// end is the range's end bound for spans (nil: none).
+func (m *Machine) end() []byte {
+	if len(m.cfg.End) == 0 {
+		return nil
+	}
+	return m.cfg.End
+}
 
 // Index returns the index of live keys a published state carries in its
 // Derived field (Machine.Published), or nil.

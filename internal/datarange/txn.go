@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
@@ -79,10 +80,32 @@ func Locks(state any) *txnlock.Table {
 	return nil
 }
 
+// MaxCommit returns the highest revision a transaction across ranges
+// committed at in the range, as a published state (Machine.Published)
+// says: the range holds versions up to there, maybe above its revision.
+func MaxCommit(state any) int64 {
+	if p, ok := state.(*published); ok {
+		return p.maxCommit
+	}
+	return 0
+}
+
 // published is what the machine publishes with each applied state.
 type published struct {
-	index *keyindex.Snapshot
-	locks *txnlock.Table
+	index     *keyindex.Snapshot
+	locks     *txnlock.Table
+	maxCommit int64
+}
+
+// LoadTxnState reads, before data range id's replica opens, the floor of
+// its locks (0: none) and the highest revision a transaction committed at
+// in it.
+func LoadTxnState(r pebble.Reader, id keys.RangeID) (floor, maxCommit int64, err error) {
+	m := &Machine{cfg: Config{RangeID: id}}
+	if err := m.loadTxns(r); err != nil {
+		return 0, 0, fmt.Errorf("range %d: %w", id, err)
+	}
+	return m.locks.Floor(), m.maxCommit, nil
 }
 
 // applyTxnCommand applies one of the commands of transactions across
@@ -152,6 +175,21 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 	if a.locks.Get(p.Txn) != nil {
 		return Result{}, nil // proposed again: taken already
 	}
+	if a.st.NoSpace && len(p.Writes) > 0 {
+		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
+	}
+	// Only the range's own keys: the store holds the other ranges' too,
+	// which each replica may have applied to a different point.
+	spans := p.Spans[:0:0]
+	for _, s := range p.Spans {
+		if c, ok := s.Clip(a.m.cfg.Start, a.m.end()); ok {
+			spans = append(spans, c)
+		}
+	}
+	if len(spans) == 0 {
+		return Result{Err: fmt.Errorf("prewrite of transaction %d names no key of range %d", p.Txn, a.m.cfg.RangeID)}, nil
+	}
+	p.Spans = spans
 	for _, s := range p.Spans {
 		if l := a.locks.Conflict(s, p.Txn); l != nil {
 			return Result{Err: txnlock.Locked(l)}, nil
@@ -256,6 +294,10 @@ func (a *batch) push(p *txnlock.Push) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if !ok && !p.Abort && p.Now <= p.Deadline {
+		// The primary's prewrite may still come: nothing is written.
+		return Result{Resp: txnlock.Record{Status: txnlock.Pending, Deadline: p.Deadline}}, nil
+	}
 	if !ok || (rec.Status == txnlock.Pending && (p.Abort || p.Now > rec.Deadline)) {
 		rec = txnlock.Record{Status: txnlock.Aborted}
 		if err := a.setRecord(p.Txn, rec); err != nil {
@@ -304,10 +346,13 @@ func newestAbove(r pebble.Reader, s txnlock.Span, rev int64) (int64, error) {
 }
 
 // checkTxnLocks fails a stamped command that names a key another
-// transaction holds a lock on (LockedError), or that is stamped below a
-// version of a key it names that a transaction committed at
-// (TooOldError). Nothing is checked while the range holds no lock and
-// the stamp is above every commit revision: always, with one data range.
+// transaction holds a lock on (LockedError), or that is stamped at or
+// below the highest revision a transaction committed at in the range
+// (TooOldError: a stamp handed out before that commit but appended after
+// it may touch a key the transaction read at its read revision, which
+// would then have changed before its commit). Nothing is checked while the
+// range holds no lock and the stamp is above every commit revision:
+// always, with one data range.
 func (a *batch) checkTxnLocks(cmd raftcmd.Command, req any) (refused, err error) {
 	stamp := int64(cmd.Revision)
 	if a.locks.Len() == 0 && (stamp == 0 || stamp > a.maxCommit) {
@@ -323,15 +368,10 @@ func (a *batch) checkTxnLocks(cmd raftcmd.Command, req any) (refused, err error)
 		}
 	}
 	if stamp != 0 && stamp <= a.maxCommit {
-		for _, s := range spans {
-			newer, err := newestAbove(a.b, s, stamp)
-			if err != nil {
-				return nil, err
-			}
-			if newer > 0 {
-				return &txnlock.TooOldError{Stamp: stamp, Newer: newer}, nil
-			}
-		}
+		// Stamped before a transaction committed here at maxCommit, it
+		// may touch a key the transaction wrote, or only read: either
+		// way it must come after it.
+		return &txnlock.TooOldError{Stamp: stamp, Newer: a.maxCommit}, nil
 	}
 	return nil, nil
 }

@@ -23,16 +23,21 @@ type txnRange struct {
 	m     *Machine
 	st    rangesm.AppliedState
 	index uint64
+	// start and end bound the range's keys.
+	start, end []byte
 }
 
-func newTxnRange(t *testing.T) *txnRange {
+func newTxnRange(t *testing.T) *txnRange { return newTxnRangeOver(t, nil, nil) }
+
+// newTxnRangeOver is newTxnRange for a range over [start, end).
+func newTxnRangeOver(t *testing.T, start, end []byte) *txnRange {
 	t.Helper()
 	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	r := &txnRange{t: t, db: db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10}
+	r := &txnRange{t: t, db: db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: start, end: end}
 	r.m = r.open()
 	return r
 }
@@ -40,7 +45,7 @@ func newTxnRange(t *testing.T) *txnRange {
 // open returns a machine loaded from the store (as at a restart).
 func (r *txnRange) open() *Machine {
 	r.t.Helper()
-	m, err := New(Config{RangeID: 2, NodeID: 1, DB: r.db})
+	m, err := New(Config{RangeID: 2, NodeID: 1, DB: r.db, Start: r.start, End: r.end})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -199,8 +204,9 @@ func TestTxnLocksHoldAndCommit(t *testing.T) {
 	}
 
 	// Transaction 13 commits a at 15, above the range's revision: a write
-	// of a stamped 14 must take a new stamp (also after a restart), one
-	// of b stamped 14 goes, and one of a stamped 16 too.
+	// stamped 14 must take a new stamp (also after a restart), whichever
+	// key it names (the transaction may have read it), and one stamped 16
+	// goes.
 	if res, _ = r.txnCmd(raftcmd.KindTxnPrewrite, prewrite(13, "a", true, 1000, []txnlock.Span{point("a")}, txnlock.Write{Key: []byte("a"), Value: []byte("t13")})); res.Err != nil {
 		t.Fatalf("prewrite of 13: %v", res.Err)
 	}
@@ -211,8 +217,8 @@ func TestTxnLocksHoldAndCommit(t *testing.T) {
 	if err := r.put("a", "late", 14); !isErr[*txnlock.TooOldError](err) {
 		t.Fatalf("put of a stamped 14, below its commit at 15: got %v, want a TooOldError", err)
 	}
-	if err := r.put("b", "ok", 14); err != nil {
-		t.Fatalf("put of b stamped 14 (b has no version above): %v", err)
+	if err := r.put("b", "late", 14); !isErr[*txnlock.TooOldError](err) {
+		t.Fatalf("put of b stamped 14, below a commit at 15: got %v, want a TooOldError", err)
 	}
 	if err := r.put("a", "new", 16); err != nil {
 		t.Fatalf("put of a stamped 16: %v", err)
@@ -269,8 +275,19 @@ func TestTxnPushAbortsAndResolves(t *testing.T) {
 
 	// A transaction with no record is recorded aborted: its primary's
 	// prewrite, arriving late, fails.
-	if rec := push(22, "q", 0, false); rec.Status != txnlock.Aborted {
-		t.Fatalf("push of a transaction without a record: got %v, want aborted", rec.Status)
+	pushLock := func(txn int64, primary string, now, deadline int64) txnlock.Record {
+		t.Helper()
+		res, _ := r.txnCmd(raftcmd.KindTxnPush, &txnlock.Push{Txn: txn, Primary: []byte(primary), Now: now, Deadline: deadline})
+		if res.Err != nil {
+			t.Fatalf("push of %d: %v", txn, res.Err)
+		}
+		return res.Resp.(txnlock.Record)
+	}
+	if rec := pushLock(22, "q", 500, 1000); rec.Status != txnlock.Pending {
+		t.Fatalf("push of a transaction without a record, before its lock's deadline: got %v, want pending", rec.Status)
+	}
+	if rec := pushLock(22, "q", 1001, 1000); rec.Status != txnlock.Aborted {
+		t.Fatalf("push of a transaction without a record, past its lock's deadline: got %v, want aborted", rec.Status)
 	}
 	res, _ = r.txnCmd(raftcmd.KindTxnPrewrite, prewrite(22, "q", true, 1000, []txnlock.Span{point("q")}))
 	if !isErr[*txnlock.AbortedError](res.Err) {
@@ -282,5 +299,32 @@ func TestTxnPushAbortsAndResolves(t *testing.T) {
 	if res.Err != nil || !out.TxnLocksChanged || len(out.Events) != 0 || Locks(r.m.Published()).Len() != 0 {
 		t.Fatalf("aborting resolve: err %v, locks changed %v, %d events, %d locks left; want no error, a change, no event, none left",
 			res.Err, out.TxnLocksChanged, len(out.Events), Locks(r.m.Published()).Len())
+	}
+}
+
+// TestTxnPrewriteSeesOnlyItsRange: a prewrite's span may reach past its
+// range; the keys of other ranges, which share the store and which each
+// replica may have applied to a different point, must not decide it (a
+// review found replicas disagreeing on one prewrite).
+func TestTxnPrewriteSeesOnlyItsRange(t *testing.T) {
+	r := newTxnRangeOver(t, nil, []byte("m"))
+	// Another range's key, written above the transaction's read revision.
+	b := r.db.NewBatch()
+	if _, err := mvcc.PutNew(b, []byte("x"), []byte("other"), 0, 30, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := r.txnCmd(raftcmd.KindTxnPrewrite, prewrite(20, "a", true, 1000, []txnlock.Span{{Start: []byte("a"), End: []byte("z")}}))
+	if res.Err != nil {
+		t.Fatalf("prewrite of [a, z) in range [, m) with x changed at 30 in another range: %v", res.Err)
+	}
+	l := Locks(r.m.Published()).Get(20)
+	if l == nil || len(l.Spans) != 1 || string(l.Spans[0].End) != "m" {
+		t.Fatalf("locks taken: got %+v, want [a, m)", l)
+	}
+	if err := r.put("n", "v", 40); err == nil {
+		t.Fatal("put of n, outside the range: got no error")
 	}
 }

@@ -65,6 +65,11 @@ type Effects struct {
 	// none): no transaction holding them commits at or below it.
 	TxnLocksChanged bool
 	TxnLockFloor    int64
+	// TxnMaxCommit, set with SnapshotInstalled (by the node, from the
+	// installed state), is the highest revision a transaction across
+	// ranges committed at in the range: it may hold versions up to there,
+	// above its revision.
+	TxnMaxCommit int64
 	// Extensions are what the data range's extensions (job queues, rate
 	// limiters) recorded for their services on this node, in apply order;
 	// each service knows its own types.

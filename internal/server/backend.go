@@ -427,10 +427,11 @@ func (s *Server) view() (*replica.View, kv.Meta, error) {
 
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	touched := func() []keys.RangeID {
+	touched := func() ([]keys.RangeID, []txnlock.Span) {
 		var r router
 		r.key(s.descs.Load(), req.Key, req.RangeEnd)
-		return r.ids
+		start, end := kv.RangeBounds(req.Key, req.RangeEnd)
+		return r.ids, []txnlock.Span{{Start: start, End: end}}
 	}
 	return read(ctx, s, !req.Serializable, touched, func(r pebble.Reader, idx *keyindex.Snapshot, m kv.Meta) (*pb.RangeResponse, error) {
 		return kv.Range(r, idx, m, req)
@@ -439,10 +440,10 @@ func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	touched := func() []keys.RangeID {
+	touched := func() ([]keys.RangeID, []txnlock.Span) {
 		var r router
 		r.txn(s.descs.Load(), req)
-		return r.ids
+		return r.ids, txnSpans(req)
 	}
 	return read(ctx, s, true, touched, func(r pebble.Reader, idx *keyindex.Snapshot, m kv.Meta) (*pb.TxnResponse, error) {
 		return kv.ReadTxn(r, idx, m, req)
@@ -455,17 +456,17 @@ func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 // a revision from the oracle after fences on the ranges it touches
 // (readAtOracle), and with several a serializable one at the revision the
 // node knows they are closed at (readResolved).
-func read[T any](ctx context.Context, s *Server, linearizable bool, touched func() []keys.RangeID, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
+func read[T any](ctx context.Context, s *Server, linearizable bool, touched func() ([]keys.RangeID, []txnlock.Span), fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	if s.multiRange() || (linearizable && s.cfg.ReadsAtOracleRevision) {
-		ids := touched()
+		ids, spans := touched()
 		if len(ids) == 0 {
 			ids = s.dataRanges()[:1] // an empty span: any range answers it alike
 		}
 		if !linearizable {
 			return readResolved(s, ids, fn)
 		}
-		return readAtOracle(ctx, s, ids, fn)
+		return readAtOracle(ctx, s, ids, spans, fn)
 	}
 	if linearizable {
 		if err := s.linearize(ctx); err != nil {
@@ -505,7 +506,7 @@ func (s *Server) compactRanges(ctx context.Context, req *pb.CompactionRequest) (
 	}
 	// What transactions across ranges commit at or below the compaction
 	// revision is made first, so that nothing appears below it after.
-	if err := s.resolveLocksBelow(ctx, s.dataRanges(), cur); err != nil {
+	if err := s.resolveLocksBelow(ctx, s.dataRanges(), cur, nil); err != nil {
 		return nil, err
 	}
 	if req.Revision > cur {

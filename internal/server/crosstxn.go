@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -70,7 +69,7 @@ func (s *Server) crossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []ke
 			if err != nil {
 				s.metrics.CrossRangeTxns.WithLabelValues("failed").Inc()
 				if ctx.Err() != nil {
-					return nil, rpctypes.ErrGRPCTimeout
+					return nil, ctxError(ctx)
 				}
 			}
 			return resp, err
@@ -79,11 +78,20 @@ func (s *Server) crossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []ke
 		// Two transactions that abort each other back off apart.
 		select {
 		case <-ctx.Done():
-			return nil, rpctypes.ErrGRPCTimeout
+			return nil, ctxError(ctx)
 		case <-time.After(wait/2 + rand.N(wait)):
 		}
 		wait = min(2*wait, 50*time.Millisecond)
 	}
+}
+
+// ctxError is the error of a request whose context ended: cancelled by the
+// client, or past its deadline.
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return rpctypes.ErrGRPCTimeout
+	}
+	return ctx.Err()
 }
 
 // txnSpans returns the spans a txn names.
@@ -126,7 +134,7 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 	if err != nil {
 		return nil, err
 	}
-	if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+	if err := s.resolveLocksBelow(ctx, ids, rev, spans); err != nil {
 		return nil, err
 	}
 	compact, err := compactRevisionIn(s.db, ids)
@@ -170,8 +178,13 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 			end = []byte{0}
 		}
 		for _, d := range set.Overlapping(sp.Start, end) {
-			if p := prewrites[d.RangeID]; p != nil {
-				p.Spans = append(p.Spans, sp)
+			p := prewrites[d.RangeID]
+			var dEnd []byte
+			if len(d.End) > 0 {
+				dEnd = d.End
+			}
+			if c, ok := sp.Clip(d.Start, dEnd); p != nil && ok {
+				p.Spans = append(p.Spans, c)
 			}
 		}
 	}
@@ -227,17 +240,27 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 	}
 	_, err = s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnCommit, &txnlock.Commit{Txn: rev, Primary: primary, Rev: commitRev}, 0)
 	var aborted *txnlock.AbortedError
+	if err != nil && !errors.As(err, &aborted) {
+		// The commit may or may not have applied: the record says, and
+		// aborts the txn if it did not.
+		out, perr := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: rev, Primary: primary, Now: time.Now().UnixMilli(), Abort: true}, 0)
+		rec, _ := out.(txnlock.Record)
+		switch {
+		case perr != nil:
+			return nil, err // whoever meets the locks finds out
+		case rec.Status == txnlock.Committed && rec.CommitRev == commitRev:
+			err = nil
+		default:
+			err = &txnlock.AbortedError{Txn: rev}
+		}
+	}
 	if errors.As(err, &aborted) {
-		// Another node found the txn past its deadline and aborted it.
+		// Aborted by another node that found the txn past its deadline,
+		// or by the push above.
 		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
 		return nil, errTxnRetry
 	}
-	if err != nil {
-		// The commit may or may not have applied: whoever meets the
-		// locks finds out from the record.
-		return nil, err
-	}
-	if s.resolveTxnIn(ctx, rev, commitRev, secondaries) {
+	if s.resolveTxnIn(ctx, rev, commitRev, secondaries) == nil {
 		s.forgetTxn(rev, primaryRange)
 	}
 	s.metrics.CrossRangeTxns.WithLabelValues("committed").Inc()
@@ -281,7 +304,7 @@ func (s *Server) abortTxn(ctx context.Context, txn int64, primary []byte, primar
 		s.logger.Debug("abort txn", "txn", txn, "err", err)
 		return // its secondaries' locks stay until it is pushed
 	}
-	if s.resolveTxnIn(ctx, txn, 0, secondaries) {
+	if s.resolveTxnIn(ctx, txn, 0, secondaries) == nil {
 		s.forgetTxn(txn, primaryRange)
 	}
 }
@@ -300,20 +323,22 @@ func (s *Server) forgetTxn(txn int64, primaryRange keys.RangeID) {
 }
 
 // resolveTxnIn resolves transaction txn's locks in the ranges ids at rev (0:
-// aborted), all at once, and reports whether every range did.
-func (s *Server) resolveTxnIn(ctx context.Context, txn, rev int64, ids []keys.RangeID) bool {
+// aborted), all at once; it fails if a range did not.
+func (s *Server) resolveTxnIn(ctx context.Context, txn, rev int64, ids []keys.RangeID) error {
+	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
-	var failed atomic.Bool
-	for _, id := range ids {
+	for i, id := range ids {
 		wg.Go(func() {
-			if _, err := s.proposeTxnCommand(ctx, id, raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Rev: rev}, 0); err != nil {
-				failed.Store(true)
-				s.logger.Debug("resolve txn", "txn", txn, "range", id, "err", err)
-			}
+			_, errs[i] = s.proposeTxnCommand(ctx, id, raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Rev: rev}, 0)
 		})
 	}
 	wg.Wait()
-	return !failed.Load()
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("resolve transaction %d in range %d: %w", txn, ids[i], err)
+		}
+	}
+	return nil
 }
 
 // proposeTxnCommand proposes one of the commands of transactions across
@@ -341,7 +366,7 @@ func (s *Server) resolveLock(ctx context.Context, id keys.RangeID, l *txnlock.Lo
 		now := time.Now()
 		if asked.IsZero() || now.Sub(asked) >= txnAskInterval || now.UnixMilli() > l.Deadline {
 			asked = now
-			out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: now.UnixMilli()}, 0)
+			out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: now.UnixMilli(), Deadline: l.Deadline}, 0)
 			if err != nil {
 				return err
 			}
@@ -357,8 +382,7 @@ func (s *Server) resolveLock(ctx context.Context, id keys.RangeID, l *txnlock.Lo
 						others = append(others, d)
 					}
 				}
-				s.resolveTxnIn(ctx, l.Txn, rec.CommitRev, others)
-				return nil
+				return s.resolveTxnIn(ctx, l.Txn, rec.CommitRev, others)
 			}
 		}
 		// Pending: its coordinator is at work, or dead, and then the
@@ -383,10 +407,25 @@ func (s *Server) holdsLocksOf(id keys.RangeID, txn int64) bool {
 	return pub != nil && datarange.Locks(pub.Derived).Get(txn) != nil
 }
 
-// resolveLocksBelow resolves, in the data ranges ids, the locks of the
-// transactions that started below rev: a read at rev must see what they
-// commit at or below it. Locks taken later commit above rev.
-func (s *Server) resolveLocksBelow(ctx context.Context, ids []keys.RangeID, rev int64) error {
+// resolveLocksBelow resolves, in the data ranges ids, the locks over spans
+// (nil: any) of the transactions that started below rev: a read at rev must
+// see what they commit at or below it. Locks taken later commit above rev.
+// It returns once this node's replicas hold none of them.
+func (s *Server) resolveLocksBelow(ctx context.Context, ids []keys.RangeID, rev int64, spans []txnlock.Span) error {
+	for {
+		id, l := s.lockBelow(ids, rev, spans)
+		if l == nil {
+			return nil
+		}
+		if err := s.resolveLock(ctx, id, txnlock.Locked(l)); err != nil {
+			return err
+		}
+	}
+}
+
+// lockBelow returns a lock in this node's replicas of the ranges ids of a
+// transaction that started below rev over one of spans (nil: any).
+func (s *Server) lockBelow(ids []keys.RangeID, rev int64, spans []txnlock.Span) (keys.RangeID, *txnlock.Locks) {
 	for _, id := range ids {
 		pub := s.rangePublished(id)
 		if pub == nil {
@@ -396,30 +435,42 @@ func (s *Server) resolveLocksBelow(ctx context.Context, ids []keys.RangeID, rev 
 			if l.Txn >= rev {
 				continue
 			}
-			if err := s.resolveLock(ctx, id, txnlock.Locked(l)); err != nil {
-				return err
+			if spans == nil || slices.ContainsFunc(spans, l.Overlaps) {
+				return id, l
 			}
 		}
 	}
-	return nil
+	return 0, nil
 }
 
-// resolveExpiredLocks resolves the locks past their deadline in the data
-// ranges this node leads: a coordinator that died leaves them, and they
-// hold the ranges' closed revision (watches, serializable reads) back.
-func (s *Server) resolveExpiredLocks(ctx context.Context) {
-	now := time.Now().UnixMilli()
-	for _, id := range s.dataRanges() {
-		pub := s.rangePublished(id)
-		if pub == nil || !s.isRangeLeader(id) {
-			continue
+// expiredLocksLoop resolves, every close interval, the locks past their
+// deadline in the data ranges this node leads: a coordinator that died
+// leaves them, and they hold the ranges' closed revision (watches,
+// serializable reads) back.
+func (s *Server) expiredLocksLoop(ctx context.Context) {
+	t := time.NewTicker(s.closeInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		for _, l := range datarange.Locks(pub.Derived).All() {
-			if l.Deadline >= now {
+		now := time.Now().UnixMilli()
+		for _, id := range s.dataRanges() {
+			pub := s.rangePublished(id)
+			if pub == nil || !s.isRangeLeader(id) {
 				continue
 			}
-			if err := s.resolveLock(ctx, id, txnlock.Locked(l)); err != nil {
-				s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
+			for _, l := range datarange.Locks(pub.Derived).All() {
+				if l.Deadline >= now {
+					continue
+				}
+				rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+				if err := s.resolveLock(rctx, id, txnlock.Locked(l)); err != nil && ctx.Err() == nil {
+					s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
+				}
+				cancel()
 			}
 		}
 	}
@@ -456,26 +507,4 @@ func (s *Server) PendingLocks() int {
 		}
 	}
 	return n
-}
-
-// txnLockFloor returns the floor of the locks range id holds in r (0: none),
-// before its replica opens.
-func txnLockFloor(r pebble.Reader, id keys.RangeID) (int64, error) {
-	span := keys.TxnLocksSpan(id)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
-	if err != nil {
-		return 0, err
-	}
-	var floor int64
-	for valid := it.First(); valid; valid = it.Next() {
-		l, err := txnlock.DecodeLocks(it.Value())
-		if err != nil {
-			_ = it.Close()
-			return 0, fmt.Errorf("range %d: %w", id, err)
-		}
-		if floor == 0 || l.Floor < floor {
-			floor = l.Floor
-		}
-	}
-	return floor, it.Close()
 }

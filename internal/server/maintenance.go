@@ -64,7 +64,7 @@ func (s *Server) hashKVRanges(ctx context.Context, rev int64) (*pb.HashKVRespons
 	if rev == 0 {
 		out, err = readResolved(s, s.dataRanges(), fn)
 	} else {
-		out, err = readAtOracle(ctx, s, s.dataRanges(), fn)
+		out, err = readAtOracle(ctx, s, s.dataRanges(), nil, fn)
 	}
 	if err != nil {
 		return nil, err
@@ -270,7 +270,7 @@ func (s *Server) snapshotRanges(ctx context.Context, w io.Writer) (int64, error)
 		if err != nil {
 			return 0, fmt.Errorf("fence the data ranges for a backup: %w", err)
 		}
-		if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+		if err := s.resolveLocksBelow(ctx, ids, rev, nil); err != nil {
 			return 0, fmt.Errorf("resolve transactions for a backup: %w", err)
 		}
 		snap := s.db.NewSnapshot()

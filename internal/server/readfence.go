@@ -19,6 +19,7 @@ import (
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/txnlock"
 )
 
 // Reads at a revision from the oracle: the store's state at one revision
@@ -110,12 +111,13 @@ func (s *Server) fenceLocal(ctx context.Context, id keys.RangeID, rev uint64) (i
 }
 
 // readAtOracle serves fn from the store at a revision from the oracle
-// after read fences on the data ranges ids (fenceRanges): the meta fn gets
-// has that revision, so reads at the current revision are MVCC reads at
-// it. The first data range's index of live keys goes with the view only
+// after read fences on the data ranges ids (fenceRanges), once the locks
+// over spans (nil: any) of transactions that started below it are resolved
+// here: the meta fn gets has that revision, so reads at the current
+// revision are MVCC reads at it. The first data range's index of live keys goes with the view only
 // when that range is the only one (kv uses it only if it is at the
 // revision read).
-func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
+func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, spans []txnlock.Span, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	for round := 1; ; round++ {
 		rev, err := s.fenceRanges(ctx, ids)
@@ -124,7 +126,7 @@ func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, fn 
 		}
 		// What transactions across ranges that started below rev commit
 		// is at or below it: resolved before the view is taken.
-		if err := s.resolveLocksBelow(ctx, ids, rev); err != nil {
+		if err := s.resolveLocksBelow(ctx, ids, rev, spans); err != nil {
 			return zero, err
 		}
 		r, idx, compactRev, release, err := s.oracleView(ids)

@@ -272,7 +272,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	view, hubMeta := s.watchView, applied.KV
 	if s.multiRange() {
 		metas := map[keys.RangeID]kv.Meta{}
-		floors := map[keys.RangeID]int64{}
+		txns := map[keys.RangeID]*rangeTxns{}
 		for _, id := range s.dataRanges() {
 			st, err := replica.LoadAppliedState(s.db, id)
 			if err != nil {
@@ -282,11 +282,12 @@ func Open(cfg Config) (_ *Server, err error) {
 				st = replica.AppliedState{} // joined: its first snapshot brings it
 			}
 			metas[id] = st.KV
-			if floors[id], err = txnLockFloor(s.db, id); err != nil {
+			txns[id] = &rangeTxns{}
+			if txns[id].floor, txns[id].maxCommit, err = datarange.LoadTxnState(s.db, id); err != nil {
 				return nil, err
 			}
 		}
-		s.merger, hubMeta = newWatchMerger(metas, floors)
+		s.merger, hubMeta = newWatchMerger(metas, txns)
 		view = s.mergedWatchView
 	}
 	s.hub = watch.NewHub(watch.Config{
@@ -344,6 +345,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.goBackground(s.hub.Run)
 	if s.merger != nil {
 		s.goBackground(s.closeLoop)
+		s.goBackground(s.expiredLocksLoop)
 	}
 	s.goBackground(s.leaseLoop)
 	s.goBackground(s.oracleLoop)
@@ -538,10 +540,11 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	}
 	if s.merger != nil {
 		if out.SnapshotInstalled {
-			// The installed state's locks (published with it).
-			out.TxnLockFloor = 0
+			// The installed state's locks and commits (published with it).
+			out.TxnLockFloor, out.TxnMaxCommit = 0, 0
 			if pub := s.rangePublished(id); pub != nil {
 				out.TxnLockFloor = datarange.Locks(pub.Derived).Floor()
+				out.TxnMaxCommit = datarange.MaxCommit(pub.Derived)
 			}
 		}
 		s.merger.applied(s.hub, id, &out)

@@ -59,13 +59,20 @@ type watchMerger struct {
 	}
 }
 
+// rangeTxns is what a data range holds of transactions across ranges when
+// the node starts (datarange.LoadTxnState).
+type rangeTxns struct{ floor, maxCommit int64 }
+
 // newWatchMerger starts the merger at the ranges' applied states.
-func newWatchMerger(applied map[keys.RangeID]kv.Meta, floors map[keys.RangeID]int64) (*watchMerger, kv.Meta) {
+func newWatchMerger(applied map[keys.RangeID]kv.Meta, txns map[keys.RangeID]*rangeTxns) (*watchMerger, kv.Meta) {
 	m := &watchMerger{}
 	m.mu.pending = map[keys.RangeID][]kv.Event{}
 	m.mu.closed = map[keys.RangeID]int64{}
 	m.mu.compact = map[keys.RangeID]int64{}
-	m.mu.floor = floors
+	m.mu.floor = map[keys.RangeID]int64{}
+	for id, t := range txns {
+		m.mu.floor[id] = t.floor
+	}
 	for id, meta := range applied {
 		m.mu.closed[id], m.mu.compact[id] = meta.Revision, meta.CompactRevision
 	}
@@ -75,7 +82,11 @@ func newWatchMerger(applied map[keys.RangeID]kv.Meta, floors map[keys.RangeID]in
 	// events between the lowest and the others' were applied and will not
 	// come again, so once they are resolved the hub catches every watcher
 	// up from history.
-	for _, c := range m.mu.closed {
+	for id, c := range m.mu.closed {
+		if t := txns[id]; t != nil {
+			// Transactions across ranges committed above its revision.
+			c = max(c, t.maxCommit)
+		}
 		if c > m.mu.resolved {
 			m.mu.resetAt = max(m.mu.resetAt, c)
 		}
@@ -112,14 +123,15 @@ func (m *watchMerger) applied(hub hubPublisher, id keys.RangeID, out *replica.Ap
 	if out.SnapshotInstalled {
 		// Its events up to the installed state were never seen here.
 		m.mu.pending[id] = nil
-		m.mu.resetAt = max(m.mu.resetAt, out.KV.Revision)
+		m.mu.resetAt = max(m.mu.resetAt, out.KV.Revision, out.TxnMaxCommit)
 	} else {
 		evs := append(m.mu.pending[id], out.Events...)
-		if len(evs) > len(out.Events) && len(out.Events) > 0 && evs[len(evs)-len(out.Events)].KV.ModRevision < evs[len(evs)-len(out.Events)-1].KV.ModRevision {
+		byRev := func(a, b kv.Event) int { return cmp.Compare(a.KV.ModRevision, b.KV.ModRevision) }
+		if tail := evs[max(0, len(evs)-len(out.Events)-1):]; !slices.IsSortedFunc(tail, byRev) {
 			// A transaction across ranges committed below the range's
 			// revision (above its locks' floor, which held the resolved
-			// revision below it).
-			slices.SortStableFunc(evs, func(a, b kv.Event) int { return cmp.Compare(a.KV.ModRevision, b.KV.ModRevision) })
+			// revision below it), in this batch or after it.
+			slices.SortStableFunc(evs, byRev)
 		}
 		m.mu.pending[id] = evs
 	}
@@ -202,7 +214,6 @@ func (s *Server) closeLoop(ctx context.Context) {
 		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Debug("ranges not closed", "err", err)
 		}
-		s.resolveExpiredLocks(ctx)
 	}
 }
 

@@ -38,13 +38,17 @@ type Resolve struct {
 // Push asks the record of a transaction where it stands, in the range of
 // its primary key (raftcmd.KindTxnPush). A pending record past its deadline
 // at Now (Unix milliseconds, the pusher's clock), or any pending one when
-// Abort is set, becomes aborted; a missing record is written aborted, so
-// that a late prewrite of the primary fails. The result is the Record.
+// Abort is set, becomes aborted. A missing record reads as pending until
+// Deadline (the deadline of the lock the pusher met: the primary's
+// prewrite may still be on its way), then, or at once with Abort, it is
+// written aborted, so that a late prewrite of the primary fails. The
+// result is the Record.
 type Push struct {
-	Txn     int64  `json:"t"`
-	Primary []byte `json:"p"`
-	Now     int64  `json:"n"`
-	Abort   bool   `json:"a,omitempty"`
+	Txn      int64  `json:"t"`
+	Primary  []byte `json:"p"`
+	Now      int64  `json:"n"`
+	Deadline int64  `json:"d,omitempty"`
+	Abort    bool   `json:"a,omitempty"`
 }
 
 // EncodeCommand returns the payload of a Prewrite, Commit, Resolve or Push.

@@ -53,6 +53,19 @@ func (s Span) Contains(key []byte) bool {
 	return bytes.Compare(key, s.Start) >= 0 && (s.End == nil || bytes.Compare(key, s.End) < 0)
 }
 
+// Clip returns the part of s within [start, end) (end nil: no bound), and
+// whether it is not empty.
+func (s Span) Clip(start, end []byte) (Span, bool) {
+	out := s
+	if bytes.Compare(out.Start, start) < 0 {
+		out.Start = start
+	}
+	if end != nil && (out.End == nil || bytes.Compare(out.End, end) > 0) {
+		out.End = end
+	}
+	return out, out.End == nil || bytes.Compare(out.Start, out.End) < 0
+}
+
 // Overlaps reports whether s and o share a key.
 func (s Span) Overlaps(o Span) bool {
 	return (o.End == nil || bytes.Compare(s.Start, o.End) < 0) && (s.End == nil || bytes.Compare(o.Start, s.End) < 0)
