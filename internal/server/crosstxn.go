@@ -13,7 +13,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/datarange"
@@ -150,10 +149,7 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 	// made far above R here, so that they go above those.
 	resp, writes, err := s.evalTxn(req, meta, rev+placeholderGap)
 	if err != nil {
-		if _, ok := status.FromError(err); !ok {
-			return nil, err
-		}
-		return nil, err // etcd's own error, as applying it at R gives
+		return nil, err // etcd's own error, as applying it at R gives (or a storage error)
 	}
 	if len(writes) == 0 {
 		// The branch taken writes nothing: a read at R.
@@ -202,9 +198,10 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 	ctx = auth.WithoutFence(ctx) // checked when the request came in
 	cost := quotaCost(req)
 
-	// Every range at once: a lock met before the primary's record exists
-	// gets the record written aborted by whoever meets it, and then the
-	// primary's prewrite fails (the txn runs again).
+	// Every range at once: whoever meets a lock before the primary's
+	// record exists reads the transaction as pending until the lock's
+	// deadline (then aborts it, and the primary's prewrite, if it comes
+	// that late, fails).
 	var secondaries []keys.RangeID
 	for _, id := range ids {
 		if id != primaryRange {
