@@ -65,14 +65,15 @@ func startCluster(ctx context.Context, system, dir string, l launcher) (_ *clust
 	}
 	for i := range clusterSize {
 		a := member.Args{
-			Name:           fmt.Sprintf("n%d", i+1),
-			DataDir:        filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			ClientAddr:     addrs[3*i],
-			PeerAddr:       addrs[3*i+1],
-			PprofAddr:      addrs[3*i+2],
-			InitialCluster: strings.Join(initial, ","),
-			PeerSecret:     hex.EncodeToString(secret),
-			QuotaBytes:     l.quotaBytes,
+			Name:            fmt.Sprintf("n%d", i+1),
+			DataDir:         filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			ClientAddr:      addrs[3*i],
+			PeerAddr:        addrs[3*i+1],
+			PprofAddr:       addrs[3*i+2],
+			InitialCluster:  strings.Join(initial, ","),
+			PeerSecret:      hex.EncodeToString(secret),
+			QuotaBytes:      l.quotaBytes,
+			DataRangeSplits: strings.Join(l.dataRangeSplits, ","),
 		}
 		m, err := startMember(system, l, a, filepath.Join(dir, a.Name+".log"))
 		if err != nil {

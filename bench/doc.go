@@ -26,6 +26,10 @@
 //   - put-1000: the same with -clients clients over -conns connections;
 //   - get-linearizable, get-serializable: single-key reads of preloaded keys;
 //   - txn-4-puts: transactions of four puts of new keys;
+//   - txn-2-keys: transactions of two puts of new keys in one data range;
+//   - txn-2-ranges: transactions of two puts of new keys in two different
+//     data ranges of -data-ranges (on Synod a transaction across ranges; with
+//     one range, or on etcd, an ordinary txn of two puts: the baseline);
 //   - watch: -watchers watchers on one prefix, spread over the connections
 //     (the watchers of one connection share its watch stream), and puts at
 //     -watch-put-rate per second (open loop); the latency is from the put's
@@ -42,6 +46,14 @@
 //
 // A workload whose RPCs a system answers with codes.Unimplemented is reported
 // as "n/a (not implemented yet)".
+//
+// Data ranges (issue 15). With -data-ranges N (default 1) Synod's members
+// bootstrap N static data ranges (server.Config.DataRangeSplits, passed as
+// synodmember's -data-range-splits); etcd ignores it. The keys of the put,
+// get and txn workloads start with one of 100 shard prefixes ("z37/"), in
+// every run, and the ranges split between shards, so each of these workloads
+// spreads its keys evenly over the ranges (ranges.go); the watch, lock and
+// election keys and the leases stay in the first range.
 //
 // Per workload and system it reports throughput, p50/p99/p999 latency, server
 // CPU seconds per 1,000 operations (user+system time of the three member

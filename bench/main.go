@@ -54,9 +54,12 @@ type options struct {
 	watchers     int
 	watchPutRate float64
 	lockClients  int
-	profileDir   string
-	profile      []string
-	keep         bool
+	// dataRanges is the number of static data ranges Synod's members
+	// bootstrap (ranges.go); 1 is today's one range over every key.
+	dataRanges int
+	profileDir string
+	profile    []string
+	keep       bool
 
 	// The lease scenarios (leasescale.go), run instead of the workloads
 	// when leaseScenarios is set.
@@ -101,6 +104,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.watchers, "watchers", 1000, "watchers of the watch workload, on one prefix")
 	fs.Float64Var(&o.watchPutRate, "watch-put-rate", 20, "puts per second under the watched prefix")
 	fs.IntVar(&o.lockClients, "lock-clients", 100, "sessions contending for the lock")
+	fs.IntVar(&o.dataRanges, "data-ranges", 1, fmt.Sprintf("static data ranges Synod's members bootstrap (1-%d), split so that the put, get and txn workloads spread their keys over all of them (txn-2-ranges then spans 2 ranges); etcd ignores it (one Raft group holds every key)", maxDataRanges))
 	fs.StringVar(&o.profileDir, "profile-dir", "", "save CPU and allocation profiles of the members here (perturbs the numbers)")
 	fs.StringVar(&profile, "profile", "put-1000,txn-4-puts", "workloads to profile when -profile-dir is set")
 	fs.BoolVar(&o.keep, "keep", false, "keep the members' data directories and logs")
@@ -185,6 +189,12 @@ func parseOptions(args []string) (*options, error) {
 		}
 	}
 	o.profile = splitList(profile)
+	if o.dataRanges < 1 || o.dataRanges > maxDataRanges {
+		return nil, fmt.Errorf("-data-ranges must be between 1 and %d", maxDataRanges)
+	}
+	if o.dataRanges > 1 && (len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.etcdTool) > 0) {
+		return nil, errors.New("-data-ranges applies to the workloads only, not to -leases, -bulk or -etcd-tool")
+	}
 	if o.rounds < 1 || o.clients < 1 || o.conns < 1 || o.watchers < 1 || o.lockClients < 1 || o.watchPutRate <= 0 || o.getKeys < 1 {
 		return nil, errors.New("counts and rates must be positive")
 	}
@@ -288,6 +298,7 @@ func run(args []string) error {
 		case "synod":
 			logf("building %s", synodMemberPackage)
 			l, err = buildSynodMember(ctx, work)
+			l.dataRangeSplits = dataRangeSplits(o.dataRanges)
 		default: // synod@<commit>
 			logf("building %s against %s", synodMemberPackage, system)
 			l, err = buildSynodMemberAt(ctx, work, strings.TrimPrefix(system, "synod@"))

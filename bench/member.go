@@ -33,6 +33,9 @@ type launcher struct {
 	flags func(member.Args) []string
 	// quotaBytes is every member's storage quota (member.Args.QuotaBytes).
 	quotaBytes int64
+	// dataRangeSplits are the split keys of the static data ranges every
+	// member bootstraps (member.Args.DataRangeSplits; Synod only).
+	dataRangeSplits []string
 }
 
 // etcdLauncher re-executes this binary as an etcd member.

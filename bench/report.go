@@ -68,6 +68,8 @@ func (r *report) markdown() string {
 	p("Both clusters run side by side for the whole run, and each workload is measured in %d round(s) per system, the systems taking turns (the one that goes first alternates), so that the host's drift in speed over minutes lands on both. Each round: %s warmup, then a %s measured window; a row pools its rounds (ops/s is the mean over the measured time). %s clients over %s connections (connection i to member i mod 3) unless the row says otherwise; values of %d bytes. Ratios are Synod/etcd: above 1 is better for throughput, below 1 is better for latency, CPU, memory and disk.",
 		r.opts.rounds, r.opts.warmup, r.opts.duration, commas(int64(r.opts.clients)), commas(int64(r.opts.conns)), r.opts.valueSize)
 	p("")
+	p("%s", dataRangesNote(r.opts.dataRanges))
+	p("")
 	p("| workload | system | ops/s | p50 | p99 | p99.9 | server CPU s / 1k ops | peak RSS, 3 members | disk growth / key written |")
 	p("|---|---|--:|--:|--:|--:|--:|--:|--:|")
 	for _, w := range workloads() {
@@ -168,9 +170,23 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
+// dataRangesNote says how Synod's keyspace was split (-data-ranges).
+func dataRangesNote(n int) string {
+	if n == 1 {
+		return "Synod runs with one data range (no -data-ranges): every txn is within one range, txn-2-ranges included. Keys of the put, get and txn workloads start with a shard prefix (\"z37/put-many/12345\") so that -data-ranges can spread them."
+	}
+	return fmt.Sprintf("Synod's members bootstrap %d static data ranges (-data-ranges %d, server.Config.DataRangeSplits at %s): the put, get and txn workloads spread their keys over all of them (a shard prefix, \"z37/put-many/12345\"); txn-4-puts and txn-2-keys put keys of one range, txn-2-ranges keys of two ranges (a transaction across ranges). The watch, lock and election keys and the leases stay in the first range. etcd ignores the setting.",
+		n, n, strings.Join(dataRangeSplits(n), ", "))
+}
+
 // workloadDetail describes a row's load when it differs from the default.
 func workloadDetail(o *options, name string) string {
 	switch name {
+	case "txn-2-ranges":
+		if o.dataRanges == 1 {
+			return " (1 data range: same range)"
+		}
+		return fmt.Sprintf(" (of %d data ranges)", o.dataRanges)
 	case "put-1":
 		return " (on the leader)"
 	case "watch":

@@ -60,6 +60,8 @@ func workloads() []workload {
 		{name: "get-linearizable", title: "get, linearizable", setup: setupGet(false)},
 		{name: "get-serializable", title: "get, serializable", setup: setupGet(true)},
 		{name: "txn-4-puts", title: "txn of 4 puts", keysPerOp: 4, setup: setupTxn},
+		{name: "txn-2-keys", title: "txn of 2 puts, one range", keysPerOp: 2, setup: setupTxn2Keys},
+		{name: "txn-2-ranges", title: "txn of 2 puts, 2 ranges", keysPerOp: 2, setup: setupTxn2Ranges},
 		{name: "watch", title: "watch latency", setup: setupWatch},
 		{name: "lease-keepalive", title: "lease keepalive", setup: setupLeaseKeepAlive},
 		{name: "lock", title: "lock under contention", setup: setupLock},
@@ -119,8 +121,10 @@ func closedLoop(workers int, op opFunc) *instance {
 	}
 }
 
+// putKey is the key of the seq-th write of a workload, in the shard of seq
+// (ranges.go).
 func putKey(prefix string, seq int64) string {
-	return prefix + strconv.FormatInt(seq, 10)
+	return shardKey(shardOf(seq), seqName(prefix, seq))
 }
 
 func setupPut1(_ context.Context, e *env) (*instance, error) {
@@ -139,18 +143,35 @@ func setupPutMany(_ context.Context, e *env) (*instance, error) {
 	}), nil
 }
 
-func getKey(i int) string { return fmt.Sprintf("get/%06d", i) }
+// getKey is the key of the i-th preloaded key, in shard i mod shards.
+func getKey(i int) string { return shardKey(i%shards, fmt.Sprintf("get/%06d", i)) }
 
-// preload writes the keys the get workloads read, 100 per txn.
+// preload writes the keys the get workloads read, up to 100 per txn, the
+// keys of a txn all in one shard (so in one data range).
 func (e *env) preload(ctx context.Context) error {
 	if e.preloaded {
 		return nil
 	}
 	const perTxn = 100
 	n := e.opts.getKeys
-	err := parallel(ctx, (n+perTxn-1)/perTxn, 16, func(ctx context.Context, j int) error {
+	// batches[j] are the indexes of the keys txn j writes.
+	var batches [][]int
+	for s := range shards {
+		var batch []int
+		for i := s; i < n; i += shards {
+			batch = append(batch, i)
+			if len(batch) == perTxn {
+				batches = append(batches, batch)
+				batch = nil
+			}
+		}
+		if len(batch) > 0 {
+			batches = append(batches, batch)
+		}
+	}
+	err := parallel(ctx, len(batches), 16, func(ctx context.Context, j int) error {
 		var ops []clientv3.Op
-		for i := j * perTxn; i < min((j+1)*perTxn, n); i++ {
+		for _, i := range batches[j] {
 			ops = append(ops, clientv3.OpPut(getKey(i), string(e.value)))
 		}
 		if _, err := e.conn(j).Txn(ctx).Then(ops...).Commit(); err != nil {
@@ -196,6 +217,39 @@ func setupTxn(_ context.Context, e *env) (*instance, error) {
 			clientv3.OpPut(base+"1", string(e.value)),
 			clientv3.OpPut(base+"2", string(e.value)),
 			clientv3.OpPut(base+"3", string(e.value)),
+		).Commit()
+		return true, err
+	}), nil
+}
+
+// setupTxn2Keys runs transactions of two puts of new keys in one shard, so
+// in one data range: Synod's single-range fast path on a split store.
+func setupTxn2Keys(_ context.Context, e *env) (*instance, error) {
+	var seq atomic.Int64
+	return closedLoop(e.opts.clients, func(ctx context.Context, w int, _ *rand.Rand) (bool, error) {
+		base := putKey("txn-2-keys/", seq.Add(1)) + "/"
+		_, err := e.conn(w).Txn(ctx).Then(
+			clientv3.OpPut(base+"0", string(e.value)),
+			clientv3.OpPut(base+"1", string(e.value)),
+		).Commit()
+		return true, err
+	}), nil
+}
+
+// setupTxn2Ranges runs transactions of two puts of new keys in two different
+// data ranges of -data-ranges (crossRangeShards): on Synod a transaction
+// across ranges (a two-phase commit). With one range, or on etcd, it is an
+// ordinary txn of two puts: the baseline.
+func setupTxn2Ranges(_ context.Context, e *env) (*instance, error) {
+	var seq atomic.Int64
+	n := e.opts.dataRanges
+	return closedLoop(e.opts.clients, func(ctx context.Context, w int, _ *rand.Rand) (bool, error) {
+		s := seq.Add(1)
+		a, b := crossRangeShards(s, n)
+		name := seqName("txn-2-ranges/", s)
+		_, err := e.conn(w).Txn(ctx).Then(
+			clientv3.OpPut(shardKey(a, name+"/0"), string(e.value)),
+			clientv3.OpPut(shardKey(b, name+"/1"), string(e.value)),
 		).Commit()
 		return true, err
 	}), nil

@@ -1,5 +1,5 @@
 // Command synodmember runs one Synod node (internal/server, default
-// configuration) for the bench command, which builds it and starts three of
+// configuration, but for -data-range-splits) for the bench command, which builds it and starts three of
 // them; it serves /debug/pprof on -pprof-addr and stops on SIGTERM or SIGINT.
 // It is a separate binary from the bench command because a binary cannot
 // link both Synod's server and etcd's: their protobuf registrations clash.
@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/synod-io/synod/bench/internal/member"
@@ -34,6 +35,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "synod member %s: %v\n", a.Name, err)
 		os.Exit(1)
 	}
+}
+
+// splits parses -data-range-splits.
+func splits(list string) [][]byte {
+	var out [][]byte
+	for k := range strings.SplitSeq(list, ",") {
+		if k != "" {
+			out = append(out, []byte(k))
+		}
+	}
+	return out
 }
 
 func serve(ctx context.Context, a member.Args) error {
@@ -61,6 +73,7 @@ func serve(ctx context.Context, a member.Args) error {
 		Logger:         logger,
 		// 0 leaves Synod's default (8 GiB).
 		QuotaBackendBytes: a.QuotaBytes,
+		DataRangeSplits:   splits(a.DataRangeSplits),
 	})
 	if err != nil {
 		return fmt.Errorf("open synod: %w", err)

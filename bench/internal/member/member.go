@@ -33,11 +33,16 @@ type Args struct {
 	// MetricsAddr is the host:port on which a Synod member serves
 	// /metrics (empty: none; etcd's members ignore it).
 	MetricsAddr string
+	// DataRangeSplits are the split keys of the static data ranges a new
+	// Synod cluster bootstraps (server.Config.DataRangeSplits),
+	// comma-separated, sorted; empty: one data range. etcd's members
+	// ignore it.
+	DataRangeSplits string
 }
 
 // Flags returns the command-line flags that Parse reads back.
 func (a Args) Flags() []string {
-	return []string{
+	f := []string{
 		"-name", a.Name,
 		"-data-dir", a.DataDir,
 		"-client-addr", a.ClientAddr,
@@ -48,6 +53,12 @@ func (a Args) Flags() []string {
 		"-quota-bytes", strconv.FormatInt(a.QuotaBytes, 10),
 		"-metrics-addr", a.MetricsAddr,
 	}
+	// Only when set, so that a synodmember built from a commit before the
+	// flag (synod@<commit>) still starts.
+	if a.DataRangeSplits != "" {
+		f = append(f, "-data-range-splits", a.DataRangeSplits)
+	}
+	return f
 }
 
 // Register defines the flags of Args on fs.
@@ -61,6 +72,7 @@ func (a *Args) Register(fs *flag.FlagSet) {
 	fs.StringVar(&a.PeerSecret, "peer-secret", "", "the cluster's peer secret, hex (Synod only)")
 	fs.Int64Var(&a.QuotaBytes, "quota-bytes", 0, "storage quota in bytes (0: the system's default)")
 	fs.StringVar(&a.MetricsAddr, "metrics-addr", "", "host:port serving /metrics (Synod only; empty: none)")
+	fs.StringVar(&a.DataRangeSplits, "data-range-splits", "", "split keys of the static data ranges a new cluster bootstraps, comma-separated, sorted (Synod only; empty: one data range)")
 }
 
 // ServePprof serves the runtime profiles on addr until the returned function
