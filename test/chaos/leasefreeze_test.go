@@ -25,11 +25,17 @@ var knownBugs []struct {
 
 // TestLeaseSurvivesLeaderFreeze is the regression test of the first bug the
 // harness found; see testLeaseSurvivesLeaderFreeze.
-func TestLeaseSurvivesLeaderFreeze(t *testing.T) { testLeaseSurvivesLeaderFreeze(t, 2) }
+func TestLeaseSurvivesLeaderFreeze(t *testing.T) {
+	t.Parallel()
+	testLeaseSurvivesLeaderFreeze(t, 2)
+}
 
 // TestKeepAliveToFrozenLeader is the regression test of the second; see
 // testKeepAliveToFrozenLeader.
-func TestKeepAliveToFrozenLeader(t *testing.T) { testKeepAliveToFrozenLeader(t, 2) }
+func TestKeepAliveToFrozenLeader(t *testing.T) {
+	t.Parallel()
+	testKeepAliveToFrozenLeader(t, 2)
+}
 
 // testLeaseSurvivesLeaderFreeze keeps a lease alive through a follower while
 // the leader is frozen (SIGSTOP) for longer than the lease's TTL, then thaws

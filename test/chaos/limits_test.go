@@ -61,6 +61,9 @@ type outage struct {
 	start, end time.Time
 }
 
+// TestLimitAccuracyUnderFaults does not run in parallel with the package's
+// other tests: it times every node's first decision after a failover
+// against an election timeout.
 func TestLimitAccuracyUnderFaults(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, TickInterval: limitsTick})
 	leader := c.WaitLeader()

@@ -134,6 +134,7 @@ const (
 )
 
 func TestLockMutualExclusionUnderFaults(t *testing.T) {
+	t.Parallel()
 	v, st := runLockWorkload(t, lockRun{
 		duration:    12 * time.Second,
 		killLeaders: true,
@@ -164,6 +165,7 @@ func TestLockMutualExclusionUnderFaults(t *testing.T) {
 // paused past its lease then overwrites its successor's data, and the
 // checker must say so.
 func TestLockCheckerCatchesUnfencedWrites(t *testing.T) {
+	t.Parallel()
 	v, st := runLockWorkload(t, lockRun{duration: 8 * time.Second, unfenced: true})
 	if st.staleAccepted.Load() == 0 {
 		t.Fatalf("unfenced writes of holders paused past their lease: got none accepted, want some (refused %d)", st.staleRefused.Load())

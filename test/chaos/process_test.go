@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -113,16 +114,23 @@ func freeAddrs(ip string, n int) ([]string, error) {
 	return addrs, nil
 }
 
-// startProcesses starts n synod processes behind a proxy. Node i listens
-// on 127.0.0.(31+i), an address no other test package binds, so that a port
-// found free here cannot be taken by a test running in parallel before the
-// node binds it; it dials its peers from 127.0.0.(11+i).
+// procClusters counts the process clusters this test process started: each
+// one gets loopback addresses of its own (see startProcesses).
+var procClusters atomic.Int64
+
+// startProcesses starts n synod processes behind a proxy. Node i of the
+// k-th cluster of this test process listens on 127.0.k.(31+i) (k modulo
+// 250), addresses no other test package and no other cluster running in
+// parallel binds, so that a port found free here, or freed by a crash, cannot
+// be taken by another test before the node binds it again; it dials its
+// peers from 127.0.k.(11+i).
 func startProcesses(t *testing.T, n int) *procCluster {
 	t.Helper()
 	c := &procCluster{t: t, bin: buildSynod(t), dir: t.TempDir()}
+	block := (procClusters.Add(1) - 1) % 250
 	addrs := make([]string, 2*n)
 	for i := range n {
-		a, err := freeAddrs(fmt.Sprintf("127.0.0.%d", 31+i), 2)
+		a, err := freeAddrs(fmt.Sprintf("127.0.%d.%d", block, 31+i), 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +139,7 @@ func startProcesses(t *testing.T, n int) *procCluster {
 
 	var ips []string
 	for i := range n {
-		ips = append(ips, fmt.Sprintf("127.0.0.%d", 11+i))
+		ips = append(ips, fmt.Sprintf("127.0.%d.%d", block, 11+i))
 	}
 	var err error
 	c.proxy, err = newProxy(addrs[n:], ips)

@@ -105,9 +105,13 @@ var queueScenarios = []struct {
 	{"processes", queueScenario{process: true, nodes: 3, faults: []string{"crash-leader", "pause-leader", "partition", "crash-all"}, duration: 10 * time.Second, seed: 13}},
 }
 
+// TestQueueChaos's scenarios run in parallel with TestChaos (see there)
+// and the package's other parallel tests.
 func TestQueueChaos(t *testing.T) {
+	t.Parallel()
 	for _, sc := range queueScenarios {
 		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
 			if *seedFlag != 0 {
 				sc.seed = *seedFlag
 			}
