@@ -28,23 +28,13 @@ var ciScenarios = []scenario{
 	{name: "everything", nodes: 3, faults: []string{"isolate-leader", "partition", "oneway-leader-out", "oneway-leader-in", "flaky", "slow", "crash", "crash-leader", "crash-all"}, duration: 15 * time.Second, seed: 7},
 }
 
-// inProcessTurn is held by the in-process CI scenario that runs (see
-// TestChaos).
-var inProcessTurn = make(chan struct{}, 1)
-
 // TestChaos runs the CI scenarios or, with -duration, a soak.
 //
 // The CI scenarios run in parallel with each other and the package's other
 // parallel tests (-parallel at a time): their length is set by timers (the
 // scenario's duration, the faults' hold and quiet spells, elections, lease
-// expiries), not by an amount of work. But the clients and nodes of an
-// in-process scenario take all the CPU they get: two at once would each do
-// far fewer operations in their fixed durations, so the in-process
-// scenarios take turns. The process scenarios (whose nodes are not built
-// with the race detector) and the package's other parallel tests (the
-// queue, lock and lease-freeze tests), which spend most of their time
-// waiting for leases to expire and stalled holders or frozen processes,
-// run alongside.
+// expiries), not by an amount of work. The in-process clusters take turns
+// (takeInProcessTurn); a process cluster runs alongside.
 func TestChaos(t *testing.T) {
 	if *durationFlag > 0 {
 		soak(t)
@@ -54,10 +44,6 @@ func TestChaos(t *testing.T) {
 	for _, sc := range ciScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
-			if !sc.process {
-				inProcessTurn <- struct{}{}
-				defer func() { <-inProcessTurn }()
-			}
 			if *seedFlag != 0 {
 				sc.seed = *seedFlag
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -35,6 +36,24 @@ type cluster interface {
 	resume(i int) error
 	// logs returns where the nodes' logs are, if anywhere.
 	logs() string
+}
+
+// inProcessTurn is held by the test of this package whose in-process
+// cluster runs (see takeInProcessTurn).
+var inProcessTurn = make(chan struct{}, 1)
+
+// takeInProcessTurn waits until no other test of this package runs an
+// in-process cluster, and holds the turn until t ends (after the cluster it
+// then starts is shut down: cleanups run last first). The race-built nodes
+// and clients of an in-process cluster under load take all the CPU they
+// get, and two at once would each do far fewer operations in their fixed
+// durations, elect leaders late and time out. A cluster of synod processes
+// (built without the race detector) runs alongside; so does a test that
+// does not call t.Parallel, alone by then.
+func takeInProcessTurn(t *testing.T) {
+	t.Helper()
+	inProcessTurn <- struct{}{}
+	t.Cleanup(func() { <-inProcessTurn })
 }
 
 // inProcess adapts a testcluster.

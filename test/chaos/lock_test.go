@@ -62,6 +62,7 @@ type lockRun struct {
 // checker's verdict.
 func runLockWorkload(t *testing.T, lr lockRun) (violations []string, st *lockStats) {
 	t.Helper()
+	takeInProcessTurn(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	c.WaitLeader()
 	var eps []string
