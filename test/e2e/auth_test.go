@@ -12,6 +12,7 @@ import (
 // checks users, roles and permissions with `etcdctl --user` and the synod
 // CLI's --user.
 func TestAuthWithEtcdctl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t) // fail loudly if etcdctl is missing
 	ports := freePorts(t, 6)
 	dir := t.TempDir()

@@ -95,6 +95,7 @@ func keyCount(t *testing.T, ep, pfx string) int {
 }
 
 func TestLockAndElectWithEtcdctl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t) // fail at once without etcdctl
 	ep := "--endpoints=" + startDemoCluster(t)
 
@@ -179,6 +180,7 @@ func TestLockAndElectWithEtcdctl(t *testing.T) {
 // txn comparing the lock key's create revision with its token) must fail,
 // and the data must keep the second holder's write.
 func TestPausedLockHolderIsFenced(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	endpoints := startDemoCluster(t)
 	ep := "--endpoints=" + endpoints

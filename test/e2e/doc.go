@@ -2,4 +2,8 @@
 // `synod demo` and clusters of `synod start` processes on free local ports,
 // and talks to them with the synod client commands and with etcdctl
 // (Debian's etcd-client package), which must be installed.
+//
+// The tests run in parallel (t.Parallel, -parallel at a time): they spend
+// their time waiting for processes to start, elect and expire leases, and
+// each one has its own data directories and ports.
 package e2e

@@ -276,6 +276,7 @@ func etcdctlRevision(t *testing.T, args ...string) int64 {
 }
 
 func TestDemoWithEtcdctl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t) // fail at once without etcdctl
 	ports := freePorts(t, 6)
 	var clientPorts, peerPorts, eps []string
@@ -429,6 +430,7 @@ func TestDemoWithEtcdctl(t *testing.T) {
 }
 
 func TestStartBadFlags(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	tests := []struct {
 		args []string
@@ -454,6 +456,7 @@ func TestStartBadFlags(t *testing.T) {
 }
 
 func TestStartClusterKillRestart(t *testing.T) {
+	t.Parallel()
 	ports := freePorts(t, 6)
 	dir := t.TempDir()
 	secret := newPeerSecret(t)
@@ -599,6 +602,7 @@ func checkWatchAndLease(t *testing.T, ep string) {
 // the cluster both the etcd way (member add, then start with
 // --initial-cluster-state existing) and Synod's way (--join).
 func TestMembershipAndMaintenanceWithEtcdctl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	ports := freePorts(t, 10)
 	dir := t.TempDir()

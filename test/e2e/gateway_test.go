@@ -90,6 +90,7 @@ func streamLine(t *testing.T, what string, lines <-chan string) string {
 // with prior knowledge, CORS, and then the same over TLS with a client
 // certificate, where curl negotiates HTTP/2.
 func TestGatewayWithCurl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	curlPath(t)
 	ports := freePorts(t, 2)

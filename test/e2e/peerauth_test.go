@@ -25,6 +25,7 @@ import (
 // peer port must refuse it (no membership change), and the node it starts
 // must get no data; nor may it join through the client API without root.
 func TestRogueNodeGetsNothing(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	ports := freePorts(t, 9)
 	dir := t.TempDir()

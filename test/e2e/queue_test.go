@@ -16,6 +16,7 @@ import (
 // worker's lease TTL plus one second, and the jobs record the lost
 // attempt.
 func TestKilledWorkersJobsRunAgain(t *testing.T) {
+	t.Parallel()
 	eps := startDemoCluster(t)
 	ep := "--endpoints=" + eps
 	dir := t.TempDir()

@@ -66,6 +66,7 @@ func writeFIFO(t *testing.T, path string, data []byte) *os.File {
 // bootstrap an empty member where the backup's data was expected; a restore
 // run again starts over, and its member starts with the data.
 func TestInterruptedRestoreIsRefused(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	ports := freePorts(t, 4)
 	dir := t.TempDir()
@@ -165,6 +166,7 @@ func TestInterruptedRestoreIsRefused(t *testing.T) {
 // flags on the empty dir, it exits with "this member's data is gone" (raft
 // panicked before), and keeps refusing to start.
 func TestDeletedDataDirStopsMemberProcess(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t)
 	ports := freePorts(t, 6)
 	dir := t.TempDir()

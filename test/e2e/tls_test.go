@@ -47,6 +47,7 @@ func copyOver(t *testing.T, src, dst string) {
 // TLS from `synod cert`, and drives them with etcdctl --cacert --cert --key;
 // then rotates every certificate and CA under the running nodes.
 func TestTLSClusterWithEtcdctl(t *testing.T) {
+	t.Parallel()
 	etcdctlPath(t) // fail at once without etcdctl
 	certs := tlsDir(t, "certs")
 	ports := freePorts(t, 6)
@@ -118,6 +119,7 @@ func TestTLSClusterWithEtcdctl(t *testing.T) {
 // TestStartWarnsWithoutTLSOnNonLoopback checks the warning of a node that
 // serves plaintext on an address other machines can reach.
 func TestStartWarnsWithoutTLSOnNonLoopback(t *testing.T) {
+	t.Parallel()
 	ports := freePorts(t, 2)
 	p := startProc(t, "n1", "start", "--name", "n1", "--data-dir", filepath.Join(t.TempDir(), "n1"),
 		"--client-addr", fmt.Sprintf("0.0.0.0:%d", ports[0]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]))
