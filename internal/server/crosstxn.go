@@ -445,30 +445,27 @@ func (s *Server) lockBelow(ids []keys.RangeID, rev int64, spans []txnlock.Span) 
 // leaves them, and they hold the ranges' closed revision (watches,
 // serializable reads) back.
 func (s *Server) expiredLocksLoop(ctx context.Context) {
-	t := time.NewTicker(s.closeInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	everyInterval(ctx, s.closeInterval(), func() { s.resolveExpiredLocks(ctx) })
+}
+
+// resolveExpiredLocks resolves the locks past their deadline in the data
+// ranges this node leads.
+func (s *Server) resolveExpiredLocks(ctx context.Context) {
+	now := time.Now().UnixMilli()
+	for _, id := range s.dataRanges() {
+		pub := s.rangePublished(id)
+		if pub == nil || !s.isRangeLeader(id) {
+			continue
 		}
-		now := time.Now().UnixMilli()
-		for _, id := range s.dataRanges() {
-			pub := s.rangePublished(id)
-			if pub == nil || !s.isRangeLeader(id) {
+		for _, l := range datarange.Locks(pub.Derived).All() {
+			if l.Deadline >= now {
 				continue
 			}
-			for _, l := range datarange.Locks(pub.Derived).All() {
-				if l.Deadline >= now {
-					continue
-				}
-				rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-				if err := s.resolveLock(rctx, id, txnlock.Locked(l)); err != nil && ctx.Err() == nil {
-					s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
-				}
-				cancel()
+			rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			if err := s.resolveLock(rctx, id, txnlock.Locked(l)); err != nil && ctx.Err() == nil {
+				s.logger.Debug("resolve expired txn locks", "txn", l.Txn, "err", err)
 			}
+			cancel()
 		}
 	}
 }

@@ -95,6 +95,27 @@ func waitNoPendingLocks(t *testing.T, c *testcluster.Cluster, d time.Duration, p
 	})
 }
 
+// atProgress is crossNemesis's reached for a workload of total operations
+// counted by progress: fault i comes once progress passes a fraction of
+// total (or the workload ended, end closed); false once the workload
+// failed or stopped (stop done).
+func atProgress(progress *atomic.Int64, total int64, end <-chan struct{}, stop context.Context, failed *atomic.Bool) func(step int) bool {
+	fractions := []float64{0.15, 0.30, 0.45, 0.60, 0.80}
+	return func(step int) bool {
+		want := int64(fractions[step] * float64(total))
+		for progress.Load() < want {
+			select {
+			case <-end:
+				return !failed.Load()
+			case <-stop.Done():
+				return false
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		return !failed.Load()
+	}
+}
+
 // crossNemesis injects the faults of the workload tests from the test's
 // goroutine: it moves the leadership to a follower, moves it again, crashes
 // the leader and restarts it, then isolates the leader and heals the
@@ -489,21 +510,7 @@ func TestCrossRangeBank(t *testing.T) {
 		}()
 	}
 
-	total := int64(bankWorkers * bankTransfersPerWorker)
-	fractions := []float64{0.15, 0.30, 0.45, 0.60, 0.80}
-	crossNemesis(t, ctx, c, func(step int) bool {
-		want := int64(fractions[step] * float64(total))
-		for transfers.Load() < want {
-			select {
-			case <-workersDone:
-				return !failed.Load()
-			case <-wctx.Done():
-				return false
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-		return !failed.Load()
-	})
+	crossNemesis(t, ctx, c, atProgress(&transfers, int64(bankWorkers*bankTransfersPerWorker), workersDone, wctx, &failed))
 	<-workersDone
 	rwg.Wait()
 	if t.Failed() {
@@ -1224,21 +1231,7 @@ func TestCrossRangeTxnsLinearizable(t *testing.T) {
 		wg.Wait()
 		close(clientsEnd)
 	}()
-	total := float64(xlinClients * xlinOpsPerClient)
-	fractions := []float64{0.15, 0.30, 0.45, 0.60, 0.80}
-	crossNemesis(t, ctx, c, func(step int) bool {
-		want := int64(fractions[step] * total)
-		for done.Load() < want {
-			select {
-			case <-clientsEnd:
-				return !failed.Load()
-			case <-wctx.Done():
-				return false
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-		return !failed.Load()
-	})
+	crossNemesis(t, ctx, c, atProgress(&done, int64(xlinClients*xlinOpsPerClient), clientsEnd, wctx, &failed))
 	<-clientsEnd
 	if t.Failed() {
 		return

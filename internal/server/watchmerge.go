@@ -203,7 +203,16 @@ func (m *watchMerger) resolvedRevision() int64 { return m.resolvedRev.Load() }
 // get their events, and serializable reads (readResolved) see writes,
 // within about that interval.
 func (s *Server) closeLoop(ctx context.Context) {
-	t := time.NewTicker(s.closeInterval())
+	everyInterval(ctx, s.closeInterval(), func() {
+		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Debug("ranges not closed", "err", err)
+		}
+	})
+}
+
+// everyInterval calls fn every d until ctx ends.
+func everyInterval(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -211,9 +220,7 @@ func (s *Server) closeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
-			s.logger.Debug("ranges not closed", "err", err)
-		}
+		fn()
 	}
 }
 
