@@ -49,7 +49,7 @@ extend google.protobuf.MethodOptions {
 }
 PROTO
 
-for f in v3lockpb/v3lock.proto v3electionpb/v3election.proto synodpb/groups.proto synodpb/limits.proto queuepb/queue.proto; do
+for f in v3lockpb/v3lock.proto v3electionpb/v3election.proto synodpb/groups.proto synodpb/limits.proto synodpb/ranges.proto queuepb/queue.proto; do
   protoc -I api -I "$inc" -I /usr/include \
     --go_out=api --go_opt=paths=source_relative \
     --go-grpc_out=api --go-grpc_opt=paths=source_relative \

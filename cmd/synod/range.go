@@ -36,7 +36,7 @@ func (a *app) rangesCmd() *cobra.Command {
 func (a *app) rangeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "range",
-		Short: "Show the ranges of the keyspace",
+		Short: "Show and split the ranges of the keyspace",
 		Long: `The keyspace is served by ranges, each its own Raft group: the system range
 (members, auth, the revision oracle, the data ranges' descriptors) and data
 ranges, each over a span of user keys.`,
@@ -48,6 +48,7 @@ ranges, each over a span of user keys.`,
 		Args:  argsBetween(0, 0, ""),
 		RunE:  a.listRanges,
 	})
+	cmd.AddCommand(a.rangeSplitCmd())
 	return cmd
 }
 

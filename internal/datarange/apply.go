@@ -36,6 +36,8 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	switch cmd.Kind {
 	case raftcmd.KindTxnPrewrite, raftcmd.KindTxnCommit, raftcmd.KindTxnResolve, raftcmd.KindTxnPush:
 		return a.applyTxnCommand(cmd)
+	case raftcmd.KindRangeSplit:
+		return a.applySplit(cmd)
 	}
 	ext, isExt := a.m.exts[cmd.Kind]
 	var req any = cmd // an extension decodes its own commands
@@ -70,11 +72,12 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 	if st.NoSpace && addsData(req) {
 		return Result{Err: rpctypes.ErrGRPCNoSpace}, nil
 	}
-	if !a.m.inSpan(req) {
+	if !inSpan(a.desc, req) {
 		// The router sends a write to the range of its keys; one that
-		// reaches another (a node with stale descriptors) writes nothing,
-		// the same on every replica.
-		return Result{Err: status.Errorf(codes.FailedPrecondition, "synod: the request names keys outside range %d", a.m.cfg.RangeID)}, nil
+		// reaches another (a node with stale descriptors, or a split
+		// applied since it was routed) writes nothing, the same on every
+		// replica, and the proposer routes it again.
+		return Result{Err: ErrRangeChanged}, nil
 	}
 	if cmd.Kind.Stamped() {
 		refused, err := a.checkTxnLocks(cmd, req)

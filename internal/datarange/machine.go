@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -15,6 +16,7 @@ import (
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/txnlock"
 )
@@ -33,8 +35,12 @@ type Config struct {
 	// is rebuilt when it is found out of step (a bug).
 	DB *pebble.DB
 	// Start and End bound the user keys the range holds, [Start, End) (an
-	// empty End: to the end of the keyspace; both empty: every key).
+	// empty End: to the end of the keyspace; both empty: every key), and
+	// Generation is its descriptor's: the range's descriptor until its
+	// state holds one of its own (written by a split, carried by
+	// snapshots), which then wins.
 	Start, End []byte
+	Generation uint64
 	// Extensions apply the commands of the services whose data lives in
 	// data ranges (job queues, rate limiters): a new instance of each for
 	// every data range.
@@ -66,6 +72,11 @@ type Machine struct {
 	// revision one of them committed at here (txn.go).
 	locks     *txnlock.Table
 	maxCommit int64
+	// desc is the range's descriptor as applied: its span and generation;
+	// spans are the Pebble spans of its replicated state, for any
+	// goroutine (Spans).
+	desc  rangedesc.Descriptor
+	spans atomic.Pointer[[]keys.Span]
 }
 
 var _ rangesm.StateMachine = (*Machine)(nil)
@@ -80,13 +91,33 @@ func New(cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Machine{cfg: cfg, exts: exts}, nil
+	m := &Machine{cfg: cfg, exts: exts}
+	m.setDesc(rangedesc.Descriptor{RangeID: cfg.RangeID, Start: cfg.Start, End: cfg.End, Generation: cfg.Generation})
+	return m, nil
 }
+
+// setDesc makes d the range's descriptor.
+func (m *Machine) setDesc(d rangedesc.Descriptor) {
+	m.desc = d
+	spans := keys.DataRangeSpans(d.RangeID, d.Start, d.End)
+	m.spans.Store(&spans)
+}
+
+// Spans implements rangesm.Spanner: the Pebble spans of the range's
+// replicated state, which follow its span.
+func (m *Machine) Spans() []keys.Span { return *m.spans.Load() }
 
 // Load implements rangesm.StateMachine: it builds the index of the live
 // keys from r, which must hold exactly the applied state st.
 func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
-	x, err := kv.BuildIndexIn(r, st.KV.Revision, m.cfg.Start, m.cfg.End)
+	d, ok, err := rangedesc.GetLocal(r, m.cfg.RangeID)
+	if err != nil {
+		return err
+	}
+	if ok {
+		m.setDesc(d)
+	}
+	x, err := kv.BuildIndexIn(r, st.KV.Revision, m.desc.Start, m.desc.End)
 	if err != nil {
 		return err
 	}
@@ -112,15 +143,25 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 // Published implements rangesm.StateMachine: the index of the keys live in
 // the state being published, and the transactions' locks (Index, Locks).
 func (m *Machine) Published() any {
-	return &published{index: m.indexSnap, locks: m.locks, maxCommit: m.maxCommit}
+	return &published{index: m.indexSnap, locks: m.locks, maxCommit: m.maxCommit, desc: m.desc}
 }
 
-// end is the range's end bound for spans (nil: none).
-func (m *Machine) end() []byte {
-	if len(m.cfg.End) == 0 {
+// Descriptor returns the range's descriptor a published state carries in
+// its Derived field (Machine.Published): its span and generation as
+// applied.
+func Descriptor(state any) (rangedesc.Descriptor, bool) {
+	if p, ok := state.(*published); ok {
+		return p.desc, true
+	}
+	return rangedesc.Descriptor{}, false
+}
+
+// end is d's end bound for spans (nil: none).
+func end(d rangedesc.Descriptor) []byte {
+	if len(d.End) == 0 {
 		return nil
 	}
-	return m.cfg.End
+	return d.End
 }
 
 // Index returns the index of live keys a published state carries in its
@@ -134,7 +175,7 @@ func Index(state any) *keyindex.Snapshot {
 
 // Begin implements rangesm.StateMachine.
 func (m *Machine) Begin(b *pebble.Batch, st *rangesm.AppliedState, out *rangesm.Effects) rangesm.BatchApplier {
-	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out, sys: m.sys, locks: m.locks, maxCommit: m.maxCommit}
+	return &batch{m: m, b: b, w: mvcc.NewWriter(b), st: st, out: out, sys: m.sys, locks: m.locks, maxCommit: m.maxCommit, desc: m.desc}
 }
 
 // batch applies one batch of committed entries.
@@ -154,6 +195,9 @@ type batch struct {
 	// indexChanged is set when a transaction's writes changed the index
 	// of live keys without moving its revision.
 	indexChanged bool
+	// desc is the range's descriptor as the batch has made it (a split
+	// shrinks it).
+	desc rangedesc.Descriptor
 }
 
 // ConfChange implements rangesm.BatchApplier: a data range keeps no member
@@ -175,12 +219,25 @@ func (a *batch) Committed() error {
 	m := a.m
 	m.sys = a.sys
 	m.locks, m.maxCommit = a.locks, a.maxCommit
+	if a.desc.Generation != m.desc.Generation {
+		// A split: the index keeps only the keys the range still holds.
+		m.setDesc(a.desc)
+		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.desc.Start, m.desc.End)
+		if err != nil {
+			return fmt.Errorf("rebuild index of live keys after a split: %w", err)
+		}
+		m.index, m.indexSnap = x, x.Snapshot()
+		for _, ext := range a.touched {
+			ext.Committed()
+		}
+		return nil
+	}
 	if m.index.Revision() != a.st.KV.Revision {
 		// Every write moves the index with it; this is a bug, and reads
 		// would silently stop using the index: rebuild it and say so.
 		m.cfg.Logger.Error("index of live keys out of step with the applied state: rebuilding it",
 			"index revision", m.index.Revision(), "revision", a.st.KV.Revision)
-		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.cfg.Start, m.cfg.End)
+		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.desc.Start, m.desc.End)
 		if err != nil {
 			return fmt.Errorf("rebuild index of live keys: %w", err)
 		}
@@ -217,35 +274,40 @@ func (m *Machine) LeaseTTLs() *lease.TTLs { return m.leaseTTLs }
 // inSpan reports whether every key a write names lies in the range's span
 // (always true for a range over every key, and for commands that name no
 // key).
-func (m *Machine) inSpan(req any) bool {
-	if len(m.cfg.Start) == 0 && len(m.cfg.End) == 0 {
+func (m *Machine) inSpan(req any) bool { return inSpan(m.desc, req) }
+
+// spanHolds is holds with the range's applied descriptor.
+func (m *Machine) spanHolds(key, end []byte) bool { return holds(m.desc, key, end) }
+
+func inSpan(d rangedesc.Descriptor, req any) bool {
+	if len(d.Start) == 0 && len(d.End) == 0 {
 		return true
 	}
 	switch r := req.(type) {
 	case *etcdpb.PutRequest:
-		return m.spanHolds(r.Key, nil)
+		return holds(d, r.Key, nil)
 	case *etcdpb.DeleteRangeRequest:
-		return m.spanHolds(r.Key, r.RangeEnd)
+		return holds(d, r.Key, r.RangeEnd)
 	case *etcdpb.TxnRequest:
-		return kv.TxnKeys(r, func(key, end []byte, _ int64) bool { return m.spanHolds(key, end) })
+		return kv.TxnKeys(r, func(key, end []byte, _ int64) bool { return holds(d, key, end) })
 	}
 	return true
 }
 
-// spanHolds reports whether the etcd key range [key, end) (key alone when
-// end is empty, every key from key on when end is "\x00") lies in the
-// range's span; an empty key range does.
-func (m *Machine) spanHolds(key, end []byte) bool {
-	if bytes.Compare(key, m.cfg.Start) < 0 {
+// holds reports whether the etcd key range [key, end) (key alone when
+// end is empty, every key from key on when end is "\x00") lies in d's
+// span; an empty key range does.
+func holds(d rangedesc.Descriptor, key, end []byte) bool {
+	if bytes.Compare(key, d.Start) < 0 {
 		return len(end) > 0 && !(len(end) == 1 && end[0] == 0) && bytes.Compare(end, key) <= 0
 	}
 	switch {
 	case len(end) == 0:
-		return len(m.cfg.End) == 0 || bytes.Compare(key, m.cfg.End) < 0
+		return len(d.End) == 0 || bytes.Compare(key, d.End) < 0
 	case len(end) == 1 && end[0] == 0:
-		return len(m.cfg.End) == 0
+		return len(d.End) == 0
 	case bytes.Compare(end, key) <= 0:
 		return true
 	}
-	return len(m.cfg.End) == 0 || bytes.Compare(end, m.cfg.End) <= 0
+	return len(d.End) == 0 || bytes.Compare(end, d.End) <= 0
 }

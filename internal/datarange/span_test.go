@@ -10,7 +10,10 @@ import (
 // and refuses the others (the router never sends them; a node with stale
 // descriptors could).
 func TestInSpan(t *testing.T) {
-	m := &Machine{cfg: Config{Start: []byte("c"), End: []byte("m")}}
+	m, err := New(Config{Start: []byte("c"), End: []byte("m")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	put := func(k string) *etcdpb.RequestOp {
 		return &etcdpb.RequestOp{Request: &etcdpb.RequestOp_RequestPut{RequestPut: &etcdpb.PutRequest{Key: []byte(k)}}}
 	}
@@ -40,7 +43,10 @@ func TestInSpan(t *testing.T) {
 	if !every.inSpan(&etcdpb.PutRequest{Key: []byte("x")}) {
 		t.Error("a range over every key refused a put")
 	}
-	last := &Machine{cfg: Config{Start: []byte("m")}}
+	last, err := New(Config{Start: []byte("m")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !last.inSpan(&etcdpb.DeleteRangeRequest{Key: []byte("n"), RangeEnd: []byte{0}}) {
 		t.Error("the last range refused a delete from a key on")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/txnlock"
 )
 
@@ -95,6 +96,7 @@ type published struct {
 	index     *keyindex.Snapshot
 	locks     *txnlock.Table
 	maxCommit int64
+	desc      rangedesc.Descriptor
 }
 
 // LoadTxnState reads, before data range id's replica opens, the floor of
@@ -155,14 +157,17 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 	if p.Txn <= 0 || len(p.Spans) == 0 {
 		return Result{Err: fmt.Errorf("malformed prewrite of transaction %d", p.Txn)}, nil
 	}
+	if p.Generation != 0 && p.Generation != a.desc.Generation {
+		return Result{Err: ErrRangeChanged}, nil
+	}
 	for _, w := range p.Writes {
-		if !a.m.spanHolds(w.Key, nil) {
+		if !holds(a.desc, w.Key, nil) {
 			return Result{Err: fmt.Errorf("prewrite of transaction %d writes %q outside range %d", p.Txn, w.Key, a.m.cfg.RangeID)}, nil
 		}
 	}
 	if p.IsPrimary {
-		if !a.m.spanHolds(p.Primary, nil) {
-			return Result{Err: fmt.Errorf("primary %q of transaction %d is outside range %d", p.Primary, p.Txn, a.m.cfg.RangeID)}, nil
+		if !holds(a.desc, p.Primary, nil) {
+			return Result{Err: ErrRangeChanged}, nil
 		}
 		rec, ok, err := a.record(p.Txn)
 		if err != nil {
@@ -182,7 +187,7 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 	// which each replica may have applied to a different point.
 	spans := p.Spans[:0:0]
 	for _, s := range p.Spans {
-		if c, ok := s.Clip(a.m.cfg.Start, a.m.end()); ok {
+		if c, ok := s.Clip(a.desc.Start, end(a.desc)); ok {
 			spans = append(spans, c)
 		}
 	}
@@ -210,7 +215,7 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 		return Result{}, err
 	}
 	if p.IsPrimary {
-		rec := txnlock.Record{Status: txnlock.Pending, Deadline: p.Deadline}
+		rec := txnlock.Record{Status: txnlock.Pending, Deadline: p.Deadline, Primary: p.Primary}
 		if err := a.setRecord(p.Txn, rec); err != nil {
 			return Result{}, err
 		}
@@ -239,7 +244,7 @@ func (a *batch) commitTxn(c *txnlock.Commit) (Result, error) {
 	if l := a.locks.Get(c.Txn); l != nil && c.Rev <= l.Floor {
 		return Result{Err: fmt.Errorf("commit of transaction %d at %d, not above its locks' floor %d", c.Txn, c.Rev, l.Floor)}, nil
 	}
-	rec = txnlock.Record{Status: txnlock.Committed, CommitRev: c.Rev}
+	rec = txnlock.Record{Status: txnlock.Committed, CommitRev: c.Rev, Primary: c.Primary}
 	if err := a.setRecord(c.Txn, rec); err != nil {
 		return Result{}, err
 	}
@@ -287,8 +292,8 @@ func (a *batch) resolveTxn(txn, rev int64) error {
 // past its deadline (or p.Abort asks), and recording it aborted if it has
 // no record (its primary's prewrite never applied: now it never will).
 func (a *batch) push(p *txnlock.Push) (Result, error) {
-	if !a.m.spanHolds(p.Primary, nil) {
-		return Result{Err: fmt.Errorf("primary %q of transaction %d is outside range %d", p.Primary, p.Txn, a.m.cfg.RangeID)}, nil
+	if !holds(a.desc, p.Primary, nil) {
+		return Result{Err: ErrRangeChanged}, nil
 	}
 	rec, ok, err := a.record(p.Txn)
 	if err != nil {
@@ -299,7 +304,7 @@ func (a *batch) push(p *txnlock.Push) (Result, error) {
 		return Result{Resp: txnlock.Record{Status: txnlock.Pending, Deadline: p.Deadline}}, nil
 	}
 	if !ok || (rec.Status == txnlock.Pending && (p.Abort || p.Now > rec.Deadline)) {
-		rec = txnlock.Record{Status: txnlock.Aborted}
+		rec = txnlock.Record{Status: txnlock.Aborted, Primary: p.Primary}
 		if err := a.setRecord(p.Txn, rec); err != nil {
 			return Result{}, err
 		}

@@ -92,7 +92,8 @@ var routes = map[string]route{
 	"/v3/synod/limits/release": {"/synodpb.Limits/Release"},
 	"/v3/synod/limits/stats":   {"/synodpb.Limits/LimitStats"},
 
-	"/v3/synod/ranges/list": {"/synodpb.Ranges/ListRanges"},
+	"/v3/synod/ranges/list":  {"/synodpb.Ranges/ListRanges"},
+	"/v3/synod/ranges/split": {"/synodpb.Ranges/SplitRange"},
 	// The job queues (api/queuepb)
 	"/v3/synod/queue/push":           {"/synod.queue.v1.Queue/Push"},
 	"/v3/synod/queue/claim":          {"/synod.queue.v1.Queue/Claim"},

@@ -59,6 +59,7 @@ var (
 	txnLocksSuffix  = []byte("tl")
 	txnRecordSuffix = []byte("tr")
 	txnStateSuffix  = []byte("tx")
+	descSuffix      = []byte("rd")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
@@ -186,6 +187,30 @@ func TxnRecordSpan(id RangeID) Span {
 // across ranges committed at there.
 func TxnStateKey(id RangeID) []byte {
 	return rangeLocalKey(replicatedPrefix, id, txnStateSuffix, 0)
+}
+
+// RangeDescriptorKey holds, in data range id, the range's own descriptor
+// (internal/rangedesc): its span and generation as its log made them. A
+// split writes it for both sides in the same batch, so it is the
+// authority on the range's span; the meta copies in the system range
+// (RangeDescKey) follow it.
+func RangeDescriptorKey(id RangeID) []byte {
+	return rangeLocalKey(replicatedPrefix, id, descSuffix, 0)
+}
+
+// ReplicatedRangeIDOf returns the range ID of a replicated range-local
+// key, and whether key is one.
+func ReplicatedRangeIDOf(key []byte) (RangeID, bool) {
+	if len(key) < 10 || key[0] != replicatedPrefix || key[1] != 'r' {
+		return 0, false
+	}
+	return RangeID(binary.BigEndian.Uint64(key[2:10])), true
+}
+
+// ReplicatedRangeLocalSpan covers the replicated range-local keys of
+// every range.
+func ReplicatedRangeLocalSpan() Span {
+	return Span{Start: []byte{replicatedPrefix}, End: []byte{replicatedPrefix + 1}}
 }
 
 // RangeLocalReplicatedSpan covers the replicated range-local keys of a range.
@@ -330,6 +355,10 @@ func SystemSpan() Span {
 // OracleCeilingKey holds the revision oracle's ceiling (8 bytes): no
 // revision above it was ever handed out.
 func OracleCeilingKey() []byte { return systemKey(oracleInfix, "ceiling") }
+
+// NextRangeIDKey holds the system range's counter of range IDs: the
+// highest ID handed out to a range made by a split.
+func NextRangeIDKey() []byte { return systemKey(oracleInfix, "rangeid") }
 
 // OracleSpan covers the revision oracle's keys.
 func OracleSpan() Span {

@@ -46,6 +46,9 @@ type Metrics struct {
 	OracleRevisions    prometheus.Counter     // revisions the oracle handed out
 	SnapshotsSent      *prometheus.CounterVec // by result: ok, failed
 	SnapshotsInstalled prometheus.Counter
+	// RangeSplits counts the splits this node applied (each makes a
+	// range).
+	RangeSplits prometheus.Counter
 	CrossRangeTxns     *prometheus.CounterVec // transactions across data ranges, by outcome
 	TxnRetries         prometheus.Counter     // runs of such transactions started again (a lock or a conflict met)
 	TxnLocksResolved   *prometheus.CounterVec // locks of other transactions resolved, by what their record said
@@ -107,6 +110,7 @@ func New(src Source) *Metrics {
 	m.OracleRevisions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_revisions_total", Help: "Revisions this node's revision oracle handed out."})
 	m.SnapshotsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_sent_total", Help: "Snapshots streamed to followers."}, []string{"result"})
 	m.SnapshotsInstalled = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_installed_total", Help: "Snapshots received and installed."})
+	m.RangeSplits = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "range_splits_total", Help: "Data range splits this node applied."})
 	m.CrossRangeTxns = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "txn_cross_range_total", Help: "Transactions across data ranges this node coordinated, by outcome (committed, read: the branch taken wrote nothing, failed)."}, []string{"outcome"})
 	m.TxnRetries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "txn_cross_range_retries_total", Help: "Runs of transactions across data ranges started again from a new revision (another transaction's lock, or a key changed since the read revision)."})
 	m.TxnLocksResolved = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "txn_locks_resolved_total", Help: "Locks of other transactions this node resolved, by their record's status (committed, aborted)."}, []string{"status"})
@@ -115,7 +119,7 @@ func New(src Source) *Metrics {
 		Namespace: "synod", Name: "grpc_handling_seconds", Help: "Client gRPC handling time by method (unary calls).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"method"})
-	r.MustRegister(m.ProposalsFailed, m.OracleBatches, m.OracleRevisions, m.SnapshotsSent, m.SnapshotsInstalled, m.CrossRangeTxns, m.TxnRetries, m.TxnLocksResolved, m.grpcRequests, m.grpcLatency)
+	r.MustRegister(m.ProposalsFailed, m.OracleBatches, m.OracleRevisions, m.SnapshotsSent, m.SnapshotsInstalled, m.RangeSplits, m.CrossRangeTxns, m.TxnRetries, m.TxnLocksResolved, m.grpcRequests, m.grpcLatency)
 	r.MustRegister(&fsyncCollector{db: src.DB, desc: prometheus.NewDesc(
 		"synod_disk_wal_fsync_duration_seconds", "Latency of the write-ahead log's fsyncs.", nil, nil)})
 	r.MustRegister(newStorageCollector(src.DB))

@@ -76,6 +76,20 @@ const (
 	KindTxnCommit   Kind = 29
 	KindTxnResolve  Kind = 30
 	KindTxnPush     Kind = 31
+	// KindRangeSplit splits a data range in two at a key
+	// (rangedesc.SplitCommand): the range keeps the keys below it and a
+	// new range, with the same replicas, takes the rest, both created by
+	// the one command on every replica. Not stamped: it writes no key.
+	KindRangeSplit Kind = 32
+	// KindRangeIDAlloc hands out a new range ID from the system range's
+	// counter (EncodeOracleCeiling's format: how many IDs; the response
+	// is the first).
+	KindRangeIDAlloc Kind = 33
+	// KindRangeDescs stores data ranges' descriptors in the system range's
+	// meta copies (rangedesc.EncodeList), each only over an older
+	// generation: splits made them, and the ranges' own copies are the
+	// authority.
+	KindRangeDescs Kind = 34
 
 	// Kinds from 100 up are the commands of the services whose data lives
 	// in data ranges, in key spans of their own, applied by extensions of
@@ -92,7 +106,7 @@ const (
 // records, alarms, the auth state and the revision oracle's ceiling. The others are data ranges'.
 func (k Kind) System() bool {
 	switch {
-	case k == KindMemberPublish, k == KindMemberUpdate, k == KindAlarm, k == KindOracleCeiling,
+	case k == KindMemberPublish, k == KindMemberUpdate, k == KindAlarm, k == KindOracleCeiling, k == KindRangeIDAlloc, k == KindRangeDescs,
 		k >= KindAuthEnable && k <= KindRoleRevokePermission:
 		return true
 	}
@@ -163,6 +177,12 @@ func (k Kind) String() string {
 		return "txn-resolve"
 	case KindTxnPush:
 		return "txn-push"
+	case KindRangeSplit:
+		return "range-split"
+	case KindRangeIDAlloc:
+		return "range-id-alloc"
+	case KindRangeDescs:
+		return "range-descs"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }

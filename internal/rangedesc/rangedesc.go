@@ -239,3 +239,222 @@ func (s *Set) Overlapping(key, end []byte) []Descriptor {
 	}
 	return out
 }
+
+// PutLocal writes d as its range's own descriptor (keys.RangeDescriptorKey),
+// in the range's replicated range-local keys.
+func PutLocal(w pebble.Writer, d Descriptor) error {
+	if err := w.Set(keys.RangeDescriptorKey(d.RangeID), d.Encode(), nil); err != nil {
+		return fmt.Errorf("write own descriptor of range %d: %w", d.RangeID, err)
+	}
+	return nil
+}
+
+// GetLocal reads range id's own descriptor; ok is false when the range
+// has none (it never split, or its state is not here).
+func GetLocal(r pebble.Reader, id keys.RangeID) (d Descriptor, ok bool, err error) {
+	v, closer, err := r.Get(keys.RangeDescriptorKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Descriptor{}, false, nil
+	}
+	if err != nil {
+		return Descriptor{}, false, fmt.Errorf("read own descriptor of range %d: %w", id, err)
+	}
+	defer closer.Close()
+	d, err = Decode(v)
+	if err != nil {
+		return Descriptor{}, false, err
+	}
+	return d, true, nil
+}
+
+// LoadLocal reads the own descriptors of every range with state on this
+// node, in range ID order.
+func LoadLocal(r pebble.Reader) ([]Descriptor, error) {
+	span := keys.ReplicatedRangeLocalSpan()
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return nil, fmt.Errorf("read own range descriptors: %w", err)
+	}
+	defer it.Close()
+	var out []Descriptor
+	for ok := it.First(); ok; {
+		id, isRange := keys.ReplicatedRangeIDOf(it.Key())
+		if !isRange {
+			ok = it.Next()
+			continue
+		}
+		d, found, err := GetLocal(r, id)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, d)
+		}
+		// On to the next range's keys.
+		ok = it.SeekGE(keys.RangeLocalReplicatedSpan(id).End)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read own range descriptors: %w", err)
+	}
+	return out, nil
+}
+
+// Newest merges descriptor lists: for each range ID, the descriptor of
+// the highest generation (the later list wins a tie).
+func Newest(lists ...[]Descriptor) []Descriptor {
+	byID := map[keys.RangeID]Descriptor{}
+	var order []keys.RangeID
+	for _, l := range lists {
+		for _, d := range l {
+			cur, ok := byID[d.RangeID]
+			if !ok {
+				order = append(order, d.RangeID)
+			}
+			if !ok || d.Generation >= cur.Generation {
+				byID[d.RangeID] = d
+			}
+		}
+	}
+	slices.Sort(order)
+	out := make([]Descriptor, len(order))
+	for i, id := range order {
+		out[i] = byID[id]
+	}
+	return out
+}
+
+// With returns the set with ds in place of the descriptors of the same
+// ranges, and added where their ranges are new.
+func (s *Set) With(ds ...Descriptor) (*Set, error) {
+	return NewSet(Newest(s.descs, ds))
+}
+
+// Get returns the descriptor of range id, if the set holds it.
+func (s *Set) Get(id keys.RangeID) (Descriptor, bool) {
+	for _, d := range s.descs {
+		if d.RangeID == id {
+			return d, true
+		}
+	}
+	return Descriptor{}, false
+}
+
+// SplitCommand splits a data range at Key: the range keeps the keys
+// below it, and a new range, NewID, takes the rest. It applies only to
+// the range at generation Generation.
+type SplitCommand struct {
+	Key        []byte
+	NewID      keys.RangeID
+	Generation uint64
+}
+
+// Encoding of SplitCommand: 1 key, 2 new range ID, 3 generation.
+const (
+	splitFieldKey        = 1
+	splitFieldNewID      = 2
+	splitFieldGeneration = 3
+)
+
+// Encode returns c's form in a log entry.
+func (c SplitCommand) Encode() []byte {
+	b := protowire.AppendTag(nil, splitFieldKey, protowire.BytesType)
+	b = protowire.AppendBytes(b, c.Key)
+	b = protowire.AppendTag(b, splitFieldNewID, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(c.NewID))
+	b = protowire.AppendTag(b, splitFieldGeneration, protowire.VarintType)
+	return protowire.AppendVarint(b, c.Generation)
+}
+
+// DecodeSplitCommand parses a split command.
+func DecodeSplitCommand(data []byte) (SplitCommand, error) {
+	var c SplitCommand
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return c, fmt.Errorf("decode split: %w", protowire.ParseError(n))
+		}
+		data = data[n:]
+		switch {
+		case typ == protowire.BytesType && num == splitFieldKey:
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return c, fmt.Errorf("decode split: %w", protowire.ParseError(n))
+			}
+			c.Key, data = bytes.Clone(v), data[n:]
+		case typ == protowire.VarintType && (num == splitFieldNewID || num == splitFieldGeneration):
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return c, fmt.Errorf("decode split: %w", protowire.ParseError(n))
+			}
+			data = data[n:]
+			if num == splitFieldNewID {
+				c.NewID = keys.RangeID(v)
+			} else {
+				c.Generation = v
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, data)
+			if n < 0 {
+				return c, fmt.Errorf("decode split: %w", protowire.ParseError(n))
+			}
+			data = data[n:]
+		}
+	}
+	if len(c.Key) == 0 || c.NewID == 0 {
+		return c, errors.New("decode split: no key or no new range ID")
+	}
+	return c, nil
+}
+
+// EncodeList returns the stored form of several descriptors (a system
+// command's payload): each as a length-prefixed field 1.
+func EncodeList(ds []Descriptor) []byte {
+	var b []byte
+	for _, d := range ds {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendBytes(b, d.Encode())
+	}
+	return b
+}
+
+// DecodeList parses EncodeList's form.
+func DecodeList(data []byte) ([]Descriptor, error) {
+	var out []Descriptor
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num != 1 || typ != protowire.BytesType {
+			return nil, errors.New("decode range descriptors: malformed list")
+		}
+		v, m := protowire.ConsumeBytes(data[n:])
+		if m < 0 {
+			return nil, fmt.Errorf("decode range descriptors: %w", protowire.ParseError(m))
+		}
+		d, err := Decode(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+		data = data[n+m:]
+	}
+	return out, nil
+}
+
+// Get reads the meta descriptor of range id in the system range's
+// keyspace; ok is false when there is none.
+func Get(r pebble.Reader, id keys.RangeID) (d Descriptor, ok bool, err error) {
+	v, closer, err := r.Get(keys.RangeDescKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Descriptor{}, false, nil
+	}
+	if err != nil {
+		return Descriptor{}, false, fmt.Errorf("read descriptor of range %d: %w", id, err)
+	}
+	defer closer.Close()
+	d, err = Decode(v)
+	return d, err == nil, err
+}
+
+// Overlaps reports whether d and o share a key.
+func (d Descriptor) Overlaps(o Descriptor) bool {
+	return (len(o.End) == 0 || bytes.Compare(d.Start, o.End) < 0) && (len(d.End) == 0 || bytes.Compare(o.Start, d.End) < 0)
+}

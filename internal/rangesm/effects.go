@@ -3,6 +3,7 @@ package rangesm
 import (
 	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/kv"
+	"github.com/synod-io/synod/internal/rangedesc"
 )
 
 // Result is the outcome of an applied command.
@@ -70,6 +71,9 @@ type Effects struct {
 	// ranges committed at in the range: it may hold versions up to there,
 	// above its revision.
 	TxnMaxCommit int64
+	// Splits are the splits applied, in order: the range became Left,
+	// and Right was made (its state is in the batch).
+	Splits []Split
 	// Extensions are what the data range's extensions (job queues, rate
 	// limiters) recorded for their services on this node, in apply order;
 	// each service knows its own types.
@@ -81,5 +85,16 @@ type Effects struct {
 // snapshot.
 func (e *Effects) HasEffects() bool {
 	return len(e.Events) > 0 || len(e.Compactions) > 0 || len(e.Leases) > 0 ||
-		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged || len(e.Extensions) > 0 || e.TxnLocksChanged
+		e.SnapshotInstalled || e.ConfChanged || len(e.AuthTokens) > 0 || e.AuthChanged || len(e.Extensions) > 0 || e.TxnLocksChanged ||
+		len(e.Splits) > 0
+}
+
+// Split is an applied split of a data range.
+type Split struct {
+	// Left is the split range's descriptor after the split, Right the
+	// new range's.
+	Left, Right rangedesc.Descriptor
+	// Revision is the range's revision at the split, the new range's
+	// first: it holds no version above it.
+	Revision int64
 }

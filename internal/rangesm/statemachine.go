@@ -4,6 +4,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/raftcmd"
 )
 
@@ -54,4 +55,12 @@ type BatchApplier interface {
 	Committed() error
 	// Close releases what the batch holds, whether it was committed or not.
 	Close()
+}
+
+// A Spanner is a state machine whose replicated state's Pebble spans can
+// change (a data range's, with its span, at a split): a replica asks it
+// for them instead of keeping its configuration's. Spans must be safe for
+// concurrent use.
+type Spanner interface {
+	Spans() []keys.Span
 }

@@ -79,6 +79,11 @@ func (r *Replica) apply(ents []*pb.Entry, hs *pb.HardState, out *ApplyOutput) er
 		r.untruncBytes += uint64(len(e.GetData()))
 	}
 	out.KV = st.KV
+	if len(out.Splits) > 0 {
+		// Several data ranges now: stamps follow real time across them
+		// only if taken fresh (Config.FreshRevisions).
+		r.useFreshRevisions()
+	}
 	if err := ba.Finish(); err != nil {
 		return fmt.Errorf("range %d: %w", r.cfg.RangeID, err)
 	}

@@ -528,7 +528,12 @@ func (r *Replica) publish() {
 
 // Spans returns the Pebble spans of the range's replicated state
 // (Config.Spans). Safe for concurrent use.
-func (r *Replica) Spans() []keys.Span { return r.cfg.Spans }
+func (r *Replica) Spans() []keys.Span {
+	if sp, ok := r.sm.(rangesm.Spanner); ok {
+		return sp.Spans()
+	}
+	return r.cfg.Spans
+}
 
 // Status returns Raft's full status (progress of followers when leader).
 func (r *Replica) Status() raft.Status { return r.rn.Status() }

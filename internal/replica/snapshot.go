@@ -109,7 +109,7 @@ func (r *Replica) snapshot() (*pb.Snapshot, error) {
 		RangeID:     r.cfg.RangeID,
 		Meta:        snapshotMetadata(&r.state),
 		snap:        r.db.NewSnapshot(),
-		spans:       r.cfg.Spans,
+		spans:       r.Spans(),
 		createdTick: r.tick,
 	}
 	r.outgoing[s.ID] = s
@@ -225,7 +225,7 @@ func (r *Replica) stageSnapshotInstall(b *pebble.Batch, snap *pb.Snapshot) error
 	if r.incoming == nil || r.incoming.index != meta.GetIndex() {
 		return fmt.Errorf("range %d: raft installs snapshot at %d but its data was not received", r.cfg.RangeID, meta.GetIndex())
 	}
-	for _, span := range r.cfg.Spans {
+	for _, span := range r.Spans() {
 		if err := b.DeleteRange(span.Start, span.End, nil); err != nil {
 			return err
 		}

@@ -359,3 +359,23 @@ func (r *Replica) addFresh(w RevisionsWanted, first uint64) {
 	s.blocks = nil
 	r.askRevisions()
 }
+
+// useFreshRevisions makes a stamping replica stamp with fresh revisions
+// from now on (its range split, so there are several): the blocks it holds
+// are dropped (a gap), and the proposals it held for revisions wait for
+// fresh ones, in order.
+func (r *Replica) useFreshRevisions() {
+	if r.cfg.FreshRevisions || !r.cfg.StampRevisions {
+		return
+	}
+	r.cfg.FreshRevisions = true
+	s := &r.stamps
+	s.blocks, s.asked = nil, false
+	for i := range s.held {
+		s.arrivals++
+		s.held[i].seq = s.arrivals
+	}
+	if s.term != 0 {
+		r.askRevisions()
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/replica"
 	"github.com/synod-io/synod/internal/txnlock"
 )
@@ -59,20 +60,36 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	if cr, ok := req.(*pb.CompactionRequest); ok && s.multiRange() {
 		return s.compactRanges(ctx, cr)
 	}
-	if !s.multiRange() {
+	for {
+		set := s.descs.Load()
+		resp, err := s.proposeRouted(ctx, set, kind, req, payload)
+		if !isRangeChanged(err) {
+			return resp, err
+		}
+		// A split changed the ranges since the request was routed: route
+		// it again once this node applied it.
+		if err := s.awaitNewDescriptors(ctx, set); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// proposeRouted proposes a write in the ranges set routes it to.
+func (s *Server) proposeRouted(ctx context.Context, set *rangedesc.Set, kind raftcmd.Kind, req proto.Message, payload []byte) (any, error) {
+	if len(set.All()) == 1 {
 		return s.proposeIn(ctx, rangeOf(kind), kind, payload, 0, quotaCost(req))
 	}
-	ids, err := route(s.descs.Load(), kind, req)
+	ids, err := route(set, kind, req)
 	if err != nil {
 		return nil, err
 	}
 	if len(ids) > 1 {
 		switch req := req.(type) {
 		case *pb.TxnRequest:
-			return s.crossRangeTxn(ctx, req, ids)
+			return s.crossRangeTxn(ctx, req)
 		case *pb.DeleteRangeRequest:
 			// A delete over several ranges is a txn of one delete.
-			resp, err := s.crossRangeTxn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}}, ids)
+			resp, err := s.crossRangeTxn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}})
 			if err != nil {
 				return nil, err
 			}
@@ -427,9 +444,9 @@ func (s *Server) view() (*replica.View, kv.Meta, error) {
 
 // Range implements etcdapi.Backend.
 func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	touched := func() ([]keys.RangeID, []txnlock.Span) {
+	touched := func(set *rangedesc.Set) ([]keys.RangeID, []txnlock.Span) {
 		var r router
-		r.key(s.descs.Load(), req.Key, req.RangeEnd)
+		r.key(set, req.Key, req.RangeEnd)
 		start, end := kv.RangeBounds(req.Key, req.RangeEnd)
 		return r.ids, []txnlock.Span{{Start: start, End: end}}
 	}
@@ -440,9 +457,9 @@ func (s *Server) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 
 // ReadTxn implements etcdapi.Backend.
 func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	touched := func() ([]keys.RangeID, []txnlock.Span) {
+	touched := func(set *rangedesc.Set) ([]keys.RangeID, []txnlock.Span) {
 		var r router
-		r.txn(s.descs.Load(), req)
+		r.txn(set, req)
 		return r.ids, txnSpans(req)
 	}
 	return read(ctx, s, true, touched, func(r pebble.Reader, idx *keyindex.Snapshot, m kv.Meta) (*pb.TxnResponse, error) {
@@ -456,29 +473,58 @@ func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 // a revision from the oracle after fences on the ranges it touches
 // (readAtOracle), and with several a serializable one at the revision the
 // node knows they are closed at (readResolved).
-func read[T any](ctx context.Context, s *Server, linearizable bool, touched func() ([]keys.RangeID, []txnlock.Span), fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
-	var zero T
-	if s.multiRange() || (linearizable && s.cfg.ReadsAtOracleRevision) {
-		ids, spans := touched()
-		if len(ids) == 0 {
-			ids = s.dataRanges()[:1] // an empty span: any range answers it alike
+func read[T any](ctx context.Context, s *Server, linearizable bool, touched func(*rangedesc.Set) ([]keys.RangeID, []txnlock.Span), fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
+	for {
+		set := s.descs.Load()
+		out, ids, err := readOnce(ctx, s, set, linearizable, touched, fn)
+		if !errors.Is(err, errRerouted) && (err != nil || s.sameRanges(set, ids)) {
+			return out, err
 		}
-		if !linearizable {
-			return readResolved(s, ids, fn)
+		// A split changed the ranges read while the read was served:
+		// read again with the new ones, once this node applied it.
+		if err := s.awaitNewDescriptors(ctx, set); err != nil {
+			var zero T
+			return zero, err
 		}
-		return readAtOracle(ctx, s, ids, spans, fn)
 	}
+}
+
+// readOnce serves a read with the ranges set routes it to, and returns
+// them.
+func readOnce[T any](ctx context.Context, s *Server, set *rangedesc.Set, linearizable bool, touched func(*rangedesc.Set) ([]keys.RangeID, []txnlock.Span), fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, []keys.RangeID, error) {
+	var zero T
+	if len(set.All()) > 1 || (linearizable && s.cfg.ReadsAtOracleRevision) {
+		ids, spans := touched(set)
+		if len(ids) == 0 {
+			ids = set.IDs()[:1] // an empty span: any range answers it alike
+		}
+		var out T
+		var err error
+		if !linearizable {
+			out, err = readResolved(s, ids, fn)
+		} else {
+			out, err = readAtOracle(ctx, s, ids, spans, fn)
+		}
+		return out, ids, err
+	}
+	ids := set.IDs()
 	if linearizable {
 		if err := s.linearize(ctx); err != nil {
-			return zero, err
+			return zero, ids, err
 		}
 	}
 	snap, meta, err := s.view()
 	if err != nil {
-		return zero, err
+		return zero, ids, err
 	}
 	defer snap.Close()
-	return fn(snap, datarange.Index(snap.Derived()), meta)
+	if d, ok := datarange.Descriptor(snap.Derived()); ok && len(d.End) > 0 {
+		// The range split after the read was routed: its index holds
+		// only some of the keys.
+		return zero, nil, errRerouted
+	}
+	out, err := fn(snap, datarange.Index(snap.Derived()), meta)
+	return out, ids, err
 }
 
 // WaitCompaction implements etcdapi.Backend.

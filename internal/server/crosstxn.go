@@ -19,6 +19,7 @@ import (
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/txnlock"
 )
 
@@ -55,15 +56,21 @@ const placeholderGap = 1 << 40
 // errTxnRetry makes crossRangeTxn run the txn again from a new revision.
 var errTxnRetry = errors.New("retry the transaction")
 
-// crossRangeTxn runs a write txn whose keys lie in the data ranges ids
-// (several) atomically.
-func (s *Server) crossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []keys.RangeID) (*pb.TxnResponse, error) {
+// crossRangeTxn runs a write txn whose keys lie in several data ranges
+// atomically.
+func (s *Server) crossRangeTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	spans := txnSpans(req)
 	wait := time.Millisecond
 	for {
-		resp, err := s.tryCrossRangeTxn(ctx, req, ids, spans)
+		set := s.descs.Load()
+		resp, err := s.tryCrossRangeTxn(ctx, req, set, spans)
+		if isRangeChanged(err) {
+			// A split changed the ranges it was routed to (Propose
+			// routes it again).
+			return nil, err
+		}
 		if !errors.Is(err, errTxnRetry) {
 			if err != nil {
 				s.metrics.CrossRangeTxns.WithLabelValues("failed").Inc()
@@ -128,7 +135,10 @@ func (s *Server) evalTxn(req *pb.TxnRequest, meta kv.Meta, writeRev int64) (*pb.
 	return resp, writes, nil
 }
 
-func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids []keys.RangeID, spans []txnlock.Span) (*pb.TxnResponse, error) {
+func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *rangedesc.Set, spans []txnlock.Span) (*pb.TxnResponse, error) {
+	var r router
+	r.txn(set, req)
+	ids := r.ids
 	rev, err := s.fenceRanges(ctx, ids)
 	if err != nil {
 		return nil, err
@@ -153,18 +163,21 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, ids [
 	}
 	if len(writes) == 0 {
 		// The branch taken writes nothing: a read at R.
+		if !s.sameRanges(set, ids) {
+			return nil, datarange.ErrRangeChanged // read at R from ranges that split
+		}
 		s.metrics.CrossRangeTxns.WithLabelValues("read").Inc()
 		resp.Header.Revision = rev
 		return resp, nil
 	}
 
-	set := s.descs.Load()
 	primary := writes[0].Key
 	primaryRange := set.Lookup(primary).RangeID
 	deadline := time.Now().Add(s.txnLockTTL()).UnixMilli()
 	prewrites := map[keys.RangeID]*txnlock.Prewrite{}
 	for _, id := range ids {
-		prewrites[id] = &txnlock.Prewrite{Locks: txnlock.Locks{Txn: rev, Primary: primary, Deadline: deadline}, IsPrimary: id == primaryRange}
+		d, _ := set.Get(id)
+		prewrites[id] = &txnlock.Prewrite{Locks: txnlock.Locks{Txn: rev, Primary: primary, Deadline: deadline}, IsPrimary: id == primaryRange, Generation: d.Generation}
 	}
 	for _, sp := range spans {
 		var end []byte
@@ -289,6 +302,8 @@ func (s *Server) afterFailedPrewrite(ctx context.Context, txn int64, primary []b
 		return errTxnRetry
 	case errors.As(err, &conflict), errors.As(err, &aborted):
 		return errTxnRetry
+	case isRangeChanged(err):
+		return datarange.ErrRangeChanged
 	}
 	return err
 }
@@ -297,6 +312,12 @@ func (s *Server) afterFailedPrewrite(ctx context.Context, txn int64, primary []b
 // it can: what it cannot drop, whoever meets it drops once the record is
 // aborted or past its deadline.
 func (s *Server) abortTxn(ctx context.Context, txn int64, primary []byte, primaryRange keys.RangeID, secondaries []keys.RangeID) {
+	if cur := s.descs.Load().Lookup(primary).RangeID; cur != primaryRange {
+		// A split moved the primary's key (its prewrite was refused):
+		// its record, if any, is where the key is now.
+		secondaries = append(slices.Clone(secondaries), primaryRange)
+		primaryRange = cur
+	}
 	if _, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: txn, Primary: primary, Now: time.Now().UnixMilli(), Abort: true}, 0); err != nil {
 		s.logger.Debug("abort txn", "txn", txn, "err", err)
 		return // its secondaries' locks stay until it is pushed
@@ -352,7 +373,6 @@ func (s *Server) proposeTxnCommand(ctx context.Context, id keys.RangeID, kind ra
 // record again now and then, and once its deadline passed (which aborts
 // it).
 func (s *Server) resolveLock(ctx context.Context, id keys.RangeID, l *txnlock.LockedError) error {
-	primaryRange := s.descs.Load().Lookup(l.Primary).RangeID
 	ctx = auth.WithoutFence(ctx)
 	wait := time.Millisecond
 	var asked time.Time
@@ -363,7 +383,17 @@ func (s *Server) resolveLock(ctx context.Context, id keys.RangeID, l *txnlock.Lo
 		now := time.Now()
 		if asked.IsZero() || now.Sub(asked) >= txnAskInterval || now.UnixMilli() > l.Deadline {
 			asked = now
+			set := s.descs.Load()
+			primaryRange := set.Lookup(l.Primary).RangeID
 			out, err := s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnPush, &txnlock.Push{Txn: l.Txn, Primary: l.Primary, Now: now.UnixMilli(), Deadline: l.Deadline}, 0)
+			if isRangeChanged(err) {
+				// A split moved the primary's key: ask where it is now.
+				if err := s.awaitNewDescriptors(ctx, set); err != nil {
+					return err
+				}
+				asked = time.Time{}
+				continue
+			}
 			if err != nil {
 				return err
 			}

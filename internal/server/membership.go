@@ -295,7 +295,7 @@ func (s *Server) viaRangeLeader(ctx context.Context, id keys.RangeID, method str
 		} else {
 			err = s.forwardToLeader(ctx, id, method, req, resp)
 		}
-		if !isNotLeader(err) || attempt >= 4 {
+		if !(isNotLeader(err) || isNoLeader(err)) || attempt >= 4 {
 			return err
 		}
 		// Wait for the next leader, then go there.
@@ -310,7 +310,17 @@ func (s *Server) viaRangeLeader(ctx context.Context, id keys.RangeID, method str
 	}
 }
 
-var notLeaderMessage = status.Convert(rpctypes.ErrGRPCNotLeader).Message()
+var (
+	notLeaderMessage = status.Convert(rpctypes.ErrGRPCNotLeader).Message()
+	noLeaderMessage  = status.Convert(rpctypes.ErrGRPCNoLeader).Message()
+)
+
+// isNoLeader reports whether err says the range has no leader (yet: a
+// range a split just made elects its first).
+func isNoLeader(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Message() == noLeaderMessage
+}
 
 func isNotLeader(err error) bool {
 	st, ok := status.FromError(err)

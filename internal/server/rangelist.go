@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/rangedesc"
 )
 
 // rangesServer serves synodpb.Ranges: the ranges as this node sees them.
@@ -21,6 +25,24 @@ var _ synodpb.RangesServer = rangesServer{}
 func (rs rangesServer) ListRanges(context.Context, *synodpb.ListRangesRequest) (*synodpb.ListRangesResponse, error) {
 	s := rs.s
 	return &synodpb.ListRangesResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID, Ranges: s.rangeInfos()}, nil
+}
+
+// SplitRange implements synodpb.RangesServer: each key in turn.
+func (rs rangesServer) SplitRange(ctx context.Context, req *synodpb.SplitRangeRequest) (*synodpb.SplitRangeResponse, error) {
+	s := rs.s
+	if len(req.Keys) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "synod: no split key")
+	}
+	resp := &synodpb.SplitRangeResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID}
+	for _, k := range req.Keys {
+		l, r, err := s.SplitRange(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		infos := descriptorInfos([]rangedesc.Descriptor{l, r})
+		resp.Splits = append(resp.Splits, &synodpb.RangeSplit{Left: infos[0], Right: infos[1]})
+	}
+	return resp, nil
 }
 
 // rangeInfos describes the ranges this node has a replica of: the system

@@ -115,10 +115,16 @@ func (s *Server) rangesLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(period):
+		case <-s.descsWake:
 		}
+		// Every node: ranges that splits made and this node learned of
+		// only from the meta copies (it took a snapshot of the split
+		// range from after the split).
+		s.refreshDescriptors()
 		if !s.isRangeLeader(keys.SystemRangeID) {
 			continue
 		}
+		s.storeMetaDescriptors(ctx)
 		if err := s.pushSystemState(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("hand the data ranges the system state", "err", err)
 		}

@@ -172,8 +172,8 @@ func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *
 			rev = closed
 		}
 	}
-	if s.merger != nil {
-		rev = max(rev, s.merger.resolvedRevision())
+	if m := s.merger.Load(); m != nil {
+		rev = max(rev, m.resolvedRevision())
 	}
 	r, _, compactRev, release, err := s.oracleView(ids)
 	if err != nil {

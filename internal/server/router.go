@@ -13,6 +13,7 @@ import (
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangedesc"
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/replica"
 )
 
@@ -28,20 +29,76 @@ import (
 // range applied them (a node that joined and has no data yet, or a data
 // dir from before descriptors, has the initial ones).
 func (s *Server) loadDescriptors() error {
-	ds, err := rangedesc.Load(s.db)
+	meta, err := rangedesc.Load(s.db)
 	if err != nil {
 		return err
 	}
-	set, err := rangedesc.NewSet(ds)
+	// The ranges' own descriptors (written by splits, carried by
+	// snapshots) are newer than the meta copies, and name the ranges
+	// splits made; the meta copies name the ranges this node has no state
+	// of yet (it joined, or took a snapshot of a split range from after
+	// the split).
+	local, err := rangedesc.LoadLocal(s.db)
 	if err != nil {
 		return err
+	}
+	own := map[keys.RangeID]rangedesc.Descriptor{}
+	for _, d := range rangedesc.Newest(meta, local) {
+		if ok, err := rangesm.IsBootstrapped(s.db, d.RangeID); err != nil {
+			return err
+		} else if ok {
+			own[d.RangeID] = d
+		}
+	}
+	set, err := rangedesc.NewSet(routable(own, meta))
+	if err != nil {
+		// A range split here and the meta copies lack the new range:
+		// route with them until they catch up (the split range refuses
+		// what it no longer holds; refreshDescriptors).
+		s.logger.Warn("range descriptors do not cover the keyspace: routing with the meta copies until they catch up", "err", err)
+		if set, err = rangedesc.NewSet(meta); err != nil {
+			return err
+		}
 	}
 	s.descs.Store(set)
 	return nil
 }
 
+// routable returns the descriptors to route with: those of the ranges this
+// node has state of (own), and of the others those that overlap none of
+// them (a range made by a split whose range here has not applied it yet
+// waits until it has: its snapshot would be overwritten by the older
+// entries).
+func routable(own map[keys.RangeID]rangedesc.Descriptor, others ...[]rangedesc.Descriptor) []rangedesc.Descriptor {
+	var out []rangedesc.Descriptor
+	for _, d := range own {
+		out = append(out, d)
+	}
+	for _, d := range rangedesc.Newest(others...) {
+		if _, ok := own[d.RangeID]; ok {
+			continue
+		}
+		overlaps := false
+		for _, o := range own {
+			if d.Overlaps(o) {
+				overlaps = true
+				break
+			}
+		}
+		if !overlaps {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // descriptor returns the descriptor of data range id.
 func (s *Server) descriptor(id keys.RangeID) (rangedesc.Descriptor, bool) {
+	if set := s.adding.Load(); set != nil {
+		if d, ok := set.Get(id); ok {
+			return d, true
+		}
+	}
 	for _, d := range s.descs.Load().All() {
 		if d.RangeID == id {
 			return d, true

@@ -74,8 +74,16 @@ type Server struct {
 	compactor *compactor
 	hub       *watch.Hub
 	// merger hands the hub the events of several data ranges in revision
-	// order (nil with one data range; watchmerge.go).
-	merger    *watchMerger
+	// order (nil with one data range, until the first split; watchmerge.go).
+	merger    atomic.Pointer[watchMerger]
+	// descMu serializes changes of descs (splits applied by several
+	// ranges' goroutines, refreshDescriptors); descsWake asks rangesLoop
+	// to refresh them now (a snapshot changed a range's span).
+	descMu    sync.Mutex
+	descsWake chan struct{}
+	// adding, while set, holds the descriptors a change of descs is about
+	// to store, for the replicas it starts first (newStateMachine).
+	adding atomic.Pointer[rangedesc.Set]
 	lessor    *lease.Lessor
 	promoteMu sync.Mutex             // serializes lessor promotions
 	revokeQ   chan expiry            // expired leases waiting for a revoke worker
@@ -252,6 +260,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	if err := s.loadRemoved(); err != nil {
 		return nil, err
 	}
+	s.descsWake = make(chan struct{}, 1)
 	if err := s.loadDescriptors(); err != nil {
 		return nil, err
 	}
@@ -269,7 +278,7 @@ func Open(cfg Config) (_ *Server, err error) {
 		}
 		applied = replica.AppliedState{}
 	}
-	view, hubMeta := s.watchView, applied.KV
+	hubMeta := applied.KV
 	if s.multiRange() {
 		metas := map[keys.RangeID]kv.Meta{}
 		txns := map[keys.RangeID]*rangeTxns{}
@@ -287,11 +296,12 @@ func Open(cfg Config) (_ *Server, err error) {
 				return nil, err
 			}
 		}
-		s.merger, hubMeta = newWatchMerger(metas, txns)
-		view = s.mergedWatchView
+		var m *watchMerger
+		m, hubMeta = newWatchMerger(metas, txns)
+		s.merger.Store(m)
 	}
 	s.hub = watch.NewHub(watch.Config{
-		View:             view,
+		View:             s.hubView,
 		ProgressInterval: cfg.WatchProgressNotifyInterval,
 		MaxStreamBytes:   cfg.WatchMaxStreamBytes,
 		MaxQueuedBytes:   cfg.WatchMaxQueuedBytes,
@@ -343,10 +353,9 @@ func Open(cfg Config) (_ *Server, err error) {
 	}
 	s.goBackground(s.compactor.run)
 	s.goBackground(s.hub.Run)
-	if s.merger != nil {
-		s.goBackground(s.closeLoop)
-		s.goBackground(s.expiredLocksLoop)
-	}
+	// Both do nothing while there is one data range.
+	s.goBackground(s.closeLoop)
+	s.goBackground(s.expiredLocksLoop)
 	s.goBackground(s.leaseLoop)
 	s.goBackground(s.oracleLoop)
 	s.goBackground(s.stampLoop)
@@ -538,7 +547,21 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 			s.logger.Warn("flush after snapshot install", "err", err)
 		}
 	}
-	if s.merger != nil {
+	if len(out.Splits) > 0 {
+		s.splitsApplied(id, &out)
+	}
+	if out.SnapshotInstalled {
+		if d, ok := datarange.Descriptor(s.rangePublished(id).Derived); ok {
+			if cur, known := s.descs.Load().Get(id); known && cur.Generation != d.Generation {
+				// The range split (or more) since: learn the ranges made.
+				select {
+				case s.descsWake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	if m := s.merger.Load(); m != nil {
 		if out.SnapshotInstalled {
 			// The installed state's locks and commits (published with it).
 			out.TxnLockFloor, out.TxnMaxCommit = 0, 0
@@ -547,10 +570,10 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 				out.TxnMaxCommit = datarange.MaxCommit(pub.Derived)
 			}
 		}
-		s.merger.applied(s.hub, id, &out)
+		m.applied(s.hub, id, &out)
 	}
 	if id == keys.FirstDataRangeID {
-		if s.merger == nil {
+		if s.merger.Load() == nil {
 			if out.SnapshotInstalled {
 				s.hub.Reset(out.KV)
 			}
@@ -708,7 +731,7 @@ func (s *Server) newStateMachine(id keys.RangeID) (rangesm.StateMachine, error) 
 			exts = append(exts, svc.NewExtension())
 		}
 	}
-	return datarange.New(datarange.Config{RangeID: id, NodeID: s.id.MemberID, DB: s.db, Start: d.Start, End: d.End, Extensions: exts, Logger: s.logger})
+	return datarange.New(datarange.Config{RangeID: id, NodeID: s.id.MemberID, DB: s.db, Start: d.Start, End: d.End, Generation: d.Generation, Extensions: exts, Logger: s.logger})
 }
 
 // Close stops the node and waits for all of its goroutines. It is safe to
@@ -775,6 +798,9 @@ func (h handlerRef) HandleRaft(id keys.RangeID, msgs []*raftpb.Message) {
 
 func (h handlerRef) NewIncomingSnapshot(id keys.RangeID) (*replica.IncomingSnapshot, error) {
 	if st := h.st(); st != nil {
+		if err := h.s.checkSnapshotFits(id); err != nil {
+			return nil, err
+		}
 		return st.NewIncomingSnapshot(id)
 	}
 	return nil, errNotReady

@@ -120,6 +120,11 @@ func (m *watchMerger) compactLocked() int64 {
 func (m *watchMerger) applied(hub hubPublisher, id keys.RangeID, out *replica.ApplyOutput) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, sp := range out.Splits {
+		// Before the batch's events and revision: the new range is
+		// closed where the split range was before the batch.
+		m.addRangeLocked(id, sp.Right.RangeID, sp.Revision)
+	}
 	if out.SnapshotInstalled {
 		// Its events up to the installed state were never seen here.
 		m.mu.pending[id] = nil
@@ -141,6 +146,34 @@ func (m *watchMerger) applied(hub hubPublisher, id keys.RangeID, out *replica.Ap
 	m.mu.closed[id] = max(m.mu.closed[id], out.KV.Revision)
 	m.mu.compact[id] = max(m.mu.compact[id], out.KV.CompactRevision)
 	m.publishLocked(hub)
+}
+
+// addRangeLocked adds range right, made by a split of range left at
+// revision splitRev. It holds nothing above splitRev, and it commits
+// nothing at or below what left was closed at when this node applied the
+// split: its leader takes its revisions from the oracle after the split
+// applied, above any fence left's leader answered before. So it starts
+// closed at the higher of the two.
+func (m *watchMerger) addRangeLocked(left, right keys.RangeID, splitRev int64) {
+	if _, ok := m.mu.closed[right]; ok {
+		return
+	}
+	m.mu.closed[right] = max(m.mu.closed[left], splitRev)
+	m.mu.compact[right] = m.mu.compact[left]
+	m.mu.floor[right] = 0
+}
+
+// addLearned adds range id, which this node learned of from the meta
+// copies and has no state of yet: until its first snapshot it holds the
+// resolved revision where it is, and the snapshot's install catches the
+// watchers up from history (applied, SnapshotInstalled).
+func (m *watchMerger) addLearned(id keys.RangeID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.mu.closed[id]; !ok {
+		m.mu.closed[id] = m.mu.resolved
+		m.mu.floor[id] = 0
+	}
 }
 
 // close records that range id is closed at rev on this node.
@@ -204,6 +237,9 @@ func (m *watchMerger) resolvedRevision() int64 { return m.resolvedRev.Load() }
 // within about that interval.
 func (s *Server) closeLoop(ctx context.Context) {
 	everyInterval(ctx, s.closeInterval(), func() {
+		if s.merger.Load() == nil {
+			return // one data range: its applied revision is the hub's
+		}
 		if err := s.closeRanges(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Debug("ranges not closed", "err", err)
 		}
@@ -228,21 +264,33 @@ func everyInterval(ctx context.Context, d time.Duration, fn func()) {
 func (s *Server) closeRanges(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*s.ElectionTimeout())
 	defer cancel()
-	rev, err := s.fenceDataRanges(ctx)
+	// Only the ranges fenced: one a split made meanwhile was not.
+	ids := s.dataRanges()
+	rev, err := s.fenceRanges(ctx, ids)
 	if err != nil {
 		return err
 	}
-	for _, id := range s.dataRanges() {
-		s.merger.close(s.hub, id, rev)
+	m := s.merger.Load()
+	for _, id := range ids {
+		m.close(s.hub, id, rev)
 	}
 	return nil
+}
+
+// hubView is the hub's view: the first data range's while it is the only
+// one, the merged one (mergedWatchView) once there are several.
+func (s *Server) hubView() (pebble.Reader, kv.Meta, func(), error) {
+	if s.merger.Load() != nil {
+		return s.mergedWatchView()
+	}
+	return s.watchView()
 }
 
 // mergedWatchView is the hub's view with several data ranges: a snapshot
 // of the node's store, taken after the resolved revision was read (every
 // event up to it is applied here), with that revision.
 func (s *Server) mergedWatchView() (pebble.Reader, kv.Meta, func(), error) {
-	rev := s.merger.resolvedRevision()
+	rev := s.merger.Load().resolvedRevision()
 	snap := s.db.NewSnapshot()
 	compact, err := compactRevisionIn(snap, s.dataRanges())
 	if err != nil {

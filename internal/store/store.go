@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -67,11 +68,19 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// fresh, once set, makes every replica added from then on stamp with
+	// fresh revisions (a split made several data ranges).
+	fresh atomic.Bool
+
 	mu struct {
 		sync.RWMutex
 		replicas map[keys.RangeID]*handle
 	}
 }
+
+// UseFreshRevisions makes the data ranges' replicas added from now on
+// stamp with fresh revisions (Config.FreshRevisions): there are several.
+func (s *Store) UseFreshRevisions() { s.fresh.Store(true) }
 
 // Open starts a store with no replicas.
 func Open(cfg Config) *Store {
@@ -99,7 +108,7 @@ func (s *Store) AddReplica(id keys.RangeID) error {
 	// Data ranges stamp their commands with revisions from the oracle,
 	// which the node fetches for them.
 	rc.StampRevisions = s.cfg.OnRevisionsWanted != nil && id != keys.SystemRangeID
-	rc.FreshRevisions = rc.StampRevisions && s.cfg.FreshRevisions
+	rc.FreshRevisions = rc.StampRevisions && (s.cfg.FreshRevisions || s.fresh.Load())
 	if s.cfg.SpansOf != nil {
 		rc.Spans = s.cfg.SpansOf(id)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/rangesm"
 )
 
@@ -102,6 +103,10 @@ func (a *batch) Apply(cmd raftcmd.Command, _, _ uint64) (Result, error) {
 		resp, err = applyAlarm(a.b, a.st, req)
 	case oracleCeiling:
 		resp, err = applyOracleCeiling(a.b, uint64(req))
+	case rangeIDAlloc:
+		resp, err = applyRangeIDAlloc(a.b, uint64(req))
+	case rangeDescs:
+		err = applyRangeDescs(a.b, req)
 	default:
 		if !auth.IsCommand(req) {
 			return Result{Err: fmt.Errorf("command kind %s is not the system range's", cmd.Kind)}, nil
@@ -168,6 +173,18 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 			return nil, err
 		}
 		return oracleCeiling(v), nil
+	case raftcmd.KindRangeIDAlloc:
+		v, err := raftcmd.DecodeOracleCeiling(cmd.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return rangeIDAlloc(v), nil
+	case raftcmd.KindRangeDescs:
+		ds, err := rangedesc.DecodeList(cmd.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return rangeDescs(ds), nil
 	default:
 		var ok bool
 		if msg, ok = auth.RequestOf(cmd.Kind); !ok {
@@ -300,6 +317,61 @@ func applyOracleCeiling(b *pebble.Batch, c uint64) (uint64, error) {
 		return 0, fmt.Errorf("store the oracle ceiling: %w", err)
 	}
 	return c, nil
+}
+
+// rangeDescs are descriptors to store in the meta copies.
+type rangeDescs []rangedesc.Descriptor
+
+// applyRangeDescs stores each descriptor unless the meta copy of its range
+// is of its generation or newer.
+func applyRangeDescs(b *pebble.Batch, ds rangeDescs) error {
+	for _, d := range ds {
+		cur, ok, err := rangedesc.Get(b, d.RangeID)
+		if err != nil {
+			return err
+		}
+		if ok && cur.Generation >= d.Generation {
+			continue
+		}
+		if err := rangedesc.Put(b, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rangeIDAlloc asks for n new range IDs.
+type rangeIDAlloc uint64
+
+// applyRangeIDAlloc hands out n range IDs above every one handed out or
+// in a descriptor, and returns the first.
+func applyRangeIDAlloc(b *pebble.Batch, n uint64) (uint64, error) {
+	if n > 1<<20 {
+		return 0, status.Errorf(codes.InvalidArgument, "synod: %d range IDs asked for at once", n)
+	}
+	var last uint64
+	v, closer, err := b.Get(keys.NextRangeIDKey())
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("read the range ID counter: %w", err)
+	default:
+		if len(v) == 8 {
+			last = binary.BigEndian.Uint64(v)
+		}
+		closer.Close()
+	}
+	ds, err := rangedesc.Load(b)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range ds {
+		last = max(last, uint64(d.RangeID))
+	}
+	if err := b.Set(keys.NextRangeIDKey(), binary.BigEndian.AppendUint64(nil, last+n), nil); err != nil {
+		return 0, fmt.Errorf("store the range ID counter: %w", err)
+	}
+	return last + 1, nil
 }
 
 // OracleCeiling reads the revision oracle's stored ceiling: no revision

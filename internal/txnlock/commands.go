@@ -12,6 +12,11 @@ type Prewrite struct {
 	Locks
 	// IsPrimary is set on the prewrite of the range of the primary key.
 	IsPrimary bool `json:"ip,omitempty"`
+	// Generation is the generation of the range's descriptor the
+	// coordinator routed the prewrite with: a range whose span changed
+	// since (a split) refuses it, so that no span the transaction names
+	// goes unlocked (0: not checked).
+	Generation uint64 `json:"g,omitempty"`
 }
 
 // Commit commits a transaction at Rev in the range of its primary key

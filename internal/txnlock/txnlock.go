@@ -39,6 +39,10 @@ type Record struct {
 	// aborted by whoever meets one of its locks: its coordinator is then
 	// presumed dead.
 	Deadline int64 `json:"d,omitempty"`
+	// Primary is the transaction's primary key, which says the range the
+	// record belongs to (a split moves it with its key). Records written
+	// before it was kept lack it.
+	Primary []byte `json:"p,omitempty"`
 }
 
 // Span is a span of user keys, [Start, End) (End nil: every key from Start
