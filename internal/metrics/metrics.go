@@ -48,10 +48,10 @@ type Metrics struct {
 	SnapshotsInstalled prometheus.Counter
 	// RangeSplits counts the splits this node applied (each makes a
 	// range).
-	RangeSplits prometheus.Counter
-	CrossRangeTxns     *prometheus.CounterVec // transactions across data ranges, by outcome
-	TxnRetries         prometheus.Counter     // runs of such transactions started again (a lock or a conflict met)
-	TxnLocksResolved   *prometheus.CounterVec // locks of other transactions resolved, by what their record said
+	RangeSplits      prometheus.Counter
+	CrossRangeTxns   *prometheus.CounterVec // transactions across data ranges, by outcome
+	TxnRetries       prometheus.Counter     // runs of such transactions started again (a lock or a conflict met)
+	TxnLocksResolved *prometheus.CounterVec // locks of other transactions resolved, by what their record said
 
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec

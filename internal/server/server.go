@@ -75,7 +75,7 @@ type Server struct {
 	hub       *watch.Hub
 	// merger hands the hub the events of several data ranges in revision
 	// order (nil with one data range, until the first split; watchmerge.go).
-	merger    atomic.Pointer[watchMerger]
+	merger atomic.Pointer[watchMerger]
 	// descMu serializes changes of descs (splits applied by several
 	// ranges' goroutines, refreshDescriptors); descsWake asks rangesLoop
 	// to refresh them now (a snapshot changed a range's span).
@@ -83,7 +83,7 @@ type Server struct {
 	descsWake chan struct{}
 	// adding, while set, holds the descriptors a change of descs is about
 	// to store, for the replicas it starts first (newStateMachine).
-	adding atomic.Pointer[rangedesc.Set]
+	adding    atomic.Pointer[rangedesc.Set]
 	lessor    *lease.Lessor
 	promoteMu sync.Mutex             // serializes lessor promotions
 	revokeQ   chan expiry            // expired leases waiting for a revoke worker
