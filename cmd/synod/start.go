@@ -42,6 +42,7 @@ type startOptions struct {
 	join                 []string
 	initialClusterState  string
 	quotaBackendBytes    int64
+	rangeMaxBytes        int64
 	metricsAddr          string
 	peerSecretFile       string
 	enablePprof          bool
@@ -74,6 +75,7 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.join, "join", nil, "client endpoints of an existing cluster to join: this node adds itself as a learner, catches up, and is promoted to voter (data dir must be new)")
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
+	fs.Int64Var(&o.rangeMaxBytes, "range-max-bytes", server.DefaultRangeMaxBytes, "size of a data range's keys and their versions on disk above which it splits in two (negative: ranges split only with synod range split)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz and /readyz on, plain HTTP (empty: none)")
 	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file with the cluster's peer secret ('synod peer-secret new'), with which members authenticate each other without peer TLS: "+
 		"needed by a new data dir whose --initial-cluster has several members, and with --initial-cluster-state existing; kept in the data dir")
@@ -150,6 +152,9 @@ func (o *startOptions) config() (server.Config, error) {
 	if o.quotaBackendBytes == 0 {
 		return server.Config{}, usageErrorf("--quota-backend-bytes must not be 0 (negative disables the quota)")
 	}
+	if o.rangeMaxBytes == 0 {
+		return server.Config{}, usageErrorf("--range-max-bytes must not be 0 (negative: ranges split only with synod range split)")
+	}
 	if o.clusterToken == "" {
 		return server.Config{}, usageErrorf("--cluster-token must not be empty")
 	}
@@ -200,6 +205,7 @@ func (o *startOptions) config() (server.Config, error) {
 		Join:                 o.join,
 		InitialClusterState:  o.initialClusterState,
 		QuotaBackendBytes:    o.quotaBackendBytes,
+		RangeMaxBytes:        o.rangeMaxBytes,
 		MetricsAddr:          o.metricsAddr,
 		EnablePprof:          o.enablePprof,
 		CORS:                 o.cors,

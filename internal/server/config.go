@@ -147,6 +147,10 @@ type Config struct {
 	// QuotaBackendBytes is the storage size above which the member raises
 	// the NOSPACE alarm (default DefaultQuotaBytes; negative: no quota).
 	QuotaBackendBytes int64
+	// RangeMaxBytes is the size (its keys' versions on disk, as Pebble
+	// estimates it) above which a data range splits by itself, at its
+	// middle live key (default DefaultRangeMaxBytes; negative: never).
+	RangeMaxBytes int64
 	// MetricsAddr, if set, serves /metrics, /healthz and /readyz (and
 	// /debug/pprof with EnablePprof) over HTTP at this address.
 	MetricsAddr string
@@ -238,6 +242,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.QuotaBackendBytes == 0 {
 		c.QuotaBackendBytes = DefaultQuotaBytes
+	}
+	if c.RangeMaxBytes == 0 {
+		c.RangeMaxBytes = DefaultRangeMaxBytes
 	}
 	if c.LeaseCheckpointInterval == 0 {
 		c.LeaseCheckpointInterval = time.Second

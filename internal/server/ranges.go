@@ -110,6 +110,7 @@ func (s *Server) pushSystemState(ctx context.Context) error {
 func (s *Server) rangesLoop(ctx context.Context) {
 	period := s.ElectionTimeout() / 2
 	lastTransfer := map[keys.RangeID]time.Time{}
+	rounds := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,6 +126,9 @@ func (s *Server) rangesLoop(ctx context.Context) {
 			continue
 		}
 		s.storeMetaDescriptors(ctx)
+		if rounds++; rounds%4 == 0 {
+			s.splitLargeRanges(ctx)
+		}
 		if err := s.pushSystemState(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("hand the data ranges the system state", "err", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/internal/datarange"
+	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -362,4 +363,70 @@ func (s *Server) checkSnapshotFits(id keys.RangeID) error {
 		}
 	}
 	return nil
+}
+
+// DefaultRangeMaxBytes is the size above which a data range splits by
+// itself (Config.RangeMaxBytes).
+const DefaultRangeMaxBytes = 64 << 20
+
+// splitLargeRanges splits each data range this node leads whose keys and
+// their versions take more than RangeMaxBytes on disk (Pebble's estimate),
+// at its middle live key.
+func (s *Server) splitLargeRanges(ctx context.Context) {
+	if s.cfg.RangeMaxBytes <= 0 {
+		return
+	}
+	for _, d := range s.descs.Load().All() {
+		if !s.isRangeLeader(d.RangeID) {
+			continue
+		}
+		span := keys.MVCCSpanOf(d.Start, d.End)
+		size, err := s.db.EstimateDiskUsage(span.Start, span.End)
+		if err != nil || int64(size) <= s.cfg.RangeMaxBytes {
+			continue
+		}
+		key := s.middleKey(d)
+		if key == nil {
+			continue // one live key, or all of them reserved: nothing to split at
+		}
+		if _, _, err := s.SplitRange(ctx, key); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("split a range past its size", "range", uint64(d.RangeID), "bytes", size, "at", fmt.Sprintf("%q", key), "err", err)
+			}
+			continue
+		}
+		s.logger.Info("split a range past its size", "range", uint64(d.RangeID), "bytes", size, "at", fmt.Sprintf("%q", key))
+	}
+}
+
+// middleKey returns the live key in the middle of data range d's, as this
+// node's replica holds them, if it is a key the range can split at (above
+// its start and above every reserved key); nil otherwise.
+func (s *Server) middleKey(d rangedesc.Descriptor) []byte {
+	pub := s.rangePublished(d.RangeID)
+	if pub == nil {
+		return nil
+	}
+	x := datarange.Index(pub.Derived)
+	if x == nil || x.Len() < 2 {
+		return nil
+	}
+	var key []byte
+	n := 0
+	var end []byte // none: the keyspace's (Ascend's nil)
+	if len(d.End) > 0 {
+		end = d.End
+	}
+	x.Ascend(d.Start, end, func(e *keyindex.Entry) bool {
+		n++
+		if n > x.Len()/2 {
+			key = bytes.Clone(e.Key)
+			return false
+		}
+		return true
+	})
+	if key == nil || bytes.Compare(key, d.Start) <= 0 || bytes.Compare(key, keys.ReservedEnd) < 0 {
+		return nil
+	}
+	return key
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -340,4 +341,47 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 	if len(got) < 4 || got[0] != keys.FirstDataRangeID {
 		t.Fatalf("%s installed snapshots of ranges %v, want the four data ranges", f.Name, got)
 	}
+}
+
+// TestRangesSplitPastTheirSize: a range whose keys take more than
+// RangeMaxBytes on disk splits by itself at its middle key, again and
+// again as it grows, and every key stays readable.
+func TestRangesSplitPastTheirSize(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
+		cfg.RangeMaxBytes = 256 << 10
+	}})
+	l := c.WaitLeader()
+	ctx := testcluster.Context(t, 60*time.Second)
+	cli := c.Client(l)
+	// Values that do not compress: sizes are of sstables on disk.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	value := make([]byte, 500)
+	n := 0
+	for round := range 2 {
+		for range 800 {
+			for i := range value {
+				value[i] = byte(rnd.Uint32())
+			}
+			if _, err := cli.Put(ctx, fmt.Sprintf("key/%05d", n*7919%100000), string(value)); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		// Sizes are Pebble's estimate of its sstables: flush the
+		// memtables.
+		for _, node := range c.Nodes() {
+			if err := node.Server().DB().Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "ranges split past their size", func() (bool, string) {
+			spans := listSpans(ctx, t, cli)
+			return len(spans) >= round+2, strings.Join(spans, " ")
+		})
+	}
+	resp, err := cli.Get(ctx, "key/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != int64(n) {
+		t.Fatalf("count: got %d %v, want %d", resp.Count, err, n)
+	}
+	t.Logf("ranges: %s", strings.Join(listSpans(ctx, t, cli), " "))
 }
