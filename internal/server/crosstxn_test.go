@@ -24,6 +24,7 @@ import (
 
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -120,12 +121,23 @@ func atProgress(progress *atomic.Int64, total int64, end <-chan struct{}, stop c
 // goroutine: it moves the leadership to a follower, moves it again, crashes
 // the leader and restarts it, then isolates the leader and heals the
 // network, each once reached(i) (i = 0..4) says the workload progressed far
-// enough. reached returns false when the workload
+// enough, and splits a data range at splits[i] first. reached returns false when the workload
 // failed: the faults left are skipped (a crashed member is still
 // restarted).
-func crossNemesis(t *testing.T, ctx context.Context, c *testcluster.Cluster, reached func(step int) bool) {
+func crossNemesis(t *testing.T, ctx context.Context, c *testcluster.Cluster, reached func(step int) bool, splits ...string) {
 	t.Helper()
 	start := time.Now()
+	reachedThenSplit := reached
+	reached = func(step int) bool {
+		if !reachedThenSplit(step) {
+			return false
+		}
+		if step < len(splits) {
+			splitDuring(t, ctx, c, splits[step])
+			t.Logf("%s: split at %q", time.Since(start).Round(time.Millisecond), splits[step])
+		}
+		return true
+	}
 	moveLeader := func(round int) {
 		t.Helper()
 		for attempt := 0; ; attempt++ {
@@ -172,6 +184,27 @@ func crossNemesis(t *testing.T, ctx context.Context, c *testcluster.Cluster, rea
 	reached(4)
 	c.Heal()
 	t.Logf("%s: network healed", time.Since(start).Round(time.Millisecond))
+}
+
+// splitDuring splits the data range holding key at key through some member
+// while a workload runs, trying again what a leader change may fail.
+func splitDuring(t *testing.T, ctx context.Context, c *testcluster.Cluster, key string) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		var n *testcluster.Node
+		for n == nil || !n.Running() {
+			n = c.Node(rand.IntN(len(c.Nodes())))
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := synodpb.NewRangesClient(c.Client(n).ActiveConnection()).SplitRange(sctx, &synodpb.SplitRangeRequest{Keys: [][]byte{[]byte(key)}})
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 4 || !(crossTransient(err) || status.Code(err) == codes.Unavailable) {
+			t.Fatalf("split at %q through %s: %v", key, n.Name, err)
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -510,7 +543,8 @@ func TestCrossRangeBank(t *testing.T) {
 		}()
 	}
 
-	crossNemesis(t, ctx, c, atProgress(&transfers, int64(bankWorkers*bankTransfersPerWorker), workersDone, wctx, &failed))
+	crossNemesis(t, ctx, c, atProgress(&transfers, int64(bankWorkers*bankTransfersPerWorker), workersDone, wctx, &failed),
+		"a/acct50", "c/acct50", "e/acct50", "g/acct50", "i/acct50")
 	<-workersDone
 	rwg.Wait()
 	if t.Failed() {
@@ -665,7 +699,24 @@ watch:
 			t.Fatalf("revision %d: both events on %s", rev, evs[0].Kv.Key)
 		}
 		if delta != 0 {
-			t.Fatalf("revision %d: the transfer changes the total by %d", rev, delta)
+			var hist []string
+			for _, ev := range evs {
+				for _, n := range c.Nodes() {
+					if n.Server() == nil {
+						continue
+					}
+					var h []string
+					_ = mvcc.ChangesSince(n.Server().DB(), ev.Kv.Key, nil, 0, func(ch mvcc.Change) error {
+						if string(ch.KV.Key) == string(ev.Kv.Key) {
+							h = append(h, fmt.Sprintf("%s@%d", ch.KV.Value, ch.KV.ModRevision))
+						}
+						return nil
+					})
+					hist = append(hist, fmt.Sprintf("%s on %s: %v", ev.Kv.Key, n.Name, h))
+				}
+				hist = append(hist, fmt.Sprintf("event %s=%s@%d prev %s@%d", ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, ev.PrevKv.Value, ev.PrevKv.ModRevision))
+			}
+			t.Fatalf("revision %d: the transfer changes the total by %d\n%s", rev, delta, strings.Join(hist, "\n"))
 		}
 	}
 	for _, a := range acks {
@@ -1231,7 +1282,8 @@ func TestCrossRangeTxnsLinearizable(t *testing.T) {
 		wg.Wait()
 		close(clientsEnd)
 	}()
-	crossNemesis(t, ctx, c, atProgress(&done, int64(xlinClients*xlinOpsPerClient), clientsEnd, wctx, &failed))
+	crossNemesis(t, ctx, c, atProgress(&done, int64(xlinClients*xlinOpsPerClient), clientsEnd, wctx, &failed),
+		"a/k", "b/k", "c/k", "d/k", "a/j")
 	<-clientsEnd
 	if t.Failed() {
 		return
