@@ -3,12 +3,19 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/keys"
+	"github.com/synod-io/synod/internal/mvcc"
+	"github.com/synod-io/synod/internal/rangedesc"
+	"github.com/synod-io/synod/internal/replica"
+	"github.com/synod-io/synod/internal/server"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -98,4 +105,85 @@ func TestSplitLearnedBySnapshotStampsFreshRevisions(t *testing.T) {
 			prev, prevKey = resp.Header.Revision, k
 		}
 	}
+}
+
+// TestSplitRestartWithMetaAheadOfTheRange: a member whose replica of the
+// split range has not applied the split (nor the writes before it) when it
+// crashes, while its replica of the system range already holds the meta
+// copies of the split's descriptors. Restarted, it must replay the split
+// range's log as every other replica did: a txn over keys on both sides of
+// the split key, applied before the split, writes both keys.
+func TestSplitRestartWithMetaAheadOfTheRange(t *testing.T) {
+	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
+		for _, ev := range out.Events {
+			if string(ev.KV.Key) == "a/hold" {
+				return true
+			}
+		}
+		return false
+	})
+	defer gate.Release()
+	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.TestingBeforeApply = gate.Hook(i)
+	}})
+	l := c.WaitLeader()
+	ctx := testcluster.Context(t, 60*time.Second)
+	cli := c.Client(l)
+	f := c.Followers(l)[0]
+	gate.Arm(f)
+	if _, err := cli.Put(ctx, "a/hold", "v"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gate.Held():
+	case <-ctx.Done():
+		t.Fatal("the follower's apply was never held")
+	}
+	// Before the split, in the one data range: a txn over both sides of
+	// the split key, and a put above it.
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("a/txn", "v"), clientv3.OpPut("x/txn", "v")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "x/put", "v"); err != nil {
+		t.Fatal(err)
+	}
+	rc := synodpb.NewRangesClient(cli.ActiveConnection())
+	if _, err := rc.SplitRange(ctx, &synodpb.SplitRangeRequest{Keys: [][]byte{[]byte("m")}}); err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the held member's meta copies name the new range", func() (bool, string) {
+		ds, err := rangedesc.Load(f.Server().DB())
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(ds) == 2, fmt.Sprint(ds)
+	})
+	if err := f.Server().DB().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.CrashAnd(gate.Release)
+	f.Restart()
+
+	history := func(n *testcluster.Node) map[string]int64 {
+		h := map[string]int64{}
+		if err := mvcc.ChangesSince(n.Server().DB(), nil, nil, 0, func(ch mvcc.Change) error {
+			h[string(ch.KV.Key)] = ch.KV.ModRevision
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	want := history(l)
+	waitFor(t, 20*time.Second, "the restarted member's history", func() (bool, string) {
+		got := history(f)
+		var diff []string
+		for k, r := range want {
+			if got[k] != r {
+				diff = append(diff, fmt.Sprintf("%s at %d, want %d", k, got[k], r))
+			}
+		}
+		slices.Sort(diff)
+		return len(diff) == 0, strings.Join(diff, "; ")
+	})
 }
