@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -186,4 +187,69 @@ func TestSplitRestartWithMetaAheadOfTheRange(t *testing.T) {
 		slices.Sort(diff)
 		return len(diff) == 0, strings.Join(diff, "; ")
 	})
+}
+
+// TestSplitRacingAMemberRemoval: a two-member cluster removes one member
+// while the leader splits its data range. The removal takes the member out
+// of the data ranges the leader knew when it began, then out of the system
+// range (which stops it); the range the split made copied the split range's
+// configuration, the removed member included. It must not keep a stopped
+// member as a voter: with two voters and one of them gone it has no quorum,
+// and no leader that could remove it.
+func TestSplitRacingAMemberRemoval(t *testing.T) {
+	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool { return len(out.Splits) > 0 })
+	defer gate.Release()
+	c := testcluster.New(t, testcluster.Options{Nodes: 2, Configure: func(i int, cfg *server.Config) {
+		cfg.TestingBeforeApply = gate.Hook(i)
+	}})
+	l := c.WaitLeader()
+	ctx := testcluster.Context(t, 60*time.Second)
+	cli := c.Client(l)
+	gone := c.Followers(l)[0]
+	if _, err := cli.Put(ctx, "x/before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	// The leader applies the split but holds it there, before it acts on
+	// it (its routing table still has one data range).
+	gate.Arm(l)
+	splitErr := make(chan error, 1)
+	go func() {
+		_, err := synodpb.NewRangesClient(cli.ActiveConnection()).SplitRange(ctx, &synodpb.SplitRangeRequest{Keys: [][]byte{[]byte("m")}})
+		splitErr <- err
+	}()
+	select {
+	case <-gate.Held():
+	case <-ctx.Done():
+		t.Fatal("the split was never held")
+	}
+	removeErr := make(chan error, 1)
+	go func() {
+		_, err := cli.MemberRemove(ctx, gone.Server().MemberID())
+		removeErr <- err
+	}()
+	waitFor(t, 10*time.Second, "the removal waiting on the split range", func() (bool, string) {
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		return strings.Contains(string(buf), "proposeRangeConfChange"), "not yet"
+	})
+	gate.Release()
+	if err := <-splitErr; err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	if err := <-removeErr; err != nil {
+		t.Fatalf("remove %s: %v", gone.Name, err)
+	}
+	right := keys.FirstDataRangeID + 1
+	waitFor(t, 10*time.Second, "the new range's voters", func() (bool, string) {
+		pub := l.Server().RangePublished(right)
+		if pub == nil {
+			return false, "no replica"
+		}
+		return slices.Equal(pub.Voters, []uint64{l.Server().MemberID()}), fmt.Sprintf("got voters %x, want [%x]", pub.Voters, l.Server().MemberID())
+	})
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(pctx, "x/after", "v"); err != nil {
+		t.Fatalf("put in the new range: %v", err)
+	}
 }
