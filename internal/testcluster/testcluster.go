@@ -244,6 +244,33 @@ func (n *Node) Crash() {
 	_ = srv.Close()
 }
 
+// CrashAnd crashes the node as Crash does, and calls fn once the data the
+// node had synced is taken, before the node is closed: a test releases
+// there an apply it holds (a held node cannot close), so that what the
+// held range applies next never reaches the restarted node's data.
+func (n *Node) CrashAnd(fn func()) {
+	n.mu.Lock()
+	srv := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if srv == nil {
+		fn()
+		return
+	}
+	n.sw.cut()
+	if n.fs != nil {
+		crashed := n.fs.CrashClone(vfs.CrashCloneCfg{})
+		fn()
+		_ = srv.Close()
+		n.mu.Lock()
+		n.fs = crashed
+		n.mu.Unlock()
+		return
+	}
+	fn()
+	_ = srv.Close()
+}
+
 // Restart starts a stopped or crashed node again from its data, failing the
 // test if it cannot. Call it from the test's goroutine; other goroutines use
 // Start.
