@@ -103,6 +103,10 @@ func (m *Machine) setDesc(d rangedesc.Descriptor) {
 	m.spans.Store(&spans)
 }
 
+// Partial implements rangesm.Partial: whether the range holds less than
+// the whole keyspace, as applied.
+func (m *Machine) Partial() bool { return len(m.desc.Start) > 0 || len(m.desc.End) > 0 }
+
 // Spans implements rangesm.Spanner: the Pebble spans of the range's
 // replicated state, which follow its span.
 func (m *Machine) Spans() []keys.Span { return *m.spans.Load() }
@@ -117,7 +121,12 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	if ok {
 		m.setDesc(d)
 	}
-	x, err := kv.BuildIndexIn(r, st.KV.Revision, m.desc.Start, m.desc.End)
+	// The locks and commits of transactions across ranges first: the
+	// range holds versions up to its highest commit.
+	if err := m.loadTxns(r); err != nil {
+		return err
+	}
+	x, err := kv.BuildIndexUpTo(r, st.KV.Revision, m.maxCommit, m.desc.Start, m.desc.End)
 	if err != nil {
 		return err
 	}
@@ -127,9 +136,6 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	}
 	m.index, m.indexSnap, m.leaseTTLs = x, x.Snapshot(), ttls
 	if m.sys, err = loadSysState(r, m.cfg.RangeID); err != nil {
-		return err
-	}
-	if err := m.loadTxns(r); err != nil {
 		return err
 	}
 	for _, ext := range m.cfg.Extensions {
@@ -222,7 +228,7 @@ func (a *batch) Committed() error {
 	if a.desc.Generation != m.desc.Generation {
 		// A split: the index keeps only the keys the range still holds.
 		m.setDesc(a.desc)
-		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.desc.Start, m.desc.End)
+		x, err := kv.BuildIndexUpTo(m.cfg.DB, a.st.KV.Revision, m.maxCommit, m.desc.Start, m.desc.End)
 		if err != nil {
 			return fmt.Errorf("rebuild index of live keys after a split: %w", err)
 		}
@@ -237,7 +243,7 @@ func (a *batch) Committed() error {
 		// would silently stop using the index: rebuild it and say so.
 		m.cfg.Logger.Error("index of live keys out of step with the applied state: rebuilding it",
 			"index revision", m.index.Revision(), "revision", a.st.KV.Revision)
-		x, err := kv.BuildIndexIn(m.cfg.DB, a.st.KV.Revision, m.desc.Start, m.desc.End)
+		x, err := kv.BuildIndexUpTo(m.cfg.DB, a.st.KV.Revision, m.maxCommit, m.desc.Start, m.desc.End)
 		if err != nil {
 			return fmt.Errorf("rebuild index of live keys: %w", err)
 		}

@@ -62,6 +62,12 @@ func TestSplitRange(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	rev := r.st.KV.Revision
+	// The commits are above the range's revision: a restart's index of
+	// live keys holds them still.
+	r.m = r.open()
+	if e, ok := Index(r.m.Published()).Get([]byte("r")); !ok || e.ModRevision != 9 || rev >= 9 {
+		t.Fatalf("index after a restart: r at %d (%v), want 9 (the range at %d)", e.ModRevision, ok, rev)
+	}
 
 	res, out := r.split("m", 9, 0)
 	if res.Err != nil {

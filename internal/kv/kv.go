@@ -142,8 +142,16 @@ func BuildIndex(r pebble.Reader, rev int64) (*keyindex.Index, error) {
 // BuildIndexIn is BuildIndex for the user keys [start, end) (an empty end:
 // to the end of the keyspace): a data range's.
 func BuildIndexIn(r pebble.Reader, rev int64, start, end []byte) (*keyindex.Index, error) {
+	return BuildIndexUpTo(r, rev, rev, start, end)
+}
+
+// BuildIndexUpTo is BuildIndexIn for a range that holds versions above its
+// revision rev, up to upTo (transactions across ranges commit there below
+// other ranges' revisions, and apply keeps them in the index): the index
+// is at rev and holds the live keys at upTo.
+func BuildIndexUpTo(r pebble.Reader, rev, upTo int64, start, end []byte) (*keyindex.Index, error) {
 	x := keyindex.New(rev)
-	err := mvcc.LiveIn(r, rev, start, end, func(kv *mvccpb.KeyValue) error {
+	err := mvcc.LiveIn(r, max(rev, upTo), start, end, func(kv *mvccpb.KeyValue) error {
 		x.Put(indexEntry(kv))
 		return nil
 	})

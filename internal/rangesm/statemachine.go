@@ -64,3 +64,11 @@ type BatchApplier interface {
 type Spanner interface {
 	Spans() []keys.Span
 }
+
+// A Partial state machine says whether its range holds only part of the
+// keyspace: several ranges then share one revision order, and a replica
+// of it that stamps commands does so with fresh revisions (replica
+// Config.FreshRevisions). The replica asks after every Load.
+type Partial interface {
+	Partial() bool
+}

@@ -393,8 +393,19 @@ func New(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("start raft for range %d: %w", cfg.RangeID, err)
 	}
 	r.rn = rn
+	r.freshIfPartial()
 	r.publish()
 	return r, nil
+}
+
+// freshIfPartial makes the replica stamp with fresh revisions if its
+// range holds only part of the keyspace (rangesm.Partial): after a split,
+// whether applied here or installed by a snapshot, and at every start
+// after one.
+func (r *Replica) freshIfPartial() {
+	if p, ok := r.sm.(rangesm.Partial); ok && p.Partial() {
+		r.useFreshRevisions()
+	}
 }
 
 // RangeID returns the range this replica belongs to.

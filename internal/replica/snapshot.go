@@ -258,6 +258,7 @@ func (r *Replica) finishSnapshotInstall(snap *pb.Snapshot) error {
 	if err := r.sm.Load(r.db, &r.state); err != nil {
 		return fmt.Errorf("range %d: installed snapshot: %w", r.cfg.RangeID, err)
 	}
+	r.freshIfPartial()
 	r.logger.Info("installed snapshot", "index", st.Index, "term", st.Term, "revision", st.KV.Revision)
 	r.publish()
 	return nil

@@ -154,6 +154,13 @@ func (r *Replica) stepProposal(m *pb.Message, ps []*Proposal) (bool, error) {
 	}
 	r.syncStamper(term)
 	s := &r.stamps
+	if !r.cfg.FreshRevisions && splits(m) {
+		// From the split on there are several ranges: what this leader
+		// stamps after appending it must follow real time across them
+		// already, before it applies it (another replica may apply it
+		// first and lead the new range).
+		r.useFreshRevisions()
+	}
 	if r.cfg.FreshRevisions {
 		return r.stepFresh(m, ps, term)
 	}
@@ -171,6 +178,18 @@ func (r *Replica) stepProposal(m *pb.Message, ps []*Proposal) (bool, error) {
 	r.stamp(m)
 	r.askRevisions()
 	return true, r.rn.Step(m)
+}
+
+// splits reports whether m proposes a split (raftcmd.KindRangeSplit).
+func splits(m *pb.Message) bool {
+	for _, e := range m.Entries {
+		if e.GetType() == pb.EntryNormal && len(e.Data) > 0 {
+			if k, _, ok := raftcmd.Peek(e.Data); ok && k == raftcmd.KindRangeSplit {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stampable counts the entries of m that get a stamp from the leader of

@@ -145,6 +145,9 @@ func bootstrapCluster(b *pebble.Batch, name, spec, token string, m kv.Meta, secr
 		if err := replica.BootstrapWith(b, d.RangeID, voters, dm); err != nil {
 			return ident{}, fmt.Errorf("bootstrap data range %d: %w", d.RangeID, err)
 		}
+		if err := rangedesc.PutLocal(b, d); err != nil {
+			return ident{}, err
+		}
 	}
 	if err := putLayout(b); err != nil {
 		return ident{}, err

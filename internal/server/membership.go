@@ -191,9 +191,22 @@ func normalizeURLs(urls []string) ([]string, error) {
 //     voter and, short of it, a quorum, with no leader left to repair it.
 func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeType, rec cluster.Member) error {
 	if typ == raftpb.ConfChangeRemoveNode {
-		for _, id := range s.dataRanges() {
-			if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
-				return fmt.Errorf("remove member %x from range %d: %w", rec.ID, id, err)
+		// Until no data range holds it: a range split off one before its
+		// removal there copied its configuration, and this node knows the
+		// new range once it applied the removal after the split.
+		todo := s.dataRanges()
+		for done := map[keys.RangeID]bool{}; len(todo) > 0; {
+			for _, id := range todo {
+				if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
+					return fmt.Errorf("remove member %x from range %d: %w", rec.ID, id, err)
+				}
+				done[id] = true
+			}
+			todo = nil
+			for _, id := range s.dataRanges() {
+				if !done[id] && s.rangeHolds(id, rec.ID) {
+					todo = append(todo, id)
+				}
 			}
 		}
 		return s.proposeRangeConfChange(ctx, keys.SystemRangeID, typ, rec)
@@ -218,6 +231,13 @@ func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeTyp
 		}
 	}
 	return nil
+}
+
+// rangeHolds reports whether this node's replica of range id has member
+// in its configuration.
+func (s *Server) rangeHolds(id keys.RangeID, member uint64) bool {
+	pub := s.rangePublished(id)
+	return pub != nil && (slices.Contains(pub.Voters, member) || slices.Contains(pub.Learners, member))
 }
 
 // proposeRangeConfChange replicates one change of the Raft configuration of

@@ -9,6 +9,7 @@ import (
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/datarange"
+	"github.com/synod-io/synod/internal/etcdapi"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/rangedesc"
 )
@@ -37,7 +38,7 @@ func (rs rangesServer) SplitRange(ctx context.Context, req *synodpb.SplitRangeRe
 	for _, k := range req.Keys {
 		l, r, err := s.SplitRange(ctx, k)
 		if err != nil {
-			return nil, err
+			return nil, etcdapi.ToGRPC(ctx, err)
 		}
 		infos := descriptorInfos([]rangedesc.Descriptor{l, r})
 		resp.Splits = append(resp.Splits, &synodpb.RangeSplit{Left: infos[0], Right: infos[1]})

@@ -2,8 +2,10 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,21 +35,44 @@ func (s *Server) loadDescriptors() error {
 	if err != nil {
 		return err
 	}
-	// The ranges' own descriptors (written by splits, carried by
-	// snapshots) are newer than the meta copies, and name the ranges
-	// splits made; the meta copies name the ranges this node has no state
-	// of yet (it joined, or took a snapshot of a split range from after
-	// the split).
+	// The ranges' own descriptors (written at bootstrap and by splits,
+	// carried by snapshots) say the spans of the ranges this node has
+	// state of, as it applied them: the meta copies may be ahead (this
+	// node's system range applied a split its split range has not), and
+	// name the ranges this node has no state of yet (it joined, or took a
+	// snapshot of a split range from after the split).
 	local, err := rangedesc.LoadLocal(s.db)
 	if err != nil {
 		return err
 	}
 	own := map[keys.RangeID]rangedesc.Descriptor{}
-	for _, d := range rangedesc.Newest(meta, local) {
-		if ok, err := rangesm.IsBootstrapped(s.db, d.RangeID); err != nil {
+	for _, d := range local {
+		own[d.RangeID] = d
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, d := range meta {
+		if _, ok := own[d.RangeID]; ok {
+			continue
+		}
+		switch ok, err := rangesm.IsBootstrapped(s.db, d.RangeID); {
+		case err != nil:
 			return err
-		} else if ok {
-			own[d.RangeID] = d
+		case !ok:
+			continue
+		case d.Generation != 1:
+			return fmt.Errorf("data range %d has state here but no descriptor of its own, and its meta copy is of generation %d: take a backup on a member that has it and restore", d.RangeID, d.Generation)
+		}
+		// A range bootstrapped before ranges kept their own descriptor
+		// (no split can have touched it since: splits write it).
+		if err := rangedesc.PutLocal(b, d); err != nil {
+			return err
+		}
+		own[d.RangeID] = d
+	}
+	if !b.Empty() {
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("store the ranges' own descriptors: %w", err)
 		}
 	}
 	set, err := rangedesc.NewSet(routable(own, meta))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -80,9 +81,7 @@ func (s *Server) splitsApplied(id keys.RangeID, out *replica.ApplyOutput) {
 			// range, rather than every replica waiting out an election
 			// timeout first.
 			newID := d.RangeID
-			s.goBackground(func(ctx context.Context) {
-				_ = s.store.Do(ctx, newID, func(r *replica.Replica) { _ = r.Campaign() })
-			})
+			s.goBackground(func(ctx context.Context) { s.campaignNew(ctx, newID) })
 		}
 		s.logger.Info("range split", "range", uint64(id), "new range", uint64(d.RangeID), "at", fmt.Sprintf("%q", d.Start))
 	}
@@ -224,7 +223,7 @@ func (s *Server) SplitRange(ctx context.Context, key []byte) (left, right ranged
 func (s *Server) allocRangeID(ctx context.Context) (keys.RangeID, error) {
 	res, err := s.proposeIn(ctx, keys.SystemRangeID, raftcmd.KindRangeIDAlloc, raftcmd.EncodeOracleCeiling(1), 0, 0)
 	if err != nil {
-		return 0, fmt.Errorf("allocate a range ID: %w", err)
+		return 0, err // as the system range answered: its gRPC code tells a client what to do
 	}
 	return keys.RangeID(res.(uint64)), nil
 }
@@ -429,4 +428,26 @@ func (s *Server) middleKey(d rangedesc.Descriptor) []byte {
 		return nil
 	}
 	return key
+}
+
+// campaignNew campaigns in range id, which a split this node's replica of
+// the split range led just made, until the range has a leader: its other
+// replicas drop the votes asked for before they applied the split
+// themselves, and would otherwise wait out an election timeout or more.
+func (s *Server) campaignNew(ctx context.Context, id keys.RangeID) {
+	for range 4 * s.cfg.ElectionTicks {
+		if pub := s.rangePublished(id); pub == nil || pub.Lead != 0 {
+			return
+		}
+		_ = s.store.Do(ctx, id, func(r *replica.Replica) {
+			if r.Published().State != raft.StateCandidate && r.Published().State != raft.StatePreCandidate {
+				_ = r.Campaign()
+			}
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * s.cfg.TickInterval):
+		}
+	}
 }
