@@ -604,6 +604,31 @@ func TestRanges(t *testing.T) {
 	if r := rl.Ranges[1]; len(r.Replicas) != 3 || r.Replicas[0].Role != "voter" || r.Replicas[0].Node == "" || r.LeaderName == "" || r.Keys != 1 {
 		t.Errorf("ranges -w json: data range %v, want 3 named voters, a leader's name and 1 key", r)
 	}
+
+	// range split: twice at the same key (the second changes nothing),
+	// then the ranges list both sides, and the key stays readable.
+	split := regexp.MustCompile(`^split at "m": range 2 \["", "m"\) and range (\d+) \["m", ""\)\n$`)
+	code, first, stderr := c.run(t, "", "range", "split", "m")
+	if code != 0 || !split.MatchString(first) {
+		t.Fatalf("range split m: exit %d, %q %q, want %v", code, first, stderr, split)
+	}
+	if code, again, _ := c.run(t, "", "range", "split", "m"); code != 0 || again != first {
+		t.Fatalf("range split m again: exit %d, %q, want %q", code, again, first)
+	}
+	if code, _, stderr := c.run(t, "", "range", "split"); code == 0 || !strings.Contains(stderr, "KEY [KEY...]") {
+		t.Errorf("range split with no key: exit %d, stderr %q, want a usage error", code, stderr)
+	}
+	if code, _, stderr := c.run(t, "", "range", "split", "\x01synod/q"); code == 0 || !strings.Contains(stderr, "reserved") {
+		t.Errorf("range split at a reserved key: exit %d, stderr %q, want it refused", code, stderr)
+	}
+	code, stdout, _ = c.run(t, "", "ranges", "-w", "json")
+	if err := protojson.Unmarshal([]byte(stdout), &rl); code != 0 || err != nil || len(rl.Ranges) != 3 ||
+		string(rl.Ranges[1].EndKey) != "m" || string(rl.Ranges[2].StartKey) != "m" || rl.Ranges[1].Generation != 2 {
+		t.Fatalf("ranges -w json after the split: exit %d, %q (%v)", code, stdout, err)
+	}
+	c.want(t, "", "k\nv\n", "get", "k")
+	c.want(t, "", "OK\n", "put", "x", "y")
+	c.want(t, "", "k\nv\nx\ny\n", "get", "", "--from-key")
 }
 
 // waitRanges waits until every member, asked alone, answers `synod
