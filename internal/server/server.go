@@ -553,7 +553,9 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	if out.SnapshotInstalled {
 		if d, ok := datarange.Descriptor(s.rangePublished(id).Derived); ok {
 			if cur, known := s.descs.Load().Get(id); known && cur.Generation != d.Generation {
-				// The range split (or more) since: learn the ranges made.
+				// The range split (or more) since: learn the ranges made,
+				// and hold the watchers until they are here.
+				s.holdForLearnedRanges(id)
 				select {
 				case s.descsWake <- struct{}{}:
 				default:

@@ -267,24 +267,13 @@ func (s *Server) refreshDescriptors() {
 	if len(added) > 0 || len(set.All()) > 1 {
 		s.store.UseFreshRevisions()
 	}
-	if s.merger.Load() == nil && len(set.All()) > 1 {
-		// Possible only for a node whose one range took a snapshot from
-		// after its first split: the hub catches up from history.
-		metas := map[keys.RangeID]kv.Meta{}
-		for _, d := range set.All() {
-			if pub := s.rangePublished(d.RangeID); pub != nil {
-				metas[d.RangeID] = pub.KV
-			} else {
-				metas[d.RangeID] = kv.Meta{}
-			}
-		}
-		m, _ := newWatchMerger(metas, map[keys.RangeID]*rangeTxns{})
-		s.merger.Store(m)
-	}
 	if m := s.merger.Load(); m != nil {
 		for _, id := range added {
 			m.addLearned(id)
 		}
+		// Every range is known again: the ranges learned hold the
+		// watchers until their snapshots come.
+		m.learnedAll(s.hub)
 	}
 	s.adding.Store(set)
 	for _, id := range added {
@@ -450,4 +439,25 @@ func (s *Server) campaignNew(ctx context.Context, id keys.RangeID) {
 		case <-time.After(2 * s.cfg.TickInterval):
 		}
 	}
+}
+
+// holdForLearnedRanges is called when range id installed a snapshot from
+// after a split this node's replica never applied: the ranges the split
+// made hold versions this node does not have yet, some maybe below what
+// the hub was handed. Until refreshDescriptors learned them, the watch
+// merger hands the hub nothing more (the hub then catches every watcher up
+// from history once every range's state is here); the merger is made now
+// if this was the node's one range.
+func (s *Server) holdForLearnedRanges(id keys.RangeID) {
+	s.descMu.Lock()
+	defer s.descMu.Unlock()
+	m := s.merger.Load()
+	if m == nil {
+		pub := s.rangePublished(id)
+		m, _ = newWatchMerger(map[keys.RangeID]kv.Meta{id: {Revision: s.hub.Revision(), CompactRevision: pub.KV.CompactRevision}},
+			map[keys.RangeID]*rangeTxns{id: {}})
+		s.merger.Store(m)
+		s.store.UseFreshRevisions()
+	}
+	m.holdForLearned()
 }

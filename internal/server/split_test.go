@@ -304,6 +304,12 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 		return true, ""
 	})
 	f.Restart()
+	// A watch on the restarted member from revision 1, while its ranges
+	// install snapshots and it learns of the new ones: every version once,
+	// in order.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wch := c.Client(f).Watch(wctx, "", clientv3.WithFromKey(), clientv3.WithRev(1))
 	history := func(n *testcluster.Node) string {
 		var h []byte
 		if err := mvcc.ChangesSince(n.Server().DB(), nil, nil, 0, func(ch mvcc.Change) error {
@@ -324,6 +330,28 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 		h := history(f)
 		return got == wantSpans && h == want, fmt.Sprintf("ranges %s, %d bytes of history, want %d", got, len(h), len(want))
 	})
+	var seen []byte
+	total := strings.Count(want, "@")
+	for n := total; n > 0; {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-wch:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("watch on the restarted member: got %d of the %d versions after 20s", total-n, total)
+		}
+		if !ok || resp.Err() != nil {
+			t.Fatalf("watch on the restarted member ended: %v", resp.Err())
+		}
+		for _, ev := range resp.Events {
+			seen = fmt.Appendf(seen, "%s@%d ", ev.Kv.Key, ev.Kv.ModRevision)
+			n--
+		}
+	}
+	if got := sortedByRevision(string(seen)); got != sortedByRevision(want) || !revisionsIncrease(string(seen)) {
+		t.Fatalf("watch on the restarted member: got %d bytes of events (in order: %v), want the %d of the history", len(seen), revisionsIncrease(string(seen)), len(want))
+	}
+	stopWatch()
 	for _, k := range []string{"b/new", "i/new", "r/new", "y/new"} {
 		if _, err := fcli.Put(ctx, k, "v"); err != nil {
 			t.Fatalf("put %s through the restarted member: %v", k, err)
@@ -384,4 +412,35 @@ func TestRangesSplitPastTheirSize(t *testing.T) {
 		t.Fatalf("count: got %d %v, want %d", resp.Count, err, n)
 	}
 	t.Logf("ranges: %s", strings.Join(listSpans(ctx, t, cli), " "))
+}
+
+// sortedByRevision sorts "key@rev " items by revision, then key.
+func sortedByRevision(h string) string {
+	items := strings.Fields(h)
+	rev := func(it string) int64 {
+		var r int64
+		fmt.Sscan(it[strings.LastIndexByte(it, '@')+1:], &r)
+		return r
+	}
+	slices.SortStableFunc(items, func(a, b string) int {
+		if c := rev(a) - rev(b); c != 0 {
+			return int(c)
+		}
+		return strings.Compare(a, b)
+	})
+	return strings.Join(items, " ")
+}
+
+// revisionsIncrease reports whether "key@rev " items come in revision order.
+func revisionsIncrease(h string) bool {
+	var prev int64
+	for _, it := range strings.Fields(h) {
+		var r int64
+		fmt.Sscan(it[strings.LastIndexByte(it, '@')+1:], &r)
+		if r < prev {
+			return false
+		}
+		prev = r
+	}
+	return true
 }

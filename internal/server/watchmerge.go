@@ -176,6 +176,32 @@ func (m *watchMerger) addLearned(id keys.RangeID) {
 	}
 }
 
+// learning stands, in the merger's ranges, for the ranges this node has
+// yet to learn of (holdForLearned): no range has ID 0.
+const learning keys.RangeID = 0
+
+// holdForLearned holds the resolved revision where it is until
+// learnedAll: ranges this node has not learned of yet may commit above
+// it.
+func (m *watchMerger) holdForLearned() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.mu.closed[learning]; !ok {
+		m.mu.closed[learning] = m.mu.resolved
+	}
+}
+
+// learnedAll ends holdForLearned: every range is in the merger.
+func (m *watchMerger) learnedAll(hub hubPublisher) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.mu.closed[learning]; !ok {
+		return
+	}
+	delete(m.mu.closed, learning)
+	m.publishLocked(hub)
+}
+
 // close records that range id is closed at rev on this node.
 func (m *watchMerger) close(hub hubPublisher, id keys.RangeID, rev int64) {
 	m.mu.Lock()
