@@ -272,3 +272,27 @@ func leasedKeyIn(r pebble.Reader, d rangedesc.Descriptor) ([]byte, error) {
 	}
 	return nil, it.Error()
 }
+
+// HighestLeasedKey returns the highest key of d attached to a lease, as r
+// holds the attachments (the first range's), or nil: a split must be above
+// it.
+func HighestLeasedKey(r pebble.Reader, d rangedesc.Descriptor) ([]byte, error) {
+	span := keys.LeaseAttachmentSpan()
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return nil, fmt.Errorf("read lease attachments: %w", err)
+	}
+	defer it.Close()
+	prefix := len(keys.LeaseAttachmentPrefix(0))
+	var top []byte
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		if len(k) < prefix {
+			continue
+		}
+		if uk := k[prefix:]; d.Contains(uk) && bytes.Compare(uk, top) > 0 {
+			top = bytes.Clone(uk)
+		}
+	}
+	return top, it.Error()
+}

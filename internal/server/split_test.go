@@ -379,18 +379,27 @@ func TestRangesSplitPastTheirSize(t *testing.T) {
 		cfg.RangeMaxBytes = 256 << 10
 	}})
 	l := c.WaitLeader()
-	ctx := testcluster.Context(t, 60*time.Second)
+	ctx := testcluster.Context(t, 120*time.Second)
 	cli := c.Client(l)
 	// Values that do not compress: sizes are of sstables on disk.
 	rnd := rand.New(rand.NewPCG(1, 2))
 	value := make([]byte, 500)
-	n := 0
+	// A leased key in the middle: leases hold keys of the first range
+	// only, so the splits go above it.
+	lease, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "key/60000", "leased", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	n := 1
 	for round := range 2 {
 		for range 800 {
 			for i := range value {
 				value[i] = byte(rnd.Uint32())
 			}
-			if _, err := cli.Put(ctx, fmt.Sprintf("key/%05d", n*7919%100000), string(value)); err != nil {
+			if _, err := cli.Put(ctx, fmt.Sprintf("key/%05d", n*7919%100000+1), string(value)); err != nil {
 				t.Fatal(err)
 			}
 			n++
@@ -410,6 +419,10 @@ func TestRangesSplitPastTheirSize(t *testing.T) {
 	resp, err := cli.Get(ctx, "key/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count != int64(n) {
 		t.Fatalf("count: got %d %v, want %d", resp.Count, err, n)
+	}
+	if first := listSpans(ctx, t, cli)[0]; !strings.HasPrefix(first, "[,key/6") && !strings.HasPrefix(first, "[,key/7") &&
+		!strings.HasPrefix(first, "[,key/8") && !strings.HasPrefix(first, "[,key/9") {
+		t.Fatalf("first range %s: want it to hold the leased key/60000", first)
 	}
 	t.Logf("ranges: %s", strings.Join(listSpans(ctx, t, cli), " "))
 }
