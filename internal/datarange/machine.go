@@ -77,6 +77,9 @@ type Machine struct {
 	// goroutine (Spans).
 	desc  rangedesc.Descriptor
 	spans atomic.Pointer[[]keys.Span]
+	// loaded is set once Load ran; spanChanged when the last Load (a
+	// snapshot's install) changed the range's span, until the next batch.
+	loaded, spanChanged bool
 }
 
 var _ rangesm.StateMachine = (*Machine)(nil)
@@ -119,8 +122,10 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 		return err
 	}
 	if ok {
+		m.spanChanged = m.loaded && d.Generation != m.desc.Generation
 		m.setDesc(d)
 	}
+	m.loaded = true
 	// The locks and commits of transactions across ranges first: the
 	// range holds versions up to its highest commit.
 	if err := m.loadTxns(r); err != nil {
@@ -149,7 +154,15 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 // Published implements rangesm.StateMachine: the index of the keys live in
 // the state being published, and the transactions' locks (Index, Locks).
 func (m *Machine) Published() any {
-	return &published{index: m.indexSnap, locks: m.locks, maxCommit: m.maxCommit, desc: m.desc}
+	return &published{index: m.indexSnap, locks: m.locks, maxCommit: m.maxCommit, desc: m.desc, spanChanged: m.spanChanged}
+}
+
+// SpanChangedByInstall reports whether the state a published state
+// (Machine.Published) carries was installed by a snapshot that changed the
+// range's span: it split since this replica last applied its log.
+func SpanChangedByInstall(state any) bool {
+	p, ok := state.(*published)
+	return ok && p.spanChanged
 }
 
 // Descriptor returns the range's descriptor a published state carries in
@@ -223,6 +236,7 @@ func (a *batch) Finish() error {
 // current, is frozen for the state about to be published.
 func (a *batch) Committed() error {
 	m := a.m
+	m.spanChanged = false
 	m.sys = a.sys
 	m.locks, m.maxCommit = a.locks, a.maxCommit
 	if a.desc.Generation != m.desc.Generation {

@@ -97,6 +97,8 @@ type published struct {
 	locks     *txnlock.Table
 	maxCommit int64
 	desc      rangedesc.Descriptor
+	// spanChanged: Machine.spanChanged.
+	spanChanged bool
 }
 
 // LoadTxnState reads, before data range id's replica opens, the floor of

@@ -581,6 +581,17 @@ func (r *Replica) Tick() {
 // Campaign makes this replica start an election now.
 func (r *Replica) Campaign() error { return r.rn.Campaign() }
 
+// CampaignIfLeaderless campaigns if the replica is a follower that knows
+// no leader: a replica that campaigns while one is known drops proposals
+// as a (pre-)candidate with the leader still named, which reads as a
+// leader refusing them.
+func (r *Replica) CampaignIfLeaderless() error {
+	if st := r.rn.BasicStatus(); st.Lead != raft.None || st.RaftState != raft.StateFollower {
+		return nil
+	}
+	return r.rn.Campaign()
+}
+
 // TransferLeader asks the leader to hand leadership to the given member.
 func (r *Replica) TransferLeader(to uint64) { r.rn.TransferLeader(to) }
 

@@ -287,7 +287,7 @@ type bankAck struct {
 func TestCrossRangeBank(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt(bankSplits...)})
 	c.WaitLeader()
-	ctx := testcluster.Context(t, 90*time.Second)
+	ctx := testcluster.Context(t, 180*time.Second)
 	cli := c.Client()
 	began := time.Now()
 
@@ -1094,7 +1094,7 @@ const (
 func TestCrossRangeTxnsLinearizable(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("b", "c", "d")})
 	c.WaitLeader()
-	ctx := testcluster.Context(t, 90*time.Second)
+	ctx := testcluster.Context(t, 180*time.Second)
 	rec := &xlinRecorder{start: time.Now()}
 	var (
 		wctx, stop = context.WithCancel(ctx)

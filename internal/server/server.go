@@ -550,17 +550,14 @@ func (s *Server) onApply(id keys.RangeID, out replica.ApplyOutput) {
 	if len(out.Splits) > 0 {
 		s.splitsApplied(id, &out)
 	}
-	if out.SnapshotInstalled {
-		if d, ok := datarange.Descriptor(s.rangePublished(id).Derived); ok {
-			if cur, known := s.descs.Load().Get(id); known && cur.Generation != d.Generation {
-				// The range split (or more) since: learn the ranges made,
-				// and hold the watchers until they are here.
-				s.holdForLearnedRanges(id)
-				select {
-				case s.descsWake <- struct{}{}:
-				default:
-				}
-			}
+	if out.SnapshotInstalled && id != keys.SystemRangeID && datarange.SpanChangedByInstall(s.rangePublished(id).Derived) {
+		// The range split (or more) since this replica last applied its
+		// log: learn the ranges made, and hold the watchers until they are
+		// here.
+		s.holdForLearnedRanges(id)
+		select {
+		case s.descsWake <- struct{}{}:
+		default:
 		}
 	}
 	if m := s.merger.Load(); m != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -254,7 +253,16 @@ func (s *Server) refreshDescriptors() {
 		}
 	}
 	set, err := rangedesc.NewSet(routable(own, cur.All(), meta))
-	if err != nil || sameDescriptors(set, cur) {
+	if err != nil {
+		s.descMu.Unlock()
+		return // not known yet: the watchers stay held
+	}
+	if sameDescriptors(set, cur) {
+		if m := s.merger.Load(); m != nil {
+			// Nothing left to learn: a hold set after the ranges were
+			// learned (holdForLearnedRanges ran late) ends.
+			m.learnedAll(s.hub)
+		}
 		s.descMu.Unlock()
 		return
 	}
@@ -267,7 +275,14 @@ func (s *Server) refreshDescriptors() {
 	if len(added) > 0 || len(set.All()) > 1 {
 		s.store.UseFreshRevisions()
 	}
-	if m := s.merger.Load(); m != nil {
+	m := s.merger.Load()
+	if m == nil && len(set.All()) > 1 {
+		// The node's one range took a snapshot from after its first
+		// split, and this ran before the node acted on the install
+		// (holdForLearnedRanges then holds the watchers).
+		m = s.newMergerAtHub(cur.All()[0].RangeID)
+	}
+	if m != nil {
 		for _, id := range added {
 			m.addLearned(id)
 		}
@@ -438,11 +453,7 @@ func (s *Server) campaignNew(ctx context.Context, id keys.RangeID) {
 		if pub := s.rangePublished(id); pub == nil || pub.Lead != 0 {
 			return
 		}
-		_ = s.store.Do(ctx, id, func(r *replica.Replica) {
-			if r.Published().State != raft.StateCandidate && r.Published().State != raft.StatePreCandidate {
-				_ = r.Campaign()
-			}
-		})
+		_ = s.store.Do(ctx, id, func(r *replica.Replica) { _ = r.CampaignIfLeaderless() })
 		select {
 		case <-ctx.Done():
 			return
@@ -463,11 +474,22 @@ func (s *Server) holdForLearnedRanges(id keys.RangeID) {
 	defer s.descMu.Unlock()
 	m := s.merger.Load()
 	if m == nil {
-		pub := s.rangePublished(id)
-		m, _ = newWatchMerger(map[keys.RangeID]kv.Meta{id: {Revision: s.hub.Revision(), CompactRevision: pub.KV.CompactRevision}},
-			map[keys.RangeID]*rangeTxns{id: {}})
-		s.merger.Store(m)
-		s.store.UseFreshRevisions()
+		m = s.newMergerAtHub(id)
 	}
 	m.holdForLearned()
+}
+
+// newMergerAtHub makes the watch merger of a node whose one data range
+// (id) turned out to have split: it starts where the hub is. The caller
+// holds descMu.
+func (s *Server) newMergerAtHub(id keys.RangeID) *watchMerger {
+	var compact int64
+	if pub := s.rangePublished(id); pub != nil {
+		compact = pub.KV.CompactRevision
+	}
+	m, _ := newWatchMerger(map[keys.RangeID]kv.Meta{id: {Revision: s.hub.Revision(), CompactRevision: compact}},
+		map[keys.RangeID]*rangeTxns{id: {}})
+	s.merger.Store(m)
+	s.store.UseFreshRevisions()
+	return m
 }
