@@ -116,3 +116,78 @@ func TestStoredDescriptors(t *testing.T) {
 func equal(a, b []Descriptor) bool {
 	return fmt.Sprint(a) == fmt.Sprint(b)
 }
+
+// TestOwnDescriptorsAndSplits: the ranges' own descriptors, stored among
+// other range-local keys, load by range; Newest keeps each range's highest
+// generation; a set takes a split's two sides; split commands and lists
+// of descriptors survive their encoding.
+func TestOwnDescriptorsAndSplits(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	own := []Descriptor{
+		{RangeID: 2, End: []byte("c"), Generation: 2},
+		{RangeID: 7, Start: []byte("c"), End: []byte("m"), Generation: 1},
+	}
+	b := db.NewBatch()
+	for _, d := range own {
+		if err := PutLocal(b, d); err != nil {
+			t.Fatal(err)
+		}
+		// Other range-local keys around it.
+		if err := b.Set(keys.RangeAppliedStateKey(d.RangeID), []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Set(keys.TxnLocksKey(d.RangeID, 9), []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Set(keys.RangeAppliedStateKey(5), []byte("x"), nil); err != nil { // a range with no own descriptor
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadLocal(db)
+	if err != nil || !equal(got, own) {
+		t.Fatalf("own descriptors: got %v %v, want %v", got, err, own)
+	}
+	if _, ok, err := GetLocal(db, 5); ok || err != nil {
+		t.Fatalf("own descriptor of range 5: got one (%v), want none", err)
+	}
+
+	meta := []Descriptor{{RangeID: 2, End: []byte("m"), Generation: 1}, {RangeID: 4, Start: []byte("m"), Generation: 1}}
+	newest := Newest(meta, own)
+	want := []Descriptor{own[0], meta[1], own[1]}
+	if !equal(newest, []Descriptor{own[0], meta[1], own[1]}) {
+		t.Fatalf("newest: got %v, want %v", newest, want)
+	}
+	set, err := NewSet(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	split, err := set.With(own...)
+	if err != nil || !equal(split.All(), []Descriptor{own[0], own[1], meta[1]}) {
+		t.Fatalf("set with a split: got %v %v", split, err)
+	}
+	if _, err := set.With(Descriptor{RangeID: 9, Start: []byte("e"), End: []byte("f"), Generation: 1}); err == nil {
+		t.Fatal("a set with an overlapping range: got no error")
+	}
+	if !own[0].Overlaps(meta[0]) || own[0].Overlaps(own[1]) || !meta[1].Overlaps(Descriptor{Start: []byte("z")}) {
+		t.Fatal("Overlaps: wrong answer")
+	}
+
+	list, err := DecodeList(EncodeList(newest))
+	if err != nil || !equal(list, newest) {
+		t.Fatalf("descriptor list: got %v %v, want %v", list, err, newest)
+	}
+	cmd := SplitCommand{Key: []byte("k"), NewID: 12, Generation: 3}
+	if got, err := DecodeSplitCommand(cmd.Encode()); err != nil || fmt.Sprint(got) != fmt.Sprint(cmd) {
+		t.Fatalf("split command: got %v %v, want %v", got, err, cmd)
+	}
+	if _, err := DecodeSplitCommand(SplitCommand{NewID: 3}.Encode()); err == nil {
+		t.Fatal("a split command with no key: got no error")
+	}
+}
