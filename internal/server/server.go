@@ -807,6 +807,10 @@ func (h handlerRef) NewIncomingSnapshot(id keys.RangeID) (*replica.IncomingSnaps
 
 func (h handlerRef) HandleSnapshot(id keys.RangeID, m *raftpb.Message, data *replica.IncomingSnapshot) error {
 	if st := h.st(); st != nil {
+		if err := h.s.checkSnapshotSpan(id, data); err != nil {
+			data.Close()
+			return err
+		}
 		return st.HandleSnapshot(id, m, data)
 	}
 	data.Close()
