@@ -45,6 +45,7 @@ func clientFrom(t *testing.T, n *testcluster.Node, ip string) *clientv3.Client {
 // user is refused exactly as a wrong password is. The wait is a minute here
 // so that nothing depends on timing.
 func TestFailedLoginsAreThrottled(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(i int, cfg *server.Config) {
 		fastBcrypt(i, cfg)
 		cfg.AuthLoginBackoff = time.Minute

@@ -364,6 +364,7 @@ func TestAuthJWTTokensWorkOnEveryNode(t *testing.T) {
 }
 
 func TestAuthInvalidTokenIsRefused(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 20*time.Second)
@@ -386,6 +387,7 @@ func metadataToken(ctx context.Context, tok string) context.Context {
 // stream opened without a user is opened, each watch it asks for being
 // cancelled with the reason (clientv3 reports it on the watch channel).
 func TestAuthAnswersAsEtcd(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)

@@ -20,6 +20,14 @@ import (
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
+// Tests that mostly wait (on elections, lease TTLs, timeouts or refused
+// joins of their own cluster, which uses ports the system picks) call
+// t.Parallel: they use little CPU, and run two at a time on two cores.
+// Tests that keep the CPU busy (writers and readers as fast as they go,
+// megabytes of watch events, concurrent admin calls, snapshots), or that
+// keep a lease of a second or two alive or time an answer, do not: they run
+// one at a time, before the others, next to no other test of this package.
+
 func put(t *testing.T, c *clientv3.Client, k, v string) *clientv3.PutResponse {
 	t.Helper()
 	resp, err := c.Put(testcluster.Context(t, 10*time.Second), k, v)
@@ -47,6 +55,7 @@ func keysOf(kvs []*mvccpb.KeyValue) string {
 }
 
 func TestKVThroughEtcdClient(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -128,6 +137,7 @@ func TestKVThroughEtcdClient(t *testing.T) {
 }
 
 func TestTxnCompareTargets(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -221,6 +231,7 @@ func wantErr(t *testing.T, what string, err, want error) {
 }
 
 func TestBadInputGetsEtcdErrors(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.MaxRequestBytes = 64 * 1024
 		cfg.MaxTxnOps = 4
@@ -416,6 +427,7 @@ func TestStoppedFollowerCatchesUpBySnapshot(t *testing.T) {
 }
 
 func TestMembersAndStatus(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	cli := c.Client()
@@ -458,6 +470,7 @@ func TestMembersAndStatus(t *testing.T) {
 // TestNoLeaderError checks that a node cut off from its peers answers with
 // etcd's no-leader error rather than hanging.
 func TestNoLeaderError(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	survivor := c.Followers(leader)[0]
@@ -486,6 +499,7 @@ func TestNoLeaderError(t *testing.T) {
 // "request timed out" after RequestTimeout, not wait for the client's
 // deadline.
 func TestRequestTimesOutWhileItsReplicaIsStuck(t *testing.T) {
+	t.Parallel()
 	gate := testcluster.NewApplyGate(func(replica.ApplyOutput) bool { return true })
 	defer gate.Release()
 	const timeout = 500 * time.Millisecond
@@ -519,6 +533,7 @@ func TestRequestTimesOutWhileItsReplicaIsStuck(t *testing.T) {
 // and gets is served as etcd serves it: through a follower it sees the
 // write acknowledged just before, and it adds no Raft entry.
 func TestReadOnlyTxnIsALinearizableRead(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	w := c.Client(leader)
@@ -572,6 +587,7 @@ func TestReadOnlyTxnIsALinearizableRead(t *testing.T) {
 // it): after a write every member knows it committed and, once caught up,
 // has applied it.
 func TestPublishedCommitIndex(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	put(t, c.Client(), "k", "v")

@@ -75,6 +75,7 @@ type overview struct {
 // and version; a member that is down is shown as such without holding up
 // the answer.
 func TestConsoleOverview(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Version = "1.2.3-n" + strconv.Itoa(i+1)
 	}})
@@ -150,6 +151,7 @@ type consoleSession struct {
 // TestConsoleAuth checks who may read the console's own endpoints, and
 // what the session endpoint tells the console of a user's permissions.
 func TestConsoleAuth(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	n := c.WaitLeader()
 	cli := c.Client()
@@ -252,6 +254,7 @@ func TestConsoleAuth(t *testing.T) {
 // inline script nor framing, revalidation by ETag, GET only, and the root
 // path pointing a browser at the console.
 func TestConsoleServing(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	st, h := consoleGet(t, n, "/", "", nil)

@@ -22,6 +22,7 @@ import (
 // shows it lost entries it had acknowledged (raft would panic), and from
 // then on refuses to start.
 func TestDeletedDataDirStopsMember(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.MetricsAddr = "127.0.0.1:0"
 	}})
@@ -80,6 +81,7 @@ func TestDeletedDataDirStopsMember(t *testing.T) {
 // a first start left incomplete: it refuses, rather than bootstrapping an
 // empty member where data was expected.
 func TestIncompleteDataDirIsRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	open := func(dataDir string) error {
 		s, err := server.Open(server.Config{DataDir: dataDir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})

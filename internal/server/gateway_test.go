@@ -166,6 +166,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 // errors. A watch sees, as a line, a put made by a gRPC client on the same
 // port meanwhile.
 func TestGatewayEtcdExamples(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)
@@ -364,6 +365,7 @@ func TestGatewayServices(t *testing.T) {
 // token in the Authorization header, as with etcd's gateway; calls without
 // a token, with an invalid one or without permission get etcd's errors.
 func TestGatewayAuth(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) { cfg.BcryptCost = bcrypt.MinCost }})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)
@@ -430,6 +432,7 @@ func TestGatewayAuth(t *testing.T) {
 // gRPC client works on the same port, and with auth enabled a certificate's
 // CN is the user, as on gRPC.
 func TestGatewayOverTLS(t *testing.T) {
+	t.Parallel()
 	ca := newPKI(t, "ca")
 	serverFiles := ca.issue("server", certgen.ServerUsage)
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) {
@@ -574,6 +577,7 @@ func etcdPaths(t *testing.T, service, method string) (paths []string, annotated 
 // nor "unknown method"), and no path names a method the node does not
 // serve.
 func TestGatewayRoutesEveryMethod(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)
@@ -646,6 +650,7 @@ func TestGatewayRoutesEveryMethod(t *testing.T) {
 // service (snake_case names, 64-bit integers as strings, keys in base64,
 // defaults filled in, zero fields left out) and its errors, as over gRPC.
 func TestGatewayLimits(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)
@@ -712,6 +717,7 @@ func TestGatewayLimits(t *testing.T) {
 // /v3/synod/ranges/list: the system range, then the data ranges in key
 // order with their spans in base64, replicas, leader and counts.
 func TestGatewayRangesList(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: splitAt("g")})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)

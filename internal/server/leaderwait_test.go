@@ -22,6 +22,7 @@ import (
 // the leader instead of answering "no leader" (clientv3 ends such a watch
 // for good on that answer), and the watches must then deliver events.
 func TestRestartedMemberWaitsForItsLeader(t *testing.T) {
+	t.Parallel()
 	const (
 		electionTicks = 100 // 1 s at 10 ms ticks: requests wait 2 s for a leader
 		delay         = 500 * time.Millisecond
@@ -133,6 +134,7 @@ func TestRestartedMemberWaitsForItsLeader(t *testing.T) {
 // cancelled with "no leader", whether it was open before or created after
 // the member lost its leader.
 func TestRequireLeaderWatchOnIsolatedMember(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	member := c.Followers(leader)[0]

@@ -37,6 +37,7 @@ func waitGone(t *testing.T, cli *clientv3.Client, key string, limit time.Duratio
 }
 
 func TestLeaseGrantRevokeAndErrors(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -111,6 +112,7 @@ func TestLeaseGrantRevokeAndErrors(t *testing.T) {
 }
 
 func TestLeaseExpiresAndKeysVanish(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -133,6 +135,9 @@ func TestLeaseExpiresAndKeysVanish(t *testing.T) {
 	}
 }
 
+// TestKeepAliveThroughFollower, like the lease tests below that keep a
+// lease of 1 or 2 s alive or give a leader 300 ms to answer too early, does
+// not call t.Parallel (see the note in cluster_test.go).
 func TestKeepAliveThroughFollower(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()

@@ -130,6 +130,7 @@ func TestLimitsThroughEveryNode(t *testing.T) {
 // TestReservedKeysRefuseEtcdWrites checks that etcd clients cannot write
 // the limits' keys by accident, and may read them.
 func TestReservedKeysRefuseEtcdWrites(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	c.WaitLeader()
 	cli := c.Client()
@@ -163,6 +164,7 @@ func TestReservedKeysRefuseEtcdWrites(t *testing.T) {
 // TestBatchIsAllOrNothing takes from two limits at once: when one refuses,
 // the other gives nothing.
 func TestBatchIsAllOrNothing(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	l := limitsOf(c.Client(c.Followers(c.WaitLeader())[0]))
@@ -203,6 +205,7 @@ func TestBatchIsAllOrNothing(t *testing.T) {
 // limit on a lease nobody renews: a waiting Acquire gets it once the lease
 // expires.
 func TestPermitFreedByLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	l := limitsOf(c.Client(c.Followers(leader)[0]))
@@ -247,6 +250,7 @@ func TestPermitFreedByLeaseExpiry(t *testing.T) {
 // (checkpointed or not) is never allowed again, and the new owner answers
 // within an election or two.
 func TestOwnerCrashAdmitsNoMore(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	l := limitsOf(c.Client(leader))
@@ -370,6 +374,7 @@ func TestLocalModeShares(t *testing.T) {
 // TestFailOpenAndClosed cuts a node off: its requests get no decision in
 // time, and each limit answers them as it says.
 func TestFailOpenAndClosed(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	f := c.Followers(leader)[0]
@@ -412,6 +417,7 @@ func TestFailOpenAndClosed(t *testing.T) {
 // definition: the issue promises it within a second, through a watch; the
 // test allows a few seconds and logs how long each node took.
 func TestLimitChangeReachesEveryNode(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	nodes := c.Nodes()
@@ -533,6 +539,7 @@ func scrape(t *testing.T, n *testcluster.Node) map[string]float64 {
 // and checkpoints, and exports the keys it holds and the over-admission
 // bound per limit, which no other node does.
 func TestLimitMetrics(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) { cfg.MetricsAddr = "127.0.0.1:0" }})
 	leader := c.WaitLeader()
 	f := c.Followers(leader)[0]

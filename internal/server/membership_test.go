@@ -239,6 +239,7 @@ func TestReplaceDeadNode(t *testing.T) {
 }
 
 func TestMoveLeader(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	target := c.Followers(leader)[1]
@@ -255,6 +256,7 @@ func TestMoveLeader(t *testing.T) {
 }
 
 func TestMembershipQuorumSafety(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	fs := c.Followers(leader)
@@ -464,6 +466,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.MetricsAddr = "127.0.0.1:0"
 		cfg.EnablePprof = i == 0
@@ -519,6 +522,7 @@ func TestMetricsAndHealth(t *testing.T) {
 // (InvalidArgument, "given member URLs are invalid"), and the membership
 // must not change.
 func TestMemberURLsAreValidated(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)

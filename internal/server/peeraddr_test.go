@@ -10,6 +10,7 @@ import (
 )
 
 func TestAdvertisedPeerURL(t *testing.T) {
+	t.Parallel()
 	fs := vfs.NewMem()
 	cfg := func(advertise string) server.Config {
 		return server.Config{
@@ -49,6 +50,7 @@ func TestAdvertisedPeerURL(t *testing.T) {
 }
 
 func TestPeerAddressValidation(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		cfg  server.Config
 		want string

@@ -36,6 +36,7 @@ import (
 // whole database), remove members, move the leader, list the members and
 // read a lease's keys.
 func TestPeerServicesRefuseStrangers(t *testing.T) {
+	t.Parallel()
 	secret, err := peerauth.NewSecret()
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +174,7 @@ func TestPeerServicesRefuseStrangers(t *testing.T) {
 // data dir made before peer authentication, taken from the configuration
 // (or made, by a cluster's only member).
 func TestDataDirPeerSecret(t *testing.T) {
+	t.Parallel()
 	fs := vfs.NewMem()
 	cfg := func(dir, spec string, secret []byte) Config {
 		return Config{

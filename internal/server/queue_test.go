@@ -24,6 +24,7 @@ import (
 )
 
 func TestQueueKeysAreReserved(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -62,6 +63,7 @@ func TestQueueKeysAreReserved(t *testing.T) {
 }
 
 func TestQueueAuth(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -143,6 +145,7 @@ func TestQueueAuth(t *testing.T) {
 }
 
 func TestQueueGateway(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)
@@ -177,6 +180,7 @@ func (g *gwClient) unmarshal(body string, v any) {
 }
 
 func TestQueueMetrics(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) { cfg.MetricsAddr = "127.0.0.1:0" }})
 	n := c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -313,6 +317,7 @@ func TestQueueFollowerCatchesUpBySnapshot(t *testing.T) {
 // schedule while the leader is crashed twice: every firing from the
 // schedule's creation on pushes exactly one job, none is skipped.
 func TestQueueScheduleFiresOncePerFiringAcrossFailovers(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)

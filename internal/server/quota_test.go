@@ -131,6 +131,7 @@ func TestNoSpaceRecoversWithoutRestart(t *testing.T) {
 // TestAlarmForUnknownMemberIsRefused raises an alarm for a member ID the
 // cluster does not have: etcd's "member not found", and writes go on.
 func TestAlarmForUnknownMemberIsRefused(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()

@@ -50,6 +50,7 @@ func dataCopyAuthRevision(t *testing.T, n *testcluster.Node) uint64 {
 // here by proposing it to the system range alone) reaches the data range
 // all the same, from the system range's leader.
 func TestDataRangeGetsTheSystemState(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: fastBcrypt})
 	leader := c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -94,6 +95,7 @@ func TestDataRangeGetsTheSystemState(t *testing.T) {
 // range alone (a membership change cut short) is made in the data range
 // too, and the data range's leadership follows the system range's.
 func TestDataRangeFollowsTheSystemRange(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -130,6 +132,7 @@ func TestDataRangeFollowsTheSystemRange(t *testing.T) {
 // range existed (one Raft group for everything; no layout key) is refused
 // with what to do, not opened as if it were new or half-read.
 func TestOldLayoutIsRefused(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, OnDisk: true})
 	c.WaitLeader()
 	n := c.Node(0)
@@ -155,6 +158,7 @@ func TestOldLayoutIsRefused(t *testing.T) {
 // checks writes against them from its first command (the data range's copy
 // of the system state is restored with them).
 func TestRestoreKeepsTheAuthState(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)

@@ -16,6 +16,7 @@ import (
 // backup lacks (revoked after the backup's revision in a backup of several
 // ranges), so that its keys do not outlive it for good.
 func TestAttachLeasedKeys(t *testing.T) {
+	t.Parallel()
 	db, err := storage.Open(storage.Options{Dir: "/db", FS: vfs.NewMem()})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 // range, or in a txn across ranges, is refused as not supported yet, and
 // commands that name no key go where their kind says.
 func TestRouteByKey(t *testing.T) {
+	t.Parallel()
 	set, err := rangedesc.NewSet([]rangedesc.Descriptor{
 		{RangeID: 2, End: []byte("c")},
 		{RangeID: 3, Start: []byte("c"), End: []byte("m")},

@@ -25,6 +25,7 @@ import (
 // peer service (member list, Raft stream) refuses connections without a
 // certificate of the peer CA, and serves one with it.
 func TestPeerServicesRefuseBadCertificates(t *testing.T) {
+	t.Parallel()
 	good, err := certgen.WriteDir(filepath.Join(t.TempDir(), "good"), nil, "root")
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,7 @@ func tryPut(addr string, cfg *tls.Config) error {
 }
 
 func TestClientTLS(t *testing.T) {
+	t.Parallel()
 	good, other := newPKI(t, "good"), newPKI(t, "other")
 	serverFiles := good.issue("server", certgen.ServerUsage)
 	for _, mtls := range []bool{false, true} {
@@ -221,6 +222,7 @@ func TestClusterOverTLS(t *testing.T) {
 // valid peer certificate: neither ever hears from the leader nor gets any
 // data, while the two good members work on.
 func TestPeerWithBadCertificateIsShutOut(t *testing.T) {
+	t.Parallel()
 	ca, rogue := newPKI(t, "ca"), newPKI(t, "rogue")
 	serverFiles := ca.issue("server", certgen.ServerUsage|certgen.ClientUsage)
 	peerFiles := ca.issue("peer", certgen.ServerUsage|certgen.ClientUsage)

@@ -169,6 +169,7 @@ func TestWatchAcrossLeaderCrash(t *testing.T) {
 }
 
 func TestWatchCompactedRevision(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	// One node: a watch is served by the node it reaches, which must have
@@ -194,6 +195,7 @@ func TestWatchCompactedRevision(t *testing.T) {
 }
 
 func TestWatchProgress(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.WatchProgressNotifyInterval = 100 * time.Millisecond
 	}})
@@ -336,6 +338,7 @@ func TestSlowWatcherDoesNotBlockWriters(t *testing.T) {
 }
 
 func TestWatchCancelAndDuplicateID(t *testing.T) {
+	t.Parallel()
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	node := c.Nodes()[0]
