@@ -20,6 +20,7 @@ import (
 // must succeed: with auth disabled a request carries no login and has no
 // auth revision to clash on.
 func TestConcurrentAdminCallsWithoutLogin(t *testing.T) {
+	busyParallel(t)
 	// One node: no election can cut a call short under load, and the
 	// clash needs no followers.
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
@@ -88,6 +89,7 @@ func TestConcurrentAdminCallsWithoutLogin(t *testing.T) {
 // refused call again and proposes it anew until it goes through, so none
 // fails.
 func TestConcurrentAdminCallsAsRoot(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 1, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)

@@ -18,6 +18,7 @@ import (
 // listing the leases needs read permission on every attached key. Each
 // node is asked, since keep-alives are forwarded to the leader.
 func TestLeasePermissions(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)

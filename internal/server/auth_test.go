@@ -86,6 +86,7 @@ func enableAuth(t *testing.T, ctx context.Context, cli *clientv3.Client) {
 }
 
 func TestAuthPermissionsOnThreeNodes(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, OnDisk: true, Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -338,6 +339,7 @@ func writeECKeys(t *testing.T) (priv, pub string) {
 }
 
 func TestAuthJWTTokensWorkOnEveryNode(t *testing.T) {
+	busyParallel(t)
 	priv, pub := writeECKeys(t)
 	spec := "jwt,pub-key=" + pub + ",priv-key=" + priv + ",sign-method=ES256,ttl=10m"
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Configure: func(i int, cfg *server.Config) {

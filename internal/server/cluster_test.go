@@ -20,13 +20,30 @@ import (
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
-// Tests that mostly wait (on elections, lease TTLs, timeouts or refused
-// joins of their own cluster, which uses ports the system picks) call
-// t.Parallel: they use little CPU, and run two at a time on two cores.
-// Tests that keep the CPU busy (writers and readers as fast as they go,
-// megabytes of watch events, concurrent admin calls, snapshots), or that
-// keep a lease of a second or two alive or time an answer, do not: they run
-// one at a time, before the others, next to no other test of this package.
+// Every test runs in parallel (-parallel at a time, GOMAXPROCS by
+// default) with its own cluster, on ports the system picks. Tests that
+// mostly wait (on elections, lease TTLs, timeouts or refused joins) call
+// t.Parallel: they use little CPU. The others call busyParallel.
+
+// busyTurn is held by the test of the package that runs busyParallel's
+// kind of test (see there).
+var busyTurn = make(chan struct{}, 1)
+
+// busyParallel is t.Parallel for a test that keeps the CPU busy (writers
+// and readers as fast as they go, megabytes of watch events, concurrent
+// admin calls, snapshots) or that keeps a lease of a second or two alive or
+// times an answer: such tests take turns, and each runs next to tests that
+// wait, never next to another one. Two busy tests at once gain nothing on
+// two cores while CI runs another package next to them, and under that load
+// elections time out ("no leader", "too many requests") and timed answers
+// come late. The turn is held until t ends, after its cluster has shut down
+// (cleanups run last first).
+func busyParallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	busyTurn <- struct{}{}
+	t.Cleanup(func() { <-busyTurn })
+}
 
 func put(t *testing.T, c *clientv3.Client, k, v string) *clientv3.PutResponse {
 	t.Helper()
@@ -291,6 +308,7 @@ func TestBadInputGetsEtcdErrors(t *testing.T) {
 // TestFollowerReadsAreLinearizable writes through the leader and reads each
 // value back at once through a client bound to a follower.
 func TestFollowerReadsAreLinearizable(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	w := c.Client(leader)
@@ -327,6 +345,7 @@ func checkKeys(t *testing.T, cli *clientv3.Client, prefix string, n int) {
 }
 
 func TestAcknowledgedWritesSurviveLeaderCrash(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	cli := c.Client()
@@ -345,6 +364,7 @@ func TestAcknowledgedWritesSurviveLeaderCrash(t *testing.T) {
 }
 
 func TestAcknowledgedWritesSurviveCrashOfAllNodes(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -392,6 +412,7 @@ func TestAcknowledgedWritesSurviveCrashOfAllNodes(t *testing.T) {
 }
 
 func TestStoppedFollowerCatchesUpBySnapshot(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{LogTruncateThreshold: 50, LogKeepEntries: 5})
 	leader := c.WaitLeader()
 	lagging := c.Followers(leader)[0]

@@ -310,6 +310,7 @@ func TestConsoleServing(t *testing.T) {
 // TestConsoleMetrics checks that the console's charts see the node's KV
 // traffic, gRPC and gateway alike.
 func TestConsoleMetrics(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	cli := c.Client()

@@ -289,6 +289,7 @@ func TestGatewayEtcdExamples(t *testing.T) {
 // version, an alarm list's revision, defragment's empty answer), lock and
 // election at etcd's paths, Synod's groups, and the request size limits.
 func TestGatewayServices(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	n := c.WaitLeader()
 	g := newGWClient(t, n)

@@ -136,9 +136,10 @@ func TestLeaseExpiresAndKeysVanish(t *testing.T) {
 }
 
 // TestKeepAliveThroughFollower, like the lease tests below that keep a
-// lease of 1 or 2 s alive or give a leader 300 ms to answer too early, does
-// not call t.Parallel (see the note in cluster_test.go).
+// lease of 1 or 2 s alive or give a leader 300 ms to answer too early, runs
+// next to no other such test or busy one (busyParallel).
 func TestKeepAliveThroughFollower(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	cli := c.Client(c.Followers(leader)[0])
@@ -182,6 +183,7 @@ func TestKeepAliveThroughFollower(t *testing.T) {
 // not be told the lease does not exist (clientv3 would give the lease up for
 // good): the leader first catches up with what is committed.
 func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
+	busyParallel(t)
 	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
 		return slices.ContainsFunc(out.Leases, func(c rangesm.LeaseChange) bool { return c.Kind == rangesm.LeaseGranted })
 	})
@@ -244,6 +246,7 @@ func TestKeepAliveWaitsForTheLeadersApply(t *testing.T) {
 // application would: while the session's client lives, its key stays; once
 // the client is gone without revoking, the key expires.
 func TestSessionKeysVanishWithItsProcess(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	observer := c.Client()
@@ -284,6 +287,7 @@ func TestSessionKeysVanishWithItsProcess(t *testing.T) {
 // keeps counting down from its checkpointed remaining TTL instead of being
 // reset to its full TTL.
 func TestLeaseTTLSurvivesFailover(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.LeaseCheckpointInterval = 100 * time.Millisecond
 	}})
@@ -352,6 +356,7 @@ func TestLeaseTTLSurvivesFailover(t *testing.T) {
 // unreset: a new leader would start the renewed lease from the old, shorter
 // remaining TTL.
 func TestRenewalDuringCheckpointSurvivesFailover(t *testing.T) {
+	busyParallel(t)
 	var leaseID atomic.Int64
 	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
 		return slices.ContainsFunc(out.Leases, func(c rangesm.LeaseChange) bool {

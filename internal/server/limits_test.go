@@ -39,6 +39,7 @@ func one(limit, key string, cost int64) *synodpb.TakeRequest {
 // from it through every node: the owner (the leader) decides for all, so
 // the burst is shared, and a limit set a moment ago is known everywhere.
 func TestLimitsThroughEveryNode(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	var clients []synodpb.LimitsClient
@@ -296,6 +297,7 @@ func TestOwnerCrashAdmitsNoMore(t *testing.T) {
 // together never allow more than the limit, and once the shares are given
 // back (unused for a while) every token can be had.
 func TestLocalModeShares(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	var clients []synodpb.LimitsClient

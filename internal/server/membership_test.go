@@ -128,6 +128,7 @@ func checkAcked(t *testing.T, cli *clientv3.Client, prefix string, acked []strin
 }
 
 func TestGrowAndShrinkUnderLoad(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 1})
 	c.WaitLeader()
 	first := c.Node(0)
@@ -207,6 +208,7 @@ func TestGrowAndShrinkUnderLoad(t *testing.T) {
 }
 
 func TestReplaceDeadNode(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	cli := c.Client(leader)
@@ -309,6 +311,7 @@ func TestMembershipQuorumSafety(t *testing.T) {
 }
 
 func TestHashKVEqualAcrossMembers(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -347,6 +350,7 @@ func TestHashKVEqualAcrossMembers(t *testing.T) {
 }
 
 func TestSnapshotSaveRestore(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()

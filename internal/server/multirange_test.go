@@ -46,6 +46,7 @@ func splitAt(keys ...string) func(int, *server.Config) {
 // and what is not supported across ranges yet (leases outside the first
 // range) is refused with Unimplemented.
 func TestStaticDataRanges(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -227,6 +228,7 @@ func TestStaticDataRanges(t *testing.T) {
 // the keys spread over three data ranges: each read of every key must hold
 // the final history's state at its revision, across ranges.
 func TestStaticDataRangesReadsAtRevisions(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	var ks []string
 	for i := range 4 {
@@ -239,6 +241,7 @@ func TestStaticDataRangesReadsAtRevisions(t *testing.T) {
 // snapshots of every data range: each snapshot holds and replaces only its
 // range's keys, so every member ends with the same history.
 func TestStaticDataRangesSnapshots(t *testing.T) {
+	busyParallel(t)
 	var mu sync.Mutex
 	installed := map[string]map[keys.RangeID]bool{} // by member name
 	split := splitAt("g", "p")
@@ -369,6 +372,7 @@ func TestStaticDataRangesSnapshots(t *testing.T) {
 // acknowledged write exactly once, in revision order, with no revision
 // out of step with the history.
 func TestStaticDataRangesWatches(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	l := c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -449,6 +453,7 @@ func TestStaticDataRangesWatches(t *testing.T) {
 // a watch from revision 1 made while it is isolated (found in review: the
 // events between the ranges' applied revisions were never delivered).
 func TestStaticDataRangesWatchAfterRestart(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	l := c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -505,6 +510,7 @@ func TestStaticDataRangesWatchAfterRestart(t *testing.T) {
 // anything was removed, and Defragment waited forever). Every range now
 // compacts at the revision asked, a quiet one's revision rising to it.
 func TestStaticDataRangesCompactionWithAnIdleRange(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	l := c.WaitLeader()
 	ctx := testcluster.Context(t, 30*time.Second)
@@ -554,6 +560,7 @@ func TestStaticDataRangesCompactionWithAnIdleRange(t *testing.T) {
 // serves every range: once one of the first members is removed and another
 // crashed, every range needs its vote to write.
 func TestStaticDataRangesJoin(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -640,6 +647,7 @@ func TestStaticDataRangesJoin(t *testing.T) {
 // sequence, and none has a revision above the backup's. Restored, it holds
 // the same keys, and a lease's keys are attached to it again.
 func TestStaticDataRangesBackup(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)

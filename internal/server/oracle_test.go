@@ -28,6 +28,7 @@ type revisionsOp struct {
 // revision may be handed out twice, and a request that began after another
 // ended must get higher revisions, whichever members served them.
 func TestOracleRevisionsIncreaseAcrossFailovers(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) { cfg.OracleWindow = 7 }})
 	c.WaitLeader()
 

@@ -17,6 +17,7 @@ import (
 // to root once auth is enabled: a node joining without root's credentials
 // gets nothing.
 func TestPeerSecretOverClientAPI(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: fastBcrypt})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)

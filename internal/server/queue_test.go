@@ -231,6 +231,7 @@ func TestQueueMetrics(t *testing.T) {
 // the keys) serves workers as the others do, and so does every member
 // after a restart of all.
 func TestQueueFollowerCatchesUpBySnapshot(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{LogTruncateThreshold: 50, LogKeepEntries: 5, OnDisk: true})
 	leader := c.WaitLeader()
 	lagging := c.Followers(leader)[0]

@@ -21,6 +21,7 @@ import (
 // an etcd client (compact, defragment every member, disarm): writes work
 // again, and keep working, without restarting anything.
 func TestNoSpaceRecoversWithoutRestart(t *testing.T) {
+	busyParallel(t)
 	const (
 		quota     = 1 << 20
 		valueSize = 16 << 10

@@ -27,6 +27,7 @@ import (
 // acknowledged before it began. Without the fence, writes stamped from
 // revisions the leader held below a read's revision commit after it.
 func TestReadsAtOracleRevisions(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) { cfg.ReadsAtOracleRevision = true }})
 	var ks []string
 	for i := range 8 {

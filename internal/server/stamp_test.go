@@ -24,6 +24,7 @@ import (
 // a higher one, and every member the same history, in which a watch from
 // the start sees each write once, in revision order.
 func TestStampedRevisionsAcrossLeaderChanges(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	type write struct {

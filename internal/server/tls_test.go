@@ -156,6 +156,7 @@ func TestClientTLS(t *testing.T) {
 // TLS, adds a fourth node with --join over TLS, and checks that data flows
 // everywhere and client URLs are https.
 func TestClusterOverTLS(t *testing.T) {
+	busyParallel(t)
 	ca := newPKI(t, "ca")
 	serverFiles := ca.issue("server", certgen.ServerUsage|certgen.ClientUsage)
 	peerFiles := ca.issue("peer", certgen.ServerUsage|certgen.ClientUsage)

@@ -60,6 +60,7 @@ func checkRevisionsStrictlyIncrease(t *testing.T, evs []*clientv3.Event) {
 // in order: history from MVCC, then live events, with nothing lost or
 // repeated at the switch.
 func TestWatchHistoryThenLiveWithoutSeam(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client()
@@ -114,6 +115,7 @@ func TestWatchHistoryThenLiveWithoutSeam(t *testing.T) {
 }
 
 func TestWatchAcrossLeaderCrash(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	leader := c.WaitLeader()
 	follower := c.Followers(leader)[0]
@@ -237,6 +239,7 @@ func TestWatchProgress(t *testing.T) {
 }
 
 func TestManyWatchersOneStream(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	cli := c.Client(c.Nodes()[0])
@@ -283,6 +286,7 @@ func TestManyWatchersOneStream(t *testing.T) {
 // writes must all succeed, and the watcher, read at last, must get every
 // event in order: it was left behind and caught up from history.
 func TestSlowWatcherDoesNotBlockWriters(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	node := c.Nodes()[1]
@@ -392,6 +396,7 @@ func TestWatchCancelAndDuplicateID(t *testing.T) {
 // gets every event once, in order, with the right previous values, and the
 // node's queue empties.
 func TestStuckWatchersStayWithinBudget(t *testing.T) {
+	busyParallel(t)
 	const (
 		streamBudget = 128 << 10
 		nodeBudget   = 320 << 10
@@ -523,6 +528,7 @@ func TestStuckWatchersStayWithinBudget(t *testing.T) {
 // number of answers wait to be sent, rather than queueing answers without
 // end; once the client reads, every request is answered.
 func TestWatchRequestsWaitForAReader(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	node := c.Nodes()[1]
