@@ -45,6 +45,7 @@ func listSpans(ctx context.Context, t *testing.T, cli *clientv3.Client) []string
 // revision, and a member that crashes and restarts comes back with the
 // same ranges.
 func TestSplitRangesUnderLoad(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{})
 	c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -251,6 +252,7 @@ func TestSplitRangesUnderLoad(t *testing.T) {
 // serves every key and the same history as the others, and takes writes
 // in every range.
 func TestSplitReachesAMemberThatWasDown(t *testing.T) {
+	busyParallel(t)
 	var mu sync.Mutex
 	installed := map[string][]keys.RangeID{} // by member name
 	c := testcluster.New(t, testcluster.Options{LogTruncateThreshold: 20, LogKeepEntries: 5, Configure: func(_ int, cfg *server.Config) {
@@ -375,6 +377,7 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 // RangeMaxBytes on disk splits by itself at its middle key, again and
 // again as it grows, and every key stays readable.
 func TestRangesSplitPastTheirSize(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
 		cfg.RangeMaxBytes = 256 << 10
 	}})

@@ -28,6 +28,7 @@ import (
 // writes never reach its watchers. Here the race is made certain: the
 // member's apply of the snapshot waits until it has learned the new range.
 func TestSplitLearnedByRefreshBeforeTheHold(t *testing.T) {
+	busyParallel(t)
 	var (
 		mu      sync.Mutex
 		fName   string

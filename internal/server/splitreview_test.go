@@ -28,6 +28,7 @@ import (
 // right range must still get a higher revision (revisions follow real time
 // across ranges).
 func TestSplitLearnedBySnapshotStampsFreshRevisions(t *testing.T) {
+	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{LogTruncateThreshold: 20, LogKeepEntries: 5})
 	l := c.WaitLeader()
 	ctx := testcluster.Context(t, 60*time.Second)
@@ -115,6 +116,7 @@ func TestSplitLearnedBySnapshotStampsFreshRevisions(t *testing.T) {
 // range's log as every other replica did: a txn over keys on both sides of
 // the split key, applied before the split, writes both keys.
 func TestSplitRestartWithMetaAheadOfTheRange(t *testing.T) {
+	busyParallel(t)
 	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool {
 		for _, ev := range out.Events {
 			if string(ev.KV.Key) == "a/hold" {
@@ -197,6 +199,7 @@ func TestSplitRestartWithMetaAheadOfTheRange(t *testing.T) {
 // member as a voter: with two voters and one of them gone it has no quorum,
 // and no leader that could remove it.
 func TestSplitRacingAMemberRemoval(t *testing.T) {
+	busyParallel(t)
 	gate := testcluster.NewApplyGate(func(out replica.ApplyOutput) bool { return len(out.Splits) > 0 })
 	defer gate.Release()
 	c := testcluster.New(t, testcluster.Options{Nodes: 2, Configure: func(i int, cfg *server.Config) {
