@@ -112,6 +112,23 @@ func LoadTxnState(r pebble.Reader, id keys.RangeID) (floor, maxCommit int64, err
 	return m.locks.Floor(), m.maxCommit, nil
 }
 
+// checkPrewriteFence refuses a prewrite whose transaction was authorized
+// in an auth state older than the range's copy (etcd's fence, which a
+// write within one range gets at apply): a permission revoked, or auth
+// enabled, while the transaction ran. The client's request is checked
+// again against the new state (the auth interceptor retries it on
+// ErrGRPCAuthOldRevision), and runs again or is refused.
+func (a *batch) checkPrewriteFence(cmd raftcmd.Command) error {
+	st := a.sys.auth
+	switch {
+	case cmd.AuthNoLogin && st.Enabled:
+		return rpctypes.ErrGRPCAuthOldRevision
+	case cmd.AuthRevision != 0 && cmd.AuthRevision < st.Revision:
+		return rpctypes.ErrGRPCAuthOldRevision
+	}
+	return nil
+}
+
 // applyTxnCommand applies one of the commands of transactions across
 // ranges.
 func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
@@ -119,6 +136,9 @@ func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
 	case raftcmd.KindTxnPrewrite:
 		var p txnlock.Prewrite
 		if err := txnlock.DecodeCommand(cmd.Payload, &p); err != nil {
+			return Result{Err: err}, nil
+		}
+		if err := a.checkPrewriteFence(cmd); err != nil {
 			return Result{Err: err}, nil
 		}
 		return a.prewrite(&p)

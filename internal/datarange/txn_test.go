@@ -7,7 +7,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -326,5 +328,41 @@ func TestTxnPrewriteSeesOnlyItsRange(t *testing.T) {
 	}
 	if err := r.put("n", "v", 40); err == nil {
 		t.Fatal("put of n, outside the range: got no error")
+	}
+}
+
+// TestTxnPrewriteAuthFence: a prewrite authorized in an auth state older
+// than the range's copy is refused with etcd's ErrGRPCAuthOldRevision (the
+// client's request is then checked again), as is one authorized with auth
+// disabled once it is enabled; one at the current auth revision applies.
+func TestTxnPrewriteAuthFence(t *testing.T) {
+	r := newTxnRange(t)
+	mirror, err := auth.EncodeMirror(&auth.State{Enabled: true, Revision: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := r.apply(raftcmd.KindSystemState, raftcmd.EncodeSystemState(raftcmd.SystemState{Index: 3, AuthMirror: mirror}), 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	pw := func(txn int64, rev uint64, user string, noLogin bool) error {
+		t.Helper()
+		r.index++
+		cmd := raftcmd.Command{RangeID: 2, Proposer: 1, RequestID: r.index, Kind: raftcmd.KindTxnPrewrite,
+			Payload: txnlock.EncodeCommand(prewrite(txn, "a", true, 1<<50, []txnlock.Span{point("a")}, txnlock.Write{Key: []byte("a"), Value: []byte("v")})),
+			AuthRevision: rev, AuthUser: user, AuthNoLogin: noLogin}
+		res, _ := applyBatch(r.t, r.db, r.m, &r.st, r.index, cmd)
+		return res[0].Err
+	}
+	if err := pw(10, 4, "u", false); !errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) {
+		t.Fatalf("prewrite checked at auth revision 4, the range at 5: got %v, want ErrGRPCAuthOldRevision", err)
+	}
+	if err := pw(11, 0, "", true); !errors.Is(err, rpctypes.ErrGRPCAuthOldRevision) {
+		t.Fatalf("prewrite checked with auth disabled, now enabled: got %v, want ErrGRPCAuthOldRevision", err)
+	}
+	if err := pw(12, 5, "u", false); err != nil {
+		t.Fatalf("prewrite checked at the range's auth revision: got %v, want it applied", err)
+	}
+	if r.m.locks.Get(12) == nil || r.m.locks.Get(10) != nil || r.m.locks.Get(11) != nil {
+		t.Fatalf("locks: got txn 10 %v, 11 %v, 12 %v, want only 12's", r.m.locks.Get(10) != nil, r.m.locks.Get(11) != nil, r.m.locks.Get(12) != nil)
 	}
 }

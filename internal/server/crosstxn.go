@@ -208,7 +208,11 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *
 	if _, ok := prewrites[primaryRange]; !ok {
 		return nil, fmt.Errorf("primary %q in range %d, which the txn does not name", primary, primaryRange)
 	}
-	ctx = auth.WithoutFence(ctx) // checked when the request came in
+	// The prewrites carry how the request was authorized (each range
+	// refuses one checked in an older auth state: etcd's fence); the
+	// other commands act for a transaction already past it.
+	fenced := ctx
+	ctx = auth.WithoutFence(ctx)
 	cost := quotaCost(req)
 
 	// Every range at once: whoever meets a lock before the primary's
@@ -225,7 +229,7 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			_, errs[i] = s.proposeTxnCommand(ctx, id, raftcmd.KindTxnPrewrite, prewrites[id], cost)
+			_, errs[i] = s.proposeTxnCommand(fenced, id, raftcmd.KindTxnPrewrite, prewrites[id], cost)
 		})
 	}
 	wg.Wait()
