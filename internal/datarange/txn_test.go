@@ -348,7 +348,7 @@ func TestTxnPrewriteAuthFence(t *testing.T) {
 		t.Helper()
 		r.index++
 		cmd := raftcmd.Command{RangeID: 2, Proposer: 1, RequestID: r.index, Kind: raftcmd.KindTxnPrewrite,
-			Payload: txnlock.EncodeCommand(prewrite(txn, "a", true, 1<<50, []txnlock.Span{point("a")}, txnlock.Write{Key: []byte("a"), Value: []byte("v")})),
+			Payload:      txnlock.EncodeCommand(prewrite(txn, "a", true, 1<<50, []txnlock.Span{point("a")}, txnlock.Write{Key: []byte("a"), Value: []byte("v")})),
 			AuthRevision: rev, AuthUser: user, AuthNoLogin: noLogin}
 		res, _ := applyBatch(r.t, r.db, r.m, &r.st, r.index, cmd)
 		return res[0].Err
