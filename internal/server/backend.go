@@ -60,11 +60,15 @@ func (s *Server) Propose(ctx context.Context, kind raftcmd.Kind, req proto.Messa
 	if cr, ok := req.(*pb.CompactionRequest); ok && s.multiRange() {
 		return s.compactRanges(ctx, cr)
 	}
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	for {
 		set := s.descs.Load()
 		resp, err := s.proposeRouted(ctx, set, kind, req, payload)
 		if !isRangeChanged(err) {
 			return resp, err
+		}
+		if time.Now().After(deadline) {
+			return nil, rpctypes.ErrGRPCTimeout
 		}
 		// A split changed the ranges since the request was routed: route
 		// it again once this node applied it.
@@ -474,11 +478,16 @@ func (s *Server) ReadTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 // (readAtOracle), and with several a serializable one at the revision the
 // node knows they are closed at (readResolved).
 func read[T any](ctx context.Context, s *Server, linearizable bool, touched func(*rangedesc.Set) ([]keys.RangeID, []txnlock.Span), fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	for {
 		set := s.descs.Load()
 		out, ids, err := readOnce(ctx, s, set, linearizable, touched, fn)
 		if !errors.Is(err, errRerouted) && (err != nil || s.sameRanges(set, ids)) {
 			return out, err
+		}
+		if time.Now().After(deadline) {
+			var zero T
+			return zero, rpctypes.ErrGRPCTimeout
 		}
 		// A split changed the ranges read while the read was served:
 		// read again with the new ones, once this node applied it.
