@@ -2,8 +2,10 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/cluster"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -77,9 +80,20 @@ func (s *Server) loadDescriptors() error {
 	}
 	set, err := rangedesc.NewSet(routable(own, meta))
 	if err != nil {
-		// A range split here and the meta copies lack the new range:
-		// route with them until they catch up (the split range refuses
-		// what it no longer holds; refreshDescriptors).
+		// A range here took a snapshot from after a split, and this
+		// node's meta copies lack the range the split made: ask the
+		// other members, as a joining node does (a replica of each range
+		// it names then starts without state; the watch merger holds the
+		// hub until their snapshots came).
+		if peers, perr := s.askMembersForRanges(); perr == nil {
+			set, err = rangedesc.NewSet(routable(own, peers, meta))
+		}
+	}
+	if err != nil {
+		// None answered: route with the meta copies until they catch up
+		// (the split range refuses what it no longer holds;
+		// refreshDescriptors). A watch from an older revision on this
+		// node may miss the new range's writes since the split.
 		s.logger.Warn("range descriptors do not cover the keyspace: routing with the meta copies until they catch up", "err", err)
 		if set, err = rangedesc.NewSet(meta); err != nil {
 			return err
@@ -87,6 +101,24 @@ func (s *Server) loadDescriptors() error {
 	}
 	s.descs.Store(set)
 	return nil
+}
+
+// askMembersForRanges asks the other members for the data ranges'
+// descriptors, for at most a few seconds.
+func (s *Server) askMembersForRanges() ([]rangedesc.Descriptor, error) {
+	ms, err := cluster.ListMembers(s.db)
+	if err != nil {
+		return nil, err
+	}
+	var others []*pb.Member
+	for _, m := range ms {
+		if m.ID != s.id.MemberID {
+			others = append(others, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs})
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	return s.askRanges(ctx, others, s.peerSecret)
 }
 
 // routable returns the descriptors to route with: those of the ranges this
