@@ -379,7 +379,7 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 func TestRangesSplitPastTheirSize(t *testing.T) {
 	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) {
-		cfg.RangeMaxBytes = 256 << 10
+		cfg.RangeMaxBytes = 128 << 10
 	}})
 	l := c.WaitLeader()
 	ctx := testcluster.Context(t, 120*time.Second)
@@ -398,7 +398,7 @@ func TestRangesSplitPastTheirSize(t *testing.T) {
 	}
 	n := 1
 	for round := range 2 {
-		for range 800 {
+		for range 400 {
 			for i := range value {
 				value[i] = byte(rnd.Uint32())
 			}
