@@ -31,6 +31,10 @@ var (
 	// leadership over: the proposal may go again once a leader takes it (a
 	// transfer Raft gives up keeps the term).
 	ErrTransferring = fmt.Errorf("%w: leadership being transferred", ErrDropped)
+	// ErrCampaigning is ErrDropped because this replica was campaigning
+	// (a pre-candidate keeps naming the leader it last heard from, but
+	// drops proposals): a new term, or the leader heard again, ends it.
+	ErrCampaigning = fmt.Errorf("%w: campaigning", ErrDropped)
 	// ErrAbandoned means the proposal was not applied within its deadline and
 	// is no longer tracked: it may still commit later.
 	ErrAbandoned = errors.New("proposal abandoned")
@@ -704,12 +708,16 @@ func (r *Replica) stepProposals(ps []*Proposal, ents []*pb.Entry) {
 // failProposals fails this node's proposals ps, which Raft refused with
 // err.
 func (r *Replica) failProposals(ps []*Proposal, err error) {
-	if r.rn.BasicStatus().Lead == raft.None {
+	st := r.rn.BasicStatus()
+	if st.Lead == raft.None {
 		err = ErrNoLeader
 	} else if errors.Is(err, raft.ErrProposalDropped) {
 		err = ErrDropped
-		if r.rn.BasicStatus().LeadTransferee != raft.None {
+		switch {
+		case st.LeadTransferee != raft.None:
 			err = ErrTransferring
+		case st.RaftState == raft.StatePreCandidate || st.RaftState == raft.StateCandidate:
+			err = ErrCampaigning
 		}
 	}
 	for _, p := range ps {

@@ -227,10 +227,13 @@ func (s *Server) proposeIn(ctx context.Context, rangeID keys.RangeID, kind raftc
 				// uncommitted data) keeps its term, and the command then
 				// fails with ErrDropped ("too many requests") as before.
 				err = s.awaitTermAfter(ctx, rangeID, cmd.Term, s.timeouts.After(s.ElectionTimeout()), timeout)
-				if errors.Is(err, replica.ErrDropped) && errors.Is(res.Err, replica.ErrTransferring) && !closed(timeout) {
+				if errors.Is(err, replica.ErrDropped) && (errors.Is(res.Err, replica.ErrTransferring) || errors.Is(res.Err, replica.ErrCampaigning)) && !closed(timeout) {
 					// The transfer did not end in a new term (Raft gives up
 					// one whose target is slow to catch up, on a loaded
-					// machine): the leader takes proposals again.
+					// machine): the leader takes proposals again. A
+					// campaign that won no term (a pre-vote the others
+					// refused, as they hear from the leader) ends as the
+					// replica hears the leader again.
 					err = nil
 				}
 				if err == nil && term == 0 {
