@@ -78,7 +78,7 @@ func (a *batch) applySplit(cmd raftcmd.Command) (Result, error) {
 		}
 		return Result{Err: ErrSplitBusy}, nil
 	}
-	leased, err := leasedKeyIn(a.b, right)
+	leased, err := HighestLeasedKey(a.b, right)
 	if err != nil {
 		return Result{}, err
 	}
@@ -250,27 +250,6 @@ func (a *batch) recordsOf(right rangedesc.Descriptor) (moves []recordMove, busy 
 		return nil, false, fmt.Errorf("read txn records: %w", err)
 	}
 	return moves, false, nil
-}
-
-// leasedKeyIn returns a key of d attached to a lease, or nil.
-func leasedKeyIn(r pebble.Reader, d rangedesc.Descriptor) ([]byte, error) {
-	span := keys.LeaseAttachmentSpan()
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
-	if err != nil {
-		return nil, fmt.Errorf("read lease attachments: %w", err)
-	}
-	defer it.Close()
-	prefix := len(keys.LeaseAttachmentPrefix(0))
-	for valid := it.First(); valid; valid = it.Next() {
-		k := it.Key()
-		if len(k) < prefix {
-			continue
-		}
-		if d.Contains(k[prefix:]) {
-			return bytes.Clone(k[prefix:]), nil
-		}
-	}
-	return nil, it.Error()
 }
 
 // HighestLeasedKey returns the highest key of d attached to a lease, as r

@@ -297,16 +297,7 @@ func TestStaticDataRangesSnapshots(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wch := c.Client(f).Watch(wctx, "", clientv3.WithFromKey(), clientv3.WithRev(1))
-	history := func(n *testcluster.Node) string {
-		var h []byte
-		if err := mvcc.ChangesSince(n.Server().DB(), nil, nil, 0, func(ch mvcc.Change) error {
-			h = fmt.Appendf(h, "%s@%d ", ch.KV.Key, ch.KV.ModRevision)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return string(h)
-	}
+	history := func(n *testcluster.Node) string { return mvccHistory(t, n) }
 	want := history(l)
 	waitFor(t, 20*time.Second, "the restarted member's history", func() (bool, string) {
 		if f.Server() == nil {

@@ -353,7 +353,14 @@ func (s *Server) checkSnapshotFits(id keys.RangeID) error {
 	if !ok {
 		return nil
 	}
-	for _, o := range set.All() {
+	return s.checkNoOverlap(id, d)
+}
+
+// checkNoOverlap fails if d, range id's span, overlaps the span of another
+// data range this node has state of (which has not applied their split
+// yet).
+func (s *Server) checkNoOverlap(id keys.RangeID, d rangedesc.Descriptor) error {
+	for _, o := range s.descs.Load().All() {
 		if o.RangeID == id {
 			continue
 		}
@@ -362,7 +369,7 @@ func (s *Server) checkSnapshotFits(id keys.RangeID) error {
 			continue
 		}
 		if od, ok := datarange.Descriptor(op.Derived); ok && od.Overlaps(d) {
-			return fmt.Errorf("range %d overlaps range %d here, which has not applied their split yet", id, o.RangeID)
+			return fmt.Errorf("range %d over %v overlaps range %d here, which has not applied their split yet", id, d, o.RangeID)
 		}
 	}
 	return nil
@@ -522,17 +529,5 @@ func (s *Server) checkSnapshotSpan(id keys.RangeID, data *replica.IncomingSnapsh
 	if !errors.Is(err, errFound) {
 		return err // none (a range from before own descriptors): nothing to check
 	}
-	for _, o := range s.descs.Load().All() {
-		if o.RangeID == id {
-			continue
-		}
-		op := s.rangePublished(o.RangeID)
-		if op == nil || !op.Initialized {
-			continue
-		}
-		if od, ok := datarange.Descriptor(op.Derived); ok && od.Overlaps(d) {
-			return fmt.Errorf("snapshot of range %d over %v overlaps range %d here, which has not applied their split yet", id, d, o.RangeID)
-		}
-	}
-	return nil
+	return s.checkNoOverlap(id, d)
 }

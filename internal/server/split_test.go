@@ -312,16 +312,7 @@ func TestSplitReachesAMemberThatWasDown(t *testing.T) {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	wch := c.Client(f).Watch(wctx, "", clientv3.WithFromKey(), clientv3.WithRev(1))
-	history := func(n *testcluster.Node) string {
-		var h []byte
-		if err := mvcc.ChangesSince(n.Server().DB(), nil, nil, 0, func(ch mvcc.Change) error {
-			h = fmt.Appendf(h, "%s@%d ", ch.KV.Key, ch.KV.ModRevision)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return string(h)
-	}
+	history := func(n *testcluster.Node) string { return mvccHistory(t, n) }
 	want := history(l)
 	fcli := c.Client(f)
 	waitFor(t, 30*time.Second, "the restarted member's ranges and history", func() (bool, string) {
@@ -459,4 +450,18 @@ func revisionsIncrease(h string) bool {
 		prev = r
 	}
 	return true
+}
+
+// mvccHistory returns a member's store's history: "key@rev " for every
+// version, in key order.
+func mvccHistory(t *testing.T, n *testcluster.Node) string {
+	t.Helper()
+	var h []byte
+	if err := mvcc.ChangesSince(n.Server().DB(), nil, nil, 0, func(ch mvcc.Change) error {
+		h = fmt.Appendf(h, "%s@%d ", ch.KV.Key, ch.KV.ModRevision)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
 }
