@@ -111,14 +111,27 @@ func (a *batch) Apply(cmd raftcmd.Command, index, term uint64) (Result, error) {
 		}
 	case raftcmd.SystemState:
 		err = a.applySystemState(req)
-	case *etcdpb.LeaseGrantRequest:
-		resp, change, err = applyLeaseGrant(ka.Leases.(lease.Table), &st.KV, req)
-	case *etcdpb.LeaseRevokeRequest:
-		if resp, change, err = applyLeaseRevoke(&ka, ka.Leases.(lease.Table), req); err == nil {
-			err = a.leaseRevoked(&ka, cmd, index, term, req.ID)
+	case *etcdpb.LeaseGrantRequest, *etcdpb.LeaseRevokeRequest, *etcdpb.LeaseCheckpointRequest:
+		if !a.m.keepsLeases() {
+			return Result{Err: fmt.Errorf("command kind %s in range %d, which keeps no lease", cmd.Kind, a.m.cfg.RangeID)}, nil
 		}
-	case *etcdpb.LeaseCheckpointRequest:
-		err = applyLeaseCheckpoints(ka.Leases.(lease.Table), req, out)
+		t := a.leases()
+		switch req := req.(type) {
+		case *etcdpb.LeaseGrantRequest:
+			resp, change, err = applyLeaseGrant(t, &st.KV, req)
+		case *etcdpb.LeaseRevokeRequest:
+			if cmd.Kind == raftcmd.KindLeaseRevoked {
+				// Revoked by a transaction across ranges, which left
+				// telling the services to this command.
+				if err = a.tellRevoked(&ka, cmd, index, term, req.ID); err == nil {
+					resp = &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: st.KV.Revision}}
+				}
+			} else if resp, change, err = applyLeaseRevoke(&ka, t, a.desc, req); err == nil {
+				err = a.leaseRevoked(&ka, cmd, index, term, req.ID)
+			}
+		case *etcdpb.LeaseCheckpointRequest:
+			err = applyLeaseCheckpoints(t, req, out)
+		}
 	default:
 		return Result{Err: fmt.Errorf("command kind %s is not a data range's", cmd.Kind)}, nil
 	}
@@ -151,7 +164,7 @@ func decodeRequest(cmd raftcmd.Command) (any, error) {
 		msg = &etcdpb.CompactionRequest{}
 	case raftcmd.KindLeaseGrant:
 		msg = &etcdpb.LeaseGrantRequest{}
-	case raftcmd.KindLeaseRevoke:
+	case raftcmd.KindLeaseRevoke, raftcmd.KindLeaseRevoked:
 		msg = &etcdpb.LeaseRevokeRequest{}
 	case raftcmd.KindLeaseCheckpoint:
 		msg = &etcdpb.LeaseCheckpointRequest{}
@@ -231,8 +244,17 @@ func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term ui
 // the command: other members skip the reads of a txn (etcd's concurrency
 // Mutex reads the whole queue in each acquisition's txn).
 func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
-	return kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases(), NoReadResults: cmd.Proposer != a.m.cfg.NodeID,
+	ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, NoReadResults: cmd.Proposer != a.m.cfg.NodeID,
 		Revision: int64(cmd.Revision)}
+	if a.m.keepsLeases() {
+		// Elsewhere a command names no lease (the router sends a put with
+		// one as a transaction with the first range: it would fail with
+		// "requested lease not found"), and a key's deletion or
+		// overwrite leaves the table's record of it, which revocations
+		// check against the key.
+		ka.Leases = a.leases()
+	}
+	return ka
 }
 
 func (a *batch) env(ka *kv.Applier, cmd raftcmd.Command, index, term uint64) *Env {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -90,7 +91,7 @@ func TestExtensionsApplyTheirKinds(t *testing.T) {
 	}
 	defer db.Close()
 	x := &tally{}
-	m, err := New(Config{NodeID: 1, DB: db, Extensions: []Extension{x}})
+	m, err := New(Config{RangeID: keys.FirstDataRangeID, NodeID: 1, DB: db, Extensions: []Extension{x}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,22 @@ package datarange
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/lease"
+	"github.com/synod-io/synod/internal/raftcmd"
+	"github.com/synod-io/synod/internal/rangedesc"
 	"github.com/synod-io/synod/internal/rangesm"
 )
 
@@ -28,9 +38,15 @@ func applyLeaseGrant(t lease.Table, m *kv.Meta, req *etcdpb.LeaseGrantRequest) (
 	return resp, &rangesm.LeaseChange{Kind: rangesm.LeaseGranted, ID: req.ID, TTL: req.TTL}, nil
 }
 
+// ErrLeaseSpansRanges is the error of a lease revocation in the range that
+// keeps the lease table when a key attached to the lease lies in another
+// range: the proposer revokes it with a transaction across the ranges.
+var ErrLeaseSpansRanges = status.Error(codes.Unavailable, "synod: the lease holds keys of several ranges")
+
 // applyLeaseRevoke deletes a lease and every key attached to it, all in one
-// revision, so that watchers see the deletions together.
-func applyLeaseRevoke(a *kv.Applier, t lease.Table, req *etcdpb.LeaseRevokeRequest) (any, *rangesm.LeaseChange, error) {
+// revision, so that watchers see the deletions together. The keys must be
+// the range's own (ErrLeaseSpansRanges).
+func applyLeaseRevoke(a *kv.Applier, t lease.Table, d rangedesc.Descriptor, req *etcdpb.LeaseRevokeRequest) (any, *rangesm.LeaseChange, error) {
 	exists, err := t.Exists(req.ID)
 	if err != nil {
 		return nil, nil, err
@@ -41,6 +57,11 @@ func applyLeaseRevoke(a *kv.Applier, t lease.Table, req *etcdpb.LeaseRevokeReque
 	attached, err := lease.AttachedKeys(a.Batch, req.ID)
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, k := range attached {
+		if !holds(d, k, nil) {
+			return nil, nil, ErrLeaseSpansRanges
+		}
 	}
 	events := len(a.Events)
 	if len(attached) > 0 {
@@ -59,6 +80,50 @@ func applyLeaseRevoke(a *kv.Applier, t lease.Table, req *etcdpb.LeaseRevokeReque
 	}
 	resp := &etcdpb.LeaseRevokeResponse{Header: &etcdpb.ResponseHeader{Revision: a.Meta.Revision}}
 	return resp, &rangesm.LeaseChange{Kind: rangesm.LeaseRevoked, ID: req.ID}, nil
+}
+
+// tellRevoked tells the services (extensions) that lease id was revoked,
+// if a transaction across ranges revoked it and left that to this command
+// (keys.LeaseHooksKey).
+func (a *batch) tellRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term uint64, id int64) error {
+	k := keys.LeaseHooksKey(a.m.cfg.RangeID, id)
+	_, closer, err := a.b.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return nil // told already
+	case err != nil:
+		return fmt.Errorf("read lease hooks of %x: %w", id, err)
+	}
+	_ = closer.Close()
+	if ok, err := a.leases().Exists(id); err != nil {
+		return err
+	} else if !ok {
+		// (Granted again since, the ID being the client's, the services
+		// keep what they hold on it.)
+		if err := a.leaseRevoked(ka, cmd, index, term, id); err != nil {
+			return err
+		}
+	}
+	return a.b.Delete(k, nil)
+}
+
+// LeasesToTell returns the leases revoked by transactions across ranges
+// whose services are not told yet (tellRevoked), as r holds them.
+func LeasesToTell(r pebble.Reader, id keys.RangeID) ([]int64, error) {
+	span := keys.LeaseHooksSpan(id)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		out = append(out, int64(binary.BigEndian.Uint64(k[len(k)-8:])))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("read lease hooks: %w", err)
+	}
+	return out, nil
 }
 
 // notDetached returns the attached keys (in key order) whose deletion,

@@ -135,9 +135,11 @@ func (m *Machine) Load(r pebble.Reader, st *rangesm.AppliedState) error {
 	if err != nil {
 		return err
 	}
-	ttls, err := lease.LoadTTLs(r)
-	if err != nil {
-		return err
+	ttls := lease.NoTTLs()
+	if m.keepsLeases() {
+		if ttls, err = lease.LoadTTLs(r); err != nil {
+			return err
+		}
 	}
 	m.index, m.indexSnap, m.leaseTTLs = x, x.Snapshot(), ttls
 	if m.sys, err = loadSysState(r, m.cfg.RangeID); err != nil {
@@ -290,6 +292,11 @@ func (a *batch) Close() { _ = a.w.Close() }
 // LeaseTTLs returns the TTLs of the range's leases the machine keeps in
 // memory (tests compare them with the table).
 func (m *Machine) LeaseTTLs() *lease.TTLs { return m.leaseTTLs }
+
+// keepsLeases reports whether the range keeps the lease table: the first
+// data range does (the leases' records, and every key attached to one, in
+// any range).
+func (m *Machine) keepsLeases() bool { return m.cfg.RangeID == keys.FirstDataRangeID }
 
 // inSpan reports whether every key a write names lies in the range's span
 // (always true for a range over every key, and for commands that name no

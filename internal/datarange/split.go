@@ -78,13 +78,6 @@ func (a *batch) applySplit(cmd raftcmd.Command) (Result, error) {
 		}
 		return Result{Err: ErrSplitBusy}, nil
 	}
-	leased, err := HighestLeasedKey(a.b, right)
-	if err != nil {
-		return Result{}, err
-	}
-	if leased != nil {
-		return Result{Err: status.Errorf(codes.FailedPrecondition, "synod: key %q above the split key has a lease (leases hold keys of the first range only)", leased)}, nil
-	}
 	moves, busy, err := a.recordsOf(right)
 	if err != nil {
 		return Result{}, err
@@ -250,28 +243,4 @@ func (a *batch) recordsOf(right rangedesc.Descriptor) (moves []recordMove, busy 
 		return nil, false, fmt.Errorf("read txn records: %w", err)
 	}
 	return moves, false, nil
-}
-
-// HighestLeasedKey returns the highest key of d attached to a lease, as r
-// holds the attachments (the first range's), or nil: a split must be above
-// it.
-func HighestLeasedKey(r pebble.Reader, d rangedesc.Descriptor) ([]byte, error) {
-	span := keys.LeaseAttachmentSpan()
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: span.Start, UpperBound: span.End})
-	if err != nil {
-		return nil, fmt.Errorf("read lease attachments: %w", err)
-	}
-	defer it.Close()
-	prefix := len(keys.LeaseAttachmentPrefix(0))
-	var top []byte
-	for valid := it.First(); valid; valid = it.Next() {
-		k := it.Key()
-		if len(k) < prefix {
-			continue
-		}
-		if uk := k[prefix:]; d.Contains(uk) && bytes.Compare(uk, top) > 0 {
-			top = bytes.Clone(uk)
-		}
-	}
-	return top, it.Error()
 }

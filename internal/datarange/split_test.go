@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,8 +24,7 @@ func code(err error) codes.Code { return status.Code(err) }
 
 // TestSplitRange splits a range's machine (no network): the split is
 // refused for a stale generation, a key outside the range, locks of a
-// transaction across ranges over the right-hand side, and a leased key
-// there; once applied, the range holds only the keys below the split key
+// transaction across ranges over the right-hand side; once applied, the range holds only the keys below the split key
 // (writes above it are refused with ErrRangeChanged, its index counts only
 // its own keys), both descriptors and the new range's state are stored at
 // the range's revision, committed transaction records whose primary moved
@@ -125,16 +123,6 @@ func TestSplitRange(t *testing.T) {
 		t.Fatalf("split at the range's end: got %v, want InvalidArgument", res.Err)
 	}
 
-	// A key with a lease above the split key: refused.
-	if res, _ := r.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := r.apply(raftcmd.KindPut, mustMarshal(t, &etcdpb.PutRequest{Key: []byte("k"), Value: []byte("l"), Lease: 7}), 11); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := r.split("f", 10, 1); code(res.Err) != codes.FailedPrecondition {
-		t.Fatalf("split with a leased key above: got %v, want FailedPrecondition", res.Err)
-	}
 	if res, _ := r.split("p", 10, 1); code(res.Err) != codes.InvalidArgument {
 		t.Fatalf("split outside: got %v, want InvalidArgument", res.Err)
 	}

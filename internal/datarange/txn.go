@@ -7,7 +7,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/status"
 
+	"github.com/synod-io/synod/internal/auth"
 	"github.com/synod-io/synod/internal/keyindex"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
@@ -15,6 +17,7 @@ import (
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangedesc"
+	"github.com/synod-io/synod/internal/rangesm"
 	"github.com/synod-io/synod/internal/txnlock"
 )
 
@@ -141,7 +144,7 @@ func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
 		if err := a.checkPrewriteFence(cmd); err != nil {
 			return Result{Err: err}, nil
 		}
-		return a.prewrite(&p)
+		return a.prewrite(cmd, &p)
 	case raftcmd.KindTxnCommit:
 		var c txnlock.Commit
 		if err := txnlock.DecodeCommand(cmd.Payload, &c); err != nil {
@@ -175,8 +178,8 @@ func (a *batch) applyTxnCommand(cmd raftcmd.Command) (Result, error) {
 // prewrite takes a transaction's locks in the range, if no other
 // transaction holds any of its spans and none changed since its read
 // revision; the primary's range also writes its record.
-func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
-	if p.Txn <= 0 || len(p.Spans) == 0 {
+func (a *batch) prewrite(cmd raftcmd.Command, p *txnlock.Prewrite) (Result, error) {
+	if p.Txn <= 0 || (len(p.Spans) == 0 && len(p.Leases) == 0) {
 		return Result{Err: fmt.Errorf("malformed prewrite of transaction %d", p.Txn)}, nil
 	}
 	if p.Generation != 0 && p.Generation != a.desc.Generation {
@@ -213,7 +216,7 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 			spans = append(spans, c)
 		}
 	}
-	if len(spans) == 0 {
+	if len(spans) == 0 && len(p.Leases) == 0 {
 		return Result{Err: fmt.Errorf("prewrite of transaction %d names no key of range %d", p.Txn, a.m.cfg.RangeID)}, nil
 	}
 	p.Spans = spans
@@ -230,6 +233,15 @@ func (a *batch) prewrite(p *txnlock.Prewrite) (Result, error) {
 		if newer > 0 {
 			return Result{Err: &txnlock.ConflictError{Txn: p.Txn, Newer: newer}}, nil
 		}
+	}
+	if len(p.Leases) > 0 {
+		refused, err := a.prewriteLeases(cmd, p)
+		if err != nil || refused != nil {
+			return Result{Err: refused}, err
+		}
+	}
+	if p.RevokeLease != 0 {
+		p.Writes = a.revokeWrites(p.Spans, p.RevokeLease)
 	}
 	l := p.Locks
 	l.Floor = max(p.Txn, a.st.KV.Revision, a.maxCommit)
@@ -289,8 +301,14 @@ func (a *batch) resolveTxn(txn, rev int64) error {
 			// bug (the commit was decided: the writes are made anyway).
 			a.m.cfg.Logger.Error("transaction resolved at a revision not above its locks' floor", "txn", txn, "revision", rev, "floor", l.Floor)
 		}
-		ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: a.leases()}
+		ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, Leases: elsewhere{}}
+		if a.m.keepsLeases() {
+			ka.Leases = a.leases()
+		}
 		if err := ka.ApplyAt(rev, l.Writes); err != nil {
+			return err
+		}
+		if err := a.resolveLeases(l); err != nil {
 			return err
 		}
 		a.indexChanged = a.indexChanged || len(l.Writes) > 0
@@ -394,6 +412,9 @@ func (a *batch) checkTxnLocks(cmd raftcmd.Command, req any) (refused, err error)
 			return txnlock.Locked(l), nil
 		}
 	}
+	if l := a.leaseConflict(req); l != nil {
+		return txnlock.Locked(l), nil
+	}
 	if stamp != 0 && stamp <= a.maxCommit {
 		// Stamped before a transaction committed here at maxCommit, it
 		// may touch a key the transaction wrote, or only read: either
@@ -430,4 +451,145 @@ func (a *batch) spansOf(req any) ([]txnlock.Span, error) {
 		}
 	}
 	return spans, nil
+}
+
+// elsewhere is the lease table as a range that does not keep it sees it
+// when it makes the writes of a transaction across ranges: the first
+// range checked the leases they name at the prewrite (and holds them
+// until the commit), and records the keys attached.
+type elsewhere struct{}
+
+func (elsewhere) Exists(int64) (bool, error) { return true, nil }
+func (elsewhere) Attach(int64, []byte) error { return nil }
+func (elsewhere) Detach(int64, []byte) error { return nil }
+
+// prewriteLeases checks a prewrite's holds on leases (txnlock.LeaseLock),
+// in the range that keeps the lease table: no other transaction holds one
+// of them in a way that excludes it, each lease exists, the user may use
+// it (as a put naming the lease, or its revocation, is checked at apply),
+// and a revocation knows every key attached to its lease.
+func (a *batch) prewriteLeases(cmd raftcmd.Command, p *txnlock.Prewrite) (refused, err error) {
+	if !a.m.keepsLeases() {
+		return fmt.Errorf("prewrite of transaction %d holds leases in range %d, which keeps none", p.Txn, a.m.cfg.RangeID), nil
+	}
+	t := a.leases()
+	for _, ll := range p.Leases {
+		if l := a.locks.LeaseConflict(ll.ID, ll.Revoke, p.Txn); l != nil {
+			return txnlock.Locked(l), nil
+		}
+		ok, err := t.Exists(ll.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return rpctypes.ErrGRPCLeaseNotFound, nil
+		}
+		if cmd.AuthUser != "" {
+			var req any = &etcdpb.PutRequest{Lease: ll.ID}
+			if ll.Revoke {
+				req = &etcdpb.LeaseRevokeRequest{ID: ll.ID}
+			}
+			if err := auth.CheckLeaseUse(a.b, a.sys.auth, cmd.AuthUser, req); err != nil {
+				if _, ok := status.FromError(err); !ok {
+					return nil, err
+				}
+				return err, nil
+			}
+		}
+		if !ll.Revoke {
+			continue
+		}
+		attached, err := lease.AttachedKeys(a.b, ll.ID)
+		if err != nil {
+			return nil, err
+		}
+		known := make(map[string]bool, len(ll.Known))
+		for _, k := range ll.Known {
+			known[string(k)] = true
+		}
+		for _, k := range attached {
+			if !known[string(k)] {
+				// Attached since the coordinator looked.
+				return &txnlock.ConflictError{Txn: p.Txn, Newer: a.st.KV.Revision}, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// revokeWrites returns the deletions a revocation of lease id makes of the
+// keys of spans (single keys) that are attached to it now.
+func (a *batch) revokeWrites(spans []txnlock.Span, id int64) []txnlock.Write {
+	var out []txnlock.Write
+	for _, s := range spans {
+		if e, ok := a.m.index.Get(s.Start); ok && e.Lease == id {
+			out = append(out, txnlock.Write{Key: s.Start, Delete: true})
+		}
+	}
+	return out
+}
+
+// resolveLeases makes, at a transaction's commit, what its holds on leases
+// do: the keys it put with a lease in other ranges are recorded as
+// attached, and a lease it revokes goes, with all the table kept of it (its
+// keys here are deleted by its writes; those in other ranges by their
+// ranges' writes at the same revision). The services are told by a
+// revocation command (tellRevoked), proposed once the transaction is done
+// or by the range's leader.
+func (a *batch) resolveLeases(l *txnlock.Locks) error {
+	if len(l.Leases) == 0 {
+		return nil
+	}
+	t := a.leases()
+	for _, ll := range l.Leases {
+		for _, k := range ll.Attach {
+			if err := t.Attach(ll.ID, k); err != nil {
+				return err
+			}
+		}
+		if !ll.Revoke {
+			continue
+		}
+		left, err := lease.AttachedKeys(a.b, ll.ID)
+		if err != nil {
+			return err
+		}
+		if err := t.Delete(ll.ID, left); err != nil {
+			return err
+		}
+		a.out.Leases = append(a.out.Leases, rangesm.LeaseChange{Kind: rangesm.LeaseRevoked, ID: ll.ID})
+		if len(a.m.cfg.Extensions) > 0 {
+			if err := a.b.Set(keys.LeaseHooksKey(a.m.cfg.RangeID, ll.ID), nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// leaseConflict returns the locks of a transaction holding a lease that a
+// command names in a way the command must wait for: a put attaching a key
+// to a lease being revoked, or a revocation of a lease a transaction
+// attaches keys to or revokes.
+func (a *batch) leaseConflict(req any) *txnlock.Locks {
+	if !a.m.keepsLeases() {
+		return nil
+	}
+	var l *txnlock.Locks
+	switch r := req.(type) {
+	case *etcdpb.PutRequest:
+		if r.Lease != 0 {
+			l = a.locks.LeaseConflict(r.Lease, false, 0)
+		}
+	case *etcdpb.TxnRequest:
+		kv.TxnKeys(r, func(_, _ []byte, id int64) bool {
+			if id != 0 {
+				l = a.locks.LeaseConflict(id, false, 0)
+			}
+			return l == nil
+		})
+	case *etcdpb.LeaseRevokeRequest:
+		l = a.locks.LeaseConflict(r.ID, true, 0)
+	}
+	return l
 }

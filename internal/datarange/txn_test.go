@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/synod-io/synod/internal/auth"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/mvcc"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -27,6 +28,10 @@ type txnRange struct {
 	index uint64
 	// start and end bound the range's keys.
 	start, end []byte
+	// id is the range's ID (0: the first data range's).
+	id keys.RangeID
+	// exts are the range's extensions.
+	exts []Extension
 }
 
 func newTxnRange(t *testing.T) *txnRange { return newTxnRangeOver(t, nil, nil) }
@@ -44,10 +49,17 @@ func newTxnRangeOver(t *testing.T, start, end []byte) *txnRange {
 	return r
 }
 
+func (r *txnRange) rangeID() keys.RangeID {
+	if r.id == 0 {
+		return keys.FirstDataRangeID
+	}
+	return r.id
+}
+
 // open returns a machine loaded from the store (as at a restart).
 func (r *txnRange) open() *Machine {
 	r.t.Helper()
-	m, err := New(Config{RangeID: 2, NodeID: 1, DB: r.db, Start: r.start, End: r.end})
+	m, err := New(Config{RangeID: r.rangeID(), NodeID: 1, DB: r.db, Start: r.start, End: r.end, Extensions: r.exts})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -61,7 +73,7 @@ func (r *txnRange) open() *Machine {
 func (r *txnRange) apply(kind raftcmd.Kind, payload []byte, stamp int64) (Result, rangesm.Effects) {
 	r.t.Helper()
 	r.index++
-	res, out := applyBatch(r.t, r.db, r.m, &r.st, r.index, raftcmd.Command{RangeID: 2, Proposer: 1, RequestID: r.index, Kind: kind, Payload: payload, Revision: uint64(stamp)})
+	res, out := applyBatch(r.t, r.db, r.m, &r.st, r.index, raftcmd.Command{RangeID: r.rangeID(), Proposer: 1, RequestID: r.index, Kind: kind, Payload: payload, Revision: uint64(stamp)})
 	return res[0], out
 }
 

@@ -17,9 +17,14 @@
 //	0x02 range-local, replicated
 //	     0x02 "r" <rangeID:8> "as"                 applied state of a range
 //	     0x02 "r" <rangeID:8> "sys"                a data range's copy of the system state (auth, NOSPACE)
+//	     0x02 "r" <rangeID:8> "tl" <txn:8>         a transaction's locks in a data range
+//	     0x02 "r" <rangeID:8> "tr" <txn:8>         a transaction's record
+//	     0x02 "r" <rangeID:8> "tx"                 the highest revision a transaction committed at
+//	     0x02 "r" <rangeID:8> "rd"                 a data range's own descriptor
+//	     0x02 "r" <rangeID:8> "lh" <leaseID:8>     a lease revoked across ranges whose services are not told yet
 //	0x03 system keyspace, replicated: the system range's (members, alarms,
 //	     auth, the oracle's ceiling, the range descriptors), but the leases,
-//	     which the data range holds for now
+//	     which the first data range holds (with every key attached, in any range)
 //	     0x03 "member" <memberID:8>                cluster member
 //	     0x03 "removed" <memberID:8>               member removed from the cluster
 //	     0x03 "alarm" <memberID:8> <type:4>        active alarm of a member

@@ -60,6 +60,7 @@ var (
 	txnRecordSuffix = []byte("tr")
 	txnStateSuffix  = []byte("tx")
 	descSuffix      = []byte("rd")
+	leaseHookSuffix = []byte("lh")
 )
 
 // NodeIdentKey holds the identity of this node: the cluster it belongs to and
@@ -187,6 +188,19 @@ func TxnRecordSpan(id RangeID) Span {
 // across ranges committed at there.
 func TxnStateKey(id RangeID) []byte {
 	return rangeLocalKey(replicatedPrefix, id, txnStateSuffix, 0)
+}
+
+// LeaseHooksKey marks, in the first data range, a lease revoked by a
+// transaction across ranges whose services (job queues) have not yet been
+// told: a revocation command for the lease tells them and deletes it.
+func LeaseHooksKey(id RangeID, lease int64) []byte {
+	return binary.BigEndian.AppendUint64(rangeLocalKey(replicatedPrefix, id, leaseHookSuffix, 8), uint64(lease))
+}
+
+// LeaseHooksSpan covers every LeaseHooksKey of data range id.
+func LeaseHooksSpan(id RangeID) Span {
+	start := rangeLocalKey(replicatedPrefix, id, leaseHookSuffix, 0)
+	return Span{Start: start, End: PrefixEnd(start)}
 }
 
 // RangeDescriptorKey holds, in data range id, the range's own descriptor

@@ -94,6 +94,10 @@ func LoadTTLs(r pebble.Reader) (*TTLs, error) {
 	return t, nil
 }
 
+// NoTTLs returns TTLs that hold no lease (a data range that does not keep
+// the lease table).
+func NoTTLs() *TTLs { return &TTLs{m: map[int64]int64{}} }
+
 // Len returns the number of leases.
 func (t *TTLs) Len() int { return len(t.m) }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/synod-io/synod/api/queuepb"
 	"github.com/synod-io/synod/internal/datarange"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/queue/machine"
 	"github.com/synod-io/synod/internal/queue/queuewire"
@@ -38,7 +39,7 @@ func TestColdJobsReadLikeOthers(t *testing.T) {
 	index := uint64(10)
 	var sm *datarange.Machine
 	start := func() {
-		sm, err = datarange.New(datarange.Config{NodeID: 1, DB: db, Extensions: []datarange.Extension{s.NewExtension()}})
+		sm, err = datarange.New(datarange.Config{RangeID: keys.FirstDataRangeID, NodeID: 1, DB: db, Extensions: []datarange.Extension{s.NewExtension()}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/synod-io/synod/api/queuepb"
 	"github.com/synod-io/synod/internal/datarange"
+	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
 	"github.com/synod-io/synod/internal/queue/machine"
 	"github.com/synod-io/synod/internal/queue/queuewire"
@@ -65,7 +66,7 @@ func TestResyncDuringApplyWaitsForTheCommit(t *testing.T) {
 	}
 	defer db.Close()
 	s := New(Config{Backend: viewBackend{db: db}})
-	sm, err := datarange.New(datarange.Config{NodeID: 1, DB: db, Extensions: []datarange.Extension{s.NewExtension()}})
+	sm, err := datarange.New(datarange.Config{RangeID: keys.FirstDataRangeID, NodeID: 1, DB: db, Extensions: []datarange.Extension{s.NewExtension()}})
 	if err != nil {
 		t.Fatal(err)
 	}

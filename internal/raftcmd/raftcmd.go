@@ -90,6 +90,10 @@ const (
 	// generation: splits made them, and the ranges' own copies are the
 	// authority.
 	KindRangeDescs Kind = 34
+	// KindLeaseRevoked tells the services of the first data range (job
+	// queues) that a lease a transaction across ranges revoked is gone
+	// (etcdserverpb.LeaseRevokeRequest); it does nothing once they were.
+	KindLeaseRevoked Kind = 35
 
 	// Kinds from 100 up are the commands of the services whose data lives
 	// in data ranges, in key spans of their own, applied by extensions of
@@ -181,6 +185,8 @@ func (k Kind) String() string {
 		return "range-split"
 	case KindRangeIDAlloc:
 		return "range-id-alloc"
+	case KindLeaseRevoked:
+		return "lease-revoked"
 	case KindRangeDescs:
 		return "range-descs"
 	}
@@ -277,7 +283,7 @@ func (c *Command) Encode(dst []byte) []byte {
 // the services (100 and up) are stamped, as they may write keys too.
 func (k Kind) Stamped() bool {
 	switch k {
-	case KindPut, KindDeleteRange, KindTxn, KindLeaseRevoke:
+	case KindPut, KindDeleteRange, KindTxn, KindLeaseRevoke, KindLeaseRevoked:
 		return true
 	}
 	return k >= KindQueueFirst

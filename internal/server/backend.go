@@ -83,11 +83,8 @@ func (s *Server) proposeRouted(ctx context.Context, set *rangedesc.Set, kind raf
 	if len(set.All()) == 1 {
 		return s.proposeIn(ctx, rangeOf(kind), kind, payload, 0, quotaCost(req))
 	}
-	ids, err := route(set, kind, req)
-	if err != nil {
-		return nil, err
-	}
-	if len(ids) > 1 {
+	ids, cross := route(set, kind, req)
+	if cross {
 		switch req := req.(type) {
 		case *pb.TxnRequest:
 			return s.crossRangeTxn(ctx, req)
@@ -98,6 +95,16 @@ func (s *Server) proposeRouted(ctx context.Context, set *rangedesc.Set, kind raf
 				return nil, err
 			}
 			out := resp.Responses[0].GetResponseDeleteRange()
+			out.Header = resp.Header
+			return out, nil
+		case *pb.PutRequest:
+			// A put with a lease outside the first range is a txn of one
+			// put, with the first range, which keeps the lease table.
+			resp, err := s.crossRangeTxn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: req}}}})
+			if err != nil {
+				return nil, err
+			}
+			out := resp.Responses[0].GetResponsePut()
 			out.Header = resp.Header
 			return out, nil
 		}

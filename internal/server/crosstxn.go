@@ -117,7 +117,9 @@ func txnSpans(req *pb.TxnRequest) []txnlock.Span {
 func (s *Server) evalTxn(req *pb.TxnRequest, meta kv.Meta, writeRev int64) (*pb.TxnResponse, []txnlock.Write, error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	a := kv.Applier{Batch: b, Meta: &meta, Revision: writeRev}
+	// Leases are the first range's to check, at the prewrite: here every
+	// lease exists.
+	a := kv.Applier{Batch: b, Meta: &meta, Revision: writeRev, Leases: anyLease{}}
 	resp, err := a.Txn(req)
 	if err != nil {
 		return nil, nil, err
@@ -208,49 +210,129 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *
 	if _, ok := prewrites[primaryRange]; !ok {
 		return nil, fmt.Errorf("primary %q in range %d, which the txn does not name", primary, primaryRange)
 	}
+	if held := leaseHolds(set, writes); len(held) > 0 {
+		// The first range keeps the lease table: it checks the leases
+		// exist, holds them against revocation until the commit, and
+		// records the keys of other ranges put with one.
+		p := prewrites[keys.FirstDataRangeID]
+		if p == nil {
+			d, _ := set.Get(keys.FirstDataRangeID)
+			p = &txnlock.Prewrite{Locks: txnlock.Locks{Txn: rev, Primary: primary, Deadline: deadline}, Generation: d.Generation}
+			prewrites[keys.FirstDataRangeID] = p
+			ids = append(slices.Clone(ids), keys.FirstDataRangeID)
+		}
+		p.Leases = held
+	}
+	run := &txnRun{txn: rev, primary: primary, primaryRange: primaryRange, ids: ids, prewrites: prewrites, cost: quotaCost(req)}
+	var final *pb.TxnResponse
+	commitRev, err := s.commitRun(ctx, run, func(commitRev int64) error {
+		var finalWrites []txnlock.Write
+		var eerr error
+		final, finalWrites, eerr = s.evalTxn(req, meta, commitRev)
+		if eerr != nil || !sameWrites(writes, finalWrites) {
+			// The locks keep every key the txn names as it was at R: a bug.
+			s.logger.Error("txn evaluated again at its commit revision differs", "txn", rev, "err", eerr)
+			return errTxnRetry
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.CrossRangeTxns.WithLabelValues("committed").Inc()
+	final.Header.Revision = commitRev
+	return final, nil
+}
+
+// leaseHolds returns the holds on leases (in the first range) of a txn
+// that makes writes: one per lease a put names, with the keys of other
+// ranges put with it.
+func leaseHolds(set *rangedesc.Set, writes []txnlock.Write) []txnlock.LeaseLock {
+	var held []txnlock.LeaseLock
+	for _, w := range writes {
+		if w.Lease == 0 {
+			continue
+		}
+		i := slices.IndexFunc(held, func(l txnlock.LeaseLock) bool { return l.ID == w.Lease })
+		if i < 0 {
+			i = len(held)
+			held = append(held, txnlock.LeaseLock{ID: w.Lease})
+		}
+		if set.Lookup(w.Key).RangeID != keys.FirstDataRangeID {
+			held[i].Attach = append(held[i].Attach, w.Key)
+		}
+	}
+	return held
+}
+
+// txnRun is one run of a transaction across ranges, from its prewrites on:
+// what it locks and writes in each range.
+type txnRun struct {
+	// txn is its read revision R, which names it.
+	txn          int64
+	primary      []byte
+	primaryRange keys.RangeID
+	// ids are the ranges it prewrites, the primary's among them.
+	ids       []keys.RangeID
+	prewrites map[keys.RangeID]*txnlock.Prewrite
+	// cost is what it may add to the replicated state (quotaCost).
+	cost int64
+	// primaryTerm, if set, fences the primary's prewrite to that term of
+	// its range (a lease revocation the lessor decided as its leader).
+	primaryTerm uint64
+}
+
+// commitRun prewrites every range of a run at once, takes the commit
+// revision C from the oracle, asks atCommit whether the run may commit at
+// C, commits the record at C (the commit point) and resolves the other
+// ranges' locks at C. It returns C, or errTxnRetry when the run must start
+// again (the prewrite met another transaction, or a version above R; the
+// record was aborted), having aborted the run.
+func (s *Server) commitRun(ctx context.Context, r *txnRun, atCommit func(commitRev int64) error) (int64, error) {
 	// The prewrites carry how the request was authorized (each range
 	// refuses one checked in an older auth state: etcd's fence); the
 	// other commands act for a transaction already past it.
 	fenced := ctx
 	ctx = auth.WithoutFence(ctx)
-	cost := quotaCost(req)
+	rev, primary, primaryRange := r.txn, r.primary, r.primaryRange
 
 	// Every range at once: whoever meets a lock before the primary's
 	// record exists reads the transaction as pending until the lock's
 	// deadline (then aborts it, and the primary's prewrite, if it comes
 	// that late, fails).
 	var secondaries []keys.RangeID
-	for _, id := range ids {
+	for _, id := range r.ids {
 		if id != primaryRange {
 			secondaries = append(secondaries, id)
 		}
 	}
-	errs := make([]error, len(ids))
+	errs := make([]error, len(r.ids))
 	var wg sync.WaitGroup
-	for i, id := range ids {
+	for i, id := range r.ids {
 		wg.Go(func() {
-			_, errs[i] = s.proposeTxnCommand(fenced, id, raftcmd.KindTxnPrewrite, prewrites[id], cost)
+			var term uint64
+			if id == primaryRange {
+				term = r.primaryTerm
+			}
+			_, errs[i] = s.proposeIn(fenced, id, raftcmd.KindTxnPrewrite, txnlock.EncodeCommand(r.prewrites[id]), term, r.cost)
 		})
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return nil, s.afterFailedPrewrite(ctx, rev, primary, primaryRange, secondaries, ids[i], err)
+			return 0, s.afterFailedPrewrite(ctx, rev, primary, primaryRange, secondaries, r.ids[i], err)
 		}
 	}
 
 	c, err := s.Revisions(ctx, 1)
 	if err != nil {
 		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
-		return nil, err
+		return 0, err
 	}
 	commitRev := int64(c)
-	final, finalWrites, err := s.evalTxn(req, meta, commitRev)
-	if err != nil || !sameWrites(writes, finalWrites) {
-		// The locks keep every key the txn names as it was at R: a bug.
-		s.logger.Error("txn evaluated again at its commit revision differs", "txn", rev, "err", err)
+	if err := atCommit(commitRev); err != nil {
 		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
-		return nil, errTxnRetry
+		return 0, err
 	}
 	_, err = s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnCommit, &txnlock.Commit{Txn: rev, Primary: primary, Rev: commitRev}, 0)
 	var aborted *txnlock.AbortedError
@@ -261,7 +343,7 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *
 		rec, _ := out.(txnlock.Record)
 		switch {
 		case perr != nil:
-			return nil, err // whoever meets the locks finds out
+			return 0, err // whoever meets the locks finds out
 		case rec.Status == txnlock.Committed && rec.CommitRev == commitRev:
 			err = nil
 		default:
@@ -272,15 +354,21 @@ func (s *Server) tryCrossRangeTxn(ctx context.Context, req *pb.TxnRequest, set *
 		// Aborted by another node that found the txn past its deadline,
 		// or by the push above.
 		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
-		return nil, errTxnRetry
+		return 0, errTxnRetry
 	}
 	if s.resolveTxnIn(ctx, rev, commitRev, secondaries) == nil {
 		s.forgetTxn(rev, primaryRange)
 	}
-	s.metrics.CrossRangeTxns.WithLabelValues("committed").Inc()
-	final.Header.Revision = commitRev
-	return final, nil
+	return commitRev, nil
 }
+
+// anyLease is a lease table in which every lease exists and attachments
+// are not recorded (kv.Leases).
+type anyLease struct{}
+
+func (anyLease) Exists(int64) (bool, error) { return true, nil }
+func (anyLease) Attach(int64, []byte) error { return nil }
+func (anyLease) Detach(int64, []byte) error { return nil }
 
 // sameWrites reports whether two evaluations of a txn write the same.
 func sameWrites(a, b []txnlock.Write) bool {

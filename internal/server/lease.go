@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/synod-io/synod/internal/datarange"
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
@@ -107,15 +108,7 @@ func randomLeaseID() int64 {
 
 // LeaseRevoke revokes a lease through Raft, deleting its keys.
 func (s *Server) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	out, err := s.Propose(ctx, raftcmd.KindLeaseRevoke, req)
-	if err != nil {
-		return nil, err
-	}
-	resp, ok := out.(*pb.LeaseRevokeResponse)
-	if !ok {
-		return nil, fmt.Errorf("lease revoke returned %T", out)
-	}
-	return resp, nil
+	return s.revokeLease(ctx, req.ID, 0)
 }
 
 // LeaseRenew renews a lease and returns its TTL, 0 if it does not exist. The
@@ -249,9 +242,11 @@ func (s *Server) leaseTimeToLiveLocal(ctx context.Context, req *pb.LeaseTimeToLi
 	}
 	resp := &pb.LeaseTimeToLiveResponse{Header: s.Header(), ID: req.ID, TTL: int64(rem / time.Second), GrantedTTL: ttl}
 	if req.Keys {
-		if resp.Keys, err = lease.AttachedKeys(s.db, req.ID); err != nil {
+		attached, err := lease.AttachedKeys(s.db, req.ID)
+		if err != nil {
 			return nil, err
 		}
+		resp.Keys = s.stillAttached(attached, req.ID)
 	}
 	return resp, nil
 }
@@ -368,6 +363,7 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		}
 		if now.Sub(lastCheckpoint) >= s.cfg.LeaseCheckpointInterval {
 			lastCheckpoint = now
+			s.tellRevokedLeases(ctx)
 			if cps := s.lessor.Checkpoints(now); len(cps) > 0 {
 				s.proposeCheckpoints(ctx, cps, term)
 			}
@@ -409,7 +405,7 @@ func (s *Server) revokeWorker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case e := <-s.revokeQ:
-			_, err := s.proposeFenced(ctx, raftcmd.KindLeaseRevoke, &pb.LeaseRevokeRequest{ID: e.id}, e.term)
+			_, err := s.revokeLease(ctx, e.id, e.term)
 			switch {
 			case err == nil:
 				s.logger.Debug("lease expired", "lease", fmt.Sprintf("%x", e.id))
@@ -452,4 +448,33 @@ func (s *Server) registerLeaseForwarding(srv *grpc.Server) {
 		},
 		Metadata: "synod/lease.proto",
 	}, s)
+}
+
+// stillAttached returns the keys of attached (the lease table's record of
+// lease id's keys) that are attached to it: the first range keeps the
+// record exact for its own keys, but a key of another range deleted or put
+// without the lease stays in it until the lease is revoked (its range
+// cannot change the table in the same command); this node's replica of the
+// key's range says.
+func (s *Server) stillAttached(attached [][]byte, id int64) [][]byte {
+	set := s.descs.Load()
+	out := attached[:0]
+	for _, k := range attached {
+		d := set.Lookup(k)
+		if d.RangeID != keys.FirstDataRangeID {
+			pub := s.rangePublished(d.RangeID)
+			if pub == nil {
+				continue
+			}
+			x := datarange.Index(pub.Derived)
+			if x == nil {
+				continue
+			}
+			if e, ok := x.Get(k); !ok || e.Lease != id {
+				continue
+			}
+		}
+		out = append(out, k)
+	}
+	return out
 }

@@ -18,8 +18,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/api/synodpb"
 	"github.com/synod-io/synod/internal/keys"
@@ -43,8 +41,7 @@ func splitAt(keys ...string) func(int, *server.Config) {
 // writes go to their key's range, reads over every range see one store at
 // one revision (limits, sorting, counts, older revisions, compaction),
 // watches see every range, a txn over two ranges commits at one revision,
-// and what is not supported across ranges yet (leases outside the first
-// range) is refused with Unimplemented.
+// and leases hold keys of any range.
 func TestStaticDataRanges(t *testing.T) {
 	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
@@ -149,15 +146,9 @@ func TestStaticDataRanges(t *testing.T) {
 	}
 
 	// Writes within one range go, and over several (a transaction across
-	// ranges); leases outside the first range are refused.
+	// ranges), with leases too.
 	if _, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value("h01"), "=", "vh01")).Then(clientv3.OpPut("h01", "x"), clientv3.OpGet("g", clientv3.WithRange("p"))).Commit(); err != nil {
 		t.Fatalf("txn within a range: %v", err)
-	}
-	unsupported := func(what string, err error) {
-		t.Helper()
-		if status.Code(err) != codes.Unimplemented {
-			t.Fatalf("%s: got %v, want codes.Unimplemented", what, err)
-		}
 	}
 	tr, err := cli.Txn(ctx).Then(clientv3.OpPut("a01", "x"), clientv3.OpPut("q01", "x")).Commit()
 	if err != nil {
@@ -179,15 +170,19 @@ func TestStaticDataRanges(t *testing.T) {
 	if _, err := cli.Put(ctx, "a-leased", "v", clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatalf("put with a lease in the first range: %v", err)
 	}
-	_, err = cli.Put(ctx, "q-leased", "v", clientv3.WithLease(lease.ID))
-	unsupported("put with a lease in another range", err)
-	_, err = cli.Txn(ctx).Then(clientv3.OpPut("a-leased", "v", clientv3.WithLease(lease.ID)), clientv3.OpPut("q01", "y")).Commit()
-	unsupported("txn over two ranges with a lease", err)
+	if _, err := cli.Put(ctx, "q-leased", "v", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatalf("put with a lease in another range: %v", err)
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("a-leased", "v", clientv3.WithLease(lease.ID)), clientv3.OpPut("q01", "y")).Commit(); err != nil {
+		t.Fatalf("txn over two ranges with a lease: %v", err)
+	}
 	if _, err := cli.Revoke(ctx, lease.ID); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := cli.Get(ctx, "a-leased"); err != nil || len(resp.Kvs) != 0 {
-		t.Fatalf("key of a revoked lease: got %v %v, want it gone", resp, err)
+	for _, k := range []string{"a-leased", "q-leased"} {
+		if resp, err := cli.Get(ctx, k); err != nil || len(resp.Kvs) != 0 {
+			t.Fatalf("key %s of a revoked lease: got %v %v, want it gone", k, resp, err)
+		}
 	}
 
 	// A watch in another range than the first, while every range is idle

@@ -9,8 +9,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/cluster"
@@ -188,13 +186,12 @@ func (s *Server) allRanges() []keys.RangeID {
 // route returns the data ranges a client's write goes to: the one holding
 // every key it names (a put's key, a delete's span, the keys and spans of
 // a txn's compares and operations, nested txns included), or, for a txn
-// over several ranges, each of them (crossRangeTxn). Leases live in the
-// first data range, so a put that attaches a key to a lease must land
-// there, alone: leases of keys in other ranges, and leases in txns across
-// ranges, wait for the lease table's move to the system range (issue 15,
-// step 3): they are refused with codes.Unimplemented. Other commands go
-// where rangeOf sends them.
-func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) ([]keys.RangeID, error) {
+// over several ranges, each of them; cross says the write runs as a
+// transaction across ranges (crossRangeTxn): it names keys of several
+// ranges, or it puts a key outside the first data range with a lease (the
+// first range keeps the lease table, and takes part in the transaction).
+// Other commands go where rangeOf sends them.
+func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) (ids []keys.RangeID, cross bool) {
 	var r router
 	switch m := req.(type) {
 	case *pb.PutRequest:
@@ -207,18 +204,13 @@ func route(set *rangedesc.Set, kind raftcmd.Kind, req proto.Message) ([]keys.Ran
 	case *pb.TxnRequest:
 		r.txn(set, m)
 	default:
-		return []keys.RangeID{rangeOf(kind)}, nil
+		return []keys.RangeID{rangeOf(kind)}, false
 	}
-	switch {
-	case len(r.ids) == 0:
+	if len(r.ids) == 0 {
 		// An empty span or txn: any data range refuses or applies it alike.
-		return []keys.RangeID{set.All()[0].RangeID}, nil
-	case len(r.ids) > 1 && r.withLease:
-		return nil, status.Errorf(codes.Unimplemented, "synod: the txn touches keys of ranges %v and attaches a lease: leases in a txn across ranges are not supported yet", r.ids)
-	case r.withLease && r.ids[0] != keys.FirstDataRangeID:
-		return nil, status.Errorf(codes.Unimplemented, "synod: the key is in range %d and leases live in range %d: a lease on it is not supported yet", r.ids[0], keys.FirstDataRangeID)
+		return []keys.RangeID{set.All()[0].RangeID}, false
 	}
-	return r.ids, nil
+	return r.ids, len(r.ids) > 1 || (r.withLease && r.ids[0] != keys.FirstDataRangeID)
 }
 
 // router collects the ranges a request touches.

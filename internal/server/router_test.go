@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/synod-io/synod/internal/keys"
@@ -17,9 +15,9 @@ import (
 // TestRouteByKey routes writes over three data ranges ([, c) is range 2,
 // [c, m) range 3, [m, ...) range 4): a write goes to the range of every
 // key it names, a txn or delete over several ranges to each of them (a
-// transaction across ranges), a lease on a key outside the first data
-// range, or in a txn across ranges, is refused as not supported yet, and
-// commands that name no key go where their kind says.
+// transaction across ranges), as is a put with a lease on a key outside
+// the first data range (which keeps the lease table), and commands that
+// name no key go where their kind says.
 func TestRouteByKey(t *testing.T) {
 	t.Parallel()
 	set, err := rangedesc.NewSet([]rangedesc.Descriptor{
@@ -44,42 +42,38 @@ func TestRouteByKey(t *testing.T) {
 		return &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: &pb.TxnRequest{Success: ops}}}
 	}
 	for _, tc := range []struct {
-		name string
-		kind raftcmd.Kind
-		req  proto.Message
-		want []keys.RangeID // nil: refused
+		name  string
+		kind  raftcmd.Kind
+		req   proto.Message
+		want  []keys.RangeID
+		cross bool
 	}{
-		{"put in the first range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("a")}, r(2)},
-		{"put in the middle range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("d")}, r(3)},
-		{"put at a boundary", raftcmd.KindPut, &pb.PutRequest{Key: []byte("m")}, r(4)},
-		{"put with a lease in the first range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("a"), Lease: 7}, r(2)},
-		{"put with a lease elsewhere", raftcmd.KindPut, &pb.PutRequest{Key: []byte("x"), Lease: 7}, nil},
-		{"delete within a range", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("c"), RangeEnd: []byte("m")}, r(3)},
-		{"delete across ranges", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("b"), RangeEnd: []byte("d")}, r(2, 3)},
-		{"delete from a key on", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("n"), RangeEnd: []byte{0}}, r(4)},
-		{"delete of an empty span", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("x"), RangeEnd: []byte("a")}, r(2)},
+		{"put in the first range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("a")}, r(2), false},
+		{"put in the middle range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("d")}, r(3), false},
+		{"put at a boundary", raftcmd.KindPut, &pb.PutRequest{Key: []byte("m")}, r(4), false},
+		{"put with a lease in the first range", raftcmd.KindPut, &pb.PutRequest{Key: []byte("a"), Lease: 7}, r(2), false},
+		{"put with a lease elsewhere", raftcmd.KindPut, &pb.PutRequest{Key: []byte("x"), Lease: 7}, r(4), true},
+		{"delete within a range", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("c"), RangeEnd: []byte("m")}, r(3), false},
+		{"delete across ranges", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("b"), RangeEnd: []byte("d")}, r(2, 3), true},
+		{"delete from a key on", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("n"), RangeEnd: []byte{0}}, r(4), false},
+		{"delete of an empty span", raftcmd.KindDeleteRange, &pb.DeleteRangeRequest{Key: []byte("x"), RangeEnd: []byte("a")}, r(2), false},
 		{"txn within a range", raftcmd.KindTxn, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Key: []byte("d")}}, Success: []*pb.RequestOp{put("e")}, Failure: []*pb.RequestOp{get("c", "l")}}, r(3)},
+			Compare: []*pb.Compare{{Key: []byte("d")}}, Success: []*pb.RequestOp{put("e")}, Failure: []*pb.RequestOp{get("c", "l")}}, r(3), false},
 		{"txn whose failure branch is elsewhere", raftcmd.KindTxn, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Key: []byte("d")}}, Success: []*pb.RequestOp{put("e")}, Failure: []*pb.RequestOp{put("z")}}, r(3, 4)},
+			Compare: []*pb.Compare{{Key: []byte("d")}}, Success: []*pb.RequestOp{put("e")}, Failure: []*pb.RequestOp{put("z")}}, r(3, 4), true},
 		{"txn with a compare elsewhere", raftcmd.KindTxn, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Key: []byte("a")}}, Success: []*pb.RequestOp{put("e")}}, r(2, 3)},
-		{"nested txn elsewhere", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), nested(put("a"))}}, r(4, 2)},
-		{"txn across ranges with a lease", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), leased("a")}}, nil},
-		{"nested txn within", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), nested(put("o"), get("p", "\x00"))}}, r(4)},
-		{"empty txn", raftcmd.KindTxn, &pb.TxnRequest{}, r(2)},
-		{"lease grant", raftcmd.KindLeaseGrant, &pb.LeaseGrantRequest{ID: 7, TTL: 5}, r(keys.FirstDataRangeID)},
-		{"alarm", raftcmd.KindAlarm, &pb.AlarmRequest{}, r(keys.SystemRangeID)},
+			Compare: []*pb.Compare{{Key: []byte("a")}}, Success: []*pb.RequestOp{put("e")}}, r(2, 3), true},
+		{"nested txn elsewhere", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), nested(put("a"))}}, r(4, 2), true},
+		{"txn across ranges with a lease", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), leased("a")}}, r(4, 2), true},
+		{"txn with a lease in one other range", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), leased("o")}}, r(4), true},
+		{"nested txn within", raftcmd.KindTxn, &pb.TxnRequest{Success: []*pb.RequestOp{put("n"), nested(put("o"), get("p", "\x00"))}}, r(4), false},
+		{"empty txn", raftcmd.KindTxn, &pb.TxnRequest{}, r(2), false},
+		{"lease grant", raftcmd.KindLeaseGrant, &pb.LeaseGrantRequest{ID: 7, TTL: 5}, r(keys.FirstDataRangeID), false},
+		{"alarm", raftcmd.KindAlarm, &pb.AlarmRequest{}, r(keys.SystemRangeID), false},
 	} {
-		got, err := route(set, tc.kind, tc.req)
-		if tc.want == nil {
-			if status.Code(err) != codes.Unimplemented {
-				t.Errorf("%s: got ranges %v, error %v; want codes.Unimplemented", tc.name, got, err)
-			}
-			continue
-		}
-		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("%s: got ranges %v, error %v; want ranges %v", tc.name, got, err, tc.want)
+		got, cross := route(set, tc.kind, tc.req)
+		if !slices.Equal(got, tc.want) || cross != tc.cross {
+			t.Errorf("%s: got ranges %v, across ranges %v; want %v, %v", tc.name, got, cross, tc.want, tc.cross)
 		}
 	}
 }

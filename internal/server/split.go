@@ -410,9 +410,8 @@ func (s *Server) splitLargeRanges(ctx context.Context) {
 }
 
 // middleKey returns the live key in the middle of data range d's, as this
-// node's replica holds them (the first above the highest leased key, if
-// that is higher), if it is a key the range can split at (above its start
-// and above every reserved key); nil otherwise.
+// node's replica holds them, if it is a key the range can split at (above
+// its start and above every reserved key); nil otherwise.
 func (s *Server) middleKey(d rangedesc.Descriptor) []byte {
 	pub := s.rangePublished(d.RangeID)
 	if pub == nil {
@@ -428,18 +427,9 @@ func (s *Server) middleKey(d rangedesc.Descriptor) []byte {
 	if len(d.End) > 0 {
 		end = d.End
 	}
-	// Leases hold keys of the first range only: its split must be above
-	// every leased key.
-	var leased []byte
-	if d.RangeID == keys.FirstDataRangeID {
-		var err error
-		if leased, err = datarange.HighestLeasedKey(s.db, d); err != nil {
-			return nil
-		}
-	}
 	x.Ascend(d.Start, end, func(e *keyindex.Entry) bool {
 		n++
-		if n > x.Len()/2 && bytes.Compare(e.Key, leased) > 0 {
+		if n > x.Len()/2 {
 			key = bytes.Clone(e.Key)
 			return false
 		}

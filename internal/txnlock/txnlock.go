@@ -42,7 +42,7 @@ type Record struct {
 	// Primary is the transaction's primary key, which says the range the
 	// record belongs to (a split moves it with its key). Records written
 	// before it was kept lack it.
-	Primary []byte `json:"p,omitempty"`
+	Primary []byte `json:"p"`
 }
 
 // Span is a span of user keys, [Start, End) (End nil: every key from Start
@@ -102,6 +102,33 @@ type Locks struct {
 	Deadline int64   `json:"d"`
 	Spans    []Span  `json:"sp"`
 	Writes   []Write `json:"w,omitempty"`
+	// Leases are the transaction's holds on leases, in the range that
+	// keeps the lease table (the first data range) only.
+	Leases []LeaseLock `json:"l,omitempty"`
+	// RevokeLease, set on every range a revocation of that lease locks
+	// keys in, makes the prewrite write the deletion of each key of Spans
+	// (single keys) that is attached to the lease when it applies: the
+	// lock keeps it so until the commit.
+	RevokeLease int64 `json:"rl,omitempty"`
+}
+
+// LeaseLock is a transaction's hold on a lease, in the range that keeps
+// the lease table. A prewrite taking it fails if the lease does not exist
+// (etcd's "requested lease not found"). Revoke holds are exclusive, others
+// shared: no key is attached to a lease while its revocation runs, and a
+// revocation waits for the transactions attaching keys to it.
+type LeaseLock struct {
+	ID int64 `json:"i"`
+	// Revoke: the transaction revokes the lease at its commit (deletes its
+	// record and what the table keeps of its keys).
+	Revoke bool `json:"r,omitempty"`
+	// Known (with Revoke) are the keys the coordinator found attached to
+	// the lease, which the transaction deletes: the prewrite fails with a
+	// ConflictError if the table holds any other.
+	Known [][]byte `json:"k,omitempty"`
+	// Attach are keys of other ranges the transaction puts with the lease:
+	// the table records them at its commit.
+	Attach [][]byte `json:"a,omitempty"`
 }
 
 // Overlaps returns whether any of l's spans overlaps s.
@@ -201,6 +228,23 @@ func (t *Table) Conflict(s Span, except int64) *Locks {
 	for _, l := range t.All() {
 		if l.Txn != except && l.Overlaps(s) {
 			return l
+		}
+	}
+	return nil
+}
+
+// LeaseConflict returns the locks of a transaction other than except that
+// hold lease id in a way a hold of it (exclusive with revoke) excludes, or
+// nil.
+func (t *Table) LeaseConflict(id int64, revoke bool, except int64) *Locks {
+	for _, l := range t.All() {
+		if l.Txn == except {
+			continue
+		}
+		for _, ll := range l.Leases {
+			if ll.ID == id && (revoke || ll.Revoke) {
+				return l
+			}
 		}
 	}
 	return nil

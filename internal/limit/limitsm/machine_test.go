@@ -37,7 +37,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	m, err := datarange.New(datarange.Config{NodeID: 1, DB: db, Extensions: []datarange.Extension{New()}})
+	m, err := datarange.New(datarange.Config{RangeID: keys.FirstDataRangeID, NodeID: 1, DB: db, Extensions: []datarange.Extension{New()}})
 	if err != nil {
 		t.Fatal(err)
 	}

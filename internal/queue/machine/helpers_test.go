@@ -65,7 +65,7 @@ func (r *rep) reload() {
 	if r.budget != 0 {
 		r.ext.promoteBudget = r.budget
 	}
-	sm, err := datarange.New(datarange.Config{NodeID: 1, DB: r.db, Extensions: []datarange.Extension{r.ext}})
+	sm, err := datarange.New(datarange.Config{RangeID: keys.FirstDataRangeID, NodeID: 1, DB: r.db, Extensions: []datarange.Extension{r.ext}})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,0 +1,200 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/synod-io/synod/api/synodpb"
+	"github.com/synod-io/synod/internal/testcluster"
+)
+
+// TestLeasesOverRanges holds keys of every data range on leases ([, g),
+// [g, p), [p, ...) and, after a split, [b, g)): puts with a lease and txns
+// within and across ranges attach keys anywhere; a lease that does not
+// exist fails them with etcd's error; TimeToLive lists the keys still
+// attached; a revocation, asked for or by expiry, deletes every key of the
+// lease at one revision (a watch of every key gets them in one response),
+// also after a split moved leased keys out of the first range; etcd's
+// concurrency package (sessions, mutexes, elections) works on keys of any
+// range; no lock or record of a transaction is left.
+func TestLeasesOverRanges(t *testing.T) {
+	busyParallel(t)
+	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g", "p")})
+	c.WaitLeader()
+	ctx := testcluster.Context(t, 60*time.Second)
+	cli := c.Client()
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start, err := cli.Get(ctx, "any")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wch := cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision+1))
+	// deletions returns the keys of the next response of the watch that
+	// deletes keys, and the revision they were deleted at.
+	deletions := func(what string) ([]string, int64) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case wr := <-wch:
+				if err := wr.Err(); err != nil {
+					t.Fatalf("%s: watch: %v", what, err)
+				}
+				var keys []string
+				var rev int64
+				for _, ev := range wr.Events {
+					if ev.Type != mvccpb.DELETE {
+						continue
+					}
+					if rev != 0 && ev.Kv.ModRevision != rev {
+						t.Fatalf("%s: deletions at revisions %d and %d in one response", what, rev, ev.Kv.ModRevision)
+					}
+					rev = ev.Kv.ModRevision
+					keys = append(keys, string(ev.Kv.Key))
+				}
+				if len(keys) > 0 {
+					slices.Sort(keys)
+					return keys, rev
+				}
+			case <-timeout:
+				t.Fatalf("%s: no deletions watched in 20s", what)
+			}
+		}
+	}
+
+	l, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a1", "h1", "q1"} {
+		if _, err := cli.Put(ctx, k, "v", clientv3.WithLease(l.ID)); err != nil {
+			t.Fatalf("put %s with a lease: %v", k, err)
+		}
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("h2", "v", clientv3.WithLease(l.ID)), clientv3.OpPut("q2", "v", clientv3.WithLease(l.ID))).Commit(); err != nil {
+		t.Fatalf("txn across ranges with a lease: %v", err)
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("q3", "v", clientv3.WithLease(l.ID)), clientv3.OpPut("q4", "v", clientv3.WithLease(l.ID))).Commit(); err != nil {
+		t.Fatalf("txn in another range than the first with a lease: %v", err)
+	}
+	if _, err := cli.Put(ctx, "q5", "v", clientv3.WithIgnoreValue(), clientv3.WithLease(l.ID)); err == nil {
+		t.Fatal("put ignoring the value of a missing key succeeded")
+	}
+	if _, err := cli.Put(ctx, "q9", "v", clientv3.WithLease(clientv3.LeaseID(l.ID+1))); err != rpctypes.ErrLeaseNotFound {
+		t.Fatalf("put with a missing lease in another range: got %v, want %v", err, rpctypes.ErrLeaseNotFound)
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("a9", "v"), clientv3.OpPut("q9", "v", clientv3.WithLease(clientv3.LeaseID(l.ID+1)))).Commit(); err != rpctypes.ErrLeaseNotFound {
+		t.Fatalf("txn across ranges with a missing lease: got %v, want %v", err, rpctypes.ErrLeaseNotFound)
+	}
+	if resp, err := cli.Get(ctx, "", clientv3.WithPrefix(), clientv3.WithKeysOnly()); err != nil || len(resp.Kvs) != 7 {
+		t.Fatalf("keys after the refused writes: got %v (%v), want the 7 leased ones", resp, err)
+	}
+	// q4 leaves the lease, h2 goes: TimeToLive lists what is attached.
+	if _, err := cli.Put(ctx, "q4", "w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := deletions("delete of h2"); fmt.Sprint(keys) != "[h2]" {
+		t.Fatalf("deleted: got %v, want [h2]", keys)
+	}
+	ttl, err := cli.TimeToLive(ctx, l.ID, clientv3.WithAttachedKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attached []string
+	for _, k := range ttl.Keys {
+		attached = append(attached, string(k))
+	}
+	slices.Sort(attached)
+	if got, want := strings.Join(attached, " "), "a1 h1 q1 q2 q3"; got != want {
+		t.Fatalf("keys attached: got %s, want %s", got, want)
+	}
+	rv, err := cli.Revoke(ctx, l.ID)
+	if err != nil {
+		t.Fatalf("revoke a lease with keys in three ranges: %v", err)
+	}
+	keys, rev := deletions("revocation")
+	if got, want := fmt.Sprint(keys), "[a1 h1 q1 q2 q3]"; got != want || rev != rv.Header.Revision {
+		t.Fatalf("revocation deleted %s at %d, want %s at %d", got, rev, want, rv.Header.Revision)
+	}
+	if resp, err := cli.Get(ctx, "q4"); err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 {
+		t.Fatalf("q4, put without the lease, after the revocation: got %v (%v)", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, l.ID); err != rpctypes.ErrLeaseNotFound {
+		t.Fatalf("second revocation: got %v, want %v", err, rpctypes.ErrLeaseNotFound)
+	}
+
+	// Expiry, after a split moved a leased key out of the first range.
+	short, err := cli.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a2", "c2", "h3", "q6"} {
+		if _, err := cli.Put(ctx, k, "v", clientv3.WithLease(short.ID)); err != nil {
+			t.Fatalf("put %s with a lease: %v", k, err)
+		}
+	}
+	if _, err := synodpb.NewRangesClient(cli.ActiveConnection()).SplitRange(ctx, &synodpb.SplitRangeRequest{Keys: [][]byte{[]byte("b")}}); err != nil {
+		t.Fatalf("split the first range below a leased key: %v", err)
+	}
+	keys, _ = deletions("expiry")
+	if got, want := fmt.Sprint(keys), "[a2 c2 h3 q6]"; got != want {
+		t.Fatalf("expiry deleted %s, want %s", got, want)
+	}
+
+	// Sessions, mutexes and elections on keys of other ranges.
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu := concurrency.NewMutex(sess, "q-lock/")
+	if err := mu.Lock(ctx); err != nil {
+		t.Fatalf("lock on a key of another range: %v", err)
+	}
+	other, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := concurrency.NewMutex(other, "q-lock/").TryLock(ctx); err != concurrency.ErrLocked {
+		t.Fatalf("second holder: got %v, want %v", err, concurrency.ErrLocked)
+	}
+	e := concurrency.NewElection(other, "h-elect/")
+	if err := e.Campaign(ctx, "n1"); err != nil {
+		t.Fatalf("campaign on a key of another range: %v", err)
+	}
+	if err := mu.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := cli.Get(ctx, "", clientv3.WithPrefix(), clientv3.WithKeysOnly()); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("keys once the sessions closed: got %v (%v), want q4 alone", resp, err)
+	}
+	waitNoPendingLocks(t, c, 10*time.Second, nil)
+	for _, n := range c.Nodes() {
+		waitFor(t, 10*time.Second, n.Name+"'s transaction records", func() (bool, string) {
+			recs, err := n.Server().TxnRecords()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return recs == 0, fmt.Sprintf("%d records", recs)
+		})
+	}
+}
