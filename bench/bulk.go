@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,61 +103,30 @@ func parseBytes(s string) (int64, error) {
 // system that goes first alternating.
 func runBulk(ctx context.Context, o *options, work string, launchers map[string]launcher) (*bulkReport, error) {
 	rep := &bulkReport{opts: o}
-	rep.interference.loadBefore = loadAverage()
-	start := time.Now()
-	busyBefore, err := busyCPU()
+	sc, err := newScenarioClusters(o, work)
 	if err != nil {
 		return nil, err
 	}
-	selfBefore := selfCPU()
-	var membersCPU time.Duration
-	n := 0
 	for _, size := range o.bulkSizes {
 		for round := range o.rounds {
 			for k := range o.systems {
 				system := o.systems[(round+k)%len(o.systems)]
-				n++
-				dir := filepath.Join(work, fmt.Sprintf("%s-%d", strings.ReplaceAll(system, "@", "-"), n))
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					return nil, fmt.Errorf("create data dir: %w", err)
-				}
-				logf("%s: starting 3 members", system)
 				// etcd's default quota (2 GiB) stops a load of more;
 				// both systems get 8 GiB, etcd's largest suggested and
 				// Synod's default.
 				l := launchers[system]
 				l.quotaBytes = bulkQuota
-				c, err := startCluster(ctx, system, dir, l)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", system, err)
-				}
 				run := &bulkRun{system: system, valueSize: size}
-				e, err := newEnv(ctx, o, c)
-				if err == nil {
-					err = bulkLoad(ctx, o, c, e, run)
-					e.close()
-				}
-				if st, serr := c.stats(); serr == nil {
-					membersCPU += st.cpu
-				}
-				c.stop()
-				if !o.keep {
-					_ = os.RemoveAll(dir)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", system, err)
+				if err := sc.run(ctx, system, l, func(c *cluster, e *env) error { return bulkLoad(ctx, o, c, e, run) }); err != nil {
+					return nil, err
 				}
 				rep.runs = append(rep.runs, run)
 			}
 		}
 	}
-	busyAfter, err := busyCPU()
-	if err != nil {
+	if rep.interference, err = sc.interference(); err != nil {
 		return nil, err
 	}
-	rep.interference.elapsed = time.Since(start)
-	rep.interference.othersCPU = max(0, (busyAfter-busyBefore)-(selfCPU()-selfBefore)-membersCPU)
-	logf("other processes used %.0f%% of the machine meanwhile", rep.interference.othersPercent())
 	return rep, nil
 }
 

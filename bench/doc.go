@@ -110,6 +110,20 @@
 // write amplification (the members' write_bytes from /proc/<pid>/io over the
 // values' bytes), disk, CPU and peak RSS.
 //
+// Idle ranges (issue 15). With -ranges-idle 1,100,1000 the command measures
+// what a Synod cluster at rest costs per data range, each count on a new
+// cluster of each Synod system (synod, synod@<commit>; etcd, one Raft
+// group, is left out), one
+// cluster at a time (rangesidle.go): it splits the cluster online into that
+// many data ranges with the Ranges service's SplitRange (keys r/000001 up,
+// 50 per call, in descending order), timing it until every member lists
+// every range with a leader, puts one key in each range, rests
+// -idle-settle, then measures each member's CPU over -rounds windows of
+// -idle-window with no traffic, and after them each member's RSS, Go heap,
+// goroutines and the ranges it leads; it reports the growth of RSS and heap
+// per range over the first count. With -profile-dir the idle leader is
+// profiled for one more window at each count.
+//
 // etcd's own tool (issue 21, item 4). With -etcd-tool all (or a list of
 // put, put-1, range-l, range-s, txn-put, lease-keepalive, stm) the command
 // builds etcd's benchmark command from the peers module (bench/peers, a

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,43 +121,13 @@ type leaseReport struct {
 // runLeaseScenarios runs the scenarios named by -leases on every system.
 func runLeaseScenarios(ctx context.Context, o *options, work string, launchers map[string]launcher) (*leaseReport, error) {
 	rep := &leaseReport{opts: o}
-	rep.interference.loadBefore = loadAverage()
-	start := time.Now()
-	busyBefore, err := busyCPU()
+	sc, err := newScenarioClusters(o, work)
 	if err != nil {
 		return nil, err
 	}
-	selfBefore := selfCPU()
-	var membersCPU time.Duration
 	// withCluster runs fn on a new cluster of system and stops it.
-	n := 0
 	withCluster := func(system string, fn func(c *cluster, e *env) error) error {
-		n++
-		dir := filepath.Join(work, fmt.Sprintf("%s-%d", strings.ReplaceAll(system, "@", "-"), n))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create data dir: %w", err)
-		}
-		logf("%s: starting 3 members", system)
-		c, err := startCluster(ctx, system, dir, launchers[system])
-		if err != nil {
-			return fmt.Errorf("%s: %w", system, err)
-		}
-		e, err := newEnv(ctx, o, c)
-		if err == nil {
-			err = fn(c, e)
-			e.close()
-		}
-		if st, serr := c.stats(); serr == nil {
-			membersCPU += st.cpu
-		}
-		c.stop()
-		if !o.keep {
-			_ = os.RemoveAll(dir)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", system, err)
-		}
-		return nil
+		return sc.run(ctx, system, launchers[system], fn)
 	}
 	if slices.Contains(o.leaseScenarios, "idle") {
 		for _, system := range o.systems {
@@ -181,13 +150,9 @@ func runLeaseScenarios(ctx context.Context, o *options, work string, launchers m
 			}
 		}
 	}
-	busyAfter, err := busyCPU()
-	if err != nil {
+	if rep.interference, err = sc.interference(); err != nil {
 		return nil, err
 	}
-	rep.interference.elapsed = time.Since(start)
-	rep.interference.othersCPU = max(0, (busyAfter-busyBefore)-(selfCPU()-selfBefore)-membersCPU)
-	logf("other processes used %.0f%% of the machine meanwhile", rep.interference.othersPercent())
 	return rep, nil
 }
 
@@ -235,7 +200,7 @@ func idleScenario(ctx context.Context, o *options, c *cluster, e *env, run *idle
 		}
 		leader := c.members[lead]
 		for w := range o.rounds {
-			leaderCPU, membersCPU, err := idleWindow(ctx, c, leader, o.idleWindow)
+			leaderCPU, membersCPU, err := idleWindow(ctx, c, lead, o.idleWindow)
 			if err != nil {
 				return err
 			}
@@ -283,45 +248,60 @@ func grantIdle(ctx context.Context, e *env, from, to int) error {
 
 // idleWindow measures the CPU of the leader and of all members over d, in
 // % of one core.
-func idleWindow(ctx context.Context, c *cluster, leader *memberProc, d time.Duration) (leaderPct, membersPct float64, err error) {
-	l0, err := processCPU(leader.cmd.Process.Pid)
+func idleWindow(ctx context.Context, c *cluster, lead int, d time.Duration) (leaderPct, membersPct float64, err error) {
+	per, err := membersCPUWindow(ctx, c, d)
 	if err != nil {
 		return 0, 0, err
 	}
-	m0, err := c.stats()
+	for _, pct := range per {
+		membersPct += pct
+	}
+	return per[lead], membersPct, nil
+}
+
+// membersCPUWindow measures the CPU of each member over d, in % of one
+// core, in the order of c.members.
+func membersCPUWindow(ctx context.Context, c *cluster, d time.Duration) ([]float64, error) {
+	cpu := func() ([]time.Duration, error) {
+		var out []time.Duration
+		for _, m := range c.members {
+			t, err := processCPU(m.cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, t)
+		}
+		return out, nil
+	}
+	before, err := cpu()
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	start := time.Now()
 	if err := sleepCtx(ctx, d); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	l1, err := processCPU(leader.cmd.Process.Pid)
+	after, err := cpu()
 	if err != nil {
-		return 0, 0, err
-	}
-	m1, err := c.stats()
-	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	el := time.Since(start).Seconds()
-	return 100 * (l1 - l0).Seconds() / el, 100 * (m1.cpu - m0.cpu).Seconds() / el, nil
+	pct := make([]float64, len(after))
+	for i := range after {
+		pct[i] = 100 * (after[i] - before[i]).Seconds() / el
+	}
+	return pct, nil
 }
 
 // goHeap returns the bytes of Go heap a member has in use after a garbage
 // collection, from its pprof endpoint.
 func goHeap(ctx context.Context, m *memberProc) (uint64, error) {
-	url := fmt.Sprintf("http://%s/debug/pprof/heap?debug=1&gc=1", m.args.PprofAddr)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := getPprof(ctx, m, "heap?debug=1&gc=1")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("read heap of %s: %w", m.args.Name, err)
-	}
-	defer resp.Body.Close()
-	return parseHeapInuse(resp.Body)
+	defer body.Close()
+	return parseHeapInuse(body)
 }
 
 // parseHeapInuse reads HeapInuse from a debug=1 heap profile.

@@ -72,6 +72,12 @@ type options struct {
 	stormPutRate   float64
 	stormTimeout   time.Duration
 
+	// The idle-ranges scenario (rangesidle.go), run instead of the
+	// workloads when rangesIdle is set: the numbers of data ranges,
+	// ascending. It shares idleWindow, idleSettle and rounds with the idle
+	// lease scenario.
+	rangesIdle []int
+
 	// The bulk-load scenario (bulk.go), run instead of the workloads when
 	// bulkSizes is set.
 	bulkSizes   []int
@@ -111,8 +117,10 @@ func parseOptions(args []string) (*options, error) {
 	var leases, idleLeases string
 	fs.StringVar(&leases, "leases", "", "lease scenarios to run instead of the workloads: idle, storm or both (comma-separated); -systems may then name synod@<commit> too")
 	fs.StringVar(&idleLeases, "idle-leases", "250000,1000000", "idle scenario: the numbers of leases to measure at, ascending")
-	fs.DurationVar(&o.idleWindow, "idle-window", 30*time.Second, "idle scenario: each measured window (-rounds of them per number of leases)")
-	fs.DurationVar(&o.idleSettle, "idle-settle", 30*time.Second, "idle scenario: rest after granting, before measuring")
+	fs.DurationVar(&o.idleWindow, "idle-window", 30*time.Second, "idle scenarios (-leases idle, -ranges-idle): each measured window (-rounds of them per number of leases or ranges)")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 30*time.Second, "idle scenarios (-leases idle, -ranges-idle): rest after granting or splitting, before measuring")
+	var rangesIdle string
+	fs.StringVar(&rangesIdle, "ranges-idle", "", "idle-ranges scenario instead of the workloads: comma-separated numbers of data ranges, ascending (e.g. 1,100,1000), each on a new Synod cluster split online; measures Synod only (-systems may name synod@<commit> too; etcd is left out)")
 	fs.IntVar(&o.stormLeases, "storm-leases", 100000, "storm scenario: leases expiring together, one key each")
 	fs.DurationVar(&o.stormTTL, "storm-ttl", 2*time.Minute, "storm scenario: when the leases expire, from the first grant (granting must finish before)")
 	fs.Float64Var(&o.stormPutRate, "storm-put-rate", 100, "storm scenario: puts per second during the storm (open loop)")
@@ -154,6 +162,13 @@ func parseOptions(args []string) (*options, error) {
 	if o.bulkClients < 1 {
 		return nil, errors.New("-bulk-clients must be positive")
 	}
+	for _, f := range splitList(rangesIdle) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > maxIdleRanges || (len(o.rangesIdle) > 0 && n <= o.rangesIdle[len(o.rangesIdle)-1]) {
+			return nil, fmt.Errorf("-ranges-idle: %q is not a count of 1 to %s above the one before", f, commas(maxIdleRanges))
+		}
+		o.rangesIdle = append(o.rangesIdle, n)
+	}
 	o.leaseScenarios = splitList(leases)
 	for _, sc := range o.leaseScenarios {
 		if sc != "idle" && sc != "storm" {
@@ -171,11 +186,22 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("-storm-leases and -storm-put-rate must be positive")
 	}
 	o.systems = splitList(systems)
+	if len(o.rangesIdle) > 0 {
+		if len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.etcdTool) > 0 {
+			return nil, errors.New("-ranges-idle runs alone, not with -leases, -bulk or -etcd-tool")
+		}
+		// etcd keeps every key in one Raft group: it has no ranges to
+		// split.
+		o.systems = slices.DeleteFunc(o.systems, func(s string) bool { return s == "etcd" })
+		if len(o.systems) == 0 {
+			return nil, errors.New("-ranges-idle measures Synod only: -systems names no Synod")
+		}
+	}
 	for _, s := range o.systems {
 		if s == etcd36System && len(o.etcdTool) > 0 {
 			continue
 		}
-		if s != "etcd" && s != "synod" && !((len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0) && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
+		if s != "etcd" && s != "synod" && !((len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.rangesIdle) > 0) && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
 			return nil, fmt.Errorf("-systems: unknown system %q", s)
 		}
 	}
@@ -192,8 +218,8 @@ func parseOptions(args []string) (*options, error) {
 	if o.dataRanges < 1 || o.dataRanges > maxDataRanges {
 		return nil, fmt.Errorf("-data-ranges must be between 1 and %d", maxDataRanges)
 	}
-	if o.dataRanges > 1 && (len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.etcdTool) > 0) {
-		return nil, errors.New("-data-ranges applies to the workloads only, not to -leases, -bulk or -etcd-tool")
+	if o.dataRanges > 1 && (len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.etcdTool) > 0 || len(o.rangesIdle) > 0) {
+		return nil, errors.New("-data-ranges applies to the workloads only, not to -leases, -bulk, -etcd-tool or -ranges-idle")
 	}
 	if o.rounds < 1 || o.clients < 1 || o.conns < 1 || o.watchers < 1 || o.lockClients < 1 || o.watchPutRate <= 0 || o.getKeys < 1 {
 		return nil, errors.New("counts and rates must be positive")
@@ -253,6 +279,75 @@ func (in interference) othersPercent() float64 {
 		return 0
 	}
 	return 100 * in.othersCPU.Seconds() / (in.elapsed.Seconds() * float64(runtime.NumCPU()))
+}
+
+// scenarioClusters runs the scenarios that start a cluster of their own for
+// each measurement (-leases, -bulk, -ranges-idle), one cluster at a time,
+// and measures what the rest of the machine did meanwhile.
+type scenarioClusters struct {
+	o    *options
+	work string
+	n    int // clusters started, which names their directories
+	// membersCPU is the CPU time the members of the stopped clusters used
+	// in their lifetime.
+	membersCPU             time.Duration
+	loadBefore             string
+	start                  time.Time
+	busyBefore, selfBefore time.Duration
+}
+
+func newScenarioClusters(o *options, work string) (*scenarioClusters, error) {
+	s := &scenarioClusters{o: o, work: work, loadBefore: loadAverage(), start: time.Now()}
+	var err error
+	if s.busyBefore, err = busyCPU(); err != nil {
+		return nil, err
+	}
+	s.selfBefore = selfCPU()
+	return s, nil
+}
+
+// run starts a cluster of system with l in a new directory, connects to it,
+// runs fn and stops the cluster (removing its data unless -keep).
+func (s *scenarioClusters) run(ctx context.Context, system string, l launcher, fn func(c *cluster, e *env) error) error {
+	s.n++
+	dir := filepath.Join(s.work, fmt.Sprintf("%s-%d", strings.ReplaceAll(system, "@", "-"), s.n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	logf("%s: starting 3 members", system)
+	c, err := startCluster(ctx, system, dir, l)
+	if err != nil {
+		return fmt.Errorf("%s: %w", system, err)
+	}
+	e, err := newEnv(ctx, s.o, c)
+	if err == nil {
+		err = fn(c, e)
+		e.close()
+	}
+	if st, serr := c.stats(); serr == nil {
+		s.membersCPU += st.cpu
+	}
+	c.stop()
+	if !s.o.keep {
+		_ = os.RemoveAll(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", system, err)
+	}
+	return nil
+}
+
+// interference is what other processes than this one and the members did
+// since newScenarioClusters.
+func (s *scenarioClusters) interference() (interference, error) {
+	busyAfter, err := busyCPU()
+	if err != nil {
+		return interference{}, err
+	}
+	in := interference{loadBefore: s.loadBefore, elapsed: time.Since(s.start)}
+	in.othersCPU = max(0, (busyAfter-s.busyBefore)-(selfCPU()-s.selfBefore)-s.membersCPU)
+	logf("other processes used %.0f%% of the machine meanwhile", in.othersPercent())
+	return in, nil
 }
 
 func run(args []string) error {
@@ -315,16 +410,7 @@ func run(args []string) error {
 			return err
 		}
 		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
-		md := rep.markdown()
-		if o.out == "" {
-			fmt.Print(md)
-			return nil
-		}
-		if err := writeSection(o.out, etcdToolBeginMarker, etcdToolEndMarker, md); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-		return nil
+		return output(o, etcdToolBeginMarker, etcdToolEndMarker, rep.markdown())
 	}
 
 	if len(o.bulkSizes) > 0 {
@@ -333,16 +419,16 @@ func run(args []string) error {
 			return err
 		}
 		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
-		md := rep.markdown()
-		if o.out == "" {
-			fmt.Print(md)
-			return nil
-		}
-		if err := writeSection(o.out, bulkBeginMarker, bulkEndMarker, md); err != nil {
+		return output(o, bulkBeginMarker, bulkEndMarker, rep.markdown())
+	}
+
+	if len(o.rangesIdle) > 0 {
+		rep, err := runRangesIdle(ctx, o, work, launchers)
+		if err != nil {
 			return err
 		}
-		logf("wrote %s", o.out)
-		return nil
+		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
+		return output(o, rangesBeginMarker, rangesEndMarker, rep.markdown())
 	}
 
 	if len(o.leaseScenarios) > 0 {
@@ -351,16 +437,7 @@ func run(args []string) error {
 			return err
 		}
 		rep.machine, rep.version, rep.started, rep.took = mach, probeVersions(), started, time.Since(started)
-		md := rep.markdown()
-		if o.out == "" {
-			fmt.Print(md)
-			return nil
-		}
-		if err := writeSection(o.out, leaseBeginMarker, leaseEndMarker, md); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-		return nil
+		return output(o, leaseBeginMarker, leaseEndMarker, rep.markdown())
 	}
 
 	runs, in, err := runInterleaved(ctx, o, work, launchers)
@@ -374,6 +451,20 @@ func run(args []string) error {
 		return nil
 	}
 	if err := writeGenerated(o.out, md); err != nil {
+		return err
+	}
+	logf("wrote %s", o.out)
+	return nil
+}
+
+// output writes a scenario's section, between its markers begin and end,
+// into the -out file, or prints it when there is none.
+func output(o *options, begin, end, md string) error {
+	if o.out == "" {
+		fmt.Print(md)
+		return nil
+	}
+	if err := writeSection(o.out, begin, end, md); err != nil {
 		return err
 	}
 	logf("wrote %s", o.out)

@@ -75,3 +75,23 @@ func fetch(ctx context.Context, url, path string) error {
 	}
 	return nil
 }
+
+// getPprof requests path of a member's pprof endpoint ("heap?debug=1");
+// the caller closes the body.
+func getPprof(ctx context.Context, m *memberProc, path string) (io.ReadCloser, error) {
+	url := fmt.Sprintf("http://%s/debug/pprof/%s", m.args.PprofAddr, path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read %s of %s: %w", path, m.args.Name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("read %s of %s: %s: %s", path, m.args.Name, resp.Status, b)
+	}
+	return resp.Body, nil
+}
