@@ -281,3 +281,61 @@ func TestExtensionLeaseUseWaitsForRevocation(t *testing.T) {
 		t.Fatalf("service's put with a revoked lease: got %v, want lease not found", res.Err)
 	}
 }
+
+// TestRevocationIgnoresVersionsAboveItsRead: a revocation across ranges
+// reads nothing at its read revision (each range decides at its prewrite
+// which keys are still attached, and its locks keep them so), so a
+// version of a key it names written since does not fail its prewrite:
+// with one, a key once put with the lease and now written often without
+// it (the table's record of it stays until the lease goes) kept the lease,
+// and every key attached to it, from being revoked while the writes went
+// on.
+func TestRevocationIgnoresVersionsAboveItsRead(t *testing.T) {
+	first := newTxnRangeOver(t, nil, []byte("m"))
+	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
+	other.m = other.open()
+	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// Transaction 10 puts x and y, in the other range, with lease 7.
+	puts := []txnlock.Write{{Key: []byte("x"), Value: []byte("t"), Lease: 7}, {Key: []byte("y"), Value: []byte("t"), Lease: 7}}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(10, "x", true, 1<<50, []txnlock.Span{point("x"), point("y")}, puts...)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	attach := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 10, Primary: []byte("x"), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: [][]byte{[]byte("x"), []byte("y")}}}}}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, attach); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 10, Primary: []byte("x"), Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 10, Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// The revocation reads at 15; y is written at 17, without the lease
+	// (the table keeps its record until the lease goes).
+	if err := other.put("y", "u", 17); err != nil {
+		t.Fatal(err)
+	}
+	revoke := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, RevokeLease: 7,
+		Leases: []txnlock.LeaseLock{{ID: 7, Revoke: true, Known: [][]byte{[]byte("x"), []byte("y")}}}}, IsPrimary: true}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, revoke); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	otherPart := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, Spans: []txnlock.Span{point("x"), point("y")}, RevokeLease: 7}}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, otherPart); res.Err != nil {
+		t.Fatalf("revoking prewrite in the other range after writes above its read revision: got %v, want none", res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 15, Primary: []byte{}, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 15, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := other.get("x"); got != "<none>" {
+		t.Fatalf("x, attached to lease 7, after its revocation: got %s, want none", got)
+	}
+	if got := other.get("y"); got != "u@17" {
+		t.Fatalf("y, put without the lease, after the revocation: got %s, want u@17", got)
+	}
+}
