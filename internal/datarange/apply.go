@@ -15,6 +15,7 @@ import (
 	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
+	"github.com/synod-io/synod/internal/txnlock"
 )
 
 // ErrStaleStamp is the error of a command stamped with a revision not above
@@ -215,6 +216,14 @@ func (a *batch) applyExtension(ext Extension, cmd raftcmd.Command, index, term u
 	before := st.KV
 	ka := a.kvApplier(cmd)
 	env := a.env(&ka, cmd, index, term)
+	var held *heldLeases
+	if a.m.keepsLeases() && a.locks.Len() > 0 {
+		// The services' commands name leases in their own payloads,
+		// which checkTxnLocks cannot read: they meet a lease a
+		// transaction revokes here, as they look it up.
+		held = &heldLeases{Table: a.leases(), locks: a.locks}
+		ka.Leases, env.Leases = held, held
+	}
 	res, err := ext.Apply(env, cmd)
 	a.touch(ext)
 	if err != nil {
@@ -222,10 +231,36 @@ func (a *batch) applyExtension(ext Extension, cmd raftcmd.Command, index, term u
 	}
 	if res.Err != nil {
 		st.KV = before
+		if held != nil && held.met != nil {
+			// It needed a lease being revoked: it goes again once the
+			// revocation is done (the proposer resolves the lock).
+			res.Err = txnlock.Locked(held.met)
+		}
 		return res, nil
 	}
 	out.Events = append(out.Events, ka.Events...)
 	return res, nil
+}
+
+// heldLeases is the lease table as a service's command sees it while
+// transactions across ranges hold leases: a lease a transaction revokes
+// does not exist (nothing is attached to it: the revocation deleted the
+// keys attached when its prewrite applied, and drops every record of the
+// lease's keys at its commit), and met keeps the hold, for the command to
+// wait for it.
+type heldLeases struct {
+	lease.Table
+	locks *txnlock.Table
+	met   *txnlock.Locks
+}
+
+// Exists implements kv.Leases.
+func (h *heldLeases) Exists(id int64) (bool, error) {
+	if l := h.locks.LeaseConflict(id, false, 0); l != nil {
+		h.met = l
+		return false, nil
+	}
+	return h.Table.Exists(id)
 }
 
 // leaseRevoked tells every extension that lease id is revoked, in the

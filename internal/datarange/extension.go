@@ -6,7 +6,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/synod-io/synod/internal/kv"
-	"github.com/synod-io/synod/internal/lease"
 	"github.com/synod-io/synod/internal/raftcmd"
 	"github.com/synod-io/synod/internal/rangesm"
 )
@@ -52,8 +51,10 @@ type Env struct {
 	// KV commands do: an extension that keeps its data as MVCC keys in
 	// its reserved span writes it through KV.
 	KV *kv.Applier
-	// Leases is the range's lease table (Exists).
-	Leases lease.Table
+	// Leases is the range's lease table (Exists): a lease a transaction
+	// across ranges is revoking does not exist, and the command, if it
+	// fails, waits for the revocation and goes again.
+	Leases kv.Leases
 	// Term and Index are those of the command's log entry.
 	Term, Index uint64
 	// Local is set when this node proposed the command: only it answers,

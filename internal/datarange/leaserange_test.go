@@ -7,6 +7,7 @@ import (
 
 	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/status"
 
 	"github.com/synod-io/synod/internal/keys"
 	"github.com/synod-io/synod/internal/kv"
@@ -202,4 +203,139 @@ func joinKeys(ks [][]byte) []byte {
 // memory, as apply sees it).
 func (m *Machine) leasesExist(id int64) (bool, error) {
 	return lease.Table{RW: m.cfg.DB, TTLs: m.leaseTTLs}.Exists(id)
+}
+
+// leasedPut is a toy extension whose command puts the key its payload
+// names with lease 7, through the KV applier, as the rate limiters'
+// acquire puts a permit with the client's lease.
+type leasedPut struct{ tally }
+
+func (x *leasedPut) Apply(env *Env, cmd raftcmd.Command) (Result, error) {
+	resp, err := env.KV.Put(&etcdpb.PutRequest{Key: cmd.Payload, Value: []byte("p"), Lease: 7})
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return Result{Err: err}, nil
+		}
+		return Result{}, err
+	}
+	return Result{Resp: resp}, nil
+}
+
+// TestExtensionLeaseUseWaitsForRevocation: a service's command (a rate
+// limiter's permit, a job queue's put) that attaches a key to a lease a
+// transaction across ranges is revoking waits for the revocation, as a
+// put does: attached in between, the key would outlive the lease (the
+// revocation's deletions were computed at its prewrite, and the commit
+// drops the table's record of every key attached to the lease).
+func TestExtensionLeaseUseWaitsForRevocation(t *testing.T) {
+	first := newTxnRangeOver(t, nil, []byte("m"))
+	first.exts = []Extension{&leasedPut{}}
+	first.m = first.open()
+	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
+	other.m = other.open()
+	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// Transaction 10 puts x, in the other range, with lease 7.
+	put := txnlock.Write{Key: []byte("x"), Value: []byte("t"), Lease: 7}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(10, "x", true, 1<<50, []txnlock.Span{point("x")}, put)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	attach := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 10, Primary: []byte("x"), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: [][]byte{[]byte("x")}}}}}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, attach); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 10, Primary: []byte("x"), Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 10, Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+
+	// Transaction 15 revokes lease 7: its prewrites hold the lease and x.
+	revoke := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, RevokeLease: 7,
+		Leases: []txnlock.LeaseLock{{ID: 7, Revoke: true, Known: [][]byte{[]byte("x")}}}}, IsPrimary: true}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, revoke); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	otherPart := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, Spans: []txnlock.Span{point("x")}, RevokeLease: 7}}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, otherPart); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// The service's command waits.
+	if res, _ := first.apply(raftcmd.KindQueueFirst, []byte("p"), 16); !isErr[*txnlock.LockedError](res.Err) {
+		t.Fatalf("service's put with a lease being revoked: got %v, want LockedError", res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 15, Primary: []byte{}, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 15, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := first.get("p"); got != "<none>" {
+		e, _ := Index(first.m.Published()).Get([]byte("p"))
+		t.Fatalf("p after lease 7's revocation: got %s (lease %d), want none", got, e.Lease)
+	}
+	// Proposed again, it finds the lease gone.
+	if res, _ := first.apply(raftcmd.KindQueueFirst, []byte("p"), 21); !errors.Is(res.Err, rpctypes.ErrGRPCLeaseNotFound) {
+		t.Fatalf("service's put with a revoked lease: got %v, want lease not found", res.Err)
+	}
+}
+
+// TestRevocationIgnoresVersionsAboveItsRead: a revocation across ranges
+// reads nothing at its read revision (each range decides at its prewrite
+// which keys are still attached, and its locks keep them so), so a
+// version of a key it names written since does not fail its prewrite:
+// with one, a key once put with the lease and now written often without
+// it (the table's record of it stays until the lease goes) kept the lease,
+// and every key attached to it, from being revoked while the writes went
+// on.
+func TestRevocationIgnoresVersionsAboveItsRead(t *testing.T) {
+	first := newTxnRangeOver(t, nil, []byte("m"))
+	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
+	other.m = other.open()
+	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// Transaction 10 puts x and y, in the other range, with lease 7.
+	puts := []txnlock.Write{{Key: []byte("x"), Value: []byte("t"), Lease: 7}, {Key: []byte("y"), Value: []byte("t"), Lease: 7}}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(10, "x", true, 1<<50, []txnlock.Span{point("x"), point("y")}, puts...)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	attach := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 10, Primary: []byte("x"), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: [][]byte{[]byte("x"), []byte("y")}}}}}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, attach); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 10, Primary: []byte("x"), Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 10, Rev: 12}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// The revocation reads at 15; y is written at 17, without the lease
+	// (the table keeps its record until the lease goes).
+	if err := other.put("y", "u", 17); err != nil {
+		t.Fatal(err)
+	}
+	revoke := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, RevokeLease: 7,
+		Leases: []txnlock.LeaseLock{{ID: 7, Revoke: true, Known: [][]byte{[]byte("x"), []byte("y")}}}}, IsPrimary: true}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, revoke); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	otherPart := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, Spans: []txnlock.Span{point("x"), point("y")}, RevokeLease: 7}}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, otherPart); res.Err != nil {
+		t.Fatalf("revoking prewrite in the other range after writes above its read revision: got %v, want none", res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 15, Primary: []byte{}, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 15, Rev: 20}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := other.get("x"); got != "<none>" {
+		t.Fatalf("x, attached to lease 7, after its revocation: got %s, want none", got)
+	}
+	if got := other.get("y"); got != "u@17" {
+		t.Fatalf("y, put without the lease, after the revocation: got %s, want u@17", got)
+	}
 }

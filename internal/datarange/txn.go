@@ -226,6 +226,14 @@ func (a *batch) prewrite(cmd raftcmd.Command, p *txnlock.Prewrite) (Result, erro
 		}
 	}
 	for _, s := range p.Spans {
+		if p.RevokeLease != 0 {
+			// A revocation reads nothing at R: it deletes the keys
+			// attached when its prewrite applies (revokeWrites), which
+			// its locks keep so. A version above R of a key the table
+			// still names (put without the lease since) would fail it
+			// as long as the key is written.
+			break
+		}
 		newer, err := newestAbove(a.b, s, p.Txn)
 		if err != nil {
 			return Result{}, err
