@@ -280,7 +280,7 @@ func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term ui
 // Mutex reads the whole queue in each acquisition's txn).
 func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
 	ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, NoReadResults: cmd.Proposer != a.m.cfg.NodeID,
-		Revision: int64(cmd.Revision)}
+		Revision: int64(cmd.Revision), Committed: a.maxCommit}
 	if a.m.keepsLeases() {
 		// Elsewhere a command names no lease (the router sends a put with
 		// one as a transaction with the first range: it would fail with

@@ -201,7 +201,7 @@ func (a *Applier) checkPutTarget(r *pb.PutRequest, pending *pendingWrites) error
 		return nil
 	}
 	exists, err := pending.exists(r.GetKey(), func(key []byte) (bool, error) {
-		kv, err := mvcc.Get(a.Batch, key, a.Meta.Revision)
+		kv, err := mvcc.Get(a.Batch, key, a.readRevision())
 		return kv != nil, err
 	})
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // compareAll reports whether every compare holds in the state before the
-// command (at Meta.Revision, as seen through the batch).
+// command (at readRevision, as seen through the batch).
 func (a *Applier) compareAll(cmps []*pb.Compare) (bool, error) {
 	for _, c := range cmps {
 		ok, err := a.compare(c)
@@ -29,7 +29,7 @@ func (a *Applier) compareAll(cmps []*pb.Compare) (bool, error) {
 func (a *Applier) compare(c *pb.Compare) (bool, error) {
 	start, end := rangeBounds(c.GetKey(), c.GetRangeEnd())
 	opts := mvcc.RangeOptions{KeysOnly: c.GetTarget() != pb.Compare_VALUE}
-	res, err := mvcc.Range(a.reader(), start, end, a.Meta.Revision, opts)
+	res, err := mvcc.Range(a.reader(), start, end, a.readRevision(), opts)
 	if err != nil {
 		return false, fmt.Errorf("compare [%q, %q): %w", start, end, err)
 	}

@@ -110,9 +110,19 @@ type Applier struct {
 	// across the commands of one apply batch.
 	Writer *mvcc.Writer
 	Meta   *Meta
-	Leases Leases
-	Events []Event
+	// Committed is the highest revision at which a transaction across
+	// ranges made writes in the range (ApplyAt), which leaves Meta's
+	// revision below it: the command's reads see versions up to the
+	// higher of the two (readRevision). Its own writes take a revision
+	// above both (the stamping rules refuse a stamp at or below it).
+	Committed int64
+	Leases    Leases
+	Events    []Event
 }
+
+// readRevision is the revision the command's reads of the store are at:
+// every version the range holds before the command.
+func (a *Applier) readRevision() int64 { return max(a.Meta.Revision, a.Committed) }
 
 // reader is what the applier's reads see: the batch being applied, with its
 // own writes, or Reader for a read-only txn.

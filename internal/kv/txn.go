@@ -99,7 +99,7 @@ func (a *Applier) checkTxnRange(r *pb.RangeRequest) error {
 	switch {
 	case rev <= 0:
 		return nil
-	case rev > a.Meta.Revision:
+	case rev > a.readRevision():
 		return rpctypes.ErrGRPCFutureRev
 	case rev < a.Meta.CompactRevision:
 		return rpctypes.ErrGRPCCompacted
@@ -195,6 +195,11 @@ func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) 
 		rev := req.RequestRange.GetRevision()
 		if rev <= 0 {
 			rev = c.currentRev()
+			if !c.written {
+				// Before the command's writes: every version the range
+				// holds (commits above Meta's revision too).
+				rev = c.a.readRevision()
+			}
 		}
 		resp, err := executeRange(c.a.reader(), c.a.index(), req.RequestRange, rev, c.currentRev())
 		if err != nil {

@@ -277,8 +277,9 @@ type txnRun struct {
 	prewrites map[keys.RangeID]*txnlock.Prewrite
 	// cost is what it may add to the replicated state (quotaCost).
 	cost int64
-	// primaryTerm, if set, fences the primary's prewrite to that term of
-	// its range (a lease revocation the lessor decided as its leader).
+	// primaryTerm, if set, fences the primary's prewrite and the commit
+	// to that term of its range (a lease revocation the lessor decided as
+	// its leader).
 	primaryTerm uint64
 }
 
@@ -334,7 +335,9 @@ func (s *Server) commitRun(ctx context.Context, r *txnRun, atCommit func(commitR
 		s.abortTxn(ctx, rev, primary, primaryRange, secondaries)
 		return 0, err
 	}
-	_, err = s.proposeTxnCommand(ctx, primaryRange, raftcmd.KindTxnCommit, &txnlock.Commit{Txn: rev, Primary: primary, Rev: commitRev}, 0)
+	// A fenced run commits in the term it prewrote in too: a lessor
+	// deposed meanwhile must not revoke a lease its successor renewed.
+	_, err = s.proposeIn(ctx, primaryRange, raftcmd.KindTxnCommit, txnlock.EncodeCommand(&txnlock.Commit{Txn: rev, Primary: primary, Rev: commitRev}), r.primaryTerm, 0)
 	var aborted *txnlock.AbortedError
 	if err != nil && !errors.As(err, &aborted) {
 		// The commit may or may not have applied: the record says, and

@@ -204,10 +204,11 @@ func TestLeasesOverRanges(t *testing.T) {
 // revision C, which does not move its range's revision; a command of that
 // range alone applied next must still see the key (etcd's ignore_lease
 // put, a txn's compare on its create revision as concurrency.Election's
-// Resign makes). It fails today: single-range commands read at the
+// Resign makes). It failed while single-range commands read at the
 // range's revision, below C (also for keys a txn across ranges wrote
 // without a lease; a lease outside the first range makes every such put
-// one).
+// one): they read at the higher of it and the range's highest commit
+// revision now (kv.Applier.Committed).
 func TestLeasedKeyOfAnotherRangeReadByItsRange(t *testing.T) {
 	busyParallel(t)
 	c := testcluster.New(t, testcluster.Options{Configure: splitAt("m")})

@@ -56,6 +56,14 @@ func (s *Server) revokeLease(ctx context.Context, id int64, term uint64) (*pb.Le
 			var resp *pb.LeaseRevokeResponse
 			resp, err = s.revokeAcrossRanges(ctx, id, term)
 			if errors.Is(err, errRevokeInOneRange) {
+				// This node's replica of the first range saw the lease's
+				// keys in it alone, the range did not: it is behind a
+				// split, or a key left.
+				select {
+				case <-ctx.Done():
+					return nil, ctxError(ctx)
+				case <-time.After(10 * time.Millisecond):
+				}
 				continue
 			}
 			if err == nil {
