@@ -37,6 +37,10 @@ type demoOptions struct {
 	readyTimeout time.Duration
 	tls          bool
 	log          logOptions
+	// Test settings (hidden flags): the bootstrapped data ranges and
+	// their size limit.
+	testDataRangeSplits string
+	rangeMaxBytes       int64
 }
 
 // demoNode is one node of the demo cluster.
@@ -77,6 +81,9 @@ example commands once a leader is elected, then runs until interrupted
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 30*time.Second, "how long to wait for a leader")
 	fs.BoolVar(&o.tls, "tls", false, "generate a throwaway CA and certificates (in <data dir>/certs) and use TLS for clients (certificate required) and peers")
 	o.log.addFlags(fs, "warn")
+	addTestSplitsFlag(fs, &o.testDataRangeSplits)
+	fs.Int64Var(&o.rangeMaxBytes, "range-max-bytes", server.DefaultRangeMaxBytes, rangeMaxBytesUsage)
+	_ = fs.MarkHidden("range-max-bytes")
 	return cmd
 }
 
@@ -128,6 +135,13 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 		return err
 	}
 	if err := positive("ready-timeout", o.readyTimeout); err != nil {
+		return err
+	}
+	if err := checkRangeMaxBytes(o.rangeMaxBytes); err != nil {
+		return err
+	}
+	splits, err := parseTestSplits(o.testDataRangeSplits)
+	if err != nil {
 		return err
 	}
 	logger, err := o.log.logger(cmd.ErrOrStderr())
@@ -215,19 +229,21 @@ func (o *demoOptions) run(cmd *cobra.Command, clientSet, peerSet bool) (err erro
 	fatal := make(chan error, len(nodes))
 	for _, n := range nodes {
 		n.srv, err = server.Open(server.Config{
-			Name:           n.name,
-			DataDir:        n.dataDir,
-			ClientListener: n.clientLis,
-			PeerListener:   n.peerLis,
-			InitialCluster: strings.Join(spec, ","),
-			TickInterval:   o.tickInterval,
-			MetricsAddr:    n.metricsAddr,
-			Logger:         logger.With("node", n.name),
-			ClientTLS:      demoTLSFiles(o.tls, certs.ServerCert, certs.ServerKey, certs.CA),
-			ClientCertAuth: o.tls,
-			PeerTLS:        demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.PeerCA),
-			PeerSecret:     secret,
-			Version:        Version,
+			Name:            n.name,
+			DataDir:         n.dataDir,
+			ClientListener:  n.clientLis,
+			PeerListener:    n.peerLis,
+			InitialCluster:  strings.Join(spec, ","),
+			TickInterval:    o.tickInterval,
+			MetricsAddr:     n.metricsAddr,
+			Logger:          logger.With("node", n.name),
+			ClientTLS:       demoTLSFiles(o.tls, certs.ServerCert, certs.ServerKey, certs.CA),
+			ClientCertAuth:  o.tls,
+			PeerTLS:         demoTLSFiles(o.tls, certs.PeerCert, certs.PeerKey, certs.PeerCA),
+			PeerSecret:      secret,
+			Version:         Version,
+			RangeMaxBytes:   o.rangeMaxBytes,
+			DataRangeSplits: splits,
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", n.name, err)

@@ -43,6 +43,7 @@ type startOptions struct {
 	initialClusterState  string
 	quotaBackendBytes    int64
 	rangeMaxBytes        int64
+	testDataRangeSplits  string
 	metricsAddr          string
 	peerSecretFile       string
 	enablePprof          bool
@@ -75,7 +76,8 @@ func (o *startOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.join, "join", nil, "client endpoints of an existing cluster to join: this node adds itself as a learner, catches up, and is promoted to voter (data dir must be new)")
 	fs.StringVar(&o.initialClusterState, "initial-cluster-state", "new", `"new" to bootstrap --initial-cluster, or "existing" for a member added with 'member add' (as etcd)`)
 	fs.Int64Var(&o.quotaBackendBytes, "quota-backend-bytes", server.DefaultQuotaBytes, "storage size above which the NOSPACE alarm is raised and writes refused (negative: no quota)")
-	fs.Int64Var(&o.rangeMaxBytes, "range-max-bytes", server.DefaultRangeMaxBytes, "size of a data range's keys and their versions on disk above which it splits in two (negative: ranges split only with synod range split)")
+	fs.Int64Var(&o.rangeMaxBytes, "range-max-bytes", server.DefaultRangeMaxBytes, rangeMaxBytesUsage)
+	addTestSplitsFlag(fs, &o.testDataRangeSplits)
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "host:port to serve /metrics, /healthz and /readyz on, plain HTTP (empty: none)")
 	fs.StringVar(&o.peerSecretFile, "peer-secret-file", "", "file with the cluster's peer secret ('synod peer-secret new'), with which members authenticate each other without peer TLS: "+
 		"needed by a new data dir whose --initial-cluster has several members, and with --initial-cluster-state existing; kept in the data dir")
@@ -152,8 +154,12 @@ func (o *startOptions) config() (server.Config, error) {
 	if o.quotaBackendBytes == 0 {
 		return server.Config{}, usageErrorf("--quota-backend-bytes must not be 0 (negative disables the quota)")
 	}
-	if o.rangeMaxBytes == 0 {
-		return server.Config{}, usageErrorf("--range-max-bytes must not be 0 (negative: ranges split only with synod range split)")
+	if err := checkRangeMaxBytes(o.rangeMaxBytes); err != nil {
+		return server.Config{}, err
+	}
+	splits, err := parseTestSplits(o.testDataRangeSplits)
+	if err != nil {
+		return server.Config{}, err
 	}
 	if o.clusterToken == "" {
 		return server.Config{}, usageErrorf("--cluster-token must not be empty")
@@ -206,6 +212,7 @@ func (o *startOptions) config() (server.Config, error) {
 		InitialClusterState:  o.initialClusterState,
 		QuotaBackendBytes:    o.quotaBackendBytes,
 		RangeMaxBytes:        o.rangeMaxBytes,
+		DataRangeSplits:      splits,
 		MetricsAddr:          o.metricsAddr,
 		EnablePprof:          o.enablePprof,
 		CORS:                 o.cors,

@@ -257,6 +257,20 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// CheckDataRangeSplits checks split keys of Config.DataRangeSplits: sorted,
+// distinct, each above every reserved key (keys.ReservedPrefix).
+func CheckDataRangeSplits(splits [][]byte) error {
+	for i, k := range splits {
+		if bytes.Compare(k, keys.ReservedEnd) < 0 {
+			return fmt.Errorf("data range split %q: splits must sort above every reserved key (%q...)", k, keys.ReservedPrefix)
+		}
+		if i > 0 && bytes.Compare(k, splits[i-1]) <= 0 {
+			return fmt.Errorf("data range splits must be sorted and distinct: %q after %q", k, splits[i-1])
+		}
+	}
+	return nil
+}
+
 // maxRecvMsgSize is the largest message the client API receives: a
 // request over MaxRequestBytes but within it gets etcd's "request is too
 // large"; gRPC itself refuses larger ones with ResourceExhausted, as etcd's
@@ -300,13 +314,8 @@ func (c *Config) validate() error {
 			return fmt.Errorf("peer secret: %w", err)
 		}
 	}
-	for i, k := range c.DataRangeSplits {
-		if bytes.Compare(k, keys.ReservedEnd) < 0 {
-			return fmt.Errorf("data range split %q: splits must sort above every reserved key (%q...)", k, keys.ReservedPrefix)
-		}
-		if i > 0 && bytes.Compare(k, c.DataRangeSplits[i-1]) <= 0 {
-			return fmt.Errorf("data range splits must be sorted and distinct: %q after %q", k, c.DataRangeSplits[i-1])
-		}
+	if err := CheckDataRangeSplits(c.DataRangeSplits); err != nil {
+		return err
 	}
 	if c.PeerTLS.Enabled() && (c.PeerTLS.CertFile == "" || c.PeerTLS.TrustedCAFile == "") {
 		return errors.New("peer tls needs the peer cert, key and trusted ca files (peers always verify each other)")

@@ -8,4 +8,7 @@
 // package the test does not import (cmd/synod, for one). ConsultSources,
 // called from inside a test, makes every Go source of the module one of the
 // files the test consulted.
+//
+// It also holds what those suites share to run against a store pre-split
+// into many data ranges (SYNOD_TEST_PRESPLIT=1, presplit.go).
 package testbin

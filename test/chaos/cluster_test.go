@@ -10,6 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/synod-io/synod/internal/server"
+	"github.com/synod-io/synod/internal/testbin"
 	"github.com/synod-io/synod/internal/testcluster"
 )
 
@@ -54,6 +56,26 @@ func takeInProcessTurn(t *testing.T) {
 	t.Helper()
 	inProcessTurn <- struct{}{}
 	t.Cleanup(func() { <-inProcessTurn })
+}
+
+// newInProcess starts an in-process cluster. With SYNOD_TEST_PRESPLIT=1
+// (testbin.Presplit) its nodes bootstrap the data ranges of a pre-split
+// store, fewer than the process clusters' (testbin.PresplitInProcessKeys:
+// every replica of every node runs in this race-built process), with the
+// process clusters' size limit (testbin.PresplitRangeMaxBytes).
+func newInProcess(t *testing.T, opts testcluster.Options) *testcluster.Cluster {
+	t.Helper()
+	if testbin.Presplit() {
+		configure := opts.Configure
+		opts.Configure = func(i int, cfg *server.Config) {
+			cfg.DataRangeSplits = testbin.PresplitInProcessKeys()
+			cfg.RangeMaxBytes = testbin.PresplitRangeMaxBytes
+			if configure != nil {
+				configure(i, cfg)
+			}
+		}
+	}
+	return testcluster.New(t, opts)
 }
 
 // inProcess adapts a testcluster.

@@ -61,6 +61,13 @@
 // jobs never ran at once unless the first one's completion was refused,
 // and each firing of a cron schedule pushed one job.
 //
+// With SYNOD_TEST_PRESPLIT=1 every cluster the suite bootstraps starts
+// pre-split into data ranges, with a size limit of 1 MiB per range
+// (internal/testbin): a cluster of processes into many (one per printable
+// first byte, and k0 to k9 for the workload's keys), an in-process one
+// into 8 (which still puts the workload's keys k0 to k3 in ranges of their
+// own); CI runs the suite both ways.
+//
 // A bug the harness finds gets a focused reproduction, run only with
 // -known-bugs while it is open (the knownBugs list), and a regression test
 // once fixed: leasefreeze_test.go holds the two lease bugs it found (a thawed

@@ -65,7 +65,7 @@ type outage struct {
 // other tests: it times every node's first decision after a failover
 // against an election timeout.
 func TestLimitAccuracyUnderFaults(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, TickInterval: limitsTick})
+	c := newInProcess(t, testcluster.Options{Nodes: 3, TickInterval: limitsTick})
 	leader := c.WaitLeader()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()

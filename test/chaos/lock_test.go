@@ -63,7 +63,7 @@ type lockRun struct {
 func runLockWorkload(t *testing.T, lr lockRun) (violations []string, st *lockStats) {
 	t.Helper()
 	takeInProcessTurn(t)
-	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	c := newInProcess(t, testcluster.Options{Nodes: 3})
 	c.WaitLeader()
 	var eps []string
 	for _, n := range c.Nodes() {

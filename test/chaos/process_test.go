@@ -284,11 +284,15 @@ func (c *procCluster) restart(i int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.bin, "start", "--name", n.name, "--data-dir", n.dataDir,
+	args := []string{"start", "--name", n.name, "--data-dir", n.dataDir,
 		"--client-addr", n.clientAddr, "--peer-addr", n.peerAddr,
-		"--advertise-peer-url", "http://"+n.advertise, "--peer-source-ip", n.ip,
+		"--advertise-peer-url", "http://" + n.advertise, "--peer-source-ip", n.ip,
 		"--initial-cluster", c.spec, "--peer-secret-file", c.secretFile, "--tick-interval", "20ms", "--election-ticks", "10",
-		"--log-level", processLogLevel())
+		"--log-level", processLogLevel()}
+	// SYNOD_TEST_PRESPLIT=1: a pre-split store (the flags apply when the
+	// node bootstraps, and are ignored on restarts).
+	args = append(args, testbin.PresplitArgs()...)
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {

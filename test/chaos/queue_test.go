@@ -127,7 +127,7 @@ func runQueueScenario(t *testing.T, sc queueScenario) {
 		c = startProcesses(t, sc.nodes)
 	} else {
 		takeInProcessTurn(t)
-		tc := testcluster.New(t, testcluster.Options{
+		tc := newInProcess(t, testcluster.Options{
 			Nodes: sc.nodes, Rand: stream(sc.seed, streamNetwork),
 			Configure: func(_ int, cfg *server.Config) { cfg.LogTruncateStep = 50 },
 		})

@@ -100,7 +100,7 @@ func newRun(t *testing.T, sc scenario, replay string) *run {
 		r.c = startProcesses(t, sc.nodes)
 	} else {
 		takeInProcessTurn(t)
-		tc := testcluster.New(t, testcluster.Options{
+		tc := newInProcess(t, testcluster.Options{
 			Nodes: sc.nodes, Rand: stream(sc.seed, streamNetwork),
 			// Log truncations by agreement every 50 entries, so that many
 			// of them meet the faults.

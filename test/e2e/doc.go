@@ -6,4 +6,9 @@
 // The tests run in parallel (t.Parallel, -parallel at a time): they spend
 // their time waiting for processes to start, elect and expire leases, and
 // each one has its own data directories and ports.
+//
+// With SYNOD_TEST_PRESPLIT=1 every cluster they bootstrap (synod start,
+// synod demo) starts pre-split into many data ranges, with a size limit of
+// 1 MiB per range (internal/testbin, PresplitArgs); CI runs the suite both
+// ways.
 package e2e

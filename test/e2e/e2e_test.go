@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,9 +120,15 @@ type proc struct {
 	err            error // set when done is closed
 }
 
-// startProc starts synod with args; it is killed when the test ends.
+// startProc starts synod with args; it is killed when the test ends. With
+// SYNOD_TEST_PRESPLIT=1, synod start and synod demo get the flags of a
+// pre-split store (testbin.PresplitArgs), which apply when they bootstrap
+// a cluster.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "start" || args[0] == "demo") {
+		args = append(slices.Clip(args), testbin.PresplitArgs()...)
+	}
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(synodPath(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
