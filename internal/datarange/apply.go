@@ -281,6 +281,15 @@ func (a *batch) leaseRevoked(ka *kv.Applier, cmd raftcmd.Command, index, term ui
 func (a *batch) kvApplier(cmd raftcmd.Command) kv.Applier {
 	ka := kv.Applier{Batch: a.b, Writer: a.w, Live: a.m.index, Meta: &a.st.KV, NoReadResults: cmd.Proposer != a.m.cfg.NodeID,
 		Revision: int64(cmd.Revision), Committed: a.maxCommit}
+	if cmd.Revision != 0 && (len(a.desc.Start) > 0 || len(a.desc.End) > 0) {
+		// One of several ranges: revisions are the cluster's, and the
+		// range holds no version between its own revision and the
+		// stamp but commits (at most maxCommit, below the stamp). A
+		// command that writes nothing answers at the stamp's
+		// predecessor, not at the range's older revision, which may lie
+		// below what other ranges answered before it began.
+		ka.Committed = max(ka.Committed, int64(cmd.Revision)-1)
+	}
 	if a.m.keepsLeases() {
 		// Elsewhere a command names no lease (the router sends a put with
 		// one as a transaction with the first range: it would fail with

@@ -102,6 +102,15 @@ func (c *command) currentRev() int64 {
 	return c.baseRev
 }
 
+// headerRev is the revision of the command's response: its writes', or,
+// if it wrote nothing, what its reads saw (readRevision).
+func (c *command) headerRev() int64 {
+	if c.written {
+		return c.rev
+	}
+	return c.a.readRevision()
+}
+
 // finish advances Meta.Revision, once, if the command wrote anything.
 func (c *command) finish() {
 	if c.written {
@@ -322,7 +331,7 @@ func (c *command) deleteRange(r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse
 		}
 	}
 	resp := &pb.DeleteRangeResponse{
-		Header:  &pb.ResponseHeader{Revision: c.currentRev()},
+		Header:  &pb.ResponseHeader{Revision: c.headerRev()},
 		Deleted: int64(len(prevs)),
 	}
 	if r.GetPrevKv() {

@@ -110,11 +110,15 @@ type Applier struct {
 	// across the commands of one apply batch.
 	Writer *mvcc.Writer
 	Meta   *Meta
-	// Committed is the highest revision at which a transaction across
-	// ranges made writes in the range (ApplyAt), which leaves Meta's
-	// revision below it: the command's reads see versions up to the
-	// higher of the two (readRevision). Its own writes take a revision
-	// above both (the stamping rules refuse a stamp at or below it).
+	// Committed is a revision up to which the range's state is final
+	// though Meta's revision may be below it: the highest revision at which
+	// a transaction across ranges made writes in the range (ApplyAt, which
+	// leaves Meta's revision below it), or, on a range that holds part of
+	// the keyspace, the one below the command's stamp (the range holds no
+	// other version below the stamp). The command's reads see versions up
+	// to the higher of the two (readRevision), and a command that writes
+	// nothing answers with it. Its own writes take a revision above both
+	// (the stamping rules refuse a stamp at or below a commit).
 	Committed int64
 	Leases    Leases
 	Events    []Event

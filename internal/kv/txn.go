@@ -34,7 +34,7 @@ func (a *Applier) Txn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 		return nil, err
 	}
 	c.finish()
-	resp.Header.Revision = c.currentRev()
+	resp.Header.Revision = c.headerRev()
 	return resp, nil
 }
 
@@ -189,19 +189,21 @@ func (c *command) op(op *pb.RequestOp, nested *txnPlan) (*pb.ResponseOp, error) 
 	switch req := op.GetRequest().(type) {
 	case *pb.RequestOp_RequestRange:
 		if c.a.NoReadResults {
-			resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: c.currentRev()}}
+			resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: c.headerRev()}}
 			return &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: resp}}, nil
 		}
+		idx := c.a.index()
 		rev := req.RequestRange.GetRevision()
 		if rev <= 0 {
-			rev = c.currentRev()
-			if !c.written {
-				// Before the command's writes: every version the range
-				// holds (commits above Meta's revision too).
-				rev = c.a.readRevision()
+			rev = c.headerRev()
+			if !c.written && idx != nil && idx.Revision() == c.baseRev {
+				// Before the command's writes, the index holds what the
+				// range holds at readRevision (commits above Meta's
+				// revision too).
+				idx = indexAt{Reader: idx, rev: rev}
 			}
 		}
-		resp, err := executeRange(c.a.reader(), c.a.index(), req.RequestRange, rev, c.currentRev())
+		resp, err := executeRange(c.a.reader(), idx, req.RequestRange, rev, c.headerRev())
 		if err != nil {
 			return nil, err
 		}
@@ -291,3 +293,12 @@ func TxnKeys(t *pb.TxnRequest, fn func(key, end []byte, lease int64) bool) bool 
 	}
 	return true
 }
+
+// indexAt is an index of live keys read as of a later revision, at which
+// the keys it holds are the same.
+type indexAt struct {
+	keyindex.Reader
+	rev int64
+}
+
+func (x indexAt) Revision() int64 { return x.rev }

@@ -234,3 +234,39 @@ func TestLeasedKeyOfAnotherRangeReadByItsRange(t *testing.T) {
 		t.Errorf("txn comparing x's create revision with %d: got the else branch, want the then branch", pr.Header.Revision)
 	}
 }
+
+// TestWritesThatWriteNothingAnswerAtCurrentRevisions: on a split store, a
+// write that writes nothing (a delete of a missing key, a txn whose branch
+// only reads) answers with a revision no lower than any write acknowledged
+// before it began, in any range, as etcd's one revision does; it used to
+// answer with its own range's revision, which may be far behind.
+func TestWritesThatWriteNothingAnswerAtCurrentRevisions(t *testing.T) {
+	busyParallel(t)
+	c := testcluster.New(t, testcluster.Options{Configure: splitAt("m")})
+	c.WaitLeader()
+	ctx := testcluster.Context(t, 30*time.Second)
+	cli := c.Client()
+	var last int64
+	for i := range 5 {
+		pr, err := cli.Put(ctx, fmt.Sprintf("x%d", i), "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = pr.Header.Revision
+	}
+	dr, err := cli.Delete(ctx, "a-missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr.Deleted != 0 || dr.Header.Revision < last {
+		t.Fatalf("delete of a missing key in another range: deleted %d at revision %d, want 0 at %d or above", dr.Deleted, dr.Header.Revision, last)
+	}
+	tr, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value("a-missing"), "=", "x")).Then(clientv3.OpPut("a1", "v")).Else(clientv3.OpGet("a", clientv3.WithPrefix())).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Succeeded || tr.Header.Revision < last || tr.Responses[0].GetResponseRange().Header.Revision < last {
+		t.Fatalf("failing txn in another range: succeeded %v at revision %d (its get at %d), want the else branch at %d or above",
+			tr.Succeeded, tr.Header.Revision, tr.Responses[0].GetResponseRange().Header.Revision, last)
+	}
+}
