@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -196,10 +197,16 @@ func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeTyp
 		// new range once it applied the removal after the split.
 		todo := s.dataRanges()
 		for done := map[keys.RangeID]bool{}; len(todo) > 0; {
-			for _, id := range todo {
+			err := eachRange(todo, func(id keys.RangeID) error {
 				if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
 					return fmt.Errorf("remove member %x from range %d: %w", rec.ID, id, err)
 				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, id := range todo {
 				done[id] = true
 			}
 			todo = nil
@@ -214,23 +221,46 @@ func (s *Server) proposeConfChange(ctx context.Context, typ raftpb.ConfChangeTyp
 	if err := s.proposeRangeConfChange(ctx, keys.SystemRangeID, typ, rec); err != nil {
 		return err
 	}
-	for _, id := range s.dataRanges() {
+	_ = eachRange(s.dataRanges(), func(id keys.RangeID) error {
 		if !s.isRangeLeader(id) {
-			continue // rangesLoop makes it once this node leads the range
+			return nil // rangesLoop makes it once this node leads the range
 		}
 		if typ == raftpb.ConfChangeAddNode {
 			// A promotion: only once the learner holds this range's log too
 			// (else rangesLoop makes it later).
 			if ready, err := s.learnerReady(ctx, id, rec.ID); err != nil || !ready {
-				continue
+				return nil
 			}
 		}
 		if err := s.proposeRangeConfChange(ctx, id, typ, rec); err != nil {
 			s.logger.Warn("configuration change of a data range not made: the system range's leader will make it",
 				"range", uint64(id), "member", fmt.Sprintf("%x", rec.ID), "err", err)
 		}
-	}
+		return nil
+	})
 	return nil
+}
+
+// rangeChangeWorkers bounds the data ranges a membership change is made in
+// at once: one after the other, a removal from 88 ranges outlasted
+// etcdctl's 5 s timeout.
+const rangeChangeWorkers = 16
+
+// eachRange calls fn for every range of ids, up to rangeChangeWorkers at
+// once, and returns the first error.
+func eachRange(ids []keys.RangeID, fn func(keys.RangeID) error) error {
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, rangeChangeWorkers)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(id)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // rangeHolds reports whether this node's replica of range id has member
