@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,20 +30,28 @@ func (rs rangesServer) ListRanges(context.Context, *synodpb.ListRangesRequest) (
 	return &synodpb.ListRangesResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID, Ranges: s.rangeInfos()}, nil
 }
 
-// SplitRange implements synodpb.RangesServer: each key in turn.
+// SplitRange implements synodpb.RangesServer: each key in turn, the highest
+// first (the answer keeps the request's order). In ascending order each
+// split would cut the range the one before made, which first has to elect
+// a leader: about a second a key.
 func (rs rangesServer) SplitRange(ctx context.Context, req *synodpb.SplitRangeRequest) (*synodpb.SplitRangeResponse, error) {
 	s := rs.s
 	if len(req.Keys) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "synod: no split key")
 	}
-	resp := &synodpb.SplitRangeResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID}
-	for _, k := range req.Keys {
-		l, r, err := s.SplitRange(ctx, k)
+	order := make([]int, len(req.Keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(req.Keys[b], req.Keys[a]) })
+	resp := &synodpb.SplitRangeResponse{ClusterId: s.id.ClusterID, MemberId: s.id.MemberID, Splits: make([]*synodpb.RangeSplit, len(req.Keys))}
+	for _, i := range order {
+		l, r, err := s.SplitRange(ctx, req.Keys[i])
 		if err != nil {
 			return nil, etcdapi.ToGRPC(ctx, err)
 		}
 		infos := descriptorInfos([]rangedesc.Descriptor{l, r})
-		resp.Splits = append(resp.Splits, &synodpb.RangeSplit{Left: infos[0], Right: infos[1]})
+		resp.Splits[i] = &synodpb.RangeSplit{Left: infos[0], Right: infos[1]}
 	}
 	return resp, nil
 }
