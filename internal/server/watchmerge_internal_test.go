@@ -1,6 +1,8 @@
 package server
 
 import (
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -72,5 +74,89 @@ func TestMergerCatchesUpAboveARangesRevision(t *testing.T) {
 	m.close(h, 3, 200)
 	if h.resets != 1 {
 		t.Fatalf("hub started at %d: got %d catch-ups from history, want 1 (publishes at %v)", meta.Revision, h.resets, h.revs)
+	}
+}
+
+// TestMergerResolvedFollowsTheLowestRange checks the merger's tracked
+// lowest closed revision against a look over every range, after each of
+// many random changes: closes, lock floors set and cleared, ranges added
+// by splits, and the hold for ranges to learn set and ended.
+func TestMergerResolvedFollowsTheLowestRange(t *testing.T) {
+	t.Parallel()
+	rnd := rand.New(rand.NewPCG(7, 11))
+	applied := map[keys.RangeID]kv.Meta{}
+	for id := keys.RangeID(2); id < 12; id++ {
+		applied[id] = kv.Meta{Revision: int64(rnd.IntN(5))}
+	}
+	m, _ := newWatchMerger(applied, nil)
+	brute := func() int64 {
+		var r int64 = -1
+		for id, c := range m.mu.closed {
+			if f := m.mu.floor[id]; f > 0 && f < c {
+				c = f
+			}
+			if r < 0 || c < r {
+				r = c
+			}
+		}
+		return max(r, 0)
+	}
+	next := keys.RangeID(12)
+	for i := range 20000 {
+		m.mu.Lock()
+		ids := slices.Collect(maps.Keys(m.mu.closed))
+		slices.Sort(ids)
+		id := ids[rnd.IntN(len(ids))]
+		switch op := rnd.IntN(10); {
+		case op < 6:
+			m.mu.closed[id] += int64(rnd.IntN(3))
+			m.touchLocked(id)
+		case op < 8 && id != learning:
+			m.mu.floor[id] = 0
+			if rnd.IntN(2) == 0 {
+				m.mu.floor[id] = m.mu.closed[id] - int64(rnd.IntN(3))
+			}
+			m.touchLocked(id)
+		case op == 8 && id != learning:
+			m.addRangeLocked(id, next, m.mu.closed[id]+int64(rnd.IntN(2)))
+			next++
+		default:
+			if _, ok := m.mu.closed[learning]; ok {
+				delete(m.mu.closed, learning)
+			} else {
+				m.mu.closed[learning] = m.mu.closed[id]
+			}
+			m.touchLocked(learning)
+		}
+		got, want := m.resolvedLocked(), brute()
+		m.mu.Unlock()
+		if got != want {
+			t.Fatalf("step %d: resolved revision got %d, want %d", i, got, want)
+		}
+	}
+}
+
+// TestMergerLooksOverEveryRangeOncePerRound: a thousand ranges closing in
+// turn, round after round, make the merger look over all of them about once
+// a round (when the last range at the lowest revision moves), not at each
+// close (a million looks).
+func TestMergerLooksOverEveryRangeOncePerRound(t *testing.T) {
+	t.Parallel()
+	applied := map[keys.RangeID]kv.Meta{}
+	for id := keys.RangeID(2); id < 1002; id++ {
+		applied[id] = kv.Meta{Revision: 1}
+	}
+	m, _ := newWatchMerger(applied, nil)
+	hub := &mergeHub{}
+	for round := range 10 {
+		for id := keys.RangeID(2); id < 1002; id++ {
+			m.close(hub, id, int64(round+2))
+		}
+	}
+	if got := m.resolvedRev.Load(); got != 11 {
+		t.Fatalf("resolved revision: got %d, want 11", got)
+	}
+	if m.mu.scans > 12 {
+		t.Fatalf("looks over every range: got %d, want at most 12 (one a round)", m.mu.scans)
 	}
 }
