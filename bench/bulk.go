@@ -318,11 +318,7 @@ func (r *bulkReport) markdown() string {
 	p("")
 	p("## Bulk load of large values (issue 21)")
 	p("")
-	p("Measured %s; the run took %s. Reproduce with:", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
-	p("")
-	p("```sh")
-	p("%s", (&report{opts: r.opts}).command())
-	p("```")
+	p("%s", measuredPrelude(r.started, r.took, r.opts))
 	p("")
 	p("Each load on a new 3-member cluster of its own, one cluster at a time: %s of values put under sequential keys by %d closed-loop clients over %d connections (connection i to member i mod 3), each put retried until it succeeds. MB/s is 10^6 bytes of values a second; by GiB, the rate of each GiB of values in turn. Write amplification is the bytes the member processes had written to the disk (`write_bytes` of `/proc/<pid>/io`: write-ahead logs, Raft logs, tables, compactions) over the bytes of values, for the leader and in the mean over the three members. Disk is a member's data directory after the load (allocated blocks, mean of the members). Every member has a storage quota of 8 GiB (etcd's default of 2 GiB would stop the load).",
 		mib(uint64(r.opts.bulkBytes)), r.opts.bulkClients, min(r.opts.bulkClients, r.opts.conns))

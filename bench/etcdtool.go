@@ -354,11 +354,7 @@ func (r *toolReport) markdown() string {
 	p("")
 	p("## With etcd's own benchmark tool (issue 21)")
 	p("")
-	p("Measured %s; the run took %s. Reproduce with:", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
-	p("")
-	p("```sh")
-	p("%s", (&report{opts: r.opts}).command())
-	p("```")
+	p("%s", measuredPrelude(r.started, r.took, r.opts))
 	p("")
 	p("etcd's `benchmark` command (go.etcd.io/etcd/v3/tools/benchmark v3.6.8, pinned in `bench/peers`) against each system's 3-member cluster, all clusters up side by side, the systems taking turns on each command (%d round(s) each, the first alternating). `etcd` is etcd 3.7.3 (embedded in the bench command, default configuration), `%s` etcd 3.6.16's own binary (default configuration). The tool connects connection i to endpoint i mod 3. Server CPU is the three members' user+system time during the command; peak RSS their summed VmHWM, reset before it. Requests/s is the mean of the rounds, the percentiles the rounds' worst.",
 		r.opts.rounds, etcd36System)

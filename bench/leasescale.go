@@ -596,11 +596,7 @@ func (r *leaseReport) markdown() string {
 	p("")
 	p("## Lease scale (issue 21)")
 	p("")
-	p("Measured %s; the run took %s. Reproduce with:", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
-	p("")
-	p("```sh")
-	p("%s", (&report{opts: r.opts}).command())
-	p("```")
+	p("%s", measuredPrelude(r.started, r.took, r.opts))
 	p("")
 	p("Each system on a 3-member cluster of its own, started for the scenario (for each storm round), one cluster at a time.")
 	for _, s := range r.opts.systems {

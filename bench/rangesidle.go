@@ -416,11 +416,7 @@ func (r *rangesReport) markdown() string {
 	p("")
 	p("## Idle ranges (issue 15)")
 	p("")
-	p("Measured %s; the run took %s. Reproduce with:", r.started.UTC().Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
-	p("")
-	p("```sh")
-	p("%s", (&report{opts: r.opts}).command())
-	p("```")
+	p("%s", measuredPrelude(r.started, r.took, r.opts))
 	p("")
 	p("For each number of data ranges N, a new 3-member Synod cluster (default configuration) is split online into N data ranges, each its own Raft group on the three members, beside the system range: `SplitRange` at `%s` to `%s` (N-1 keys), %d keys per call, one call at a time, in descending order, so that each split cuts the first range, whose leader is settled, rather than the range the split before made, which would first have to elect one. Then one key of %d bytes is put in each data range, the cluster rests %s, and %d window(s) of %s follow with no traffic at all. etcd is not measured: it keeps every key in one Raft group, so how Synod's keyspace is divided has no counterpart there.",
 		rangeSplitKey(1), "r/<N-1>", splitBatch, r.opts.valueSize, r.opts.idleSettle, r.opts.rounds, r.opts.idleWindow)

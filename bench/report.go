@@ -418,3 +418,11 @@ func writeFile(path string, data []byte) error {
 	}
 	return nil
 }
+
+// measuredPrelude is how a scenario's section begins: when it was measured,
+// how long the run took, and the command that reproduces it.
+func measuredPrelude(started time.Time, took time.Duration, opts *options) string {
+	cmd := (&report{opts: opts}).command()
+	return fmt.Sprintf("Measured %s; the run took %s. Reproduce with:\n\n```sh\n%s\n```",
+		started.UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second), cmd)
+}

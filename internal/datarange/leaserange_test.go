@@ -28,13 +28,7 @@ import (
 // its commit the lease and the table's record of its keys go. A lease that
 // is gone fails a prewrite with etcd's "requested lease not found".
 func TestLeaseKeysInAnotherRange(t *testing.T) {
-	first := newTxnRangeOver(t, nil, []byte("m"))
-	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
-	other.m = other.open()
-
-	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
-		t.Fatal(res.Err)
-	}
+	first, other := newLeaseRanges(t)
 	if res, _ := first.apply(raftcmd.KindPut, mustMarshal(t, &etcdpb.PutRequest{Key: []byte("a"), Value: []byte("v"), Lease: 7}), 2); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -188,6 +182,51 @@ func TestLeaseRevokedAcrossRangesTellsServices(t *testing.T) {
 	}
 }
 
+// newLeaseRanges returns the first data range, [, m), with exts, and
+// another, [m, ...), over one store, with lease 7 granted.
+func newLeaseRanges(t *testing.T, exts ...Extension) (first, other *txnRange) {
+	t.Helper()
+	first = newTxnRangeOver(t, nil, []byte("m"))
+	if len(exts) > 0 {
+		first.exts = exts
+		first.m = first.open()
+	}
+	other = &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
+	other.m = other.open()
+	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	return first, other
+}
+
+// attachInOther runs transaction txn, which puts keys of the other range
+// with lease 7 (the first key its primary), to its commit at rev and its
+// resolution in the first range.
+func attachInOther(t *testing.T, first, other *txnRange, txn, rev int64, keys ...string) {
+	t.Helper()
+	var spans []txnlock.Span
+	var puts []txnlock.Write
+	var attach [][]byte
+	for _, k := range keys {
+		spans = append(spans, point(k))
+		puts = append(puts, txnlock.Write{Key: []byte(k), Value: []byte("t"), Lease: 7})
+		attach = append(attach, []byte(k))
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(txn, keys[0], true, 1<<50, spans, puts...)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	held := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: txn, Primary: []byte(keys[0]), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: attach}}}}
+	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, held); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: txn, Primary: []byte(keys[0]), Rev: rev}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: txn, Rev: rev}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}
+
 func joinKeys(ks [][]byte) []byte {
 	var out []byte
 	for i, k := range ks {
@@ -228,29 +267,9 @@ func (x *leasedPut) Apply(env *Env, cmd raftcmd.Command) (Result, error) {
 // revocation's deletions were computed at its prewrite, and the commit
 // drops the table's record of every key attached to the lease).
 func TestExtensionLeaseUseWaitsForRevocation(t *testing.T) {
-	first := newTxnRangeOver(t, nil, []byte("m"))
-	first.exts = []Extension{&leasedPut{}}
-	first.m = first.open()
-	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
-	other.m = other.open()
-	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
-		t.Fatal(res.Err)
-	}
+	first, other := newLeaseRanges(t, &leasedPut{})
 	// Transaction 10 puts x, in the other range, with lease 7.
-	put := txnlock.Write{Key: []byte("x"), Value: []byte("t"), Lease: 7}
-	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(10, "x", true, 1<<50, []txnlock.Span{point("x")}, put)); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	attach := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 10, Primary: []byte("x"), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: [][]byte{[]byte("x")}}}}}
-	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, attach); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 10, Primary: []byte("x"), Rev: 12}); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 10, Rev: 12}); res.Err != nil {
-		t.Fatal(res.Err)
-	}
+	attachInOther(t, first, other, 10, 12, "x")
 
 	// Transaction 15 revokes lease 7: its prewrites hold the lease and x.
 	revoke := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 15, Primary: []byte{}, Deadline: 1 << 50, RevokeLease: 7,
@@ -291,27 +310,9 @@ func TestExtensionLeaseUseWaitsForRevocation(t *testing.T) {
 // and every key attached to it, from being revoked while the writes went
 // on.
 func TestRevocationIgnoresVersionsAboveItsRead(t *testing.T) {
-	first := newTxnRangeOver(t, nil, []byte("m"))
-	other := &txnRange{t: t, db: first.db, st: rangesm.AppliedState{KV: kv.Meta{Revision: 1}}, index: 10, start: []byte("m"), id: 9}
-	other.m = other.open()
-	if res, _ := first.apply(raftcmd.KindLeaseGrant, mustMarshal(t, &etcdpb.LeaseGrantRequest{ID: 7, TTL: 10}), 0); res.Err != nil {
-		t.Fatal(res.Err)
-	}
+	first, other := newLeaseRanges(t)
 	// Transaction 10 puts x and y, in the other range, with lease 7.
-	puts := []txnlock.Write{{Key: []byte("x"), Value: []byte("t"), Lease: 7}, {Key: []byte("y"), Value: []byte("t"), Lease: 7}}
-	if res, _ := other.txnCmd(raftcmd.KindTxnPrewrite, prewrite(10, "x", true, 1<<50, []txnlock.Span{point("x"), point("y")}, puts...)); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	attach := &txnlock.Prewrite{Locks: txnlock.Locks{Txn: 10, Primary: []byte("x"), Deadline: 1 << 50, Leases: []txnlock.LeaseLock{{ID: 7, Attach: [][]byte{[]byte("x"), []byte("y")}}}}}
-	if res, _ := first.txnCmd(raftcmd.KindTxnPrewrite, attach); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := other.txnCmd(raftcmd.KindTxnCommit, &txnlock.Commit{Txn: 10, Primary: []byte("x"), Rev: 12}); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	if res, _ := first.txnCmd(raftcmd.KindTxnResolve, &txnlock.Resolve{Txn: 10, Rev: 12}); res.Err != nil {
-		t.Fatal(res.Err)
-	}
+	attachInOther(t, first, other, 10, 12, "x", "y")
 	// The revocation reads at 15; y is written at 17, without the lease
 	// (the table keeps its record until the lease goes).
 	if err := other.put("y", "u", 17); err != nil {

@@ -96,6 +96,22 @@ func waitNoPendingLocks(t *testing.T, c *testcluster.Cluster, d time.Duration, p
 	})
 }
 
+// waitNoTxnRecords waits until no member holds the record of a
+// transaction across ranges: every transaction ended without a fault, so
+// their records were deleted.
+func waitNoTxnRecords(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	for _, n := range c.Nodes() {
+		waitFor(t, 10*time.Second, n.Name+"'s transaction records", func() (bool, string) {
+			recs, err := n.Server().TxnRecords()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return recs == 0, fmt.Sprintf("%d records", recs)
+		})
+	}
+}
+
 // atProgress is crossNemesis's reached for a workload of total operations
 // counted by progress: fault i comes once progress passes a fraction of
 // total (or the workload ended, end closed); false once the workload
@@ -1664,15 +1680,7 @@ func TestCrossRangeTxnSemantics(t *testing.T) {
 	}
 	waitNoPendingLocks(t, c, 10*time.Second, nil)
 	// Every transaction ended without a fault: their records are deleted.
-	for _, n := range c.Nodes() {
-		waitFor(t, 10*time.Second, n.Name+"'s transaction records", func() (bool, string) {
-			recs, err := n.Server().TxnRecords()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return recs == 0, fmt.Sprintf("%d records", recs)
-		})
-	}
+	waitNoTxnRecords(t, c)
 }
 
 // sortEvents orders descriptions of one revision's events ("PUT k=v (prev)",

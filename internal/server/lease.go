@@ -363,7 +363,7 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		}
 		if now.Sub(lastCheckpoint) >= s.cfg.LeaseCheckpointInterval {
 			lastCheckpoint = now
-			s.tellRevokedLeases(ctx)
+			s.tellRevokedLeases()
 			if cps := s.lessor.Checkpoints(now); len(cps) > 0 {
 				s.proposeCheckpoints(ctx, cps, term)
 			}

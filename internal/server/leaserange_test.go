@@ -188,15 +188,7 @@ func TestLeasesOverRanges(t *testing.T) {
 		t.Fatalf("keys once the sessions closed: got %v (%v), want q4 alone", resp, err)
 	}
 	waitNoPendingLocks(t, c, 10*time.Second, nil)
-	for _, n := range c.Nodes() {
-		waitFor(t, 10*time.Second, n.Name+"'s transaction records", func() (bool, string) {
-			recs, err := n.Server().TxnRecords()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return recs == 0, fmt.Sprintf("%d records", recs)
-		})
-	}
+	waitNoTxnRecords(t, c)
 }
 
 // TestLeasedKeyOfAnotherRangeReadByItsRange: a key put with a lease outside

@@ -97,8 +97,9 @@ func (s *Server) tellLeaseRevoked(ctx context.Context, id int64) {
 
 // tellRevokedLeases tells the services of the leases revoked across
 // ranges that no revocation command told yet, while this node leads the
-// first data range.
-func (s *Server) tellRevokedLeases(ctx context.Context) {
+// first data range: in the background, one pass at a time, so that the
+// lessor's loop, which calls it, never waits on a proposal.
+func (s *Server) tellRevokedLeases() {
 	if !s.isRangeLeader(keys.FirstDataRangeID) {
 		return
 	}
@@ -107,11 +108,17 @@ func (s *Server) tellRevokedLeases(ctx context.Context) {
 		s.logger.Warn("read revoked leases", "err", err)
 		return
 	}
-	for _, id := range ids {
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		s.tellLeaseRevoked(rctx, id)
-		cancel()
+	if len(ids) == 0 || !s.telling.CompareAndSwap(false, true) {
+		return
 	}
+	s.goBackground(func(ctx context.Context) {
+		defer s.telling.Store(false)
+		for _, id := range ids {
+			rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			s.tellLeaseRevoked(rctx, id)
+			cancel()
+		}
+	})
 }
 
 // revokeAcrossRanges revokes lease id by a transaction across the ranges

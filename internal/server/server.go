@@ -83,7 +83,10 @@ type Server struct {
 	descsWake chan struct{}
 	// adding, while set, holds the descriptors a change of descs is about
 	// to store, for the replicas it starts first (newStateMachine).
-	adding    atomic.Pointer[rangedesc.Set]
+	adding atomic.Pointer[rangedesc.Set]
+	// telling is set while a goroutine tells the services of leases
+	// revoked across ranges (tellRevokedLeases).
+	telling   atomic.Bool
 	lessor    *lease.Lessor
 	promoteMu sync.Mutex             // serializes lessor promotions
 	revokeQ   chan expiry            // expired leases waiting for a revoke worker
