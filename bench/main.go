@@ -201,7 +201,7 @@ func parseOptions(args []string) (*options, error) {
 		if s == etcd36System && len(o.etcdTool) > 0 {
 			continue
 		}
-		if s != "etcd" && s != "synod" && !((len(o.leaseScenarios) > 0 || len(o.bulkSizes) > 0 || len(o.rangesIdle) > 0) && strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
+		if s != "etcd" && s != "synod" && !(strings.HasPrefix(s, "synod@") && len(s) > len("synod@")) {
 			return nil, fmt.Errorf("-systems: unknown system %q", s)
 		}
 	}
@@ -397,6 +397,7 @@ func run(args []string) error {
 		default: // synod@<commit>
 			logf("building %s against %s", synodMemberPackage, system)
 			l, err = buildSynodMemberAt(ctx, work, strings.TrimPrefix(system, "synod@"))
+			l.dataRangeSplits = dataRangeSplits(o.dataRanges)
 		}
 		if err != nil {
 			return err

@@ -44,8 +44,15 @@ func (s *Server) fenceDataRanges(ctx context.Context) (int64, error) {
 
 // fenceRanges takes a revision from the oracle and makes the data ranges
 // ids ready for a read at it on this node, all at once.
+// Concurrent callers share the oracle's revision and the fences
+// (readbatch.go).
 func (s *Server) fenceRanges(ctx context.Context, ids []keys.RangeID) (int64, error) {
-	rev, err := s.Revisions(ctx, 1)
+	rev, err := s.readRevisions.do(ctx, 0, func(uint64) (uint64, error) {
+		// Run for every caller of the round: bounded by its own timeout.
+		rctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		return s.Revisions(rctx, 1)
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -53,9 +60,13 @@ func (s *Server) fenceRanges(ctx context.Context, ids []keys.RangeID) (int64, er
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			index, term, err := s.fenceRange(ctx, id, rev)
+			f, err := s.fences.fenceAt(ctx, id, rev, func(rev uint64) (uint64, uint64, error) {
+				rctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+				defer cancel()
+				return s.fenceRange(rctx, id, rev)
+			})
 			if err == nil {
-				err = s.linearizeRangeAt(ctx, id, index, term)
+				err = s.linearizeRangeAt(ctx, id, f.index, f.term)
 			}
 			errs[i] = err
 		})

@@ -92,6 +92,10 @@ type Server struct {
 	revokeQ   chan expiry            // expired leases waiting for a revoke worker
 	oracleQ   chan *revisionsRequest // requests for revisions waiting for the oracle (oracle.go)
 	stampWake chan struct{}          // signals stampLoop of a new entry in stampMu.wants
+
+	readRevisions *batcher[uint64] // the oracle's revisions for reads, shared (readbatch.go)
+	fences        fenceCache       // read fences learned and being asked for (readbatch.go)
+
 	// stampMu guards the ranges' latest requests for revisions to stamp
 	// their commands with (oracle.go).
 	stampMu struct {
@@ -271,6 +275,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	s.lessor = lease.NewLessor(lease.Config{CheckpointInterval: cfg.LeaseCheckpointInterval})
 	s.revokeQ = make(chan expiry, 1024)
 	s.oracleQ = make(chan *revisionsRequest, 1024)
+	s.readRevisions = newBatcher[uint64](roundsInFlight)
 	s.stampWake = make(chan struct{}, 1)
 	s.stampMu.wants = make(map[keys.RangeID]replica.RevisionsWanted)
 	// A node that joined has no applied state until its first snapshot.
