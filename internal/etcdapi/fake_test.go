@@ -46,6 +46,8 @@ type fakeBackend struct {
 	leaseGrant     func(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error)
 	leaseRenew     func(ctx context.Context, id int64) (int64, error)
 	snapshot       func(ctx context.Context, w io.Writer) (int64, error)
+	hasLeader      func() bool
+	electionTick   time.Duration
 }
 
 // newFakeBackend returns a fake whose hub is at revision rev.
@@ -106,6 +108,22 @@ func (f *fakeBackend) WaitLeader(ctx context.Context) error {
 		return f.unexpected("WaitLeader")
 	}
 	return f.waitLeader(ctx)
+}
+
+func (f *fakeBackend) HasLeader() bool {
+	if f.hasLeader == nil {
+		f.unexpected("HasLeader")
+		return false
+	}
+	return f.hasLeader()
+}
+
+func (f *fakeBackend) ElectionTimeout() time.Duration {
+	if f.electionTick == 0 {
+		f.unexpected("ElectionTimeout")
+		return time.Hour
+	}
+	return f.electionTick
 }
 
 func (f *fakeBackend) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
