@@ -60,11 +60,15 @@ func (s *Lease) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		if err != nil {
 			return err
 		}
+		// The header is taken before the renewal, as etcd's is: its
+		// revision must not follow one at which the lease was revoked
+		// while the renewal was under way.
+		h := s.header(nil)
 		ttl, err := s.b.LeaseRenew(ctx, req.ID)
 		if err != nil {
 			return toGRPC(ctx, err)
 		}
-		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: s.header(nil), ID: req.ID, TTL: ttl}); err != nil {
+		if err := stream.Send(&pb.LeaseKeepAliveResponse{Header: h, ID: req.ID, TTL: ttl}); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package etcdapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -27,6 +28,10 @@ func NewWatch(b Backend, l Limits) *Watch { return &Watch{b: b, limits: l} }
 
 // errDuplicateWatchID is etcd's reason for refusing a client-chosen ID.
 const errDuplicateWatchID = "mvcc: duplicate watch ID provided on the WatchStream"
+
+// errEmptyWatchRange is etcd's reason for refusing a watch of a range whose
+// end is not after its key: it could never see an event.
+const errEmptyWatchRange = "mvcc: watcher range is empty"
 
 // requiresLeader reports whether the client asked, as clientv3's
 // WithRequireLeader does, that the stream fail when the node has no leader.
@@ -184,9 +189,21 @@ func (ws *watchStream) recvLoop() error {
 }
 
 func (ws *watchStream) create(req *pb.WatchCreateRequest) {
+	key, end := req.Key, req.RangeEnd
+	if len(key) == 0 {
+		key = []byte{0} // as etcd: the smallest key
+	}
+	fromKey := len(end) == 1 && end[0] == 0
+	if len(end) > 0 && !fromKey && bytes.Compare(key, end) >= 0 {
+		ws.enqueue(&pb.WatchResponse{
+			Header: ws.header(ws.hub.Revision()), WatchId: -1,
+			Created: true, Canceled: true, CancelReason: errEmptyWatchRange,
+		})
+		return
+	}
 	opts := watch.Options{
-		Key:            req.Key,
-		RangeEnd:       req.RangeEnd,
+		Key:            key,
+		RangeEnd:       end,
 		StartRevision:  req.StartRevision,
 		PrevKV:         req.PrevKv,
 		ProgressNotify: req.ProgressNotify,
