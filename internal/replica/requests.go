@@ -53,13 +53,13 @@ type Read struct {
 // NewRead returns a read request.
 func NewRead() *Read { return &Read{done: make(chan error, 1)} }
 
-// NewReadAtLeast returns a read request that also waits until the replica
-// has applied index, the index a read fence of term answered (fence.go),
-// or an entry of a later term: the fence's leader may have lost entries it
+// NewReadAtLeast returns a read request that waits until the replica has
+// applied index, the index a read fence of term answered (fence.go), or
+// an entry of a later term: the fence's leader may have lost entries it
 // had appended, and every entry of its term that will ever commit lies
-// before the first entry of a later one.
+// before the first entry of a later one. Index must be above 0.
 func NewReadAtLeast(index, term uint64) *Read {
-	return &Read{done: make(chan error, 1), atLeast: index, fenceTerm: term}
+	return &Read{done: make(chan error, 1), atLeast: max(index, 1), fenceTerm: term}
 }
 
 // ready reports whether the read, its read index known, may be served by
@@ -82,13 +82,24 @@ func (rd *Read) complete(err error) {
 }
 
 // ReadIndex queues a linearizable read. Reads queued between two
-// HandleReady calls share one Raft read index round.
+// HandleReady calls share one Raft read index round. A read behind a
+// fence (NewReadAtLeast) needs no round: the fence's leader confirmed its
+// term, and the fence's index bounds what the read must see, so it only
+// waits until the replica applied that far.
 func (r *Replica) ReadIndex(rd *Read) {
 	if r.stopped {
 		rd.complete(ErrStopped)
 		return
 	}
 	rd.issuedTick = r.tick
+	if rd.atLeast > 0 {
+		if rd.ready(r.state.Index, r.state.Term) {
+			rd.complete(nil)
+			return
+		}
+		r.waitingReads = append(r.waitingReads, rd)
+		return
+	}
 	r.pendingReads = append(r.pendingReads, rd)
 }
 

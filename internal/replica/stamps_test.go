@@ -239,6 +239,23 @@ func TestReadFence(t *testing.T) {
 		t.Fatalf("read still waiting once index %d was applied", last+1)
 	}
 
+	// A read whose fence index is applied already goes at once: the
+	// fence's leader made the read index round, the reader makes none.
+	_, last = leader.LogBounds()
+	now := NewReadAtLeast(last, term)
+	nw.replicas[3].ReadIndex(now)
+	select {
+	case err := <-now.Done():
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("a read of an applied fence index waited for a Ready")
+	}
+	if n := len(nw.replicas[3].pendingReads); n != 0 {
+		t.Fatalf("got %d reads waiting for a read index round, want 0", n)
+	}
+
 	// A fence index the log never reaches (the fence's leader lost what it
 	// had appended): the read goes once an entry of a later term is
 	// applied, and does not hold back a read behind it.
