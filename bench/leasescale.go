@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -581,11 +582,53 @@ func buildSynodMemberAt(ctx context.Context, dir, rev string) (launcher, error) 
 		return launcher{}, err
 	}
 	path := filepath.Join(dir, "synodmember-"+rev)
-	cmd := exec.CommandContext(ctx, "go", "build", "-modfile", modPath, "-o", path, synodMemberPackage)
+	args := []string{"build", "-modfile", modPath, "-o", path}
+	overlay, err := memberOverlay(dir, src, rev)
+	if err != nil {
+		return launcher{}, err
+	}
+	if overlay != "" {
+		args = append(args, "-overlay", overlay)
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, synodMemberPackage)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return launcher{}, fmt.Errorf("build %s at synod@%s: %w\n%s", synodMemberPackage, rev, err, out)
 	}
 	return launcher{path: path}, nil
+}
+
+// memberOverlay returns a go build -overlay file that builds synodmember
+// against a Synod from before static data ranges (server.Config without
+// DataRangeSplits: the baseline of the ranges' regression table), or ""
+// when the tree at src has them.
+func memberOverlay(dir, src, rev string) (string, error) {
+	cfg, err := os.ReadFile(filepath.Join(src, "internal", "server", "config.go"))
+	if err != nil || strings.Contains(string(cfg), "DataRangeSplits") {
+		return "", nil
+	}
+	main, err := filepath.Abs(filepath.Join("synodmember", "main.go"))
+	if err != nil {
+		return "", err
+	}
+	code, err := os.ReadFile(main)
+	if err != nil {
+		return "", fmt.Errorf("read synodmember: %w", err)
+	}
+	const field = "\t\tDataRangeSplits:   splits(a.DataRangeSplits),\n"
+	if !strings.Contains(string(code), field) {
+		return "", fmt.Errorf("synodmember/main.go: no %q line to leave out for synod@%s", strings.TrimSpace(field), rev)
+	}
+	patched := filepath.Join(dir, "synodmember-"+rev+"-main.go")
+	old := strings.Replace(string(code), field, "", 1)
+	if err := os.WriteFile(patched, []byte(old), 0o644); err != nil {
+		return "", err
+	}
+	js, err := json.Marshal(map[string]map[string]string{"Replace": {main: patched}})
+	if err != nil {
+		return "", err
+	}
+	overlay := filepath.Join(dir, "synodmember-"+rev+"-overlay.json")
+	return overlay, os.WriteFile(overlay, js, 0o644)
 }
 
 // markdown renders the lease scenarios' section.
