@@ -112,7 +112,8 @@ func newPlanner(c Cluster, o Options) (*planner, error) {
 	seen := make(map[keys.RangeID]bool, len(c.Ranges))
 	for _, in := range c.Ranges {
 		r := in
-		r.Replicas = slices.Clone(in.Replicas)
+		// In node order, so that no choice depends on the input's order.
+		r.Replicas = slices.SortedFunc(slices.Values(in.Replicas), func(a, b Replica) int { return cmp.Compare(a.Node, b.Node) })
 		if r.Factor == 0 {
 			r.Factor = DefaultFactor
 		}
@@ -147,7 +148,7 @@ func newPlanner(c Cluster, o Options) (*planner, error) {
 		}
 		for _, a := range inflight[r.ID] {
 			r.busy = true
-			r.Range = apply(r.Range, a)
+			r.Range = Apply(r.Range, a)
 			if a.Kind == TransferLeader {
 				p.leaders[a.From]--
 				p.leaders[a.Node]++
@@ -193,8 +194,10 @@ func (p *planner) validate(r Range, seen map[keys.RangeID]bool) error {
 	return nil
 }
 
-// apply returns r with a done.
-func apply(r Range, a Action) Range {
+// Apply returns a copy of r with a done: a learner added (not caught up),
+// promoted or removed, or leadership moved. Plan uses it to see its own
+// actions; a caller simulating the allocator's moves can too.
+func Apply(r Range, a Action) Range {
 	r.Replicas = slices.Clone(r.Replicas)
 	switch a.Kind {
 	case AddLearner:
@@ -215,11 +218,6 @@ func apply(r Range, a Action) Range {
 	}
 	return r
 }
-
-// Apply returns r with a done: a learner added (not caught up), promoted
-// or removed, or leadership moved. A caller simulating the allocator's
-// moves (a test, a what-if) uses it.
-func Apply(r Range, a Action) Range { return apply(r, a) }
 
 func (p *planner) state(n NodeID) NodeState {
 	if node, ok := p.nodes[n]; ok {
@@ -303,7 +301,7 @@ func (p *planner) change(r *rng, a Action) {
 	p.actions = append(p.actions, a)
 	p.budget--
 	r.busy = true
-	r.Range = apply(r.Range, a)
+	r.Range = Apply(r.Range, a)
 	if a.Kind == TransferLeader {
 		p.leaders[a.From]--
 		p.leaders[a.Node]++

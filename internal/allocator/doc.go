@@ -28,10 +28,12 @@
 //     dead node, else on a decommissioning node, else the one that adds
 //     least diversity, else the one on the fullest node.
 //  3. Rebalance. A replica moves (learner added, promoted, then the old one
-//     removed) from a node above the mean replica count to one below it
-//     while any node is outside the mean by more than 10% or 2 replicas,
-//     whichever is larger, and only where the move keeps the range's
-//     diversity.
+//     removed) first wherever that spreads its range over more distinct
+//     localities, then from a node above the mean replica count to one
+//     below it while any node is outside the mean by more than 10% or 2
+//     replicas, whichever is larger, and only where the move keeps the
+//     range's diversity. Diversity comes before balance: a region of one
+//     node holds a replica of every range.
 //  4. Leadership. Leadership is transferred, among a range's live voters,
 //     from nodes above the mean leader count to nodes below it, by the same
 //     bound.

@@ -300,6 +300,7 @@ func TestPlanIsDeterministic(t *testing.T) {
 	for i := range 20 {
 		c := randomCluster(rnd, 5+rnd.IntN(5), 10+rnd.IntN(40), rnd.IntN(4))
 		c = setState(c, NodeID(1+rnd.IntN(len(c.Nodes))), NodeState(rnd.IntN(3)))
+		c = setState(c, NodeID(1+rnd.IntN(len(c.Nodes))), NodeState(rnd.IntN(3)))
 		want, err := Plan(c, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -327,14 +328,44 @@ func TestPlanIsDeterministic(t *testing.T) {
 	}
 }
 
-// TestPlanDoesNotChangeItsInput checks that Plan works on copies.
+// TestPlanDoesNotChangeItsInput checks that Plan works on copies: the
+// cluster is one step into its repair, so that Plan promotes learners.
 func TestPlanDoesNotChangeItsInput(t *testing.T) {
 	c := setState(randomCluster(rand.New(rand.NewPCG(3, 16)), 6, 30, 3), 2, Dead)
-	before := fmt.Sprintf("%+v", c)
-	if _, err := Plan(c, Options{}); err != nil {
+	res, err := Plan(c, Options{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	c = step(c, res.Actions)
+	before := fmt.Sprintf("%+v", c)
+	if res, err = Plan(c, Options{}); err != nil || !slices.ContainsFunc(res.Actions, func(a Action) bool { return a.Kind == Promote }) {
+		t.Fatalf("got %v, %v, want promotions", res.Actions, err)
 	}
 	if after := fmt.Sprintf("%+v", c); after != before {
 		t.Fatalf("got input changed to %s, want %s", after, before)
+	}
+}
+
+// TestRemoveKeepsAQuorum checks the guard under every removal: Plan's
+// rules never ask for this one (a dead voter is always removed before a
+// live one), so it is called directly: a live voter of a range with three
+// live voters of five must not be removed, a dead one may.
+func TestRemoveKeepsAQuorum(t *testing.T) {
+	c := Cluster{
+		Nodes: []Node{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4, State: Dead}, {ID: 5, State: Dead}},
+		Ranges: []Range{{ID: 10, Leader: 1, NextReplicaID: 6, Factor: 3, Replicas: []Replica{
+			{Node: 1, ID: 1}, {Node: 2, ID: 2}, {Node: 3, ID: 3}, {Node: 4, ID: 4}, {Node: 5, ID: 5},
+		}}},
+	}
+	p, err := newPlanner(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.ranges[0]
+	if p.remove(r, 2, ReasonOverReplicated) {
+		t.Fatalf("removing n3: got %v, want no action (2 live voters of 4 left)", p.actions)
+	}
+	if !p.remove(r, 3, ReasonDead) || len(p.actions) != 1 || p.actions[0].Node != 4 {
+		t.Fatalf("removing n4: got %v, want its removal", p.actions)
 	}
 }
