@@ -44,7 +44,7 @@ const clusterSize = 3
 // startCluster starts the members of system under dir with l and waits until
 // they agree on a leader.
 func startCluster(ctx context.Context, system, dir string, l launcher) (_ *cluster, err error) {
-	addrs, err := freeAddrs(3 * clusterSize)
+	addrs, err := freeAddrs(4 * clusterSize)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +74,9 @@ func startCluster(ctx context.Context, system, dir string, l launcher) (_ *clust
 			PeerSecret:      hex.EncodeToString(secret),
 			QuotaBytes:      l.quotaBytes,
 			DataRangeSplits: strings.Join(l.dataRangeSplits, ","),
+		}
+		if l.metrics {
+			a.MetricsAddr = addrs[3*clusterSize+i]
 		}
 		m, err := startMember(system, l, a, filepath.Join(dir, a.Name+".log"))
 		if err != nil {

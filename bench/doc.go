@@ -62,6 +62,14 @@
 // the members' data directories in allocated blocks, averaged over members,
 // divided by the keys the workload wrote; it includes the write-ahead logs).
 //
+// For Synod it reports too, round by round, the load on the revision oracle
+// (issue 15): requests for revisions, batches (one ReadIndex round each) and
+// revisions served per second, beside the workload's throughput. Synod's
+// members serve /metrics (synodmember's -metrics-addr) during the
+// workloads, and the harness sums the synod_oracle_*_total counters of the
+// three members read just before and just after each window (oracle.go);
+// etcd, and a synod@<commit> without a counter, show "–".
+//
 // With -profile-dir it also saves CPU and allocation profiles of every member
 // during the workloads named by -profile; profiling perturbs the numbers, so
 // publish tables from runs without it.

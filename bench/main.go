@@ -507,7 +507,10 @@ func runInterleaved(ctx context.Context, o *options, work string, launchers map[
 			return nil, in, fmt.Errorf("create data dir: %w", err)
 		}
 		logf("%s: starting 3 members", system)
-		c, err := startCluster(ctx, system, dir, launchers[system])
+		l := launchers[system]
+		// Synod's members serve /metrics for the oracle's counters.
+		l.metrics = isSynod(system)
+		c, err := startCluster(ctx, system, dir, l)
 		if err != nil {
 			return nil, in, fmt.Errorf("%s: %w", system, err)
 		}
@@ -601,7 +604,7 @@ func runOnSystem(ctx context.Context, sr *systemRun, w workload) (*result, error
 // the whole result that round's.
 func mergeRounds(rounds []*result) *result {
 	m := &result{}
-	for _, r := range rounds {
+	for i, r := range rounds {
 		if r.na != "" {
 			return r
 		}
@@ -617,6 +620,11 @@ func mergeRounds(rounds []*result) *result {
 		m.peakRSS = max(m.peakRSS, r.peakRSS)
 		m.diskDelta += r.diskDelta
 		m.keys += r.keys
+		if i == 0 {
+			m.oracle = r.oracle
+		} else {
+			m.oracle = m.oracle.plus(r.oracle)
+		}
 	}
 	slices.Sort(m.lat)
 	return m

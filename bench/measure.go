@@ -88,6 +88,9 @@ type result struct {
 	peakRSS   uint64 // sum of members' peaks, bytes
 	diskDelta int64  // mean growth of a member's data dir, bytes
 	keys      int64  // keys written during the run (warmup included)
+	// oracle is the increase of the revision oracle's counters over the
+	// window, summed over the members (oracle.go); nil when not read.
+	oracle oracleCounters
 }
 
 func (r *result) throughput() float64 {
@@ -182,6 +185,7 @@ func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*re
 	if err := w.cluster.resetPeakRSS(); err != nil {
 		return nil, err
 	}
+	oracleBefore := readOracle(ctx, w.cluster)
 	before, err := w.cluster.stats()
 	if err != nil {
 		return nil, err
@@ -209,6 +213,7 @@ func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*re
 		return nil, err
 	}
 	clientAfter := selfCPU()
+	oracleAfter := readOracle(ctx, w.cluster)
 	peak, err := w.cluster.peakRSS()
 	if err != nil {
 		return nil, err
@@ -235,6 +240,7 @@ func (w window) measure(ctx context.Context, inst *instance, keysPerOp int) (*re
 		peakRSS:   peak,
 		diskDelta: diskAfter - diskBefore,
 		keys:      rec.writes.Load() * int64(keysPerOp),
+		oracle:    oracleAfter.since(oracleBefore),
 	}
 	for _, wr := range rec.workers {
 		res.ops += int64(len(wr.lat))

@@ -36,6 +36,10 @@ type launcher struct {
 	// dataRangeSplits are the split keys of the static data ranges every
 	// member bootstraps (member.Args.DataRangeSplits; Synod only).
 	dataRangeSplits []string
+	// metrics makes every member serve /metrics on a port of its own
+	// (member.Args.MetricsAddr; Synod only), from which the workloads read
+	// the revision oracle's counters (oracle.go).
+	metrics bool
 }
 
 // etcdLauncher re-executes this binary as an etcd member.

@@ -166,6 +166,7 @@ func (r *report) markdown() string {
 		}
 	}
 	p("")
+	r.oracleTable(p)
 	p("%s", endMarker)
 	return b.String()
 }

@@ -42,6 +42,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	ProposalsFailed    prometheus.Counter
+	OracleRequests     prometheus.Counter     // requests for revisions the oracle answered (or failed), local or forwarded
 	OracleBatches      prometheus.Counter     // batches of requests for revisions the oracle served (or failed)
 	OracleRevisions    prometheus.Counter     // revisions the oracle handed out
 	SnapshotsSent      *prometheus.CounterVec // by result: ok, failed
@@ -106,6 +107,7 @@ func New(src Source) *Metrics {
 		func() float64 { return float64(src.WatchersOverBudget()) })
 	counter("raft_leader_changes_total", "Leader changes seen by this node.", func() float64 { return float64(src.LeaderChanges()) })
 	m.ProposalsFailed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "raft_proposals_failed_total", Help: "Proposals that failed or timed out."})
+	m.OracleRequests = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_requests_total", Help: "Requests for revisions this node's revision oracle answered, its own and those other nodes forwarded to it, failed ones included (several make a batch)."})
 	m.OracleBatches = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_batches_total", Help: "Batches of requests for revisions this node's revision oracle answered (one ReadIndex round each), failed ones included."})
 	m.OracleRevisions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "synod", Name: "oracle_revisions_total", Help: "Revisions this node's revision oracle handed out."})
 	m.SnapshotsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "synod", Name: "raft_snapshots_sent_total", Help: "Snapshots streamed to followers."}, []string{"result"})
@@ -119,7 +121,7 @@ func New(src Source) *Metrics {
 		Namespace: "synod", Name: "grpc_handling_seconds", Help: "Client gRPC handling time by method (unary calls).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"method"})
-	r.MustRegister(m.ProposalsFailed, m.OracleBatches, m.OracleRevisions, m.SnapshotsSent, m.SnapshotsInstalled, m.RangeSplits, m.CrossRangeTxns, m.TxnRetries, m.TxnLocksResolved, m.grpcRequests, m.grpcLatency)
+	r.MustRegister(m.ProposalsFailed, m.OracleRequests, m.OracleBatches, m.OracleRevisions, m.SnapshotsSent, m.SnapshotsInstalled, m.RangeSplits, m.CrossRangeTxns, m.TxnRetries, m.TxnLocksResolved, m.grpcRequests, m.grpcLatency)
 	r.MustRegister(&fsyncCollector{db: src.DB, desc: prometheus.NewDesc(
 		"synod_disk_wal_fsync_duration_seconds", "Latency of the write-ahead log's fsyncs.", nil, nil)})
 	r.MustRegister(newStorageCollector(src.DB))

@@ -178,6 +178,7 @@ func (s *Server) serveRevisions(ctx context.Context, alloc *oracle.Allocator, ba
 		}
 		r.done <- res
 	}
+	s.metrics.OracleRequests.Add(float64(len(batch)))
 	s.metrics.OracleBatches.Inc()
 }
 

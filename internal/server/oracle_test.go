@@ -2,8 +2,12 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,4 +166,71 @@ func cmpUint(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// TestOracleMetricsCountRequests asks every member for revisions, one
+// request at a time (the followers' reach the oracle forwarded): the
+// oracle's counters, summed over the members, must count every request
+// and every revision, in no more batches than requests.
+func TestOracleMetricsCountRequests(t *testing.T) {
+	t.Parallel()
+	c := testcluster.New(t, testcluster.Options{Configure: func(_ int, cfg *server.Config) { cfg.MetricsAddr = "127.0.0.1:0" }})
+	c.WaitLeader()
+	names := []string{"synod_oracle_requests_total", "synod_oracle_batches_total", "synod_oracle_revisions_total"}
+	counters := func() map[string]float64 {
+		t.Helper()
+		sum := map[string]float64{}
+		for _, n := range c.Nodes() {
+			resp, err := http.Get("http://" + n.Server().HTTPAddr() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for line := range strings.SplitSeq(string(b), "\n") {
+				for _, name := range names {
+					if v, ok := strings.CutPrefix(line, name+" "); ok {
+						f, err := strconv.ParseFloat(v, 64)
+						if err != nil {
+							t.Fatalf("%q: %v", line, err)
+						}
+						sum[name] += f
+					}
+				}
+			}
+		}
+		for _, name := range names {
+			if _, ok := sum[name]; !ok {
+				t.Fatalf("/metrics lacks %s", name)
+			}
+		}
+		return sum
+	}
+	before := counters()
+	ctx := testcluster.Context(t, 30*time.Second)
+	var requests, revisions float64
+	for i := range 30 {
+		n := c.Node(i % 3)
+		count := uint64(1 + i%4)
+		if _, err := n.Server().Revisions(ctx, count); err != nil {
+			t.Fatal(err)
+		}
+		requests++
+		revisions += float64(count)
+	}
+	after := counters()
+	// Other things may ask the oracle meanwhile, never fewer.
+	d := func(name string) float64 { return after[name] - before[name] }
+	if got := d("synod_oracle_requests_total"); got < requests {
+		t.Errorf("requests: got %v more, want at least %v", got, requests)
+	}
+	if got := d("synod_oracle_revisions_total"); got < revisions {
+		t.Errorf("revisions: got %v more, want at least %v", got, revisions)
+	}
+	if got, reqs := d("synod_oracle_batches_total"), d("synod_oracle_requests_total"); got < 1 || got > reqs {
+		t.Errorf("batches: got %v more, want 1 to %v (the requests)", got, reqs)
+	}
 }
