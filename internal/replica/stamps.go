@@ -55,8 +55,10 @@ type stamper struct {
 	term uint64
 	// blocks are the revisions held, each [first, last], in order.
 	blocks [][2]uint64
-	// held are proposal messages waiting for revisions, in order.
+	// held are proposal messages waiting for revisions, in order; need
+	// is the sum of their stamps (heldProposal.n).
 	held []heldProposal
+	need uint64
 	// asked is set from a request for revisions (askedTick) until
 	// revisions come or the request is given up.
 	asked     bool
@@ -81,6 +83,23 @@ type heldProposal struct {
 	m   *pb.Message
 	ps  []*Proposal // this node's proposals among m's entries
 	seq uint64      // arrival number (fresh revisions only)
+	n   uint64      // the stamps m takes (stampable in the stamper's term)
+}
+
+// hold adds a proposal message to those waiting for revisions.
+func (s *stamper) hold(h heldProposal) {
+	s.held = append(s.held, h)
+	s.need += h.n
+}
+
+// unhold removes the first proposal message waiting for revisions and
+// returns it.
+func (s *stamper) unhold() heldProposal {
+	h := s.held[0]
+	s.held[0] = heldProposal{}
+	s.held = s.held[1:]
+	s.need -= h.n
+	return h
 }
 
 // available is the number of revisions held.
@@ -139,7 +158,7 @@ func (r *Replica) dropHeld(err error) {
 			p.complete(Result{Err: err})
 		}
 	}
-	r.stamps.held = nil
+	r.stamps.held, r.stamps.need = nil, 0
 }
 
 // stepProposal hands Raft a proposal message (this node's proposals ps
@@ -164,14 +183,14 @@ func (r *Replica) stepProposal(m *pb.Message, ps []*Proposal) (bool, error) {
 	if r.cfg.FreshRevisions {
 		return r.stepFresh(m, ps, term)
 	}
-	if len(s.held) > 0 || s.available() < stampable(m, term) {
+	if n := stampable(m, term); len(s.held) > 0 || s.available() < n {
 		if len(s.held) >= maxHeldProposals {
 			// The oracle has been out of reach for long (the system
 			// range lost its quorum): refuse rather than grow.
 			r.askRevisions()
 			return false, raft.ErrProposalDropped
 		}
-		s.held = append(s.held, heldProposal{m: m, ps: ps})
+		s.hold(heldProposal{m: m, ps: ps, n: n})
 		r.askRevisions()
 		return false, nil
 	}
@@ -232,10 +251,7 @@ func (r *Replica) stamp(m *pb.Message) {
 // the floor.
 func (r *Replica) askRevisions() {
 	s := &r.stamps
-	var need uint64
-	for _, h := range s.held {
-		need += stampable(h.m, s.term)
-	}
+	need := s.need
 	if r.cfg.FreshRevisions {
 		r.askFresh(need)
 		return
@@ -279,9 +295,8 @@ func (r *Replica) AddRevisionsFor(w RevisionsWanted, first uint64) {
 		s.fenced = true
 	}
 	s.asked = false
-	for len(s.held) > 0 && s.available() >= stampable(s.held[0].m, term) {
-		h := s.held[0]
-		s.held = s.held[1:]
+	for len(s.held) > 0 && s.available() >= s.held[0].n {
+		h := s.unhold()
 		r.stamp(h.m)
 		if err := r.rn.Step(h.m); err != nil {
 			r.failProposals(h.ps, err)
@@ -328,7 +343,8 @@ func (r *Replica) takeRevisionsWanted() *RevisionsWanted {
 // stepFresh is stepProposal for fresh revisions.
 func (r *Replica) stepFresh(m *pb.Message, ps []*Proposal, term uint64) (bool, error) {
 	s := &r.stamps
-	if len(s.held) == 0 && stampable(m, term) == 0 {
+	n := stampable(m, term)
+	if len(s.held) == 0 && n == 0 {
 		return true, r.rn.Step(m)
 	}
 	if len(s.held) >= maxHeldProposals {
@@ -336,7 +352,7 @@ func (r *Replica) stepFresh(m *pb.Message, ps []*Proposal, term uint64) (bool, e
 		return false, raft.ErrProposalDropped
 	}
 	s.arrivals++
-	s.held = append(s.held, heldProposal{m: m, ps: ps, seq: s.arrivals})
+	s.hold(heldProposal{m: m, ps: ps, seq: s.arrivals, n: n})
 	r.askRevisions()
 	return false, nil
 }
@@ -367,9 +383,8 @@ func (r *Replica) addFresh(w RevisionsWanted, first uint64) {
 	s.asked = false
 	s.blocks = [][2]uint64{{first, first + w.N - 1}}
 	s.trim()
-	for len(s.held) > 0 && (s.held[0].seq <= w.Seq || stampable(s.held[0].m, w.Term) == 0) && s.available() >= stampable(s.held[0].m, w.Term) {
-		h := s.held[0]
-		s.held = s.held[1:]
+	for len(s.held) > 0 && (s.held[0].seq <= w.Seq || s.held[0].n == 0) && s.available() >= s.held[0].n {
+		h := s.unhold()
 		r.stamp(h.m)
 		if err := r.rn.Step(h.m); err != nil {
 			r.failProposals(h.ps, err)
