@@ -56,20 +56,27 @@ func (s *Server) fenceRanges(ctx context.Context, ids []keys.RangeID) (int64, er
 	if err != nil {
 		return 0, err
 	}
+	fenceOne := func(id keys.RangeID) error {
+		f, err := s.fences.fenceAt(ctx, id, rev, func(rev uint64) (uint64, uint64, error) {
+			rctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+			defer cancel()
+			return s.fenceRange(rctx, id, rev)
+		})
+		if err != nil {
+			return err
+		}
+		return s.linearizeRangeAt(ctx, id, f.index, f.term)
+	}
+	if len(ids) == 1 {
+		if err := fenceOne(ids[0]); err != nil {
+			return 0, err
+		}
+		return int64(rev), nil
+	}
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		wg.Go(func() {
-			f, err := s.fences.fenceAt(ctx, id, rev, func(rev uint64) (uint64, uint64, error) {
-				rctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
-				defer cancel()
-				return s.fenceRange(rctx, id, rev)
-			})
-			if err == nil {
-				err = s.linearizeRangeAt(ctx, id, f.index, f.term)
-			}
-			errs[i] = err
-		})
+		wg.Go(func() { errs[i] = fenceOne(id) })
 	}
 	wg.Wait()
 	for _, err := range errs {
