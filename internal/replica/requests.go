@@ -57,9 +57,10 @@ func NewRead() *Read { return &Read{done: make(chan error, 1)} }
 // applied index, the index a read fence of term answered (fence.go), or
 // an entry of a later term: the fence's leader may have lost entries it
 // had appended, and every entry of its term that will ever commit lies
-// before the first entry of a later one. Index must be above 0.
+// before the first entry of a later one. An index of 0 makes it a plain
+// read (NewRead), with its read index round.
 func NewReadAtLeast(index, term uint64) *Read {
-	return &Read{done: make(chan error, 1), atLeast: max(index, 1), fenceTerm: term}
+	return &Read{done: make(chan error, 1), atLeast: index, fenceTerm: term}
 }
 
 // ready reports whether the read, its read index known, may be served by

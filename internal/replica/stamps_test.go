@@ -255,6 +255,16 @@ func TestReadFence(t *testing.T) {
 	if n := len(nw.replicas[3].pendingReads); n != 0 {
 		t.Fatalf("got %d reads waiting for a read index round, want 0", n)
 	}
+	// Without a fence index it is a plain read, with its round.
+	plain := NewReadAtLeast(0, 0)
+	nw.replicas[3].ReadIndex(plain)
+	if n := len(nw.replicas[3].pendingReads); n != 1 {
+		t.Fatalf("a read without a fence index: got %d reads waiting for a read index round, want 1", n)
+	}
+	nw.stabilize()
+	if err := <-plain.Done(); err != nil {
+		t.Fatal(err)
+	}
 
 	// A fence index the log never reaches (the fence's leader lost what it
 	// had appended): the read goes once an entry of a later term is

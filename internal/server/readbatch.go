@@ -33,8 +33,9 @@ type batcher[T any] struct {
 }
 
 type round[T any] struct {
-	arg  uint64        // the highest of its callers' arguments; fixed once it starts
-	done chan struct{} // closed once val and err are set
+	arg     uint64        // the highest of its callers' arguments; fixed once it starts
+	callers int           // the callers that joined it
+	done    chan struct{} // closed once val and err are set
 	val  T
 	err  error
 }
@@ -54,6 +55,7 @@ func (b *batcher[T]) do(ctx context.Context, arg uint64, fn func(a uint64) (T, e
 	}
 	mine := b.mu.waiting
 	mine.arg = max(mine.arg, arg)
+	mine.callers++
 	b.mu.Unlock()
 	select {
 	case b.slots <- struct{}{}:

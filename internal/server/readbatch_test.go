@@ -144,18 +144,18 @@ func TestFenceCacheServesReadsUpToAKnownFence(t *testing.T) {
 func TestFenceCacheCoalescesConcurrentReads(t *testing.T) {
 	var c fenceCache
 	var asks atomic.Int64
+	var asked sync.Map // revisions asked at
 	gate := make(chan struct{})
 	ask := func(rev uint64) (uint64, uint64, error) {
 		asks.Add(1)
+		asked.Store(rev, true)
 		<-gate
 		return rev, 1, nil
 	}
 	ctx := context.Background()
-	const reads = 40
 	var wg sync.WaitGroup
-	errs := make(chan error, reads)
-	for i := range reads {
-		rev := uint64(5 + i)
+	errs := make(chan error, 100)
+	read := func(rev uint64) {
 		wg.Go(func() {
 			f, err := c.fenceAt(ctx, 2, rev, ask)
 			if err != nil || f.rev < rev {
@@ -163,33 +163,44 @@ func TestFenceCacheCoalescesConcurrentReads(t *testing.T) {
 			}
 		})
 	}
-	// Wait until every slot asks and a read is queued for the next ask.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		queued := false
-		c.mu.Lock()
-		if rf := c.mu.ranges[2]; rf != nil {
-			rf.asks.mu.Lock()
-			queued = rf.asks.mu.waiting != nil
-			rf.asks.mu.Unlock()
+	waitFor := func(what string, cond func() bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited in vain for %s", what)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		c.mu.Unlock()
-		if queued && asks.Load() == roundsInFlight {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d asks and queued=%v, want %d asks and reads queued", asks.Load(), queued, roundsInFlight)
-		}
-		time.Sleep(time.Millisecond)
 	}
+	// Fill every slot with an ask of its own.
+	for i := range roundsInFlight {
+		read(uint64(10 + i))
+		waitFor("an ask per read", func() bool { return asks.Load() == int64(i+1) })
+	}
+	// Then 36 more, all above those: they queue for one ask.
+	const queued = 36
+	for i := range queued {
+		read(uint64(100 + i))
+	}
+	waitFor("the reads to queue", func() bool {
+		c.mu.Lock()
+		b := c.mu.ranges[2].asks
+		c.mu.Unlock()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.mu.waiting != nil && b.mu.waiting.callers == queued
+	})
 	close(gate)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	if n := asks.Load(); n > 2*roundsInFlight {
-		t.Errorf("got %d asks for %d reads, want at most %d: reads waiting for a slot share one", n, reads, 2*roundsInFlight)
+	if n := asks.Load(); n != roundsInFlight+1 {
+		t.Errorf("got %d asks, want %d: one per slot, then one for the reads that queued", n, roundsInFlight+1)
+	}
+	if _, ok := asked.Load(uint64(100 + queued - 1)); !ok {
+		t.Errorf("the queued reads' ask was not at the highest revision among them (%d)", 100+queued-1)
 	}
 }
 

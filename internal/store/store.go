@@ -240,13 +240,13 @@ func (s *Store) ReadIndex(ctx context.Context, id keys.RangeID, timeout <-chan s
 // ReadIndexAtLeast waits until the replica has applied index, the index a
 // read fence of term answered, or an entry of a later term
 // (replica.NewReadAtLeast): no read index round, the fence's leader made
-// one.
+// one. An index of 0 makes it ReadIndex.
 func (s *Store) ReadIndexAtLeast(ctx context.Context, id keys.RangeID, index, term uint64, timeout <-chan struct{}) error {
 	h, err := s.handle(id)
 	if err != nil {
 		return err
 	}
-	if pub := h.pub(); pub != nil && pub.Applied >= index {
+	if pub := h.pub(); index > 0 && pub != nil && pub.Applied >= index {
 		return nil // applied already: no need to wake the replica
 	}
 	rd := replica.NewReadAtLeast(index, term)
