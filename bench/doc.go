@@ -55,6 +55,13 @@
 // spreads its keys evenly over the ranges (ranges.go); the watch, lock and
 // election keys and the leases stay in the first range.
 //
+// -systems may name synod@<commit> for the workloads too: Synod built from
+// that commit of this repository, beside today's, rounds interleaved (the
+// regression table of the ranges compares with synod@fb899af, main from
+// before them). A Synod from before static data ranges is built with the
+// -data-ranges field left out of synodmember (a go build -overlay) and runs
+// with one Raft group whatever -data-ranges says.
+//
 // Per workload and system it reports throughput, p50/p99/p999 latency, server
 // CPU seconds per 1,000 operations (user+system time of the three member
 // processes during the window), peak RSS (sum of the members' VmHWM, reset

@@ -85,7 +85,11 @@ func TestParseOptions(t *testing.T) {
 	if len(o.systems) != 1 || o.systems[0] != "synod" || len(o.workloads) != 2 {
 		t.Fatalf("parsed %v %v", o.systems, o.workloads)
 	}
-	for _, bad := range [][]string{{"-systems", "zookeeper"}, {"-workloads", "nope"}, {"-clients", "0"}} {
+	o, err = parseOptions([]string{"-systems", "synod@fb899af,synod", "-workloads", "put-1000", "-data-ranges", "8"})
+	if err != nil || len(o.systems) != 2 || o.systems[0] != "synod@fb899af" {
+		t.Fatalf("synod@<commit> for the workloads: got %v, %v, want both systems", o, err)
+	}
+	for _, bad := range [][]string{{"-systems", "zookeeper"}, {"-systems", "synod@"}, {"-workloads", "nope"}, {"-clients", "0"}} {
 		if _, err := parseOptions(bad); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
@@ -135,5 +139,47 @@ func TestParseHeapInuse(t *testing.T) {
 	got, err := parseHeapInuse(strings.NewReader(prof))
 	if err != nil || got != 123456 {
 		t.Fatalf("got %d, %v, want 123456", got, err)
+	}
+}
+
+// TestMemberOverlayLeavesOutDataRanges checks that synodmember is built
+// against a Synod without static data ranges with its DataRangeSplits field
+// left out, and against one with them unchanged.
+func TestMemberOverlayLeavesOutDataRanges(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		config      string
+		wantOverlay bool
+	}{
+		{"package server\n\ntype Config struct{ DataRangeSplits [][]byte }\n", false},
+		{"package server\n\ntype Config struct{}\n", true},
+	} {
+		src := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(src, "internal", "server"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, "internal", "server", "config.go"), []byte(tc.config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		overlay, err := memberOverlay(dir, src, "abc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := overlay != ""; got != tc.wantOverlay {
+			t.Fatalf("config %q: got an overlay %v, want %v", tc.config, got, tc.wantOverlay)
+		}
+		if overlay == "" {
+			continue
+		}
+		patched, err := os.ReadFile(filepath.Join(dir, "synodmember-abc-main.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(patched), "DataRangeSplits:") {
+			t.Errorf("the patched synodmember still sets DataRangeSplits")
+		}
+		if !strings.Contains(string(patched), "server.Open(server.Config{") {
+			t.Errorf("the patched synodmember lost its server.Open call")
+		}
 	}
 }
