@@ -36,8 +36,8 @@ type round[T any] struct {
 	arg     uint64        // the highest of its callers' arguments; fixed once it starts
 	callers int           // the callers that joined it
 	done    chan struct{} // closed once val and err are set
-	val  T
-	err  error
+	val     T
+	err     error
 }
 
 // newBatcher returns a batcher that runs up to inFlight rounds at once.
