@@ -96,16 +96,6 @@ type Snapshot struct {
 // Len returns the number of live keys in the snapshot.
 func (s *Snapshot) Len() int { return s.n }
 
-// At returns the snapshot as the index at rev, for a caller that knows the
-// keys live at rev are those live at the snapshot's revision: no write
-// between the two (a range of a split store whose next write will commit
-// above rev).
-func (s *Snapshot) At(rev int64) *Snapshot {
-	c := *s
-	c.rev = rev
-	return &c
-}
-
 // Len returns the number of live keys.
 func (x *Index) Len() int { return x.n }
 

@@ -131,9 +131,10 @@ func (s *Server) fenceLocal(ctx context.Context, id keys.RangeID, rev uint64) (i
 // readAtOracle serves fn from the store at a revision from the oracle
 // after read fences on the data ranges ids (fenceRanges), once the locks
 // over spans (nil: any) of transactions that started below it are resolved
-// here: the meta fn gets has that revision. A read of one range gets the
-// range's index of live keys when the range holds nothing above that
-// revision (indexAt); other reads are MVCC reads at it.
+// here: the meta fn gets has that revision, and reads are MVCC reads at
+// it. (Not the ranges' indexes of live keys: on a split store the first
+// range writes the user keys a queue completion puts, whatever range
+// they lie in, and only its own index knows them.)
 func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, spans []txnlock.Span, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	for round := 1; ; round++ {
@@ -146,7 +147,7 @@ func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, spa
 		if err := s.resolveLocksBelow(ctx, ids, rev, spans); err != nil {
 			return zero, err
 		}
-		r, idx, idxRev, compactRev, release, err := s.oracleView(ids)
+		r, compactRev, release, err := s.oracleView(ids)
 		if err != nil {
 			return zero, err
 		}
@@ -161,7 +162,7 @@ func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, spa
 			return zero, rpctypes.ErrGRPCCompacted
 		}
 		defer release()
-		return fn(r, indexAt(idx, idxRev, rev), kv.Meta{Revision: rev, CompactRevision: compactRev})
+		return fn(r, nil, kv.Meta{Revision: rev, CompactRevision: compactRev})
 	}
 }
 
@@ -192,7 +193,7 @@ func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *
 	if m := s.merger.Load(); m != nil {
 		rev = max(rev, m.resolvedRevision())
 	}
-	r, idx, idxRev, compactRev, release, err := s.oracleView(ids)
+	r, compactRev, release, err := s.oracleView(ids)
 	if err != nil {
 		return zero, err
 	}
@@ -200,57 +201,32 @@ func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *
 	if compactRev > rev {
 		return zero, rpctypes.ErrGRPCCompacted
 	}
-	return fn(r, indexAt(idx, idxRev, rev), kv.Meta{Revision: rev, CompactRevision: compactRev})
+	return fn(r, nil, kv.Meta{Revision: rev, CompactRevision: compactRev})
 }
 
 // oracleView returns a view of the data ranges ids as this node applied
-// them now, and the highest compaction revision of those ranges. A read
-// of one range uses that range's shared view, with its index of live
-// keys and the highest revision of any version the range holds in it
-// (reads at or above it may read the index: indexAt). With several
-// ranges it is a Pebble snapshot of its own, without an index: a
-// replica's shared view was taken when its own range last changed, and
-// may miss what the others applied since.
-func (s *Server) oracleView(ids []keys.RangeID) (r pebble.Reader, idx *keyindex.Snapshot, idxRev, compactRev int64, release func(), err error) {
-	if len(ids) == 1 {
-		v, err := s.store.View(ids[0])
+// them now, and the highest compaction revision of those ranges. With one
+// data range it is that range's shared view. With several it is a Pebble
+// snapshot of its own, even for a read of one range: a replica's shared
+// view was taken when its own range last changed, and may miss what the
+// others applied since, which includes keys of its span (the first range
+// writes the user keys a queue completion puts, whatever range they lie
+// in).
+func (s *Server) oracleView(ids []keys.RangeID) (r pebble.Reader, compactRev int64, release func(), err error) {
+	if !s.multiRange() {
+		snap, meta, err := s.view()
 		if err != nil {
-			return nil, nil, 0, 0, nil, err
+			return nil, 0, nil, err
 		}
-		if v.Pub == nil {
-			// An apply raced with taking the view: no index.
-			st, err := replica.LoadAppliedState(v, ids[0])
-			if err != nil {
-				v.Close()
-				return nil, nil, 0, 0, nil, err
-			}
-			return v, nil, 0, st.KV.CompactRevision, func() { v.Close() }, nil
-		}
-		if !v.Pub.Initialized {
-			v.Close()
-			return nil, nil, 0, 0, nil, errJoining
-		}
-		d := v.Pub.Derived
-		return v, datarange.Index(d), max(v.Pub.KV.Revision, datarange.MaxCommit(d)), v.Pub.KV.CompactRevision, func() { v.Close() }, nil
+		return snap, meta.CompactRevision, func() { snap.Close() }, nil
 	}
 	snap := s.db.NewSnapshot()
 	rev, err := compactRevisionIn(snap, ids)
 	if err != nil {
 		snap.Close()
-		return nil, nil, 0, 0, nil, err
+		return nil, 0, nil, err
 	}
-	return snap, nil, 0, rev, func() { snap.Close() }, nil
-}
-
-// indexAt returns idx, an index of one range's live keys whose versions
-// are all at or below idxRev, as the index at rev: the same keys, when
-// rev is at or above idxRev (and rev is fenced or closed in the range,
-// so that nothing will commit at or below it there); otherwise nil.
-func indexAt(idx *keyindex.Snapshot, idxRev, rev int64) *keyindex.Snapshot {
-	if idx == nil || idxRev > rev {
-		return nil
-	}
-	return idx.At(rev)
+	return snap, rev, func() { snap.Close() }, nil
 }
 
 // compactRevisionIn returns the highest compaction revision of the data
