@@ -305,6 +305,7 @@ func (a *batch) env(ka *kv.Applier, cmd raftcmd.Command, index, term uint64) *En
 	return &Env{
 		Batch: a.b, KV: ka, Leases: a.leases(), Term: term, Index: index,
 		Local: cmd.Proposer == a.m.cfg.NodeID, NoSpace: a.st.NoSpace, Effects: a.out,
+		Start: a.desc.Start, End: end(a.desc),
 	}
 }
 

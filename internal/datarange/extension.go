@@ -1,6 +1,7 @@
 package datarange
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -66,6 +67,23 @@ type Env struct {
 	// on once the batch is committed (wake the streams a new job is for),
 	// in Effects.Extensions.
 	Effects *rangesm.Effects
+	// Start and End are the range's span (End nil: no end). KV reads and
+	// writes only what this range holds: an extension must refuse keys
+	// outside it (Holds), which on a split store other ranges own.
+	Start, End []byte
+}
+
+// Holds reports whether the keys of an etcd key and range end (empty: the
+// key alone; "\x00": every key from key on) lie in the range's span.
+func (e *Env) Holds(key, rangeEnd []byte) bool {
+	start, end := kv.RangeBounds(key, rangeEnd)
+	if bytes.Compare(start, e.Start) < 0 {
+		return false
+	}
+	if e.End == nil {
+		return true
+	}
+	return end != nil && bytes.Compare(end, e.End) <= 0
 }
 
 // extensionKinds maps each command kind to the extension that applies it.

@@ -160,3 +160,29 @@ func TestExtensionsMayNotShareKinds(t *testing.T) {
 type lowKind struct{ tally }
 
 func (*lowKind) Kinds() []raftcmd.Kind { return []raftcmd.Kind{raftcmd.KindPut} }
+
+// TestEnvHolds checks which etcd key ranges lie in a range's span.
+func TestEnvHolds(t *testing.T) {
+	whole := &Env{}
+	part := &Env{Start: []byte("b"), End: []byte("m")}
+	for _, tc := range []struct {
+		env      *Env
+		key, end string
+		want     bool
+	}{
+		{whole, "a", "", true},
+		{whole, "a", "\x00", true},
+		{part, "b", "", true},
+		{part, "a", "", false},
+		{part, "l\xff", "", true},
+		{part, "m", "", false},
+		{part, "c", "m", true},
+		{part, "c", "n", false},
+		{part, "c", "\x00", false},
+		{&Env{Start: []byte("b")}, "c", "\x00", true},
+	} {
+		if got := tc.env.Holds([]byte(tc.key), []byte(tc.end)); got != tc.want {
+			t.Errorf("span [%q, %q) holds [%q, %q): got %v, want %v", tc.env.Start, tc.env.End, tc.key, tc.end, got, tc.want)
+		}
+	}
+}

@@ -363,3 +363,43 @@ func TestQueueScheduleFiresOncePerFiringAcrossFailovers(t *testing.T) {
 		t.Fatalf("%d firings, %d jobs: want one job per firing over the run", n, len(jobs))
 	}
 }
+
+// TestQueueKVOpsStayInTheQueuesRange checks that on a store split into
+// ranges a push or completion may compare and put only keys of the data
+// range that holds the queues: its apply cannot read or write what
+// another range's log decides (the pre-split chaos run caught completion
+// keys written outside their range, missing from its index).
+func TestQueueKVOpsStayInTheQueuesRange(t *testing.T) {
+	t.Parallel()
+	c := testcluster.New(t, testcluster.Options{Configure: splitAt("g")})
+	c.WaitLeader()
+	ctx := testcluster.Context(t, 30*time.Second)
+	cli := c.Client()
+	q := client.FromEtcd(cli).Queue("spans")
+	if _, _, err := q.PushTxn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version("a/seen"), "=", 0)}, []client.KVPut{{Key: "a/x", Value: "1"}}, client.Spec{Payload: []byte("in")}); err != nil {
+		t.Fatalf("push with a compare and a put in the first range: %v", err)
+	}
+	for _, tc := range []struct {
+		what string
+		cmps []clientv3.Cmp
+		puts []client.KVPut
+	}{
+		{"a put in another range", nil, []client.KVPut{{Key: "h/x", Value: "1"}}},
+		{"a compare in another range", []clientv3.Cmp{clientv3.Compare(clientv3.Version("h/seen"), "=", 0)}, nil},
+		{"a compare over both ranges", []clientv3.Cmp{clientv3.Compare(clientv3.Version("a"), "=", 0).WithRange("z")}, nil},
+	} {
+		_, _, err := q.PushTxn(ctx, tc.cmps, tc.puts, client.Spec{Payload: []byte("out")})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "outside the data range that holds the queues") {
+			t.Errorf("%s: got %v, want FailedPrecondition: outside the data range that holds the queues", tc.what, err)
+		}
+	}
+	if g := get(t, cli, "a/x"); len(g.Kvs) != 1 {
+		t.Errorf("the put in the first range: got %d keys, want 1", len(g.Kvs))
+	}
+	if g := get(t, cli, "h/x"); len(g.Kvs) != 0 {
+		t.Errorf("the refused put: got %d keys, want 0", len(g.Kvs))
+	}
+	if st, err := q.Stats(ctx); err != nil || st.Available != 1 {
+		t.Errorf("jobs pushed: got %+v, %v, want only the first one available", st, err)
+	}
+}

@@ -41,10 +41,13 @@ import (
 //   - every firing of the schedule pushed one job (no firing time twice).
 
 const (
-	queueName      = "chaos-jobs"
-	cronQueue      = "chaos-cron"
-	doneKeys       = "chaos/q/done/" // + job ID + "/" + token
-	queueTTL       = 3               // seconds, the workers' sessions
+	queueName = "chaos-jobs"
+	cronQueue = "chaos-cron"
+	// doneKeys (+ job ID + "/" + token) sort below "/", so that on a
+	// pre-split store they lie in the first data range with the queues,
+	// as a completion's puts must (the PresplitKeys start at "/").
+	doneKeys       = "+chaos/q/done/"
+	queueTTL       = 3 // seconds, the workers' sessions
 	queueWorkers   = 3
 	queueProducers = 4
 	minAcked       = 40

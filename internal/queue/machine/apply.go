@@ -220,6 +220,20 @@ func EtcdCompare(c *queuepb.Compare) *etcdpb.Compare {
 // puts; it fails, having written nothing, if a compare fails or a put
 // names a lease that does not exist.
 func (a *applier) kvOps(cmps []*queuepb.Compare, puts []*queuepb.KeyValuePut) error {
+	// The queues live in the first data range: on a store split into
+	// ranges, keys of another range are not its to read or write (its
+	// apply would read state the other range's log decides, and write
+	// keys outside that range's log, snapshots and index).
+	for _, c := range cmps {
+		if !a.env.Holds(c.Key, c.RangeEnd) {
+			return a.outsideRange(c.Key)
+		}
+	}
+	for _, p := range puts {
+		if !a.env.Holds(p.Key, nil) {
+			return a.outsideRange(p.Key)
+		}
+	}
 	for _, p := range puts {
 		if p.Lease == 0 {
 			continue
@@ -253,6 +267,16 @@ func (a *applier) kvOps(cmps []*queuepb.Compare, puts []*queuepb.KeyValuePut) er
 		}
 	}
 	return nil
+}
+
+// outsideRange is the error of a compare or put of key outside the
+// queues' range.
+func (a *applier) outsideRange(key []byte) error {
+	end := "the end of the keyspace"
+	if a.env.End != nil {
+		end = fmt.Sprintf("%q", a.env.End)
+	}
+	return status.Errorf(codes.FailedPrecondition, "queue: key %q lies outside the data range that holds the queues ([%q, %s)): on a store split into ranges, the compares and puts of a push or completion must lie in it", key, a.env.Start, end)
 }
 
 func (a *applier) writePuts(puts []*queuepb.KeyValuePut) {
