@@ -148,7 +148,9 @@ var ErrCompareFailed = errors.New("queue: compare failed")
 // PushTxn pushes jobs if every compare holds (etcd's compares, as built
 // with clientv3.Compare), and makes puts in the same revision: enqueue
 // exactly when your own state change commits. It returns the IDs and, for
-// each job, whether its idempotency key matched a retained job.
+// each job, whether its idempotency key matched a retained job. On a store
+// split into data ranges the compared and put keys must lie in the first
+// range, with the queues (codes.FailedPrecondition otherwise).
 func (q *Queue) PushTxn(ctx context.Context, cmps []clientv3.Cmp, puts []KVPut, specs ...Spec) ([]uint64, []bool, error) {
 	req := &queuepb.PushRequest{Queue: q.name, Compares: compares(cmps), Puts: kvPuts(puts)}
 	for i := range specs {

@@ -105,7 +105,9 @@ func (j *Job) Progress(ctx context.Context, progress []byte) error {
 // CompleteTxn completes the job with result if every compare holds, and
 // makes puts in the same revision; it fails with ErrStaleToken if the job
 // is no longer this claim's, ErrCompareFailed if a compare did not hold.
-// After it succeeded, what the handler returns is ignored.
+// After it succeeded, what the handler returns is ignored. On a store split
+// into data ranges the compared and put keys must lie in the first range,
+// with the queues (codes.FailedPrecondition otherwise).
 func (j *Job) CompleteTxn(ctx context.Context, result []byte, cmps []clientv3.Cmp, puts ...KVPut) error {
 	_, err := j.w.q.api.Complete(ctx, &queuepb.CompleteRequest{Queue: j.Queue, Id: j.ID, Token: j.Token, Result: result,
 		Compares: compares(cmps), Puts: kvPuts(puts)})
