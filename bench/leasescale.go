@@ -715,10 +715,7 @@ func (r *leaseReport) markdown() string {
 		}
 	}
 	p("")
-	m := r.machine
-	in := r.interference
-	p("Machine: %d cores, %s; %s, fsync p50 %s. Other processes used %.0f%% of the machine's CPU during the run (load average before it %s). Go %s, etcd %s, Synod %s.",
-		m.cores, m.cpuModel, m.filesystem, fmtDur(m.fsync.p50), in.othersPercent(), in.loadBefore, r.version.goVersion, r.version.etcd, r.version.synod)
+	p("%s", machineSentence(r.machine, r.interference, r.version, true))
 	p("")
 	p("%s", leaseEndMarker)
 	return b.String()

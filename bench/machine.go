@@ -206,3 +206,15 @@ func synodCommit() string {
 	}
 	return commit
 }
+
+// machineSentence describes the machine, what other processes did during
+// the run, and the versions measured (etcd's too when withEtcd), for the
+// end of a report section.
+func machineSentence(m machine, in interference, v versions, withEtcd bool) string {
+	etcd := ""
+	if withEtcd {
+		etcd = ", etcd " + v.etcd
+	}
+	return fmt.Sprintf("Machine: %d cores, %s; %s, fsync p50 %s. Other processes used %.0f%% of the machine's CPU during the run (load average before it %s). Go %s%s, Synod %s.",
+		m.cores, m.cpuModel, m.filesystem, fmtDur(m.fsync.p50), in.othersPercent(), in.loadBefore, v.goVersion, etcd, v.synod)
+}

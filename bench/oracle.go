@@ -251,13 +251,9 @@ func (r *report) oracleTable(p func(string, ...any)) {
 			if res == nil || res.na != "" {
 				continue
 			}
-			var byRound []string
-			for _, rr := range sr.rounds[w.name] {
-				byRound = append(byRound, fmtRate(rr.throughput()))
-			}
 			req, okReq := res.oracle[oracleRequests]
 			bat, okBat := res.oracle[oracleBatches]
-			p("| %s | %s | %s | %s | %s | %s | %s | %s |", w.name, sr.system, strings.Join(byRound, ", "),
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |", w.name, sr.system, throughputByRound(sr.rounds[w.name]),
 				oracleRatesByRound(sr.rounds[w.name], oracleRequests), oracleRatesByRound(sr.rounds[w.name], oracleBatches),
 				oracleRatesByRound(sr.rounds[w.name], oracleRevisions),
 				perUnit(float64(res.ops), req, true, okReq), perUnit(req, bat, okReq, okBat))

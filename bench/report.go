@@ -157,11 +157,7 @@ func (r *report) markdown() string {
 			if res.firstErr != nil {
 				errs += fmt.Sprintf(" (first: %s)", oneLine(res.firstErr.Error(), 80))
 			}
-			var byRound []string
-			for _, rr := range sr.rounds[w.name] {
-				byRound = append(byRound, fmtRate(rr.throughput()))
-			}
-			p("| %s | %s | %s | %s | %s | %.3f | %s | %s |", w.name, sr.system, commas(res.ops), strings.Join(byRound, ", "), errs,
+			p("| %s | %s | %s | %s | %s | %.3f | %s | %s |", w.name, sr.system, commas(res.ops), throughputByRound(sr.rounds[w.name]), errs,
 				res.clientCPUPerKOps(), commas(res.keys), fmtSize(res.diskDelta))
 		}
 	}
@@ -426,4 +422,13 @@ func measuredPrelude(started time.Time, took time.Duration, opts *options) strin
 	cmd := (&report{opts: opts}).command()
 	return fmt.Sprintf("Measured %s; the run took %s. Reproduce with:\n\n```sh\n%s\n```",
 		started.UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second), cmd)
+}
+
+// throughputByRound lists the rounds' throughputs, comma-separated.
+func throughputByRound(rounds []*result) string {
+	var out []string
+	for _, rr := range rounds {
+		out = append(out, fmtRate(rr.throughput()))
+	}
+	return strings.Join(out, ", ")
 }

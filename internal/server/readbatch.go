@@ -10,9 +10,9 @@ import (
 // Reads at a revision from the oracle share their rounds. Each needs a
 // revision taken after it began and a read fence at that revision (or
 // above) on every range it reads; a node serving many of them at once
-// takes one revision for all that arrived while the previous one was being
+// takes one revision for all that arrived while earlier ones were being
 // taken (readRevisions), and keeps, per range, the highest fence it has
-// learned and at most one being asked for (fenceCache): a fence at F
+// learned, batching the asks for more (fenceCache): a fence at F
 // promises for good that every entry stamped at or below F lies at or
 // before its index, so it serves every read at a revision up to F. Without
 // this, each read made an oracle request and a fence request per range of

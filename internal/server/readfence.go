@@ -132,9 +132,7 @@ func (s *Server) fenceLocal(ctx context.Context, id keys.RangeID, rev uint64) (i
 // after read fences on the data ranges ids (fenceRanges), once the locks
 // over spans (nil: any) of transactions that started below it are resolved
 // here: the meta fn gets has that revision, and reads are MVCC reads at
-// it. (Not the ranges' indexes of live keys: on a split store the first
-// range writes the user keys a queue completion puts, whatever range
-// they lie in, and only its own index knows them.)
+// it (oracleView).
 func readAtOracle[T any](ctx context.Context, s *Server, ids []keys.RangeID, spans []txnlock.Span, fn func(pebble.Reader, *keyindex.Snapshot, kv.Meta) (T, error)) (T, error) {
 	var zero T
 	for round := 1; ; round++ {
@@ -209,9 +207,8 @@ func readResolved[T any](s *Server, ids []keys.RangeID, fn func(pebble.Reader, *
 // data range it is that range's shared view. With several it is a Pebble
 // snapshot of its own, even for a read of one range: a replica's shared
 // view was taken when its own range last changed, and may miss what the
-// others applied since, which includes keys of its span (the first range
-// writes the user keys a queue completion puts, whatever range they lie
-// in).
+// others applied since. (Reads of one range from its view and index were
+// tried and undone: docs/design.md, "Reads take a Pebble snapshot".)
 func (s *Server) oracleView(ids []keys.RangeID) (r pebble.Reader, compactRev int64, release func(), err error) {
 	if !s.multiRange() {
 		snap, meta, err := s.view()
