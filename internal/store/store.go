@@ -246,9 +246,9 @@ func (s *Store) ReadIndexAtLeast(ctx context.Context, id keys.RangeID, index, te
 	if err != nil {
 		return err
 	}
-	if pub := h.pub(); index > 0 && pub != nil && pub.Applied >= index {
-		return nil // applied already: no need to wake the replica
-	}
+	// No shortcut on the published applied index: the replica publishes
+	// it before the node has handed that batch's events on (onApply), and
+	// a watch closed at the fence would pass events it has not seen yet.
 	rd := replica.NewReadAtLeast(index, term)
 	h.post(func(m *mailbox) { m.reads = append(m.reads, rd) })
 	select {
